@@ -1,0 +1,66 @@
+"""CustomResourceDefinitions: registering a CRD's kind on write, and its Established status.
+
+CRDs live in the store like any object; this hook keeps the registry in step, and at start-up every stored
+CRD is registered again, so a restarted server serves the same kinds.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import TYPE_CHECKING
+
+from ketch.kinds.builtin.apiextensions import to_resource_definition
+from ketch.kinds.definitions import ResourceDefinition
+from ketch.kinds.meta import set_condition
+
+if TYPE_CHECKING:
+    from ketch.machinery.api import Api
+
+log = logging.getLogger(__name__)
+CRD_KEY = "apiextensions.k8s.io/customresourcedefinitions"
+
+
+def install(api: Api) -> None:
+    api.add_hook(CRD_KEY, _on_crd)
+    items, _ = api.store.list(CRD_KEY)
+    for crd in items:
+        if crd["metadata"].get("deletionTimestamp"):
+            continue
+        try:
+            api.registry.add(to_resource_definition(crd))
+        except Exception:
+            log.exception("cannot register stored CRD %s", crd["metadata"]["name"])
+
+
+def _on_crd(api: Api, rd: ResourceDefinition, typ: str, crd: dict) -> None:
+    if typ == "DELETED" or crd["metadata"].get("deletionTimestamp"):
+        newrd = to_resource_definition(crd)
+        api.registry.remove(newrd.key)
+        # Deleting a CRD deletes every object of its kind, as the apiserver's cleanup finalizer does.
+        items, _ = api.store.list(newrd.key)
+        for o in items:
+            md = o["metadata"]
+            try:
+                api.store.delete(newrd.key, md.get("namespace", ""), md["name"])
+            except Exception:
+                pass
+        return
+    existing = api.registry.by_key(f"{crd['spec']['group']}/{crd['spec']['names']['plural']}")
+    newrd = to_resource_definition(crd)
+    if existing is not None and existing.builtin:
+        return  # never let a CRD shadow a built-in kind
+    api.registry.add(newrd)
+    st = copy.deepcopy(crd.get("status") or {})
+    names = crd["spec"]["names"]
+    st["acceptedNames"] = {k: v for k, v in names.items() if k in ("kind", "listKind", "plural", "singular", "shortNames", "categories")}
+    st["storedVersions"] = sorted({v["name"] for v in crd["spec"].get("versions") or [] if v.get("storage")} | set(st.get("storedVersions") or []))
+    changed = set_condition(st, "NamesAccepted", "True", "NoConflicts", "no conflicts found")
+    changed = set_condition(st, "Established", "True", "InitialNamesAccepted", "the initial names have been accepted") or changed
+    if changed or st != crd.get("status"):
+        new = copy.deepcopy(crd)
+        new["status"] = st
+        try:
+            api.store.update(CRD_KEY, new, int(crd["metadata"]["resourceVersion"]))
+        except Exception:
+            log.debug("CRD status update raced; it will be set on the next write")

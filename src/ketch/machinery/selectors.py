@@ -1,0 +1,110 @@
+"""Label and field selectors, parsed as Kubernetes parses them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from ketch.kinds.meta import get_path
+from ketch.machinery.errors import bad_request
+
+Pred = Callable[[dict], bool]
+
+_SET_RE = re.compile(r"^\s*(!?)\s*([A-Za-z0-9_./-]+)\s*(?:(notin|in)\s*\(([^)]*)\))?\s*$")
+_EQ_RE = re.compile(r"^\s*([A-Za-z0-9_./-]+)\s*(==|=|!=)\s*([A-Za-z0-9_.-]*)\s*$")
+
+
+def _split_top(s: str) -> list[str]:
+    """Split on commas that are not inside parentheses."""
+    out, depth, cur = [], 0, []
+    for ch in s:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    if cur:
+        out.append("".join(cur))
+    return [p for p in (x.strip() for x in out) if p]
+
+
+def parse_label_selector(sel: str | None) -> Pred:
+    if not sel:
+        return lambda labels: True
+    preds: list[Pred] = []
+    for term in _split_top(sel):
+        m = _EQ_RE.match(term)
+        if m:
+            k, op, v = m.groups()
+            if op == "!=":
+                preds.append(lambda lb, k=k, v=v: lb.get(k) != v)
+            else:
+                preds.append(lambda lb, k=k, v=v: lb.get(k) == v)
+            continue
+        m = _SET_RE.match(term)
+        if m:
+            neg, k, op, vals = m.groups()
+            if op:
+                values = {x.strip() for x in vals.split(",") if x.strip()}
+                if op == "in":
+                    preds.append(lambda lb, k=k, vs=values: k in lb and lb[k] in vs)
+                else:
+                    preds.append(lambda lb, k=k, vs=values: k not in lb or lb[k] not in vs)
+            elif neg:
+                preds.append(lambda lb, k=k: k not in lb)
+            else:
+                preds.append(lambda lb, k=k: k in lb)
+            continue
+        raise bad_request(f'unable to parse requirement: invalid label selector "{sel}"')
+    return lambda labels: all(p(labels) for p in preds)
+
+
+def label_matches(selector: dict | None, labels: dict) -> bool:
+    """Match a structured LabelSelector (matchLabels / matchExpressions), as Services and Jobs use."""
+    if not selector:
+        return False
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        k, op, vals = e.get("key"), e.get("operator"), e.get("values") or []
+        if op == "In" and labels.get(k) not in vals:
+            return False
+        if op == "NotIn" and k in labels and labels[k] in vals:
+            return False
+        if op == "Exists" and k not in labels:
+            return False
+        if op == "DoesNotExist" and k in labels:
+            return False
+    return True
+
+
+def parse_field_selector(sel: str | None, allowed: set[str] | None = None) -> Pred:
+    if not sel:
+        return lambda obj: True
+    preds: list[Pred] = []
+    for term in _split_top(sel):
+        m = re.match(r"^\s*([A-Za-z0-9_.]+)\s*(==|=|!=)\s*(.*?)\s*$", term)
+        if not m:
+            raise bad_request(f'invalid field selector: "{term}"')
+        path, op, value = m.groups()
+        if allowed is not None and path not in allowed:
+            raise bad_request(f'field label not supported: {path}')
+
+        def get(obj: dict, path: str = path) -> str:
+            v = get_path(obj, path)
+            if v is None:
+                return ""
+            if isinstance(v, bool):
+                return "true" if v else "false"
+            return str(v)
+
+        if op == "!=":
+            preds.append(lambda o, g=get, v=value: g(o) != v)
+        else:
+            preds.append(lambda o, g=get, v=value: g(o) == v)
+    return lambda obj: all(p(obj) for p in preds)

@@ -1,0 +1,71 @@
+"""Watch fan-out: every committed change reaches each interested watcher's queue, in commit order.
+
+The store calls ``publish`` from whatever thread wrote; queues belong to the event loop, so events hop
+onto the loop thread-safely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+
+from ketch.store.base import Change
+
+
+@dataclass(eq=False)
+class Subscription:
+    key: str | None
+    namespace: str | None
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    overflowed: bool = False
+
+    def wants(self, ch: Change) -> bool:
+        if self.key is not None and ch.key != self.key:
+            return False
+        if self.namespace and ch.namespace != self.namespace:
+            return False
+        return True
+
+
+class WatchHub:
+    MAX_QUEUE = 100_000  # a watcher this far behind is dropped; it re-lists, as client-go does
+
+    def __init__(self) -> None:
+        self._subs: set[Subscription] = set()
+        self._lock = threading.Lock()
+
+    def subscribe(self, key: str | None, namespace: str | None = None) -> Subscription:
+        sub = Subscription(key, namespace, asyncio.get_running_loop())
+        with self._lock:
+            self._subs.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            self._subs.discard(sub)
+
+    def publish(self, ch: Change) -> None:
+        with self._lock:
+            subs = [s for s in self._subs if s.wants(ch)]
+        for s in subs:
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is s.loop:
+                self._put(s, ch)
+            else:
+                try:
+                    s.loop.call_soon_threadsafe(self._put, s, ch)
+                except RuntimeError:  # loop closed
+                    self.unsubscribe(s)
+
+    def _put(self, s: Subscription, ch: Change) -> None:
+        if s.queue.qsize() >= self.MAX_QUEUE:
+            s.overflowed = True
+            s.queue.put_nowait(None)
+            self.unsubscribe(s)
+            return
+        s.queue.put_nowait(ch)

@@ -1,0 +1,129 @@
+"""Assembles one process: store, Api, components (controllers, kubelet, pipelines, serving...), and the
+Starlette app that serves them all on one port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import pkgutil
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+import ketch
+from ketch.config import Settings
+from ketch.machinery.api import Api
+from ketch.machinery.context import Context
+from ketch.server.k8s import K8sHandler, json_response, openapi_handlers
+from ketch.store import open_store
+
+log = logging.getLogger(__name__)
+
+VERSION = {
+    "major": "1",
+    "minor": "37",
+    "gitVersion": f"v1.37.0+ketch.{ketch.__version__}",
+    "gitCommit": "ketch",
+    "gitTreeState": "clean",
+    "buildDate": "2026-11-01T00:00:00Z",
+    "goVersion": "python",
+    "compiler": "cpython",
+    "platform": "linux/amd64",
+}
+
+
+def discover_components() -> list[str]:
+    """Every ketch subpackage with a ``component`` module plugs in; adding one is adding a package."""
+    out = []
+    for m in pkgutil.iter_modules(ketch.__path__):
+        if m.ispkg:
+            with contextlib.suppress(ImportError):
+                if importlib.util.find_spec(f"ketch.{m.name}.component") is not None:
+                    out.append(m.name)
+    return sorted(out)
+
+
+def build_context(settings: Settings) -> Context:
+    store = open_store(settings.db, history=settings.watch_history)
+    api = Api(store)
+    ctx = Context(api=api, settings=settings)
+    ctx.services.setdefault("subresources", {})
+    bootstrap(api)
+    for name in discover_components():
+        if name in settings.disabled:
+            continue
+        mod = importlib.import_module(f"ketch.{name}.component")
+        mod.setup(ctx)
+    return ctx
+
+
+def bootstrap(api: Api) -> None:
+    """Objects every cluster has: the default and system namespaces."""
+    rd = api.rd("v1", "Namespace")
+    for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
+        if api.try_get(rd, "", ns) is None:
+            api.create(rd, "", {"metadata": {"name": ns}})
+
+
+def build_app(ctx: Context) -> Starlette:
+    k8s = K8sHandler(ctx.api, ctx.services["subresources"])
+
+    async def handler(request: Request) -> Response:
+        return await k8s(request)
+    oa = openapi_handlers(ctx.api)
+
+    async def version(request: Request) -> Response:
+        return json_response(VERSION)
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    routes = [
+        Route("/version", version),
+        Route("/healthz", healthz),
+        Route("/livez", healthz),
+        Route("/readyz", healthz),
+        Route("/openapi/v2", oa["v2"]),
+        Route("/openapi/v3", oa["v3root"]),
+        Route("/openapi/v3/{rest:path}", oa["v3doc"]),
+        *ctx.routes,
+        Route("/api", handler, methods=["GET"]),
+        Route("/apis", handler, methods=["GET"]),
+        Route("/api/{rest:path}", handler, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        Route("/apis/{rest:path}", handler, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        await ctx.start_tasks()
+        try:
+            yield
+        finally:
+            await ctx.stop()
+
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    ctx = build_context(settings)
+    app = build_app(ctx)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    try:
+        asyncio.run(server.serve())
+    finally:
+        ctx.api.store.close()

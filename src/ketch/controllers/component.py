@@ -1,26 +1,9 @@
-"""Starts the core controllers: every module in this package that exports ``CONTROLLERS`` (classes) or
-``TASKS`` (factories of background coroutines taking the Context)."""
+"""Starts the core controllers: every module in this package exporting ``CONTROLLERS`` or ``TASKS``."""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from ketch.machinery.context import Context
-
-
-def start_controllers(ctx: Context, package: str, path: list[str]) -> None:
-    """Instantiate and schedule every controller a package's modules export (shared by all components)."""
-    for m in sorted(pkgutil.iter_modules(path), key=lambda m: m.name):
-        if m.name in ("component", "runtime") or m.name.startswith("_"):
-            continue
-        mod = importlib.import_module(f"{package}.{m.name}")
-        for cls in getattr(mod, "CONTROLLERS", []):
-            c = cls(ctx.api) if not getattr(cls, "needs_context", False) else cls(ctx)
-            ctx.services.setdefault("controllers", {})[c.name] = c
-            ctx.add_task(c.run)
-        for factory in getattr(mod, "TASKS", []):
-            ctx.add_task(factory(ctx))
+from ketch.runtime import start_controllers
 
 
 def setup(ctx: Context) -> None:

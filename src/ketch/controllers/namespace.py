@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ketch.controllers.runtime import Controller, Key, Result
 from ketch.machinery.errors import StatusError
+from ketch.runtime import Controller, Key, Result
 
 
 class NamespaceController(Controller):

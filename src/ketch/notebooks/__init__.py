@@ -1,0 +1,1 @@
+"""Notebooks: kubeflow.org/v1 Notebook."""

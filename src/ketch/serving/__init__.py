@@ -1,0 +1,1 @@
+"""Serving: KServe InferenceService, the model server, the inference gateway."""

@@ -1,0 +1,1 @@
+"""Hyperparameter tuning: Katib Experiment, Suggestion and Trial."""

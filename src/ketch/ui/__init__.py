@@ -1,0 +1,1 @@
+"""The central dashboard: one web app over the APIs."""

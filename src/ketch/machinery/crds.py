@@ -64,3 +64,40 @@ def _on_crd(api: Api, rd: ResourceDefinition, typ: str, crd: dict) -> None:
             api.store.update(CRD_KEY, new, int(crd["metadata"]["resourceVersion"]))
         except Exception:
             log.debug("CRD status update raced; it will be set on the next write")
+
+
+def install_manifests(api: Api, paths: list) -> list[str]:
+    """Create or update the CRDs in YAML files: how Kubeflow's kinds are installed at start-up.
+
+    Uses the same path as ``kubectl apply`` of a CRD, so built-in Kubeflow kinds get no special treatment.
+    """
+    import yaml
+
+    from ketch.machinery.api import Options
+
+    rd = api.registry.by_key(CRD_KEY)
+    assert rd is not None
+    names = []
+    for p in paths:
+        with open(p) as f:
+            docs = [d for d in yaml.safe_load_all(f) if d]
+        for doc in docs:
+            if doc.get("kind") != "CustomResourceDefinition":
+                continue
+            name = doc["metadata"]["name"]
+            cur = api.store.get(CRD_KEY, "", name)
+            if cur is None:
+                api.create(rd, "", doc, "v1", Options(field_manager="ketch"))
+            elif cur.get("spec") != _defaulted_spec(rd, doc):
+                new = copy.deepcopy(doc)
+                new["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"]
+                api.update(rd, "", name, new, "v1", None, Options(field_manager="ketch"))
+            names.append(name)
+    return names
+
+
+def _defaulted_spec(rd: ResourceDefinition, doc: dict) -> dict:
+    d = copy.deepcopy(doc)
+    if rd.defaulter:
+        rd.defaulter(d)
+    return d.get("spec") or {}

@@ -62,11 +62,18 @@ def build_context(settings: Settings) -> Context:
 
 
 def bootstrap(api: Api) -> None:
-    """Objects every cluster has: the default and system namespaces."""
+    """Objects every cluster has: the default and system namespaces, and Kubeflow's CRDs
+    (``ketch/kinds/crds/*.yaml``), installed through the same path as ``kubectl apply``."""
+    from pathlib import Path
+
+    from ketch.machinery.crds import install_manifests
+
     rd = api.rd("v1", "Namespace")
     for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
         if api.try_get(rd, "", ns) is None:
             api.create(rd, "", {"metadata": {"name": ns}})
+    crd_dir = Path(ketch.__file__).parent / "kinds" / "crds"
+    install_manifests(api, sorted(crd_dir.glob("*.yaml")))
 
 
 def build_app(ctx: Context) -> Starlette:

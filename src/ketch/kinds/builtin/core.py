@@ -197,6 +197,7 @@ DEFINITIONS = [
         singular="service",
         namespaced=True,
         short_names=["svc"],
+        categories=["all"],
         versions=_v1(
             OPEN,
             [

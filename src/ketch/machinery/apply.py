@@ -8,7 +8,6 @@ field another manager owns, unless forced.
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -17,6 +16,7 @@ from ketch.kinds.definitions import ResourceDefinition
 from ketch.kinds.meta import now
 from ketch.machinery import errors
 from ketch.machinery.errors import StatusError, bad_request
+from ketch.machinery.jsoncopy import clone
 
 if TYPE_CHECKING:
     from ketch.machinery.api import Api, Options
@@ -154,15 +154,15 @@ def _apply_merge(rd: ResourceDefinition, cur: Any, applied: Any, path: list[str]
     if isinstance(applied, list) and isinstance(cur, list):
         mk = _merge_key(rd, path)
         if mk and all(isinstance(x, dict) and mk in x for x in applied + cur):
-            out = [copy.deepcopy(x) for x in cur]
+            out = [clone(x) for x in cur]
             for item in applied:
                 idx = next((i for i, x in enumerate(out) if x.get(mk) == item.get(mk)), None)
                 if idx is None:
-                    out.append(copy.deepcopy(item))
+                    out.append(clone(item))
                 else:
                     out[idx] = _apply_merge(rd, out[idx], item, path)
             return out
-    return copy.deepcopy(applied)
+    return clone(applied)
 
 
 def _managers(obj: dict) -> list[dict]:
@@ -236,7 +236,7 @@ def server_side_apply(
     old = api.store.get(rd.key, ns if rd.namespaced else "", name)
     av = rd.api_version(version)
     if old is None:
-        obj = copy.deepcopy(patch)
+        obj = clone(patch)
         obj["metadata"].pop("managedFields", None)
         from ketch.machinery.api import Options as _O
 
@@ -245,7 +245,7 @@ def server_side_apply(
         entry = {"manager": manager, "operation": "Apply", "apiVersion": av, "time": now(), "fieldsType": "FieldsV1", "fieldsV1": to_fields_v1(applied_fs)}
         obj["metadata"]["managedFields"] = [entry]
         return api.create(rd, ns, obj, version, o2)
-    cur = api._out(rd, version, copy.deepcopy(old))
+    cur = api._out(rd, version, clone(old))
     mfs = _managers(cur)
     conflicts: list[tuple[str, Path]] = []
     for m in mfs:

@@ -169,6 +169,15 @@ def _managers(obj: dict) -> list[dict]:
     return list(obj.get("metadata", {}).get("managedFields") or [])
 
 
+def _entry(manager: str, operation: str, api_version: str, fields: set[Path], prev: dict | None) -> dict:
+    """A managedFields entry; its time moves only when what the manager owns changes, so repeating the
+    same apply or update is a no-op rather than a write."""
+    fv1 = to_fields_v1(fields)
+    same = prev is not None and prev.get("fieldsV1") == fv1 and prev.get("apiVersion") == api_version
+    t = prev.get("time") if same and prev is not None else now()
+    return {"manager": manager, "operation": operation, "apiVersion": api_version, "time": t, "fieldsType": "FieldsV1", "fieldsV1": fv1}
+
+
 def record_update(obj: dict, old: dict | None, manager: str, api_version: str) -> None:
     """Record an Update-operation manager's ownership of the fields it changed."""
     from ketch.machinery.registry import Registry  # noqa: F401  (typing only)
@@ -187,7 +196,7 @@ def record_update(obj: dict, old: dict | None, manager: str, api_version: str) -
         m["fieldsV1"] = to_fields_v1(theirs)
     mfs = [m for m in mfs if m.get("fieldsV1")]
     if owned:
-        mfs.append({"manager": manager, "operation": "Update", "apiVersion": api_version, "time": now(), "fieldsType": "FieldsV1", "fieldsV1": to_fields_v1(owned)})
+        mfs.append(_entry(manager, "Update", api_version, owned, prev))
     obj["metadata"]["managedFields"] = mfs
     if not mfs:
         obj["metadata"].pop("managedFields", None)
@@ -298,7 +307,7 @@ def server_side_apply(
     if LAST_APPLIED in anns and LAST_APPLIED not in (md.get("annotations") or {}):
         # Keep client-side apply's record in step, so a later `kubectl apply` computes the right diff.
         anns[LAST_APPLIED] = _json({k: v for k, v in patch.items() if k != "status"})
-    new_mfs.append({"manager": manager, "operation": "Apply", "apiVersion": av, "time": now(), "fieldsType": "FieldsV1", "fieldsV1": to_fields_v1(applied_fs)})
+    new_mfs.append(_entry(manager, "Apply", av, applied_fs, mine))
     mmd["managedFields"] = new_mfs
     mmd["resourceVersion"] = old["metadata"]["resourceVersion"]
     from ketch.machinery.api import Options as _O

@@ -262,6 +262,8 @@ def server_side_apply(
             continue
         theirs = from_fields_v1(m.get("fieldsV1", {}))
         for p in applied_fs & theirs:
+            if p[-1].startswith("k:"):
+                continue  # a list item's existence is shared, not a value that can conflict
             ok_a, va = _get(patch, p, rd)
             ok_c, vc = _get(cur, p, rd)
             if ok_c and va != vc:
@@ -272,9 +274,7 @@ def server_side_apply(
         # user's, so ownership moves without a conflict (as Kubernetes' lastAppliedManager does).
         force = True
     if conflicts and not force:
-        msgs = [f'conflict with "{mgr}": .{_render(p)}' for mgr, p in conflicts]
-        msg = f"Apply failed with {len(conflicts)} conflict{'s' if len(conflicts) > 1 else ''}: " + "\n".join(msgs)
-        raise StatusError(409, "Conflict", msg, {"causes": [{"reason": "FieldManagerConflict", "message": m, "field": "." + _render(p)} for m, (_, p) in zip(msgs, conflicts, strict=False)]})
+        raise _conflict_error(conflicts)
     mine = next((m for m in mfs if m.get("manager") == manager and m.get("operation") == "Apply"), None)
     previously = from_fields_v1(mine.get("fieldsV1", {})) if mine else set()
     others_all: set[Path] = set()
@@ -334,13 +334,39 @@ def _all_in_last_applied(rd: ResourceDefinition, cur: dict, conflicts: list[tupl
 
 
 def _render(p: Path) -> str:
-    out = []
+    """A field path as Kubernetes prints it: .spec.containers[name="c1"].image"""
+    import orjson
+
+    out = ""
     for seg in p:
         if seg.startswith("f:"):
-            out.append(seg[2:])
+            out += "." + seg[2:]
+        elif seg.startswith("k:"):
+            try:
+                key = orjson.loads(seg[2:])
+                out += "[" + ",".join(f"{k}={_json(v)}" for k, v in key.items()) + "]"
+            except ValueError:
+                out += f"[{seg[2:]}]"
         else:
-            out.append(f"[{seg[2:]}]")
-    return ".".join(out).replace(".[", "[")
+            out += f"[{seg[2:]}]"
+    return out
+
+
+def _conflict_error(conflicts: list[tuple[str, Path]]) -> StatusError:
+    """409 worded as Kubernetes words it; kubectl adds its advice on --force-conflicts below."""
+    conflicts = sorted(set(conflicts))
+    if len(conflicts) == 1:
+        body = f'conflict with "{conflicts[0][0]}": {_render(conflicts[0][1])}'
+    else:
+        lines: list[str] = []
+        for mgr in sorted({m for m, _ in conflicts}):
+            lines.append(f'conflicts with "{mgr}":')
+            lines.extend(f"- {_render(p)}" for m, p in conflicts if m == mgr)
+        body = "\n".join(lines)
+    n = len(conflicts)
+    msg = f"Apply failed with {n} conflict{'s' if n > 1 else ''}: {body}"
+    causes = [{"reason": "FieldManagerConflict", "message": f'conflict with "{m}"', "field": _render(p)} for m, p in conflicts]
+    return StatusError(409, "Conflict", msg, {"causes": causes})
 
 
 __all__ = ["record_update", "server_side_apply", "errors"]

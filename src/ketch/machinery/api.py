@@ -8,7 +8,6 @@ subresource behave the same whoever calls.
 from __future__ import annotations
 
 import base64
-import copy
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +27,7 @@ from ketch.kinds.meta import (
 )
 from ketch.machinery import errors
 from ketch.machinery.errors import StatusError, bad_request, qualified_resource
+from ketch.machinery.jsoncopy import clone
 from ketch.machinery.patch import (
     APPLY,
     APPLY_CBOR,
@@ -285,7 +285,7 @@ class Api:
         version = version or rd.storage_version
         if not isinstance(body, dict):
             raise bad_request("the body of the request was in an unknown format")
-        obj = copy.deepcopy(body)
+        obj = clone(body)
         self._check_type(rd, version, obj)
         md = obj.setdefault("metadata", {})
         if not isinstance(md, dict):
@@ -323,7 +323,7 @@ class Api:
         except StoreExists as e:
             raise errors.already_exists(rd, md["name"]) from e
         self._run_hooks(rd, "ADDED", obj)
-        return self._out(rd, version, copy.deepcopy(obj))
+        return self._out(rd, version, clone(obj))
 
     def _check_type(self, rd: ResourceDefinition, version: str, obj: dict) -> None:
         av, kind = obj.get("apiVersion"), obj.get("kind")
@@ -350,7 +350,7 @@ class Api:
         ns = ns if rd.namespaced else ""
         if not isinstance(body, dict):
             raise bad_request("the body of the request was in an unknown format")
-        obj = copy.deepcopy(body)
+        obj = clone(body)
         self._check_type(rd, version, obj)
         md = obj.setdefault("metadata", {})
         if md.get("name") and md["name"] != name:
@@ -376,7 +376,7 @@ class Api:
     ) -> dict:
         name = old["metadata"]["name"]
         if subresource == "status":
-            new = copy.deepcopy(old)
+            new = clone(old)
             new["status"] = obj.get("status")
             if new["status"] is None:
                 new.pop("status")
@@ -435,7 +435,7 @@ class Api:
         except StoreNotFound as e:
             raise errors.not_found(rd, name) from e
         self._run_hooks(rd, "MODIFIED", obj)
-        return self._out(rd, version, copy.deepcopy(obj))
+        return self._out(rd, version, clone(obj))
 
     def patch(
         self,
@@ -459,7 +459,7 @@ class Api:
             old = self.store.get(rd.key, ns, name)
             if old is None:
                 raise errors.not_found(rd, name)
-            cur = self._out(rd, version, copy.deepcopy(old))
+            cur = self._out(rd, version, clone(old))
             if ctype == MERGE:
                 if not isinstance(patch, dict):
                     raise bad_request("merge patch must be a JSON object")
@@ -524,9 +524,9 @@ class Api:
             finalizers.append("orphan")
         graceful = rd.graceful_deletion and grace_seconds != 0 and self._needs_graceful(rd, old)
         if opts.dry_run:
-            return self._out(rd, None, copy.deepcopy(old))
+            return self._out(rd, None, clone(old))
         if finalizers or graceful:
-            new = copy.deepcopy(old)
+            new = clone(old)
             nmd = new["metadata"]
             changed = False
             if not nmd.get("deletionTimestamp"):
@@ -549,7 +549,7 @@ class Api:
             except StoreConflict as e:
                 raise errors.conflict(rd, name) from e
             self._run_hooks(rd, "MODIFIED", new)
-            return self._out(rd, None, copy.deepcopy(new))
+            return self._out(rd, None, clone(new))
         try:
             gone = self.store.delete(rd.key, ns, name)
         except StoreNotFound as e:
@@ -634,7 +634,7 @@ class Api:
                         continue
                     last = ch.rv
                     if match(ch.obj):
-                        yield ch.type, self._out(rd, version, copy.deepcopy(ch.obj))
+                        yield ch.type, self._out(rd, version, clone(ch.obj))
             while True:
                 ch: Change | None = await sub.queue.get()
                 if ch is None:  # overflowed: the client must re-list
@@ -644,7 +644,7 @@ class Api:
                     continue
                 last = ch.rv
                 if match(ch.obj):
-                    yield ch.type, self._out(rd, version, copy.deepcopy(ch.obj))
+                    yield ch.type, self._out(rd, version, clone(ch.obj))
         finally:
             self.hub.unsubscribe(sub)
 

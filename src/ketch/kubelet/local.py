@@ -113,11 +113,14 @@ class PodWorker:
         self.last_status: dict | None = None
         self.deleted = False
         self.done = False  # terminal: holds no resources any more
+        self._dir_made = False
 
     # -- persistence -----------------------------------------------------------------------------------
 
     def save(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if not self._dir_made:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._dir_made = True
         data = {
             "namespace": self.ns, "name": self.name, "uid": self.uid, "startTime": self.start_time,
             "failed": self.failed, "gpus": self.gpus, "containers": {n: asdict(c) for n, c in self.cs.items()},
@@ -422,7 +425,6 @@ class PodWorker:
                 await self.kill_all(0)
                 for t in list(self.probers.values()):
                     t.cancel()
-                self.save()
                 self.k.pod_finished(self)
                 self.write_status()
             timeout = self.next_wake()

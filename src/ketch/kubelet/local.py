@@ -28,7 +28,7 @@ import psutil
 
 from ketch.kinds.meta import now, parse_time
 from ketch.kubelet import process, volumes
-from ketch.kubelet.base import NODE, POD, Kubelet
+from ketch.kubelet.base import NODE, POD, CannotRun, Kubelet, Started
 from ketch.kubelet.env import ConfigError, container_env, expand
 from ketch.kubelet.images import Images, find_executable
 from ketch.kubelet.logs import Shipper, container_log_dir
@@ -218,31 +218,24 @@ class PodWorker:
         cs.run += 1
         ship = Shipper(container_log_dir(self.k.home, self.ns, self.name, cs.name), cs.run)
         self.shippers[cs.name] = ship
-        exe = find_executable(argv[0], env.get("PATH", ""), cwd)
-        if exe is None:
-            self._start_failed(cs, ship, f'exec: "{argv[0]}": executable file not found in $PATH')
-            return
         fds = ship.open_raw()
         try:
-            proc = await asyncio.create_subprocess_exec(
-                exe, *argv[1:], stdin=asyncio.subprocess.DEVNULL, stdout=fds["stdout"], stderr=fds["stderr"],
-                cwd=cwd, env=env, start_new_session=True,
-            )
-        except OSError as e:
-            self._start_failed(cs, ship, f"failed to start {argv[0]!r}: {e}")
+            started = await self.k.spawn(argv, env, cwd, fds["stdout"], fds["stderr"])
+        except CannotRun as e:
+            self._start_failed(cs, ship, str(e))
             return
         finally:
             for fd in fds.values():
                 os.close(fd)
-        cs.pid = proc.pid
-        cs.create_time = process.create_time(proc.pid)
+        cs.pid = started.pid
+        cs.create_time = started.create_time
         cs.state = {"running": {"startedAt": now()}}
         cs.oom = False
         cs.killed_for = ""
         cs.ready = False
         cs.started = not c.get("startupProbe")
         self.exited[cs.name] = asyncio.Event()
-        self.waiters[cs.name] = asyncio.create_task(self._wait_child(cs, proc))
+        self.waiters[cs.name] = asyncio.create_task(self._wait_child(cs, started))
         self._start_probes(cs, c, env, cwd)
         self.save()
 
@@ -255,13 +248,13 @@ class PodWorker:
         self._after_exit(cs, failed=True)
         self.save()
 
-    async def _wait_child(self, cs: CState, proc: asyncio.subprocess.Process) -> None:
-        code = await proc.wait()
+    async def _wait_child(self, cs: CState, started: Started) -> None:
+        code = await started.wait()
         self._exited(cs, code)
 
     async def _wait_adopted(self, cs: CState) -> None:
         pid, ct = cs.pid, cs.create_time
-        while pid is not None and process.alive(pid, ct):
+        while pid is not None and self.k.alive(pid, ct):
             await asyncio.sleep(0.2)
         self._exited(cs, None)
 
@@ -378,13 +371,13 @@ class PodWorker:
         cs.killed_for = which
         grace = probe.get("terminationGracePeriodSeconds", (self.pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
         if cs.pid:
-            await process.terminate(cs.pid, cs.create_time, float(grace), self.exited.get(cs.name))
+            await self.k.terminate(cs.pid, cs.create_time, float(grace), self.exited.get(cs.name))
 
     # -- the loop --------------------------------------------------------------------------------------
 
     async def kill_all(self, grace: float) -> None:
         live = [cs for cs in self.cs.values() if cs.running and cs.pid]
-        await asyncio.gather(*(process.terminate(cs.pid, cs.create_time, grace, self.exited.get(cs.name)) for cs in live))  # type: ignore[arg-type]
+        await asyncio.gather(*(self.k.terminate(cs.pid, cs.create_time, grace, self.exited.get(cs.name)) for cs in live))  # type: ignore[arg-type]
         for cs in live:
             w = self.waiters.get(cs.name)
             if w is not None:
@@ -472,9 +465,9 @@ class PodWorker:
         # memory limits
         for cs in self.cs.values():
             lim = memory_limit(self.spec_of(cs.name))
-            if cs.running and cs.pid and lim and process.rss(cs.pid) > lim:
+            if cs.running and cs.pid and lim and self.k.memory(cs.pid) > lim:
                 cs.oom = True
-                process.signal_tree(cs.pid, signal.SIGKILL)
+                self.k.kill(cs.pid)
                 self.k.client.event(self.pod, "Warning", "OOMKilling", f"Container {cs.name} exceeded its memory limit ({int(lim)} bytes)", "kubelet")
         nowt = time.time()
         for c in spec.get("initContainers") or []:
@@ -664,6 +657,33 @@ class LocalKubelet(Kubelet):
     def log_dir(self, namespace: str, pod: str, container: str) -> Path:
         return container_log_dir(self.home, namespace, pod, container)
 
+    # -- process supervision: local processes, each a session leader ----------------------------------
+
+    async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int) -> Started:
+        exe = find_executable(argv[0], env.get("PATH", ""), cwd)
+        if exe is None:
+            raise CannotRun(f'exec: "{argv[0]}": executable file not found in $PATH')
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                exe, *argv[1:], stdin=asyncio.subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                cwd=cwd, env=env, start_new_session=True,
+            )
+        except OSError as e:
+            raise CannotRun(f"failed to start {argv[0]!r}: {e}") from e
+        return Started(proc.pid, process.create_time(proc.pid), proc.wait)
+
+    def alive(self, pid: int, create_time: float | None) -> bool:
+        return process.alive(pid, create_time)
+
+    async def terminate(self, pid: int, create_time: float | None, grace: float, exited: asyncio.Event | None = None) -> None:
+        await process.terminate(pid, create_time, grace, exited)
+
+    def kill(self, pid: int) -> None:
+        process.signal_tree(pid, signal.SIGKILL)
+
+    def memory(self, pid: int) -> int:
+        return process.rss(pid)
+
     def bind_claims(self, pod: dict) -> None:
         ns = pod["metadata"].get("namespace", "default")
         for v in (pod.get("spec") or {}).get("volumes") or []:
@@ -840,8 +860,8 @@ class LocalKubelet(Kubelet):
             pod = self.client.get(POD, data["namespace"], data["name"])
             if pod is None or pod["metadata"]["uid"] != data["uid"]:
                 for c in (data.get("containers") or {}).values():
-                    if c.get("pid") and process.alive(c["pid"], c.get("create_time")):
-                        process.signal_tree(c["pid"], signal.SIGKILL)
+                    if c.get("pid") and self.alive(c["pid"], c.get("create_time")):
+                        self.kill(c["pid"])
                 volumes.remove_pod_dir(d)
                 if pod is None:
                     import shutil
@@ -854,7 +874,7 @@ class LocalKubelet(Kubelet):
                 if cs.running:
                     w.shippers[cs.name] = Shipper(self.log_dir(w.ns, w.name, cs.name), cs.run)
                     w.exited[cs.name] = asyncio.Event()
-                    if cs.pid and process.alive(cs.pid, cs.create_time):
+                    if cs.pid and self.alive(cs.pid, cs.create_time):
                         log.info("kubelet: adopted %s/%s container %s (pid %s)", w.ns, w.name, cs.name, cs.pid)
                         w.waiters[cs.name] = asyncio.create_task(w._wait_adopted(cs))
                         if any(w.spec_of(cs.name).get(p) for p in ("readinessProbe", "livenessProbe", "startupProbe")):

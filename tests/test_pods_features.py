@@ -463,3 +463,85 @@ def test_job_runs_on_the_kubelet(k):
     k.kubectl("wait", "--for=condition=Complete", "job/indexed", "--timeout=60s")
     outs = sorted(k.kubectl("logs", p["metadata"]["name"]).stdout for p in k.kjson("get", "pods", "-l", "job-name=indexed")["items"])
     assert outs == ["index=0\n", "index=1\n", "index=2\n"]
+
+
+def test_termination_grace_term_then_kill(k, tmp_path):
+    marker = tmp_path / "termed"
+    apply(k, f"""
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: polite}}
+        spec:
+          terminationGracePeriodSeconds: 30
+          containers:
+          - {{name: main, image: python, command: [sh, -c, "trap 'echo term > {marker}; exit 0' TERM; while true; do sleep 0.1; done"]}}
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: stubborn}}
+        spec:
+          terminationGracePeriodSeconds: 1
+          containers:
+          - {{name: main, image: python, command: [python, -c, "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"]}}
+        """)
+    k.kubectl("wait", "--for=condition=Ready", "pod/polite", "pod/stubborn", "--timeout=30s")
+    time.sleep(0.3)  # let the shell install its trap
+    k.kubectl("delete", "pod", "polite", "--timeout=30s")
+    assert marker.read_text() == "term\n"
+    cs = pod(k, "stubborn")["status"]["containerStatuses"][0]
+    pid = int(cs["containerID"].split("//")[1])
+    t0 = time.time()
+    k.kubectl("delete", "pod", "stubborn", "--timeout=30s")
+    assert time.time() - t0 >= 0.9  # SIGTERM was ignored: it took the grace period, then SIGKILL
+    import psutil
+
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_startup_probe_gates_liveness_and_ready(k, tmp_path):
+    flag = tmp_path / "started"
+    apply(k, f"""
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: slowstart}}
+        spec:
+          containers:
+          - name: main
+            image: python
+            command: [sleep, "300"]
+            startupProbe:
+              exec: {{command: [test, -f, {flag}]}}
+              periodSeconds: 1
+              failureThreshold: 100
+            livenessProbe:
+              exec: {{command: [test, -f, {flag}]}}
+              periodSeconds: 1
+              failureThreshold: 1
+        """)
+    wait_for(lambda: phase(k, "slowstart") == "Running", what="slowstart Running")
+    time.sleep(2)
+    cs = pod(k, "slowstart")["status"]["containerStatuses"][0]
+    assert cs["started"] is False and cs["ready"] is False and cs["restartCount"] == 0
+    flag.write_text("ok")
+    k.kubectl("wait", "--for=condition=Ready", "pod/slowstart", "--timeout=30s")
+    cs = pod(k, "slowstart")["status"]["containerStatuses"][0]
+    assert cs["started"] is True and cs["restartCount"] == 0
+    k.kubectl("delete", "pod", "slowstart", "--timeout=20s")
+
+
+def test_python_client_and_in_pod_kubeconfig(k):
+    from kubernetes import client, config
+
+    api = client.CoreV1Api(config.new_client_from_config(str(k.kubeconfig)))
+    body = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "incluster"},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "python", "command": [
+            "python", "-c",
+            "from kubernetes import client, config; config.load_config(); "
+            "print(client.CoreV1Api().read_namespaced_pod('incluster', 'default').metadata.name)",
+        ]}]},
+    }
+    api.create_namespaced_pod("default", body)
+    wait_for(lambda: api.read_namespaced_pod("incluster", "default").status.phase in ("Succeeded", "Failed"), what="incluster done")
+    assert api.read_namespaced_pod("incluster", "default").status.phase == "Succeeded"
+    assert api.read_namespaced_pod_log("incluster", "default") == "incluster\n"

@@ -170,6 +170,7 @@ class PodWorker:
             "KUBERNETES_SERVICE_PORT": str(self.k.ctx.settings.port),
             "KETCH_SERVER": self.k.ctx.settings.url,
             "KETCH_POD_NAME": self.name, "KETCH_POD_NAMESPACE": self.ns, "KETCH_POD_UID": self.uid,
+            "KUBECONFIG": self.k.kubeconfig(self.ns),
         })
         return env
 
@@ -638,6 +639,7 @@ class LocalKubelet(Kubelet):
         self.pending: dict[str, dict] = {}  # uid -> pod waiting for room
         self._capacity: dict[str, float] | None = None
         self.leave_running = os.environ.get("KETCH_KUBELET_ON_EXIT", "kill") == "leave"
+        self._kubeconfigs: set[str] = set()
 
     # -- node ------------------------------------------------------------------------------------------
 
@@ -683,6 +685,26 @@ class LocalKubelet(Kubelet):
 
     def memory(self, pid: int) -> int:
         return process.rss(pid)
+
+    def kubeconfig(self, namespace: str) -> str:
+        """A kubeconfig pointing at this ketch with the pod's namespace as default, the way in-cluster
+        config works for a real pod (there is no service account token file here)."""
+        path = self.home / "kubelet" / "kubeconfig" / f"{namespace}.yaml"
+        if namespace not in self._kubeconfigs:
+            import yaml
+
+            cfg = {
+                "apiVersion": "v1", "kind": "Config", "current-context": "ketch",
+                "clusters": [{"name": "ketch", "cluster": {"server": self.ctx.settings.url}}],
+                "users": [{"name": "ketch", "user": {"token": "ketch"}}],
+                "contexts": [{"name": "ketch", "context": {"cluster": "ketch", "user": "ketch", "namespace": namespace}}],
+            }
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
+            tmp.replace(path)
+            self._kubeconfigs.add(namespace)
+        return str(path)
 
     def bind_claims(self, pod: dict) -> None:
         ns = pod["metadata"].get("namespace", "default")

@@ -299,6 +299,8 @@ class PodWorker:
         delay = min(MAX_BACKOFF, backoff_base() * (2**cs.crash_streak))
         cs.crash_streak += 1
         cs.next_start = time.time() + delay
+        if failed and self._should_restart(cs):
+            self.k.client.event(self.pod, "Warning", "BackOff", f"Back-off restarting failed container {cs.name} in pod {self.name}_{self.ns}({self.uid})", "kubelet")
 
     def _should_restart(self, cs: CState) -> bool:
         term = cs.terminated
@@ -403,6 +405,8 @@ class PodWorker:
                 self.cleanup()
                 return
             if md.get("deletionTimestamp"):
+                if any(cs.running for cs in self.cs.values()):
+                    self.k.client.event(self.pod, "Normal", "Killing", "Stopping containers " + ", ".join(n for n, cs in self.cs.items() if cs.running), "kubelet")
                 await self.kill_all(float(md.get("deletionGracePeriodSeconds") or 0))
                 self.done = True
                 self.write_status()

@@ -148,6 +148,8 @@ class Kubelet(abc.ABC):
         alloc = self.allocatable()
         want = pod_requests(pod)
         short = [k for k in TRACKED if want.get(k, 0) > 0 and used.get(k, 0) + want[k] > alloc.get(k, 0) + 1e-9]
+        if used.get("pods", 0) + 1 > alloc.get("pods", float("inf")):
+            short.append("pods")
         if short:
             return "0/1 nodes are available: " + ", ".join(f"1 Insufficient {k}" for k in short) + "."
         return None

@@ -196,15 +196,18 @@ class PodWorker:
             command, args = args, []
         argv = [rw(expand(x, env)) for x in command + args]
         if not argv:
-            raise ConfigError(f'no command specified and image "{c.get("image")}" has no entrypoint known to ketch (images.yaml)')
+            raise CannotRun(f'no command specified and image "{c.get("image")}" has no entrypoint known to ketch (map it in images.yaml)')
         cwd = rw(c["workingDir"]) if c.get("workingDir") else str(self.dir / "work")
         os.makedirs(cwd, exist_ok=True)
         return argv, env, cwd
 
     async def start(self, cs: CState) -> None:
         c = self.spec_of(cs.name)
+        cannot_run = None
         try:
             argv, env, cwd = self.build(c)
+        except CannotRun as e:
+            cannot_run = str(e)
         except ConfigError as e:
             cs.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(e)}}
             cs.next_start = time.time() + 1.0
@@ -219,6 +222,9 @@ class PodWorker:
         cs.run += 1
         ship = Shipper(container_log_dir(self.k.home, self.ns, self.name, cs.name), cs.run)
         self.shippers[cs.name] = ship
+        if cannot_run is not None:
+            self._start_failed(cs, ship, cannot_run)
+            return
         fds = ship.open_raw()
         try:
             started = await self.k.spawn(argv, env, cwd, fds["stdout"], fds["stderr"])
@@ -730,8 +736,12 @@ class LocalKubelet(Kubelet):
 
     def used(self) -> dict[str, float]:
         tot = {k: 0.0 for k in TRACKED}
+        tot["pods"] = 0.0
         for w in self.workers.values():
-            for k, v in w.holds().items():
+            held = w.holds()
+            if not w.done:
+                tot["pods"] += 1
+            for k, v in held.items():
                 tot[k] = tot.get(k, 0.0) + v
         return tot
 
@@ -778,12 +788,15 @@ class LocalKubelet(Kubelet):
 
     async def _guard(self, w: PodWorker) -> None:
         try:
-            await w.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("pod worker %s/%s crashed", w.ns, w.name)
-            w.done = True
+            while True:
+                try:
+                    await w.run()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # level-triggered: look again shortly, as a controller would requeue
+                    log.exception("pod worker %s/%s failed; retrying", w.ns, w.name)
+                    await asyncio.sleep(1.0)
         finally:
             if w.deleted or w.pod["metadata"].get("deletionTimestamp"):
                 self.workers.pop(w.uid, None)

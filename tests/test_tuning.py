@@ -82,12 +82,14 @@ def drive(k, ns: str, exp: str, run, timeout: float = 120) -> dict:
     """Play kubelet for the experiment's trial pods until the experiment ends. ``run(pod, args, env)``
     reports metrics and returns the exit code."""
     seen: set[str] = set()
+    h = k.http()
 
     def step():
-        e = k.kjson("get", "experiment", exp, "-n", ns)
+        e = h.get(f"/apis/kubeflow.org/v1beta1/namespaces/{ns}/experiments/{exp}").json()
         if any(c["type"] in ("Succeeded", "Failed") and c["status"] == "True" for c in e.get("status", {}).get("conditions", [])):
             return e
-        for p in k.kjson("get", "pods", "-n", ns, "-l", f"katib.kubeflow.org/experiment={exp}")["items"]:
+        pods = h.get(f"/api/v1/namespaces/{ns}/pods", params={"labelSelector": f"katib.kubeflow.org/experiment={exp}"}).json()["items"]
+        for p in pods:
             if p["metadata"]["name"] in seen or p.get("status", {}).get("phase") in ("Succeeded", "Failed"):
                 continue
             seen.add(p["metadata"]["name"])
@@ -96,7 +98,10 @@ def drive(k, ns: str, exp: str, run, timeout: float = 120) -> dict:
             set_pod(k, p, "Succeeded" if code == 0 else "Failed", code)
         return None
 
-    return wait_for(step, timeout=timeout, interval=0.05, what=f"experiment {exp} to end")
+    try:
+        return wait_for(step, timeout=timeout, interval=0.05, what=f"experiment {exp} to end")
+    finally:
+        h.close()
 
 
 def push_branin(pod: dict, args: dict, env: dict) -> int:
@@ -118,12 +123,17 @@ def cond(obj: dict, t: str) -> dict | None:
     return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == t), None)
 
 
-@pytest.mark.parametrize("algorithm,budget,good", [("random", 30, 5.0), ("tpe", 40, 2.0)])
-def test_search_finds_good_branin_region(k, algorithm, budget, good):
+SEED = [{"name": "random_state", "value": "7"}]
+
+
+@pytest.mark.parametrize("algorithm,budget,good,settings", [
+    ("random", 30, 5.0, SEED), ("tpe", 40, 2.0, SEED), ("multivariate-tpe", 30, 5.0, SEED), ("cmaes", 30, 5.0, SEED),
+    ("sobol", 30, 5.0, None), ("bayesianoptimization", 12, 5.0, SEED + [{"name": "n_initial_points", "value": "5"}]),
+])
+def test_search_finds_good_branin_region(k, algorithm, budget, good, settings):
     ns = f"branin-{algorithm}"
     k.kubectl("create", "namespace", ns)
-    k.kubectl("apply", "-n", ns, "-f", "-", input=experiment("b", algorithm, max_trials=budget, parallel=3,
-                                                                 settings=[{"name": "random_state", "value": "7"}]))
+    k.kubectl("apply", "-n", ns, "-f", "-", input=experiment("b", algorithm, max_trials=budget, parallel=3, settings=settings))
     e = drive(k, ns, "b", push_branin)
     assert cond(e, "Succeeded")["reason"] == "ExperimentMaxTrialsReached"
     st = e["status"]
@@ -248,3 +258,34 @@ def test_push_endpoint_rejects_bad_input(k):
         assert r.status_code == 404
         r = h.post("/katib/v1/namespaces/default/trials/nope/metrics", json={"metrics": {"loss": "abc"}})
         assert r.status_code == 400 and "loss" in r.json()["message"]
+
+
+def test_medianstop_stops_a_bad_running_trial(k):
+    ns = "median"
+    k.kubectl("create", "namespace", ns)
+    body = json.loads(experiment("m", max_trials=3, parallel=1))
+    body["spec"]["earlyStopping"] = {"algorithmName": "medianstop", "algorithmSettings": [
+        {"name": "min_trials_required", "value": "2"}, {"name": "start_step", "value": "2"}]}
+    k.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(body))
+
+    def push(trial: str, *values: float) -> None:
+        with httpx.Client(base_url=k.url) as h:
+            for v in values:
+                assert h.post(f"/katib/v1/namespaces/{ns}/trials/{trial}/metrics", json={"metrics": {"loss": v}}).status_code == 200
+
+    done: set[str] = set()
+    for loss in ([1.0, 2.0, 0.5], [3.0, 2.0]):  # first two trials run to the end: rule = mean(1.5, 2.5) = 2.0
+        pod = wait_for(lambda: [p for p in k.kjson("get", "pods", "-n", ns)["items"] if p["metadata"]["name"] not in done], what="trial pod")[0]
+        done.add(pod["metadata"]["name"])
+        push(pod["metadata"]["labels"]["katib.kubeflow.org/trial"], *loss)
+        set_pod(k, pod, "Succeeded", 0)
+    pod = wait_for(lambda: [p for p in k.kjson("get", "pods", "-n", ns)["items"] if p["metadata"]["name"] not in done], what="third trial pod")[0]
+    trial = pod["metadata"]["labels"]["katib.kubeflow.org/trial"]
+    push(trial, 1.0)  # one value: before start_step, never stopped
+    push(trial, 9.0)  # second value worse than the rule (minimize: 9 > 2) -> EarlyStopped while running
+    t = wait_for(lambda: cond(x := k.kjson("get", "trial", trial, "-n", ns), "EarlyStopped") and x, what="early stopped")
+    assert cond(t, "EarlyStopped")["reason"] == "TrialEarlyStopped"
+    assert t["status"]["observation"]["metrics"][0]["latest"] == "9.0"
+    e = wait_for(lambda: cond(x := k.kjson("get", "experiment", "m", "-n", ns), "Succeeded") and x, what="experiment done")
+    assert e["status"]["trialsEarlyStopped"] == 1 and e["status"]["earlyStoppedTrialList"] == [trial]
+    wait_for(lambda: k.kubectl("get", "job", trial, "-n", ns, check=False).returncode != 0, what="stopped trial's job deleted")

@@ -127,8 +127,8 @@ SEED = [{"name": "random_state", "value": "7"}]
 
 
 @pytest.mark.parametrize("algorithm,budget,good,settings", [
-    ("random", 30, 5.0, SEED), ("tpe", 40, 2.0, SEED), ("multivariate-tpe", 30, 5.0, SEED), ("cmaes", 30, 5.0, SEED),
-    ("sobol", 30, 5.0, None), ("bayesianoptimization", 12, 5.0, SEED + [{"name": "n_initial_points", "value": "5"}]),
+    ("random", 30, 5.0, SEED), ("tpe", 40, 2.0, SEED), ("multivariate-tpe", 30, 5.0, SEED), ("cmaes", 40, 10.0, SEED),
+    ("sobol", 30, 5.0, None), ("bayesianoptimization", 12, 8.0, SEED + [{"name": "n_initial_points", "value": "5"}]),
 ])
 def test_search_finds_good_branin_region(k, algorithm, budget, good, settings):
     ns = f"branin-{algorithm}"
@@ -289,3 +289,70 @@ def test_medianstop_stops_a_bad_running_trial(k):
     e = wait_for(lambda: cond(x := k.kjson("get", "experiment", "m", "-n", ns), "Succeeded") and x, what="experiment done")
     assert e["status"]["trialsEarlyStopped"] == 1 and e["status"]["earlyStoppedTrialList"] == [trial]
     wait_for(lambda: k.kubectl("get", "job", trial, "-n", ns, check=False).returncode != 0, what="stopped trial's job deleted")
+
+
+def test_hyperband_promotes_the_best_of_each_rung(k):
+    ns = "hyperband"
+    k.kubectl("create", "namespace", ns)
+    params = [{"name": "x1", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "1"}},
+              {"name": "x2", "parameterType": "int", "feasibleSpace": {"min": "1", "max": "9"}}]
+    body = json.loads(experiment("hb", "hyperband", parallel=9, params=params, settings=[
+        {"name": "r_l", "value": "9"}, {"name": "eta", "value": "3"}, {"name": "resource_name", "value": "x2"}]))
+    del body["spec"]["maxTrialCount"]
+    k.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(body))
+
+    def run(pod, args, env):  # loss falls with the resource (x2) and is best at x1 = 0.3
+        return push_branin_value(env, (float(args["x1"]) - 0.3) ** 2 + 1 / float(args["x2"]))
+
+    e = drive(k, ns, "hb", run)
+    assert cond(e, "Succeeded")["reason"] == "ExperimentSuggestionEndReached"
+    sug = k.kjson("get", "suggestion", "hb", "-n", ns)["status"]["suggestions"]
+    assert len(sug) == 22 == e["status"]["trials"]  # brackets s=2: 9,3,1; s=1: 5,1; s=0: 3
+    res = [next(p["value"] for p in s["parameterAssignments"] if p["name"] == "x2") for s in sug]
+    assert res == ["1"] * 9 + ["3"] * 3 + ["9"] + ["3"] * 5 + ["9"] + ["9"] * 3
+    x1 = [next(p["value"] for p in s["parameterAssignments"] if p["name"] == "x1") for s in sug]
+    best3 = sorted(x1[:9], key=lambda v: (float(v) - 0.3) ** 2)[:3]
+    assert sorted(x1[9:12]) == sorted(best3)  # the rung at resource 3 continues the best three at resource 1
+    assert x1[12] == min(x1[9:12], key=lambda v: (float(v) - 0.3) ** 2)
+
+
+def test_hyperband_settings_validated(k):
+    body = json.loads(experiment("hbbad", "hyperband", parallel=3, settings=[{"name": "r_l", "value": "9"}, {"name": "resource_name", "value": "epochs"}]))
+    r = k.kubectl("apply", "-n", "default", "-f", "-", input=json.dumps(body), check=False)
+    assert r.returncode != 0
+    assert "resource_name 'epochs' is not one of spec.parameters" in r.stderr and "parallelTrialCount must be >= 9" in r.stderr
+
+
+def push_branin_value(env: dict, value: float) -> int:
+    from ketch.tuning import report
+
+    saved = dict(os.environ)
+    os.environ.update({k: v for k, v in env.items() if k in ("KATIB_TRIAL_NAME", "KETCH_TRIAL_NAMESPACE", "KETCH_URL")})
+    try:
+        report(loss=value)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return 0
+
+
+def test_pbt_generations_exploit_and_explore(k):
+    ns = "pbt"
+    k.kubectl("create", "namespace", ns)
+    k.kubectl("apply", "-n", ns, "-f", "-", input=experiment("pbt", "pbt", max_trials=12, parallel=2, settings=[
+        {"name": "suggestion_trial_dir", "value": "/tmp/pbt"}, {"name": "n_population", "value": "5"},
+        {"name": "truncation_threshold", "value": "0.4"}, {"name": "random_state", "value": "1"}]))
+    e = drive(k, ns, "pbt", push_branin)
+    assert e["status"]["trialsSucceeded"] == 12
+    trials = {t["metadata"]["name"]: t for t in k.kjson("get", "trials", "-n", ns)["items"]}
+    gen = "pbt.suggestion.katib.kubeflow.org/generation"
+    children = [t for t in trials.values() if t["metadata"]["labels"].get(gen) != "0"]
+    assert len(children) == 7 and sum(1 for t in trials.values() if t["metadata"]["labels"][gen] == "0") == 5
+    for c in children:
+        parent = trials[c["metadata"]["labels"]["pbt.suggestion.katib.kubeflow.org/parent"]]
+        assert int(c["metadata"]["labels"][gen]) == int(parent["metadata"]["labels"][gen]) + 1
+        pa = {p["name"]: float(p["value"]) for p in parent["spec"]["parameterAssignments"]}
+        for p in c["spec"]["parameterAssignments"]:
+            lo, hi = {"x1": (-5, 10), "x2": (0, 15)}[p["name"]]
+            options = [min(max(pa[p["name"]] * f, lo), hi) for f in (0.8, 1.2)]
+            assert any(float(p["value"]) == pytest.approx(o) for o in options), (p, pa)

@@ -78,7 +78,7 @@ def args_of(pod: dict) -> dict[str, str]:
     return out
 
 
-def drive(k, ns: str, exp: str, run, timeout: float = 120) -> dict:
+def drive(k, ns: str, exp: str, run, timeout: float = 120, until=None) -> dict:
     """Play kubelet for the experiment's trial pods until the experiment ends. ``run(pod, args, env)``
     reports metrics and returns the exit code."""
     seen: set[str] = set()
@@ -87,6 +87,8 @@ def drive(k, ns: str, exp: str, run, timeout: float = 120) -> dict:
     def step():
         e = h.get(f"/apis/kubeflow.org/v1beta1/namespaces/{ns}/experiments/{exp}").json()
         if any(c["type"] in ("Succeeded", "Failed") and c["status"] == "True" for c in e.get("status", {}).get("conditions", [])):
+            return e
+        if until is not None and until(e):
             return e
         pods = h.get(f"/api/v1/namespaces/{ns}/pods", params={"labelSelector": f"katib.kubeflow.org/experiment={exp}"}).json()["items"]
         for p in pods:
@@ -356,3 +358,21 @@ def test_pbt_generations_exploit_and_explore(k):
             lo, hi = {"x1": (-5, 10), "x2": (0, 15)}[p["name"]]
             options = [min(max(pa[p["name"]] * f, lo), hi) for f in (0.8, 1.2)]
             assert any(float(p["value"]) == pytest.approx(o) for o in options), (p, pa)
+
+
+def test_experiment_survives_kill9_half_done(tmp_path):
+    kk = make_ketch(tmp_path, env={"KETCH_DISABLE": "kubelet", "KETCH_JOB_BACKOFF_SECONDS": "0"}).start()
+    try:
+        kk.kubectl("apply", "-f", "-", input=experiment("r", "tpe", max_trials=8, parallel=2, settings=[{"name": "n_startup_trials", "value": "3"}]))
+        drive(kk, "default", "r", push_branin, until=lambda e: e.get("status", {}).get("trialsSucceeded", 0) >= 3)
+        kk.kill9()
+        kk.start()
+        e = drive(kk, "default", "r", push_branin)
+        assert cond(e, "Succeeded")["reason"] == "ExperimentMaxTrialsReached"
+        assert e["status"]["trials"] == 8 and e["status"]["trialsSucceeded"] == 8
+        sug = kk.kjson("get", "suggestion", "r")["status"]["suggestions"]
+        names = [t["metadata"]["name"] for t in kk.kjson("get", "trials")["items"]]
+        assert set(names) <= {s["name"] for s in sug}  # every trial came from the one suggestion list
+        assert len(set(names)) == 8
+    finally:
+        kk.stop()

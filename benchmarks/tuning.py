@@ -80,7 +80,7 @@ def main() -> None:
     n = ap.parse_args().trials
     trivial = "print('loss=1')"
     with ketch_server() as url, httpx.Client(base_url=url, timeout=60) as h:
-        k_time, _ = run_experiment(h, experiment("overhead", "random", n, trivial, []))
+        k_time, _ = run_experiment(h, experiment("overhead", "random", n, trivial, ["x1=${trialParameters.x1}", "x2=${trialParameters.x2}"]))
         t0 = time.perf_counter()
         optuna_direct(optuna.samplers.RandomSampler(seed=0), n, lambda t: (t.suggest_float("x1", -5, 10), t.suggest_float("x2", 0, 15), 1.0)[2])
         in_proc = time.perf_counter() - t0

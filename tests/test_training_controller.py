@@ -7,7 +7,8 @@ import json
 
 import pytest
 import yaml
-from tests.conftest import make_ketch, wait_for
+
+from conftest import make_ketch, wait_for
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
 

@@ -5,7 +5,7 @@ launcher program in its own process (as in a task Pod). The server-level tests a
 
 import json
 from pathlib import Path
-from typing import List, NamedTuple
+from typing import List, NamedTuple  # noqa: UP035 - kfp reads typing.List annotations
 
 import pytest
 from kfp import dsl
@@ -21,9 +21,9 @@ from kfp.dsl import (
     OutputPath,
     PipelineTaskFinalStatus,
 )
-from pipelines_helpers import compile_ir, run_engine
 
 from ketch.pipelines import ir
+from pipelines_helpers import compile_ir, run_engine
 
 
 @dsl.component
@@ -127,7 +127,7 @@ def square(label: str, n: int) -> int:
 
 
 @dsl.component
-def total(xs: List[int]) -> int:
+def total(xs: List[int]) -> int:  # noqa: UP006
     assert all(isinstance(x, int) for x in xs), xs  # kfp.local hands floats here
     return sum(xs)
 
@@ -157,7 +157,7 @@ def produce(i: int, out: Output[Dataset]):
 
 
 @dsl.component
-def concat(items: Input[List[Dataset]]) -> str:
+def concat(items: Input[List[Dataset]]) -> str:  # noqa: UP006
     return "".join(open(d.path).read() for d in items)
 
 
@@ -271,7 +271,7 @@ def read_text(d: Input[Dataset]) -> str:
 @dsl.pipeline
 def outer(path: str) -> int:
     imp = dsl.importer(artifact_uri=path, artifact_class=Dataset, metadata={"source": "test"})
-    r = read_text(d=imp.output)
+    read_text(d=imp.output)
     n = inner(a=3)
     return inner(a=n.output, b=4).output
 

@@ -326,7 +326,9 @@ class Engine:
                     self._wake(rec["podStart"] + timeout - now)
                 return
             res = self.runner.result(rec) if phase in ("Succeeded", "Failed") else None
-            if phase == "Succeeded" and res is not None and not res.get("error"):
+            # The launcher's result file is the authority: a Pod can end Failed with an unknown exit status
+            # (a process adopted by a restarted kubelet) after the task finished well.
+            if res is not None and not res.get("error"):
                 rec["outputs"] = {"parameters": res.get("parameters") or {}, "artifacts": res.get("artifacts") or {}}
                 if rec.get("cacheKey"):
                     self.runner.cache_put(rec["cacheKey"], rec["outputs"])

@@ -62,7 +62,8 @@ class PodRunner:
         task_file = tdir / f"task-{rec['attempt']}.json"
         task_file.write_text(json.dumps(task))
         (tdir / "result.json").unlink(missing_ok=True)
-        name = pod_name(run["metadata"]["name"], rec["id"], rec["attempt"])
+        retry = int((run.get("status") or {}).get("retryCount") or 0)
+        name = pod_name(run["metadata"]["name"], rec["id"], f"{rec['attempt']}" if not retry else f"r{retry}-{rec['attempt']}")
         pod = build_pod(run, rec, task, name, str(task_file))
         try:
             self.c.client.create(pod, self.ns)
@@ -106,7 +107,7 @@ class PodRunner:
         log.info("%s: %s", self.run["metadata"]["name"], msg)
 
 
-def pod_name(run_name: str, tid: str, attempt: int) -> str:
+def pod_name(run_name: str, tid: str, attempt: int | str) -> str:
     import hashlib
 
     h = hashlib.sha1(tid.encode()).hexdigest()[:6]

@@ -95,6 +95,48 @@ def _lightweight(command: list[str], args: list[str]) -> tuple[str, str] | None:
     return src, fn
 
 
+def ensure_packages(command: list[str]) -> None:
+    """Install what the component's ``packages_to_install`` asks for, but only what is not already there:
+    the pip stage of the lightweight-component command is skipped, not its meaning."""
+    import re
+    import shlex
+
+    script = next((c for c in command if "pip install" in c), "")
+    wanted: list[str] = []
+    index_args: list[str] = []
+    for seg in re.split(r"&&", script):
+        if "pip install" not in seg or "kfp==" in seg:
+            continue
+        toks = shlex.split(seg[seg.index("pip install") + len("pip install"):])
+        it = iter(toks)
+        for t in it:
+            if t in ("--index-url", "--extra-index-url", "--trusted-host"):
+                index_args += [t, next(it, "")]
+            elif not t.startswith("-"):
+                wanted.append(t)
+    missing = [r for r in wanted if not _satisfied(r)]
+    if missing:
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "--no-warn-script-location", *index_args, *missing])
+
+
+def _satisfied(req: str) -> bool:
+    from importlib import metadata
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        r = Requirement(req)
+    except InvalidRequirement:
+        return False
+    if r.marker is not None and not r.marker.evaluate():
+        return True
+    try:
+        have = metadata.version(r.name)
+    except metadata.PackageNotFoundError:
+        return False
+    return not r.specifier or r.specifier.contains(have, prereleases=True)
+
+
 def run_python(source: str, fn: str, ei: dict, tdir: Path) -> None:
     os.environ["_KFP_RUNTIME"] = "true"
     mod_path = tdir / "ephemeral_component.py"
@@ -183,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         remote = stage_outputs(ei, tdir)
         lw = _lightweight(task["command"], task["args"])
         if lw is not None:
+            ensure_packages(task["command"])
             run_python(lw[0], lw[1], ei, tdir)
         else:
             rc = run_container(task, ei)

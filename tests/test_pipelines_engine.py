@@ -335,3 +335,99 @@ def test_bad_ir_is_refused_naming_task_and_feature(tmp_path: Path) -> None:
     spec["schemaVersion"] = "1.0.0"
     with pytest.raises(ir.IRError, match="schemaVersion"):
         ir.load(spec)
+
+
+@dsl.pipeline
+def per_item(items: Input[List[Dataset]]) -> List[str]:  # noqa: UP006
+    with dsl.ParallelFor(items) as d:
+        r = read_text(d=d)
+    return dsl.Collected(r.output)
+
+
+@dsl.pipeline
+def artifact_loop() -> List[str]:  # noqa: UP006
+    with dsl.ParallelFor([1, 2]) as i:
+        p = produce(i=i)
+    return per_item(items=dsl.Collected(p.outputs["out"])).output
+
+
+def test_parallelfor_over_artifacts_in_subpipeline(tmp_path: Path) -> None:
+    state, outputs, tasks, _ = run_engine(compile_ir(artifact_loop, tmp_path), tmp_path)
+    assert state == "SUCCEEDED", tasks
+    assert outputs["parameters"]["Output"] == ["1", "2"]
+
+
+@dsl.component
+def is_big(x: int, limit: int) -> bool:
+    return x > limit
+
+
+@dsl.pipeline
+def nested_loops(limit: int = 2) -> List[int]:  # noqa: UP006
+    with dsl.ParallelFor([1, 2]) as a:
+        with dsl.ParallelFor([1, 2]) as b:
+            s = inner_add(a=a, b=b)
+            with dsl.If(s.output > limit):
+                is_big(x=s.output, limit=limit)
+    return dsl.Collected(s.output)
+
+
+def test_nested_loops_with_condition_on_integer(tmp_path: Path) -> None:
+    state, _, tasks, _ = run_engine(compile_ir(nested_loops, tmp_path), tmp_path)
+    assert state == "SUCCEEDED", tasks
+    bigs = sorted(r["inputs"]["parameters"]["x"] for r in tasks.values() if r["name"] == "is-big")
+    assert bigs == [3, 3, 4]
+    adds = [r for r in tasks.values() if r["name"] == "inner-add"]
+    assert len(adds) == 4
+
+
+@dsl.component
+def cleanup(marker: str):
+    with open(marker, "w") as f:
+        f.write("cleaned")
+
+
+@dsl.pipeline
+def ignore_failure(marker: str):
+    bad = fail(msg="nope")
+    cleanup(marker=marker).after(bad).ignore_upstream_failure()
+
+
+def test_ignore_upstream_failure_runs_cleanup(tmp_path: Path) -> None:
+    m = tmp_path / "m"
+    state, _, tasks, _ = run_engine(compile_ir(ignore_failure, tmp_path), tmp_path, {"marker": str(m)})
+    assert state == "FAILED" and tasks["cleanup"]["state"] == "SUCCEEDED" and m.read_text() == "cleaned"
+
+
+@dsl.component
+def nap(seconds: float):
+    import time
+
+    time.sleep(seconds)
+
+
+@dsl.pipeline
+def timing_out():
+    from kfp import kubernetes
+
+    t = nap(seconds=60.0).set_caching_options(False)
+    kubernetes.set_timeout(t, 1)
+
+
+def test_task_timeout_fails_the_task(tmp_path: Path) -> None:
+    state, _, tasks, runner = run_engine(compile_ir(timing_out, tmp_path), tmp_path, timeout=30)
+    assert state == "FAILED"
+    assert "timed out" in tasks["nap"]["error"]
+    assert all(p.wait(10) is not None for p in runner.procs.values())  # the process was ended
+
+
+def test_cron_schedules_robfig_six_fields() -> None:
+    from ketch.pipelines.schedules import next_time, parse_cron
+
+    assert parse_cron("*/5 * * * * *") == ("*/5 * * * * *", True)
+    with pytest.raises(ValueError):
+        parse_cron("61 * * * * *")
+    t0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+    nxt = next_time({"trigger": {"cron_schedule": {"cron": "0 0 * * * *"}}}, t0)
+    assert nxt == 1_700_002_800.0  # the next full hour
+    assert next_time({"trigger": {"periodic_schedule": {"interval_second": "30"}}}, t0) == t0 + 30

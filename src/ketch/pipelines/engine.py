@@ -478,7 +478,7 @@ class Engine:
                 self.changed = True
             if irec["state"] not in TERMINAL:
                 if self._dag(comp, iid, irec["inputs"]["parameters"], irec["inputs"]["artifacts"]):
-                    irec["outputs"] = self._dag_outputs(comp, iid)
+                    irec["outputs"] = self._dag_outputs(comp, iid, raw=True)
                     self._set(irec, self._dag_state(iid, comp))
             if irec["state"] not in TERMINAL:
                 active += 1
@@ -494,7 +494,9 @@ class Engine:
             states = {r["state"] for r in iters}
             self._set(rec, "FAILED" if "FAILED" in states else "CANCELED" if "CANCELED" in states else "SUCCEEDED")
 
-    def _dag_outputs(self, comp: dict, scope: str) -> dict:
+    def _dag_outputs(self, comp: dict, scope: str, raw: bool = False) -> dict:
+        """A DAG's outputs from its tasks; ``raw`` for one loop iteration, whose declared types are the
+        loop's (LIST) rather than the value's."""
         outs: dict = {"parameters": {}, "artifacts": {}}
         dag_out = (comp.get("dag") or {}).get("outputs") or {}
         types = {n: d.get("parameterType") for n, d in ((comp.get("outputDefinitions") or {}).get("parameters") or {}).items()}
@@ -508,7 +510,7 @@ class Engine:
                 r = get(s["producerSubtask"])
                 if r is not None and s["outputParameterKey"] in r["outputs"]["parameters"]:
                     v = r["outputs"]["parameters"][s["outputParameterKey"]]
-                    outs["parameters"][n] = v if types.get(n) == "LIST" and isinstance(v, list) else ir.cast_param(v, types.get(n))
+                    outs["parameters"][n] = v if raw or (types.get(n) == "LIST" and isinstance(v, list)) else ir.cast_param(v, types.get(n))
                     break
         for n, spec in (dag_out.get("artifacts") or {}).items():
             for s in spec.get("artifactSelectors") or []:

@@ -231,6 +231,9 @@ class RunController(Controller):
             except ir.IRError as e:
                 self._finish(run, st, "FAILED", str(e))
                 return None
+            for note in p.notes:
+                log.info("run %s: %s", key, note)
+                self.client.event(run, "Normal", "OptionIgnored", note)
             if len(_ir_cache) > 500:
                 _ir_cache.clear()
             _ir_cache[(uid, gen)] = p

@@ -242,7 +242,10 @@ class Engine:
             if name not in values:
                 if "defaultValue" in d:
                     values[name] = d["defaultValue"]
-                elif not d.get("isOptional") and d.get("parameterType") not in ("TASK_FINAL_STATUS", "TASK_CONFIG"):
+                elif d.get("parameterType") == "TASK_FINAL_STATUS":
+                    # a final-status input nobody feeds (the component run on its own): an empty status
+                    values[name] = {"state": "", "pipelineJobResourceName": self.info.run_name, "pipelineTaskName": "", "error": {}}
+                elif not d.get("isOptional") and d.get("parameterType") != "TASK_CONFIG":
                     raise KeyError(f"required input parameter {name!r} has no value")
             if name in values:
                 values[name] = ir.cast_param(values[name], d.get("parameterType"))

@@ -149,10 +149,22 @@ def run_python(source: str, fn: str, ei: dict, tdir: Path) -> None:
     kfp_executor.Executor(executor_input=ei, function_to_execute=getattr(module, fn)).execute()
 
 
+def _artifact_lists(arg: str, ei: dict) -> str:
+    """``{{$.inputs.artifacts['x']}}`` (a whole input, as a JSON list of artifacts), which kfp's local
+    placeholder code does not know."""
+    import re
+
+    def rep(m: re.Match) -> str:
+        arts = ((ei["inputs"].get("artifacts") or {}).get(m.group(1)) or {}).get("artifacts") or []
+        return json.dumps(arts)
+
+    return re.sub(r"\{\{\$\.inputs\.artifacts\['([^']+)'\]\}\}", rep, arg) if isinstance(arg, str) else arg
+
+
 def run_container(task: dict, ei: dict) -> int:
     from kfp.local import placeholder_utils
 
-    full = list(task["command"]) + list(task["args"])
+    full = [_artifact_lists(a, ei) for a in list(task["command"]) + list(task["args"])]
     cmd = placeholder_utils.replace_placeholders(
         full_command=full, executor_input_dict=ei, pipeline_resource_name=task.get("runName", ""),
         task_resource_name=task.get("taskName", ""), pipeline_root=task.get("pipelineRoot", ""), unique_pipeline_id=task.get("runId", ""),
@@ -176,6 +188,23 @@ def _parse_param(text: str, ptype: str | None) -> Any:
     return json.loads(t)
 
 
+def _copy_custom(src: Path, uri: str, remote: dict[str, str]) -> None:
+    """An artifact the component wrote somewhere else (``artifact.custom_path``) is copied to its URI."""
+    import shutil
+
+    if not src.exists():
+        return
+    if uri in remote:
+        _fs_put(src, remote[uri])
+        return
+    dest = Path(_local(uri))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_dir():
+        shutil.copytree(src, dest, dirs_exist_ok=True)
+    else:
+        shutil.copy2(src, dest)
+
+
 def collect(task: dict, ei: dict, remote: dict[str, str]) -> dict:
     tdir = Path(task["taskDir"])
     out_file = Path(ei["outputs"]["outputFile"])
@@ -197,6 +226,8 @@ def collect(task: dict, ei: dict, remote: dict[str, str]) -> dict:
                 merged["metadata"] = {**(a.get("metadata") or {}), **(p.get("metadata") or {})}
                 if p.get("uri"):
                     merged["uri"] = p["uri"]
+                if p.get("custom_path") or p.get("customPath"):
+                    _copy_custom(Path(p.get("custom_path") or p.get("customPath")), merged["uri"], remote)
             if merged["uri"] in remote:
                 _fs_put(Path(merged["uri"]), remote[merged["uri"]])
                 merged["uri"] = remote[merged["uri"]]

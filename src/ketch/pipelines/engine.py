@@ -210,7 +210,9 @@ class Engine:
             elif "taskFinalStatus" in src:
                 pt = src["taskFinalStatus"]["producerTask"]
                 prod = self.tasks.get(f"{scope}/{pt}" if scope else pt) or {}
-                st = {"state": prod.get("state", "FAILED"), "pipelineJobResourceName": self.info.run_name, "pipelineTaskName": pt}
+                # states as KFP's backend reports them (ML Metadata execution states)
+                mlmd = {"SUCCEEDED": "COMPLETE", "SKIPPED": "COMPLETE", "FAILED": "FAILED", "CANCELED": "CANCELED"}
+                st = {"state": mlmd.get(prod.get("state", "FAILED"), "FAILED"), "pipelineJobResourceName": self.info.run_name, "pipelineTaskName": pt}
                 st["error"] = {"code": 1, "message": prod.get("error") or f"Task {pt} failed."} if prod.get("state") == "FAILED" else {}
                 out[name] = st
             sel = src.get("parameterExpressionSelector")

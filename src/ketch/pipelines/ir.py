@@ -145,6 +145,9 @@ def _check_component(p: Pipeline, where: str, comp: dict, comps: dict, execs: di
                 if "container" not in ex and "importer" not in ex:
                     feature = next(iter(ex), "unknown")
                     raise IRError(f"{tw}: executor kind {feature!r} is not supported (only container and importer; resolver and customJob are Vertex AI features)")
+                img = str((ex.get("container") or {}).get("image", ""))
+                if img.startswith("argostub/"):
+                    raise IRError(f"{tw}: kfp-kubernetes {img.split('/', 1)[1]} (CreatePVC/DeletePVC) is not supported; create the PVC with kubectl and use mount_pvc")
                 for k in p.platform_executor(label):
                     if k not in ("secretAsEnv", "secretAsVolume", "configMapAsEnv", "configMapAsVolume", "pvcMount", "podMetadata", "activeDeadlineSeconds"):
                         notes.append(f"{tw}: kfp-kubernetes option {k!r} has no effect on one machine; ignored")

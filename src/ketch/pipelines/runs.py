@@ -240,7 +240,7 @@ class RunController(Controller):
         rc = spec.get("runtimeConfig") or {}
         created = run["metadata"].get("creationTimestamp") or engine.now_iso()
         info = engine.RunInfo(
-            run_id=run["metadata"]["name"], run_name=run["metadata"]["name"], display_name=spec.get("displayName") or run["metadata"]["name"],
+            run_id=run["metadata"]["name"], run_name=f"{p.name}-{run['metadata']['name'][:8]}", display_name=spec.get("displayName") or run["metadata"]["name"],
             pipeline_root=rc.get("pipelineRoot") or p.spec.get("defaultPipelineRoot") or artifact_root(self.home),
             task_root=str(self.home / "pipelines" / "runs" / uid), create_time=created,
             schedule_time=spec.get("scheduledAt") or created, enable_caching=spec.get("enableCaching"),

@@ -431,3 +431,29 @@ def test_cron_schedules_robfig_six_fields() -> None:
     nxt = next_time({"trigger": {"cron_schedule": {"cron": "0 0 * * * *"}}}, t0)
     assert nxt == 1_700_002_800.0  # the next full hour
     assert next_time({"trigger": {"periodic_schedule": {"interval_second": "30"}}}, t0) == t0 + 30
+
+
+def test_artifacts_through_an_fsspec_url_root(tmp_path: Path) -> None:
+    """A non-local pipeline root (here fsspec's ``local://`` protocol, standing in for s3:// and friends):
+    the launcher stages inputs down and uploads outputs, and URIs stay in the store's form."""
+    import fsspec
+
+    from ketch.pipelines import engine
+    from pipelines_helpers import ProcRunner
+
+    p = compile_ir(artifacts_pipeline, tmp_path)
+    root = f"local://{tmp_path}/store"
+    info = engine.RunInfo("run-1", "run-1", "run-1", root, str(tmp_path / "tasks"), "t", "t")
+    runner = ProcRunner(info)
+    tasks: dict = {}
+    import time
+
+    deadline = time.time() + 60
+    while (st := engine.Engine(p, info, tasks, {"n": 3}, runner).step()[0]) == "RUNNING" and time.time() < deadline:
+        time.sleep(0.05)
+    assert st == "SUCCEEDED", tasks
+    uri = tasks["make-data"]["outputs"]["artifacts"]["data"][0]["uri"]
+    assert uri.startswith("local://")
+    with fsspec.open(uri, "r") as f:
+        assert f.read() == "0,1,2"
+    assert tasks["evaluate"]["outputs"]["parameters"]["count"] == 3

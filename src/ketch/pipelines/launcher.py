@@ -47,6 +47,9 @@ def _fs_put(src: Path, uri: str) -> None:
     if not src.exists():
         return
     fs, path = fsspec.core.url_to_fs(uri)
+    parent = path.rsplit("/", 1)[0]
+    if parent:
+        fs.makedirs(parent, exist_ok=True)  # a no-op on object stores, needed on file systems
     fs.put(str(src), path, recursive=src.is_dir())
 
 

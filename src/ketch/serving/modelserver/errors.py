@@ -44,4 +44,4 @@ class NotImplementedByServer(ServingError):
 
 class InferenceError(ServingError):
     status = 500
-    grpc_code = "INTERNAL"
+    grpc_code = "INVALID_ARGUMENT"  # as KServe's gRPC server maps it

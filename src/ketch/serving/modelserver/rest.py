@@ -145,7 +145,8 @@ class ModelServerApp:
                 self._only(method, "GET")
                 return 200, orjson.dumps({"models": list(self.registry.models)}), []
             rest = rest[1:]
-            if method == "POST" and ":" in rest:
+            if ":" in rest:
+                self._only(method, "POST")
                 name, _, verb = rest.rpartition(":")
                 if verb == "predict":
                     return await self.v1_predict(name, body, scope)

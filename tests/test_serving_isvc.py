@@ -77,8 +77,8 @@ def test_seed_flow_with_kubectl_and_curl(shared_ketch, models):
     assert p["traffic"] == [{"revisionName": "demo-predictor-00001", "percent": 100, "latestRevision": True, "url": f"{k.url}/serving/default/demo-predictor"}]
     pods = k.kjson("get", "pods", "-l", "serving.kserve.io/inferenceservice=demo")["items"]
     assert len(pods) == 1
-    logs = k.kubectl("logs", pods[0]["metadata"]["name"]).stdout
-    assert "POST /v1/models/demo:predict" in logs
+    wait_for(lambda: "POST /v1/models/demo:predict" in k.kubectl("logs", pods[0]["metadata"]["name"]).stdout, timeout=20,
+             what="the access log in kubectl logs")
     # unknown services answer 404 in KServe's error shape
     r = httpx.post(f"{k.url}/serving/default/nope/v1/models/nope:predict", json={})
     assert r.status_code == 404 and "error" in r.json()
@@ -149,7 +149,8 @@ def test_failing_revision_never_takes_traffic(shared_ketch, models, tmp_path):
     assert "iris-predictor-00002" in cond["message"]
     failed = k.kjson("get", "pods", "-n", ns, "-l", "serving.knative.dev/revision=iris-predictor-00002")["items"]
     assert len(failed) == 1 and failed[0]["status"]["phase"] == "Failed"  # kept, not restarted in a loop
-    assert "no model file ending in .joblib" in k.kubectl("logs", "-n", ns, failed[0]["metadata"]["name"]).stdout
+    wait_for(lambda: "no model file ending in .joblib" in k.kubectl("logs", "-n", ns, failed[0]["metadata"]["name"]).stdout, timeout=20,
+             what="the load error in kubectl logs")
     assert st["components"]["predictor"]["traffic"][0]["revisionName"] == "iris-predictor-00001"
     assert st["modelStatus"]["transitionStatus"] == "BlockedByFailedLoad"
     assert revisions_seen(url, 40) == {"iris-predictor-00001": 40}  # still served by the good revision

@@ -791,6 +791,7 @@ class LocalKubelet(Kubelet):
     async def run(self) -> None:
         self.register_node()
         hb = asyncio.create_task(self.heartbeat())
+        shipping = asyncio.create_task(self.ship_logs())
         try:
             self.recover()
             rd = self.ctx.api.rd(*POD)
@@ -805,6 +806,20 @@ class LocalKubelet(Kubelet):
                 await asyncio.sleep(0.1)
         finally:
             hb.cancel()
+            shipping.cancel()
+
+    async def ship_logs(self, every: float = 0.2) -> None:
+        """Move running containers' new output into their stamped logs, a few times a second."""
+        while True:
+            await asyncio.sleep(every)
+            for w in list(self.workers.values()):
+                for name, ship in list(w.shippers.items()):
+                    cs = w.cs.get(name)
+                    if cs is not None and cs.running and ship.restart == cs.run:
+                        try:
+                            ship.ship()
+                        except OSError:
+                            log.debug("shipping logs of %s/%s failed", w.ns, w.name, exc_info=True)
 
     def recover(self) -> None:
         """Adopt what a previous ketch left: live processes whose pid and start time match a pod record

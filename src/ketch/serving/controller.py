@@ -339,6 +339,8 @@ class InferenceServiceController(Controller):
             ep = _endpoint(p)
             if ep is None:
                 return None
+            if any(c.get("type") == "Ready" and c.get("status") == "True" for c in (p.get("status") or {}).get("conditions") or []):
+                return ep  # the kubelet's readiness probe passed
             try:
                 r = await self.http.get(f"http://{ep}/v2/health/ready")
                 return ep if r.status_code == 200 else None
@@ -444,6 +446,7 @@ class InferenceServiceController(Controller):
                 c["args"] += ["--predictor-host", f"{self.base_url}/serving/{ns}/{name}-predictor"]
         c["env"] = env + (c.get("env") or [])
         c["ports"] = [{"containerPort": port, "name": "http1"}]
+        c.setdefault("readinessProbe", {"tcpSocket": {"port": port}, "periodSeconds": 1})
         return c
 
 

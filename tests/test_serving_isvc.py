@@ -207,3 +207,112 @@ def test_kubernetes_client_custom_objects_like_kserve_sdk(shared_ketch, models):
     wait_for(lambda: not k.kjson("get", "pods", "-n", ns)["items"], timeout=30, what="pods garbage-collected")
     assert httpx.post(f"{k.url}/serving/{ns}/sdk-iris/v2/models/sdk-iris/infer", json={}).status_code == 404
     time.sleep(0)
+
+
+TRANSFORMER = '''
+from ketch.serving import Model
+
+
+class AddFeature(Model):
+    def preprocess(self, payload, headers=None):
+        return {"instances": [row + [1.4] for row in payload["instances"]]}
+
+    def postprocess(self, result, headers=None):
+        return {"predictions": [["setosa", "versicolor", "virginica"][p] for p in result["predictions"]]}
+'''
+
+
+def test_transformer_in_front_of_predictor(shared_ketch, models, tmp_path):
+    k = shared_ketch
+    ns = ns_of(k, "chain")
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "transformer.py").write_text(TRANSFORMER)
+    manifest = isvc_yaml("iris", ns, str(models["lr"][0])) + f"""  transformer:
+    containers:
+    - name: kserve-container
+      image: kserve/custom-transformer
+      command: ["python", "-m", "ketch.serving.modelserver"]
+      args: ["--model-dir", "{tmp_path / 't'}", "--model-class", "transformer:AddFeature"]
+"""
+    k.kubectl("apply", "-f", "-", input=manifest)
+    k.kubectl("wait", "--for=condition=Ready", "isvc/iris", "-n", ns, "--timeout=90s")
+    st = k.kjson("get", "isvc", "iris", "-n", ns)["status"]
+    assert {c["type"] for c in st["conditions"]} >= {"PredictorReady", "TransformerReady", "IngressReady", "Ready"}
+    r = httpx.post(f"{st['url']}/v1/models/iris:predict", json={"instances": [[6.8, 2.8, 4.8]]}, timeout=30)
+    assert r.status_code == 200, r.text
+    want = ["setosa", "versicolor", "virginica"][int(models["lr"][1].predict([[6.8, 2.8, 4.8, 1.4]])[0])]
+    assert r.json() == {"predictions": [want]}
+    assert r.headers["x-ketch-revision"] == "iris-transformer-00001"
+    # the predictor alone, by its component URL, still wants four features
+    r = httpx.post(f"{k.url}/serving/{ns}/iris-predictor/v1/models/iris:predict", json={"instances": [IRIS_ROW]})
+    assert r.json() == {"predictions": [1]}
+
+
+def test_serving_runtime_auto_selected(shared_ketch, models):
+    k = shared_ketch
+    ns = ns_of(k, "runtime")
+    k.kubectl("apply", "-f", "-", input=f"""apiVersion: serving.kserve.io/v1alpha1
+kind: ServingRuntime
+metadata:
+  name: my-runtime
+  namespace: {ns}
+spec:
+  supportedModelFormats:
+  - name: mine
+    autoSelect: true
+  protocolVersions: [v1, v2]
+  containers:
+  - name: kserve-container
+    image: me/my-server
+    command: ["python", "-m", "ketch.serving.modelserver"]
+    args: ["--model-name={{{{.Name}}}}", "--model-dir={{{{.ModelDir}}}}", "--storage-uri={{{{.StorageUri}}}}", "--http-port={{{{.Port}}}}", "--model-format=sklearn"]
+""")
+    k.kubectl("apply", "-f", "-", input=f"""apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata:
+  name: rt
+  namespace: {ns}
+spec:
+  predictor:
+    model:
+      modelFormat: {{name: mine}}
+      storageUri: {models['lr'][0]}
+""")
+    k.kubectl("wait", "--for=condition=Ready", "isvc/rt", "-n", ns, "--timeout=90s")
+    pod = k.kjson("get", "pods", "-n", ns)["items"][0]
+    assert pod["spec"]["containers"][0]["image"] == "me/my-server"
+    assert "--model-name=rt" in pod["spec"]["containers"][0]["args"]
+    url = k.kjson("get", "isvc", "rt", "-n", ns)["status"]["url"]
+    assert httpx.post(f"{url}/v1/models/rt:predict", json={"instances": [IRIS_ROW]}).json() == {"predictions": [1]}
+
+
+def test_autoscale_up_under_concurrency(shared_ketch, models):
+    from concurrent.futures import ThreadPoolExecutor
+
+    k = shared_ketch
+    ns = ns_of(k, "scale")
+    k.kubectl("apply", "-f", "-", input=isvc_yaml("iris", ns, str(models["lr"][0]), extra="    minReplicas: 1\n    maxReplicas: 3\n    scaleMetric: concurrency\n    scaleTarget: 1\n"))
+    k.kubectl("wait", "--for=condition=Ready", "isvc/iris", "-n", ns, "--timeout=90s")
+    url = k.kjson("get", "isvc", "iris", "-n", ns)["status"]["url"]
+    stop = time.time() + 60
+    done = []
+
+    def hammer(_):
+        with httpx.Client(timeout=30) as c:
+            while time.time() < stop and not done:
+                assert c.post(f"{url}/v1/models/iris:predict", json={"instances": [IRIS_ROW] * 200}).status_code == 200
+
+    def ready_pods():
+        return [p for p in k.kjson("get", "pods", "-n", ns)["items"]
+                if any(c["type"] == "Ready" and c["status"] == "True" for c in p.get("status", {}).get("conditions", []))]
+
+    with ThreadPoolExecutor(6) as pool:
+        futs = [pool.submit(hammer, i) for i in range(6)]
+        try:
+            wait_for(lambda: len(ready_pods()) == 3, timeout=50, interval=0.5, what="3 ready replicas under load")
+        finally:
+            done.append(1)
+        for f in futs:
+            f.result()
+    served = {p["metadata"]["name"] for p in k.kjson("get", "pods", "-n", ns)["items"]}
+    assert len(served) >= 3

@@ -435,6 +435,7 @@ class InferenceServiceController(Controller):
             c.setdefault("name", "kserve-container")
             c.setdefault("image", f"ketch/runtime:{rt_name}")
             c["ports"] = [{"containerPort": port, "name": "http1"}]
+            c.setdefault("readinessProbe", {"tcpSocket": {"port": port}, "periodSeconds": 1})
             return c
         c = copy.deepcopy(spec["containers"][0])
         c.setdefault("name", "kserve-container")

@@ -316,3 +316,48 @@ def test_autoscale_up_under_concurrency(shared_ketch, models):
             f.result()
     served = {p["metadata"]["name"] for p in k.kjson("get", "pods", "-n", ns)["items"]}
     assert len(served) >= 3
+
+
+EXPLAINER = '''
+from ketch.serving import Model
+
+
+class Explainer(Model):
+    def explain(self, payload, headers=None):
+        return {"explanations": [{"feature": i, "weight": v} for i, v in enumerate(payload["instances"][0])]}
+'''
+
+
+def test_explainer_logger_and_batcher_from_spec(shared_ketch, models, tmp_path):
+    k = shared_ketch
+    ns = ns_of(k, "extras")
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "explainer.py").write_text(EXPLAINER)
+    events = tmp_path / "events.jsonl"
+    manifest = isvc_yaml("iris", ns, str(models["lr"][0]), extra=f"""    logger:
+      mode: all
+      url: file://{events}
+    batcher:
+      maxBatchSize: 16
+      maxLatency: 100
+""") + f"""  explainer:
+    containers:
+    - name: kserve-container
+      image: kserve/custom-explainer
+      command: ["python", "-m", "ketch.serving.modelserver"]
+      args: ["--model-dir", "{tmp_path / 'e'}", "--model-class", "explainer:Explainer"]
+"""
+    k.kubectl("apply", "-f", "-", input=manifest)
+    k.kubectl("wait", "--for=condition=Ready", "isvc/iris", "-n", ns, "--timeout=90s")
+    url = k.kjson("get", "isvc", "iris", "-n", ns)["status"]["url"]
+    r = httpx.post(f"{url}/v1/models/iris:explain", json={"instances": [IRIS_ROW]}, timeout=30)
+    assert r.status_code == 200 and r.json()["explanations"][0] == {"feature": 0, "weight": 6.8}
+    assert r.headers["x-ketch-revision"] == "iris-explainer-00001"
+    r = httpx.post(f"{url}/v1/models/iris:predict", json={"instances": [IRIS_ROW]})
+    assert r.json() == {"predictions": [1]} and r.headers["x-ketch-revision"] == "iris-predictor-00001"
+    lines = wait_for(lambda: events.exists() and len(events.read_text().splitlines()) >= 2 and events.read_text().splitlines(), timeout=20)
+    kinds = [json.loads(ln)["type"] for ln in lines]
+    assert kinds[:2] == ["org.kubeflow.serving.inference.request", "org.kubeflow.serving.inference.response"]
+    pod = k.kjson("get", "pods", "-n", ns, "-l", "component=predictor")["items"][0]
+    args = pod["spec"]["containers"][0]["args"]
+    assert args[args.index("--max-batch-size") + 1] == "16" and args[args.index("--max-latency") + 1] == "100"

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from ketch.kinds import builtin_types
 from ketch.kinds.definitions import FieldError, ResourceDefinition
 from ketch.kinds.meta import (
     generate_suffix,
@@ -78,6 +79,23 @@ def _decode_continue(token: str) -> tuple[int, tuple[str, str]]:
         return int(d["rv"]), (d["start"][0], d["start"][1])
     except Exception as e:
         raise bad_request("continue key is not valid: illegal base64 data or malformed token") from e
+
+
+def _drop(obj: dict, path: str) -> None:
+    """Remove the field at a dotted path with [i] / [key] steps, as reported by builtin_types.check."""
+    steps = re.findall(r"([^.\[\]]+)|\[([^\]]*)\]", path)
+    cur: Any = obj
+    for i, (name, idx) in enumerate(steps):
+        key: Any = name or (int(idx) if idx.isdigit() and isinstance(cur, list) else idx)
+        last = i == len(steps) - 1
+        try:
+            if last:
+                if isinstance(cur, dict):
+                    cur.pop(key, None)
+                return
+            cur = cur[key]
+        except (KeyError, IndexError, TypeError):
+            return
 
 
 def _spec_part(obj: dict) -> dict:
@@ -159,6 +177,18 @@ class Api:
                     raise bad_request(f"strict decoding error: {msg}")
                 if opts.field_validation == "Warn":
                     opts.warnings.extend(f'unknown field "{p}"' for p in res.unknown)
+        if rd.builtin and builtin_types.root(rd.group, version, rd.kind):
+            unknown, type_errs = builtin_types.check(rd.group, version, rd.kind, obj)
+            errs.extend(type_errs)
+            unknown = [p for p in unknown if not p.startswith("status")] if old is not None else unknown
+            if unknown:
+                if opts.field_validation == "Strict":
+                    msg = ", ".join(f'unknown field "{p}"' for p in unknown)
+                    raise bad_request(f"strict decoding error: {msg}")
+                if opts.field_validation == "Warn":
+                    opts.warnings.extend(f'unknown field "{p}"' for p in unknown)
+                for p in unknown:  # dropped, as Kubernetes' decoder drops them
+                    _drop(obj, p)
         errs.extend(self._validate_meta(rd, obj["metadata"], old is None))
         if rd.validator:
             errs.extend(rd.validator(obj, old))

@@ -4,14 +4,12 @@ validation is advertised through the fieldValidation parameter) and kubectl expl
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
-import json
-from importlib import resources
 from typing import Any
 
 import orjson
 
+from ketch.kinds import builtin_types
 from ketch.kinds.definitions import ResourceDefinition
 from ketch.machinery.registry import Registry
 
@@ -54,15 +52,10 @@ def _gvk(rd: ResourceDefinition, version: str) -> list[dict]:
     return [{"group": rd.group, "version": version, "kind": rd.kind}]
 
 
-@functools.cache
 def _builtin_schemas() -> dict:
-    """Types of the built-in kinds, generated from the kubernetes client's models (scripts/
-    gen_builtin_schemas.py): published so `kubectl explain pod.spec.containers` works. Validation still
-    uses each kind's own schema and validator."""
-    try:
-        return json.loads(resources.files("ketch.kinds").joinpath("schemas/builtin.json").read_text())
-    except (FileNotFoundError, ValueError):
-        return {"roots": {}, "definitions": {}}
+    """Types of the built-in kinds (see ketch.kinds.builtin_types), published so `kubectl explain
+    pod.spec.containers` works."""
+    return builtin_types.data()
 
 
 def _gvk_key(rd: ResourceDefinition, version: str) -> str:

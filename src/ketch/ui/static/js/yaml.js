@@ -37,7 +37,11 @@ export function dump(v, indent = "") {
   return scalar(v);
 }
 function block(v, indent) {
-  if (typeof v === "string" && v.includes("\n")) return "|-\n" + v.split("\n").map(l => indent + l).join("\n");
+  if (typeof v === "string" && v.includes("\n") && !/^\s|[ \t]\n|\n\n$/.test(v)) {
+    const keep = v.endsWith("\n");
+    const body = keep ? v.slice(0, -1) : v;
+    return (keep ? "|\n" : "|-\n") + body.split("\n").map(l => (l ? indent + l : "")).join("\n");
+  }
   return scalar(v);
 }
 

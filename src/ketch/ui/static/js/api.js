@@ -39,10 +39,21 @@ async function loadKinds() {
   };
   const [core, groups] = await Promise.all([get("/api/v1"), get("/apis")]);
   add("", "v1", core);
-  await Promise.all((groups.groups || []).map(async g => {
-    const v = g.preferredVersion.version;
-    try { add(g.name, v, await get(`/apis/${g.name}/${v}`)); } catch { /* a group that vanished */ }
-  }));
+  // Every version of every group: a kind served only in a non-preferred version (KServe's v1alpha1
+  // ServingRuntime beside v1beta1 InferenceService) must still appear; the preferred version wins a tie.
+  const jobs = [];
+  for (const g of groups.groups || []) {
+    for (const v of g.versions || [g.preferredVersion]) {
+      jobs.push(get(`/apis/${g.name}/${v.version}`).then(l => ({ g: g.name, v: v.version, pref: v.version === g.preferredVersion.version, l })).catch(() => null));
+    }
+  }
+  const lists = (await Promise.all(jobs)).filter(Boolean).sort((a, b) => Number(b.pref) - Number(a.pref));
+  const seen = new Set(out.map(k => `/${k.plural}`));
+  for (const { g, v, l } of lists) {
+    const fresh = { resources: (l.resources || []).filter(r => !seen.has(`${g}/${r.name}`)) };
+    fresh.resources.forEach(r => seen.add(`${g}/${r.name}`));
+    add(g, v, fresh);
+  }
   out.sort((a, b) => a.kind.localeCompare(b.kind));
   return out;
 }

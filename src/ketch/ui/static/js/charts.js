@@ -24,12 +24,12 @@ export function lineChart(series, { width = 520, height = 260, xLabel = "", yLab
     ]));
 }
 
-function axes(m, width, height, [x0, x1], [y0, y1], xLabel, yLabel) {
+function axes(m, width, height, [x0, x1], [y0, y1], xLabel, yLabel, xTicks = true) {
   return [
     s("line", { x1: m.l, y1: height - m.b, x2: width - m.r, y2: height - m.b, class: "axis" }),
     s("line", { x1: m.l, y1: m.t, x2: m.l, y2: height - m.b, class: "axis" }),
-    s("text", { x: m.l, y: height - m.b + 14, class: "tick" }, fmt(x0)),
-    s("text", { x: width - m.r, y: height - m.b + 14, class: "tick", "text-anchor": "end" }, fmt(x1)),
+    xTicks ? s("text", { x: m.l, y: height - m.b + 14, class: "tick" }, fmt(x0)) : null,
+    xTicks ? s("text", { x: width - m.r, y: height - m.b + 14, class: "tick", "text-anchor": "end" }, fmt(x1)) : null,
     s("text", { x: m.l - 4, y: height - m.b, class: "tick", "text-anchor": "end" }, fmt(y0)),
     s("text", { x: m.l - 4, y: m.t + 8, class: "tick", "text-anchor": "end" }, fmt(y1)),
     s("text", { x: (m.l + width - m.r) / 2, y: height - 4, class: "label", "text-anchor": "middle" }, xLabel),
@@ -44,7 +44,7 @@ export function barChart(items, { width = 520, height = 220, id } = {}) {
   const Y = scale(0, hi || 1, height - m.b, m.t);
   const bw = (width - m.l - m.r) / Math.max(1, items.length);
   return s("svg", { viewBox: `0 0 ${width} ${height}`, width, height, class: "chart", id },
-    axes(m, width, height, [0, 0], [0, hi], "", ""),
+    axes(m, width, height, [0, 0], [0, hi], "", "", false),
     items.map((it, i) => [
       s("rect", { x: m.l + i * bw + 4, y: Y(it.value), width: Math.max(1, bw - 8), height: height - m.b - Y(it.value), class: "bar" }, s("title", {}, `${it.label}: ${fmt(it.value)}`)),
       s("text", { x: m.l + i * bw + bw / 2, y: height - m.b + 14, "text-anchor": "middle", class: "tick" }, String(it.label).slice(0, 14)),

@@ -56,7 +56,7 @@ export function confusionMatrix(cm) {
   const labels = (cm.annotationSpecs || []).map(a => a.displayName);
   const rows = (cm.rows || []).map(r => r.row || []);
   const max = Math.max(1, ...rows.flat());
-  const cell = 44, m = 90;
+  const cell = Math.max(44, 7 * Math.max(0, ...labels.map(l => String(l).length)) + 8), m = 90;
   const n = labels.length;
   const w = m + n * cell + 10, ht = m + n * cell + 10;
   return s("svg", { viewBox: `0 0 ${w} ${ht}`, width: w, height: ht, class: "chart confusion", id: "confusion-matrix" },

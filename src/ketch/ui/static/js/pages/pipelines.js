@@ -269,7 +269,7 @@ export async function renderArtifact(a) {
   } else if (/HTML|Markdown/.test(type)) {
     try {
       const text = await content();
-      box.appendChild(h("iframe", { sandbox: "", class: "sandboxed", title: "artifact", srcdoc: /HTML/.test(type) ? text : markdownToHtml(text) }));
+      box.appendChild(sandboxed(/HTML/.test(type) ? text : markdownToHtml(text)));
     } catch (e) { box.appendChild(errorBox(e)); }
   } else if (/Dataset/.test(type)) {
     try {
@@ -280,6 +280,12 @@ export async function renderArtifact(a) {
   }
   box.appendChild(kv({ uri: a.uri || a.storage_path || "", ...(Object.keys(md).length && !/Metrics/.test(type) ? { metadata: md } : {}) }));
   return box;
+}
+
+// An HTML artifact in an iframe with an empty sandbox: no scripts, no forms, no same-origin access, and the
+// page's CSP still applies (srcdoc frames inherit it), so nothing in it can reach another host.
+export function sandboxed(html) {
+  return h("iframe", { sandbox: "", class: "sandboxed", title: "artifact", referrerpolicy: "no-referrer", srcdoc: html });
 }
 
 // Markdown to HTML for a sandboxed iframe; every piece of text is escaped first.

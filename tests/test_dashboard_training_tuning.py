@@ -111,5 +111,8 @@ def test_tuning_experiment_progress_trials_best_and_plots(ketch, dashboard):
     put_status(ketch, f"/apis/kubeflow.org/v1beta1/namespaces/{ns}/trials/hpo-0006", trial_status(0.5))
     expect(page.locator("#parallel-coordinates polyline.pc-line")).to_have_count(7)
     expect(trials.locator("tbody tr", has_text="hpo-0006")).to_contain_text("Succeeded")
+    # The live update kept the user's sort: still best first, and the new result (0.5, the lowest) last.
+    expect(trials.locator("tbody tr").first).to_contain_text(f"hpo-{best:04d}")
+    expect(trials.locator("tbody tr").nth(6)).to_contain_text("hpo-0006")
     expect(page.locator("#tuning-summary .progress")).to_have_attribute("title", re.compile(r"^6/12"))
     dashboard.shot("tuning-experiment")

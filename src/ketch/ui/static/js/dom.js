@@ -119,3 +119,13 @@ export function kv(obj) {
   return h("table", { class: "kv" }, h("tbody", {}, rows.map(([k, v]) =>
     h("tr", {}, h("th", {}, k), h("td", {}, typeof v === "object" && v !== null && !(v instanceof Node) ? JSON.stringify(v) : v)))));
 }
+
+// Coalesce redraws: a burst of watch events (500 trials finishing) draws once per animation frame.
+export function batched(fn) {
+  let queued = false;
+  return () => {
+    if (queued) return;
+    queued = true;
+    requestAnimationFrame(() => { queued = false; fn(); });
+  };
+}

@@ -1,6 +1,6 @@
 // The generic pages: every kind from discovery, listed with its printer columns (server-side Tables) and
 // kept live by a watch; any object's YAML viewed, edited and applied; events; search; create.
-import { h, mount, clear, table, errorBox, badge, age, link, kv } from "../dom.js";
+import { h, mount, clear, table, errorBox, badge, age, link, kv, batched } from "../dom.js";
 import { get, req, kinds, findKind, resPath, listWatch, liveObjects, TABLE, ApiError } from "../api.js";
 import { dump, header, lineOf } from "../yaml.js";
 
@@ -47,9 +47,9 @@ export async function index(root) {
 // A live table of any kind, drawn from the server's Table (printer columns), updated by a Table watch.
 export function liveTable(k, ns, { query = "", onRow } = {}) {
   const wrap = h("div", { class: "live-table" });
-  let cols = [], rows = new Map();
+  let cols = [], rows = new Map(), t = null, sig = "";
   const key = r => `${r.object.metadata.namespace || ""}/${r.object.metadata.name}`;
-  const draw = () => {
+  const draw = batched(() => {
     const defs = cols.map((c, i) => ({ c, i })).filter(({ c }) => !c.priority);
     const showNs = k.namespaced && !ns;
     const columns = [];
@@ -61,11 +61,15 @@ export function liveTable(k, ns, { query = "", onRow } = {}) {
           : /status|state|phase/i.test(c.name) ? r => (r.cells[i] !== null ? badge(r.cells[i]) : "") : undefined,
       });
     }
-    const t = table(columns, [...rows.values()], { onRow, empty: `No ${k.plural} ${ns ? "in " + ns : ""}` });
+    // Same columns: keep the table (and the user's sort order), only its rows change.
+    const now = JSON.stringify(columns.map(c => c.title));
+    if (t && now === sig) { t.setRows([...rows.values()]); return; }
+    sig = now;
+    t = table(columns, [...rows.values()], { onRow, empty: `No ${k.plural} ${ns ? "in " + ns : ""}` });
     t.classList.add("resource-table");
     t.dataset.kind = k.plural;
     mount(wrap, t);
-  };
+  });
   const w = listWatch(resPath(k, ns), {
     query, table: true,
     onList(tbl) { cols = tbl.columnDefinitions || []; rows = new Map((tbl.rows || []).map(r => [key(r), r])); draw(); },

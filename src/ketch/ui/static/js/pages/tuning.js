@@ -1,6 +1,6 @@
 // Tuning: Katib Experiments (kubeflow.org/v1beta1) with progress, the best trial, a sortable trials table,
 // the objective over trials and a parallel-coordinates plot; all kept live by watches.
-import { h, mount, table, badge, age, link, kv } from "../dom.js";
+import { h, mount, table, badge, age, link, kv, batched } from "../dom.js";
 import { findKind, resPath, liveObjects } from "../api.js";
 import { nsOf, objectPage } from "./resources.js";
 import { lineChart, parallelCoordinates } from "../charts.js";
@@ -65,12 +65,15 @@ export async function details(root, p, ctx) {
         kv(Object.fromEntries([...(best.parameterAssignments || []).map(a => [a.name, a.value]), ...(((best.observation || {}).metrics) || []).map(m => [m.name, m.latest ?? m.max])]))) : h("p", { class: "muted" }, "none yet"));
     const rows = trials.slice().sort((a, b) => String(a.metadata.creationTimestamp).localeCompare(String(b.metadata.creationTimestamp)) || a.metadata.name.localeCompare(b.metadata.name));
     const pv = (t, n) => num(((t.spec || {}).parameterAssignments || []).find(a => a.name === n)?.value);
-    mount(tbox, table([
+    const sig = JSON.stringify([pnames, goal, best.bestTrialName]);
+    if (tbox.firstChild && tbox.dataset.sig === sig) tbox.firstChild.setRows(rows);
+    else mount(tbox, table([
       { title: "Trial", value: t => t.metadata.name, render: t => h("span", { class: t.metadata.name === best.bestTrialName ? "best" : "" }, t.metadata.name) },
       { title: "State", value: state, render: t => badge(state(t)) },
       ...pnames.map(n => ({ title: n, value: t => pv(t, n) ?? "" })),
       { title: goal, value: t => metric(t, goal) ?? "" },
     ], rows, { id: "trials-table", empty: "No trials yet." }));
+    tbox.dataset.sig = sig;
     const done = rows.filter(t => typeof metric(t, goal) === "number");
     let bestSoFar = null;
     const running = done.map((t, i) => { const v = metric(t, goal); bestSoFar = bestSoFar === null ? v : obj.type === "minimize" ? Math.min(bestSoFar, v) : Math.max(bestSoFar, v); return [i + 1, bestSoFar]; });
@@ -79,8 +82,9 @@ export async function details(root, p, ctx) {
       h("figure", {}, h("figcaption", {}, "Parameters against the objective"),
         parallelCoordinates([...pnames.map(name => ({ name })), { name: goal }], done.map(t => ({ label: t.metadata.name, values: Object.fromEntries([...pnames.map(n => [n, pv(t, n)]), [goal, metric(t, goal)]]) })))));
   }
-  const ew = liveObjects(resPath(ek, p.ns), { query: `fieldSelector=${encodeURIComponent("metadata.name=" + p.name)}`, onChange(items) { exp = items[0] || null; draw(); } });
-  const tw = tk ? liveObjects(resPath(tk, p.ns), { query: `labelSelector=${encodeURIComponent("katib.kubeflow.org/experiment=" + p.name)}`, onChange(items) { trials = items; draw(); } }) : null;
+  const redraw = batched(draw);
+  const ew = liveObjects(resPath(ek, p.ns), { query: `fieldSelector=${encodeURIComponent("metadata.name=" + p.name)}`, onChange(items) { exp = items[0] || null; redraw(); } });
+  const tw = tk ? liveObjects(resPath(tk, p.ns), { query: `labelSelector=${encodeURIComponent("katib.kubeflow.org/experiment=" + p.name)}`, onChange(items) { trials = items; redraw(); } }) : null;
   const objBox = h("div");
   const stopObj = objectPage(objBox, ek, p.ns, p.name, ctx);
   mount(root, h("h1", {}, `Experiment ${p.name}`), summary, h("h2", {}, "Trials"), plots, tbox, h("details", {}, h("summary", {}, "Object, YAML and events"), objBox));

@@ -229,3 +229,20 @@ def test_yaml_round_trips_tricky_values_through_the_editor(ketch, dashboard):
     assert got["data"] == data
     assert got["metadata"]["labels"] == {"app.kubernetes.io/name": "x"}
     assert got["metadata"]["resourceVersion"] != rv or got["data"] == data
+
+
+def test_assets_ship_in_the_package_and_name_no_other_host():
+    """Everything the app loads is a file under ketch/ui/static (package-data ``ui/static/**/*``), and no
+    asset names another host (the only absolute URL is the SVG namespace, which is never fetched)."""
+    from pathlib import Path
+
+    import ketch.ui
+
+    static = Path(ketch.ui.__file__).parent / "static"
+    files = [p for p in static.rglob("*") if p.is_file()]
+    assert {p.suffix for p in files} <= {".js", ".css", ".html"}
+    for p in files:
+        urls = set(re.findall(r"https?://[^\s\"'`)]+", p.read_text()))
+        assert urls <= {"http://www.w3.org/2000/svg"}, (p, urls)
+        for dep in re.findall(r"""from\s+["'](\.{1,2}/[^"']+)["']""", p.read_text()):
+            assert (p.parent / dep).resolve().is_file(), (p, dep)

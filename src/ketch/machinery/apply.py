@@ -53,11 +53,14 @@ def field_set(rd: ResourceDefinition, obj: Any, path: list[str] | None = None) -
         for k, v in obj.items():
             if not path and k in ("apiVersion", "kind", "status"):
                 continue
-            if path == ["metadata"] and k in _SKIP_META:
+            if path == ["f:metadata"] and k in _SKIP_META:
                 continue
             sub = [*path, f"f:{k}"]
             child = field_set(rd, v, sub)
-            out |= child or {tuple(sub)}
+            if not path and k == "metadata":
+                out |= child  # metadata holding only system fields is no one's field
+            else:
+                out |= child or {tuple(sub)}
         return out
     if isinstance(obj, list):
         mk = _merge_key(rd, [p[2:] for p in path])
@@ -73,25 +76,36 @@ def field_set(rd: ResourceDefinition, obj: Any, path: list[str] | None = None) -
 
 
 def to_fields_v1(paths: set[Path]) -> dict:
+    """FieldsV1: a tree of field names; "." marks a node that is itself owned and has children."""
     root: dict = {}
     for p in sorted(paths):
         cur = root
         for seg in p:
             cur = cur.setdefault(seg, {})
+    _mark_self(root, paths, ())
     return root
+
+
+def _mark_self(node: dict, paths: set[Path], prefix: Path) -> None:
+    for k, v in node.items():
+        if k == ".":
+            continue
+        p = (*prefix, k)
+        if v:
+            if p in paths:
+                v["."] = {}
+            _mark_self(v, paths, p)
 
 
 def from_fields_v1(tree: dict, prefix: tuple[str, ...] = ()) -> set[Path]:
     out: set[Path] = set()
     for k, v in (tree or {}).items():
         if k == ".":
+            out.add(prefix)
             continue
         p = (*prefix, k)
         if v:
-            sub = from_fields_v1(v, p)
-            out |= sub or {p}
-            if any(x.startswith("k:") for x in v):
-                out.add(p)
+            out |= from_fields_v1(v, p) or {p}
         else:
             out.add(p)
     return out
@@ -243,7 +257,12 @@ def server_side_apply(
             ok_c, vc = _get(cur, p, rd)
             if ok_c and va != vc:
                 conflicts.append((m.get("manager", ""), p))
-    if conflicts and not opts.force:
+    force = opts.force
+    if conflicts and not force and _all_in_last_applied(rd, cur, conflicts):
+        # Migrating from client-side apply: fields the last-applied annotation lists were the same
+        # user's, so ownership moves without a conflict (as Kubernetes' lastAppliedManager does).
+        force = True
+    if conflicts and not force:
         msgs = [f'conflict with "{mgr}": .{_render(p)}' for mgr, p in conflicts]
         msg = f"Apply failed with {len(conflicts)} conflict{'s' if len(conflicts) > 1 else ''}: " + "\n".join(msgs)
         raise StatusError(409, "Conflict", msg, {"causes": [{"reason": "FieldManagerConflict", "message": m, "field": "." + _render(p)} for m, (_, p) in zip(msgs, conflicts, strict=False)]})
@@ -255,7 +274,7 @@ def server_side_apply(
         if m is mine:
             continue
         theirs = from_fields_v1(m.get("fieldsV1", {}))
-        if opts.force:
+        if force:
             theirs -= applied_fs
         others_all |= theirs
         if theirs:
@@ -270,8 +289,15 @@ def server_side_apply(
     for k in ("finalizers", "ownerReferences"):
         if k in md:
             mmd[k] = md[k]
-    for p in sorted(previously - applied_fs - others_all, key=len, reverse=True):
+    # Whole list items first (their key fields would otherwise vanish before the item is found), then
+    # the deepest fields first.
+    gone = previously - applied_fs - others_all
+    for p in sorted(gone, key=lambda p: (not p[-1].startswith("k:"), -len(p))):
         _delete(merged, p, rd)
+    anns = mmd.get("annotations") or {}
+    if LAST_APPLIED in anns and LAST_APPLIED not in (md.get("annotations") or {}):
+        # Keep client-side apply's record in step, so a later `kubectl apply` computes the right diff.
+        anns[LAST_APPLIED] = _json({k: v for k, v in patch.items() if k != "status"})
     new_mfs.append({"manager": manager, "operation": "Apply", "apiVersion": av, "time": now(), "fieldsType": "FieldsV1", "fieldsV1": to_fields_v1(applied_fs)})
     mmd["managedFields"] = new_mfs
     mmd["resourceVersion"] = old["metadata"]["resourceVersion"]
@@ -279,6 +305,23 @@ def server_side_apply(
 
     o2 = _O(dry_run=opts.dry_run, field_manager="", field_validation=opts.field_validation, warnings=opts.warnings)
     return api._write_update(rd, version, old, merged, subresource, o2)
+
+
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def _all_in_last_applied(rd: ResourceDefinition, cur: dict, conflicts: list[tuple[str, Path]]) -> bool:
+    raw = ((cur.get("metadata") or {}).get("annotations") or {}).get(LAST_APPLIED)
+    if not raw:
+        return False
+    try:
+        import orjson
+
+        last = orjson.loads(raw)
+    except ValueError:
+        return False
+    fs = field_set(rd, last) if isinstance(last, dict) else set()
+    return all(p in fs for _, p in conflicts)
 
 
 def _render(p: Path) -> str:

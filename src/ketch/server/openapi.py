@@ -3,7 +3,11 @@ validation is advertised through the fieldValidation parameter) and kubectl expl
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
+import json
+from importlib import resources
 from typing import Any
 
 import orjson
@@ -50,9 +54,63 @@ def _gvk(rd: ResourceDefinition, version: str) -> list[dict]:
     return [{"group": rd.group, "version": version, "kind": rd.kind}]
 
 
+@functools.cache
+def _builtin_schemas() -> dict:
+    """Types of the built-in kinds, generated from the kubernetes client's models (scripts/
+    gen_builtin_schemas.py): published so `kubectl explain pod.spec.containers` works. Validation still
+    uses each kind's own schema and validator."""
+    try:
+        return json.loads(resources.files("ketch.kinds").joinpath("schemas/builtin.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return {"roots": {}, "definitions": {}}
+
+
+def _gvk_key(rd: ResourceDefinition, version: str) -> str:
+    return f"{rd.group}/{version}/{rd.kind}" if rd.group else f"{version}/{rd.kind}"
+
+
+def _rewrite_refs(node: Any, ref_prefix: str) -> Any:
+    if isinstance(node, dict):
+        return {k: (ref_prefix + v.rsplit("/", 1)[1] if k == "$ref" else _rewrite_refs(v, ref_prefix)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_rewrite_refs(x, ref_prefix) for x in node]
+    return node
+
+
+def builtin_definitions(rds: list[tuple[ResourceDefinition, str]], ref_prefix: str) -> dict:
+    """The generated definitions the given built-in kinds reach, with refs pointing at ``ref_prefix``."""
+    data = _builtin_schemas()
+    defs, todo = {}, [data["roots"][k] for k in (_gvk_key(rd, v) for rd, v in rds) if k in data["roots"]]
+    while todo:
+        name = todo.pop()
+        if name in defs or name not in data["definitions"]:
+            continue
+        d = data["definitions"][name]
+        defs[name] = _rewrite_refs(d, ref_prefix)
+        todo.extend(r.rsplit("/", 1)[1] for r in _refs(d))
+    return defs
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        out = [node["$ref"]] if "$ref" in node else []
+        for v in node.values():
+            out.extend(_refs(v))
+        return out
+    if isinstance(node, list):
+        return [r for x in node for r in _refs(x)]
+    return []
+
+
 def _schema_for(rd: ResourceDefinition, version: str, ref_prefix: str) -> dict:
     v = rd.version(version)
-    base = dict((v.schema if v and v.schema else None) or {"type": "object", "x-kubernetes-preserve-unknown-fields": True})
+    gen = _builtin_schemas()["roots"].get(_gvk_key(rd, version)) if rd.builtin else None
+    if gen:
+        base = copy.deepcopy(_builtin_schemas()["definitions"][gen])
+        base = _rewrite_refs(base, ref_prefix)
+        base["properties"].pop("metadata", None)
+    else:
+        base = dict((v.schema if v and v.schema else None) or {"type": "object", "x-kubernetes-preserve-unknown-fields": True})
     props = dict(base.get("properties") or {})
     props["apiVersion"] = {"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."}
     props["kind"] = {"type": "string", "description": "Kind is a string value representing the REST resource this object represents."}
@@ -96,7 +154,9 @@ def _paths(rd: ResourceDefinition, version: str, ref: str) -> dict:
 def v3_document(registry: Registry, group: str, version: str) -> dict:
     schemas: dict[str, Any] = dict(_BASE)
     paths: dict[str, Any] = {}
-    for rd in registry.in_group_version(group, version):
+    rds = registry.in_group_version(group, version)
+    schemas.update(builtin_definitions([(rd, version) for rd in rds if rd.builtin], "#/components/schemas/"))
+    for rd in rds:
         name = schema_name(rd, version)
         schemas[name] = _schema_for(rd, version, "#/components/schemas/")
         paths.update(_paths(rd, version, f"#/components/schemas/{name}"))
@@ -122,6 +182,7 @@ def v3_root(registry: Registry, base: str = "/openapi/v3/") -> dict:
 def v2_document(registry: Registry) -> dict:
     defs: dict[str, Any] = dict(_BASE)
     paths: dict[str, Any] = {}
+    defs.update(builtin_definitions([(rd, v.name) for rd in registry.all() for v in rd.versions if rd.builtin], "#/definitions/"))
     for rd in registry.all():
         for v in rd.versions:
             if not v.served:

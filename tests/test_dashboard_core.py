@@ -246,3 +246,24 @@ def test_assets_ship_in_the_package_and_name_no_other_host():
         assert urls <= {"http://www.w3.org/2000/svg"}, (p, urls)
         for dep in re.findall(r"""from\s+["'](\.{1,2}/[^"']+)["']""", p.read_text()):
             assert (p.parent / dep).resolve().is_file(), (p, dep)
+
+
+def test_watches_back_off_while_the_server_is_down_and_resume_after(ketch, dashboard):
+    """No polling storm when ketch goes away, and the views pick up where they were when it comes back."""
+    import time
+
+    page = dashboard.open("/resources/core/configmaps")
+    table = page.locator("table.resource-table[data-kind=configmaps]")
+    expect(table).to_be_visible()
+    expect(page.locator("#live")).to_contain_text("live")
+    ketch.kill9()
+    before = len(dashboard.requests)
+    time.sleep(4)
+    tries = len(dashboard.requests) - before
+    # Two watches (namespaces, configmaps) backing off from 0.5 s: a handful of tries, not hundreds.
+    assert tries <= 16, dashboard.requests[before:]
+    expect(page.locator("#live")).not_to_contain_text("live")
+    ketch.start()
+    ketch.kubectl("create", "configmap", "after-restart")
+    expect(table.locator("tbody tr", has_text="after-restart")).to_have_count(1, timeout=40000)
+    expect(page.locator("#live")).to_contain_text("live")

@@ -8,6 +8,7 @@ each Pod's container command as a local process (what the local kubelet does) an
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import threading
 import time
@@ -83,6 +84,11 @@ def test_models_page_shows_url_traffic_and_sends_a_prediction(ketch, dashboard, 
         page.click("#predict-send")
         expect(page.locator("#predict-result")).to_contain_text('"predictions"', timeout=30000)
         expect(page.locator("#predict-result")).to_contain_text("POST /serving/default/iris/v1/models/iris:predict")
+        # Request metrics over time, sampled from the model server through the gateway.
+        page.click("#predict-send")
+        expect(page.locator("#requests-chart")).to_be_visible(timeout=20000)
+        expect(page.locator("#isvc-metrics figcaption").first).to_contain_text(re.compile(r"total [1-9]"), timeout=20000)
+        assert any(u.endswith("/serving/default/iris/metrics") for u in dashboard.requests)
         # A bad body is refused in place, without a request.
         page.fill("#predict-body", "{not json")
         page.click("#predict-send")

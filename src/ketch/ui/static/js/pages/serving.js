@@ -3,7 +3,7 @@
 import { h, mount, clear, table, badge, age, link, errorBox } from "../dom.js";
 import { findKind, resPath, liveObjects, req } from "../api.js";
 import { nsOf, objectPage } from "./resources.js";
-import { barChart } from "../charts.js";
+import { barChart, lineChart } from "../charts.js";
 
 const ready = (o) => { const c = ((o.status && o.status.conditions) || []).find(x => x.type === "Ready"); return c ? (c.status === "True" ? "Ready" : c.reason || "NotReady") : "Unknown"; };
 
@@ -54,7 +54,7 @@ export async function details(root, p, ctx) {
         ], traffic, { id: "traffic", empty: `latest ready ${pred.latestReadyRevision || "—"}, created ${pred.latestCreatedRevision || "—"}` }),
         traffic.length ? barChart(traffic.map(t => ({ label: t.tag || t.revisionName || "latest", value: t.percent || 0 })), { width: 360, height: 180, id: "traffic-chart" }) : null,
         (st.canaryStatuses || []).length ? table([{ title: "Canary", value: c => c.name }, { title: "Ready", value: c => String(c.ready) }, { title: "Traffic", value: c => c.trafficPercent }], st.canaryStatuses) : null);
-      if (!box.firstChild) mount(box, info, h("h2", {}, "Test prediction"), form);
+      if (!box.firstChild) mount(box, info, h("h2", {}, "Test prediction"), form, h("h2", {}, "Requests"), metricsBox);
     },
   });
   function predictForm() {
@@ -78,6 +78,51 @@ export async function details(root, p, ctx) {
     };
     return h("form", { class: "form", onsubmit: send }, proto, body, h("button", { type: "submit", id: "predict-send" }, "Send"), out);
   }
+  // Request metrics over time: the model server's Prometheus text through the gateway, sampled every 5 s
+  // while the tab is visible (one small request, not a storm), kept for the last 10 minutes.
+  const metricsBox = h("div", { id: "isvc-metrics" }, h("p", { class: "muted" }, "waiting for the first samples…"));
+  const samples = [];
+  let timer = null, stopped = false;
+  async function sample() {
+    if (stopped) return;
+    if (current && ready(current) === "Ready" && document.visibilityState === "visible") {
+      try {
+        const r = await fetch(`${predictBase(current)}/metrics`);
+        if (r.ok) {
+          samples.push({ t: Date.now() / 1000, ...parseProm(await r.text()) });
+          while (samples.length > 120) samples.shift();
+          drawMetrics();
+        }
+      } catch { /* the model is restarting; try again next tick */ }
+    }
+    if (!stopped) timer = setTimeout(sample, samples.length < 2 ? 1000 : 5000);
+  }
+  function drawMetrics() {
+    const t0 = samples[0].t;
+    const count = samples.map(x => [x.t - t0, x.count]);
+    const lat = [];
+    for (let i = 1; i < samples.length; i++) {
+      const dn = samples[i].count - samples[i - 1].count, ds = samples[i].sum - samples[i - 1].sum;
+      if (dn > 0) lat.push([samples[i].t - t0, (1000 * ds) / dn]);
+    }
+    mount(metricsBox, h("div", { class: "charts" },
+      h("figure", {}, h("figcaption", {}, `requests answered (total ${samples[samples.length - 1].count})`), lineChart([{ name: "requests", points: count }], { width: 360, height: 200, xLabel: "seconds", id: "requests-chart" })),
+      lat.length ? h("figure", {}, h("figcaption", {}, "mean latency per interval (ms)"), lineChart([{ name: "ms", points: lat }], { width: 360, height: 200, xLabel: "seconds", id: "latency-chart" })) : null));
+  }
+  sample();
   mount(root, objBox);
-  return () => stop();
+  return () => { stopped = true; clearTimeout(timer); stop(); };
+}
+
+// The totals of ketch_model_requests and ketch_model_request_duration_seconds across labels.
+export function parseProm(text) {
+  let count = 0, sum = 0;
+  for (const line of text.split("\n")) {
+    if (line.startsWith("#")) continue;
+    const m = line.match(/^(\w+)(\{[^}]*\})?\s+([0-9.eE+-]+)/);
+    if (!m) continue;
+    if (m[1] === "ketch_model_requests_total") count += Number(m[3]);
+    else if (m[1] === "ketch_model_request_duration_seconds_sum") sum += Number(m[3]);
+  }
+  return { count, sum };
 }

@@ -8,7 +8,8 @@ import { lineChart, barChart, confusionMatrix, rocCurve } from "../charts.js";
 import { nsOf } from "./resources.js";
 
 const TERMINAL = new Set(["SUCCEEDED", "FAILED", "SKIPPED", "CANCELED", "ERROR"]);
-const nsq = (ctx) => (nsOf(ctx) ? `namespace=${encodeURIComponent(nsOf(ctx))}` : "");
+// KFP standalone is single-user: its objects are not filtered by the namespace switcher.
+const nsq = () => "";
 const q = (...parts) => parts.filter(Boolean).join("&");
 
 function unavailable(root, title, e) {
@@ -147,13 +148,19 @@ async function specForRun(run) {
   return null;
 }
 
-// Task details by the DAG's task name (display_name in KFP's task details; the newest attempt wins).
+// Task details by the root DAG's task name: ketch's task details carry it as task_name (KFP's only as
+// display_name); a task directly under the root DAG wins over a same-named one nested deeper, and the
+// newest attempt wins among equals.
 function taskIndex(run) {
   const m = new Map();
-  for (const t of ((run.run_details || {}).task_details) || []) {
-    const k = t.display_name || t.task_id;
+  const all = ((run.run_details || {}).task_details) || [];
+  const root = all.find(t => !t.parent_task_id && (t.kind === "dag" || all.length > 1 && all.some(c => c.parent_task_id === t.task_id)));
+  const rank = (t) => ((root ? t.parent_task_id === root.task_id : !t.parent_task_id) ? 2 : 1);
+  for (const t of all) {
+    if (root && t === root) continue;
+    const k = t.task_name || t.display_name || t.task_id;
     const prev = m.get(k);
-    if (!prev || String(t.create_time || "") >= String(prev.create_time || "")) m.set(k, t);
+    if (!prev || rank(t) > rank(prev) || (rank(t) === rank(prev) && String(t.create_time || "") >= String(prev.create_time || ""))) m.set(k, t);
   }
   return m;
 }
@@ -206,31 +213,45 @@ function taskPanel(panel, id, t, run, spec, ctx) {
   let stopLog = null;
   const comp = spec && spec.root && spec.root.dag && spec.root.dag.tasks && spec.root.dag.tasks[id];
   const params = {};
+  const actual = (t && t.parameters) || {};
   for (const [k, v] of Object.entries(((comp || {}).inputs || {}).parameters || {})) {
+    if (actual.inputs && k in actual.inputs) continue;
     params[k] = v.runtimeValue ? JSON.stringify((v.runtimeValue.constant ?? v.runtimeValue)) : v.componentInputParameter ? `{{pipeline ${v.componentInputParameter}}}` : v.taskOutputParameter ? `{{${v.taskOutputParameter.producerTask}.${v.taskOutputParameter.outputParameterKey}}}` : JSON.stringify(v);
   }
   mount(panel, h("h2", {}, id), t ? h("p", {}, badge(t.state), ` · ${duration(t.start_time || t.create_time, t.end_time)}`) : h("p", { class: "muted" }, "Not started."),
     t && t.error ? errorBox(t.error.message || JSON.stringify(t.error)) : null,
-    h("h3", {}, "Inputs"), kv({ ...params, ...ioSummary(t && t.inputs) }),
-    h("h3", {}, "Outputs"), kv(ioSummary(t && t.outputs)),
+    h("h3", {}, "Inputs"), h("div", { id: "task-inputs" }, kv({ ...params, ...(actual.inputs || {}), ...ioSummary(t && t.inputs) })),
+    h("h3", {}, "Outputs"), h("div", { id: "task-outputs" }, kv({ ...(actual.outputs || {}), ...ioSummary(t && t.outputs) })),
     h("h3", {}, "Pod"), h("p", { id: "task-pod" }, (t && t.pod_name) || "—"),
     h("h3", {}, "Artifacts"), arts,
     h("h3", {}, "Log"), logs);
   if (t && t.pod_name) {
     (async () => {
-      const ns = await podNamespace(t.pod_name, ctx);
+      const ns = await podNamespace(t.pod_name, ctx, run);
       stopLog = follow(`/api/v1/namespaces/${encodeURIComponent(ns)}/pods/${encodeURIComponent(t.pod_name)}/log?follow=true&tailLines=500`,
         (txt) => { logs.textContent += txt; if (logs.textContent.length > 200000) logs.textContent = logs.textContent.slice(-150000); logs.scrollTop = logs.scrollHeight; });
     })();
   }
-  const ids = Object.values((t && t.outputs) || {}).flatMap(o => o.artifact_ids || []);
+  // ketch's task details embed the output artifacts (uri, type, metadata); otherwise fetch them by id.
+  const embedded = Object.entries(((t && t.artifacts) || {}).outputs || {}).flatMap(([n, v]) => (v || []).map(a => normArtifact(a, n, run)));
+  const ids = embedded.length ? [] : Object.values((t && t.outputs) || {}).flatMap(o => o.artifact_ids || []);
   (async () => {
+    for (const a of embedded) { try { arts.appendChild(await renderArtifact(a)); } catch (e) { arts.appendChild(errorBox(e)); } }
     for (const aid of ids) {
-      try { arts.appendChild(await renderArtifact(await get(kfp(`/artifacts/${aid}?view=FULL`)))); } catch (e) { arts.appendChild(errorBox(`artifact ${aid}: ${e.message}`)); }
+      try { arts.appendChild(await renderArtifact(normArtifact(await get(kfp(`/artifacts/${encodeURIComponent(aid)}`)), "", run))); } catch (e) { arts.appendChild(errorBox(`artifact ${aid}: ${e.message}`)); }
     }
-    if (!ids.length) arts.appendChild(h("p", { class: "muted" }, "none"));
+    if (!embedded.length && !ids.length) arts.appendChild(h("p", { class: "muted" }, "none"));
   })();
   return () => { if (stopLog) stopLog.stop(); };
+}
+
+// One artifact shape for the renderers, from ketch's embedded records ({id, name, uri, type: {schemaTitle},
+// metadata}), its lineage answer ({artifact, produced_by, consumed_by}) or KFP's artifact JSON.
+export function normArtifact(a, outputName, run) {
+  const x = a.artifact || a;
+  const type = typeof x.type === "object" && x.type ? x.type.schemaTitle : x.type;
+  return { ...x, artifact_id: x.artifact_id || x.id, name: x.name || outputName, type: type || x.schema_title || "system.Artifact",
+    run_id: (run && run.run_id) || x.run_id, lineage: a.artifact ? a : null };
 }
 
 function ioSummary(io) {
@@ -239,7 +260,7 @@ function ioSummary(io) {
   return out;
 }
 
-async function podNamespace(pod, ctx) {
+async function podNamespace(pod, ctx, run) {
   try {
     const lst = await get(`/api/v1/pods?fieldSelector=${encodeURIComponent("metadata.name=" + pod)}`);
     if (lst.items && lst.items[0]) return lst.items[0].metadata.namespace;
@@ -312,11 +333,16 @@ export function markdownToHtml(md) {
 async function runMetrics(run) {
   const metrics = {};
   for (const t of ((run.run_details || {}).task_details) || []) {
+    const emb = Object.values(((t.artifacts || {}).outputs) || {}).flat().map(a => normArtifact(a, "", run));
+    for (const a of emb) {
+      if (/Metrics$/.test(a.type) && !/Classification|Sliced/.test(a.type)) for (const [k, v] of Object.entries(a.metadata || {})) if (typeof v === "number") metrics[`${t.task_name || t.display_name}.${k}`] = v;
+    }
+    if (emb.length) continue;
     for (const o of Object.values(t.outputs || {})) {
       for (const aid of o.artifact_ids || []) {
         try {
-          const a = await get(kfp(`/artifacts/${aid}?view=FULL`));
-          const type = String(a.type || a.schema_title || a.artifact_type || "");
+          const a = normArtifact(await get(kfp(`/artifacts/${encodeURIComponent(aid)}`)));
+          const type = String(a.type);
           if (/Metrics$/.test(type) && !/Classification/.test(type)) for (const [k, v] of Object.entries(a.metadata || {})) if (typeof v === "number") metrics[`${t.display_name}.${k}`] = v;
         } catch { /* artifact gone */ }
       }

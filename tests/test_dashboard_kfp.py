@@ -110,3 +110,36 @@ def test_experiments_and_recurring_runs(ketch, dashboard, tmp_path):
     assert rr[0].trigger.periodic_schedule.interval_second == "3600" or rr[0].trigger.periodic_schedule.interval_second == 3600
     assert str(rr[0].mode).endswith("DISABLE") or str(rr[0].status).endswith("DISABLED")
     dashboard.shot("kfp-recurring")
+
+
+def test_html_markdown_and_dataset_artifacts(ketch, dashboard):
+    from dashboard_pipeline import with_report
+
+    client = kfp.Client(host=ketch.url)
+    r = client.create_run_from_pipeline_func(with_report, arguments={"n": 10, "lr": 0.1}, run_name="with-report")
+    client.wait_for_run_completion(r.run_id, timeout=60)
+    page = dashboard.open(f"/runs/details/{r.run_id}")
+    expect(page.locator("#dag g.node")).to_have_count(3)
+    page.locator("#dag g.node[data-task=report]").click()
+    arts = page.locator("#task-artifacts")
+    html = arts.locator(".artifact[data-type='system.HTML'] iframe")
+    expect(html).to_have_attribute("sandbox", "")
+    expect(page.frame_locator(".artifact[data-type='system.HTML'] iframe").locator("#acc")).to_have_text("accuracy 0.52")
+    md = page.frame_locator(".artifact[data-type='system.Markdown'] iframe")
+    expect(md.locator("h1")).to_have_text("Notes")
+    expect(md.locator("li").nth(1)).to_have_text("<b>not bold</b>")
+    expect(arts.locator(".dataset-preview tr")).to_have_count(3)
+    expect(arts.locator(".dataset-preview tr").nth(2)).to_have_text("34")
+    assert page.title() == "ketch"
+    dashboard.shot("kfp-report-artifacts")
+    # The content route serves only artifacts recorded in a run, as inert text.
+    with ketch.http() as c:
+        run = c.get(f"/apis/v2beta1/runs/{r.run_id}").json()
+        rep = next(t for t in run["run_details"]["task_details"] if t.get("task_name") == "report")
+        aid = rep["outputs"]["page"]["artifact_ids"][0]
+        got = c.get(f"/ui/artifacts/{r.run_id}/{aid}")
+        assert got.status_code == 200 and "accuracy 0.52" in got.text
+        assert got.headers["content-type"].startswith("text/plain")
+        assert "sandbox" in got.headers["content-security-policy"]
+        assert c.get(f"/ui/artifacts/{r.run_id}/nope").status_code == 404
+        assert c.get("/ui/artifacts/no-such-run/x").status_code == 404

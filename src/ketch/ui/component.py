@@ -3,7 +3,7 @@
 Every asset ships inside the package (``ui/static``): plain ES modules, no build step and nothing from a
 CDN, so a plain ``pip install`` gives the whole UI offline. The app talks only to the APIs ketch already
 serves (Kubernetes REST with discovery, Tables and watches; KFP's ``/apis/v2beta1``; the serving gateway),
-so this module only serves files; it adds no API of its own.
+so this module serves files, plus the first megabyte of a pipeline artifact's content (artifacts.py).
 """
 
 from __future__ import annotations
@@ -49,4 +49,10 @@ async def asset(request: Request) -> Response:
 def setup(ctx: Context) -> None:
     # ``/`` and ``/ui/...`` only: /api, /apis (KFP's /apis/v2beta1 included), /openapi, /version, /healthz
     # and the serving gateway's /serving/ stay with their owners.
-    ctx.add_routes([Route("/", index), Route("/ui/{path:path}", asset)])
+    from ketch.ui.artifacts import content_handler
+
+    ctx.add_routes([
+        Route("/", index),
+        Route("/ui/artifacts/{run}/{aid}", content_handler(ctx.api)),
+        Route("/ui/{path:path}", asset),
+    ])

@@ -276,7 +276,8 @@ export async function renderArtifact(a) {
   const title = h("h4", {}, `${a.name || a.display_name || a.artifact_id} `, h("span", { class: "muted" }, type));
   const box = h("div", { class: "artifact", "data-type": type }, title);
   const content = async () => {
-    const url = a.download_url || `${kfp(`/artifacts/${a.artifact_id}`)}?view=DOWNLOAD`;
+    const url = a.run_id ? `/ui/artifacts/${encodeURIComponent(a.run_id)}/${encodeURIComponent(a.artifact_id)}` : a.download_url;
+    if (!url) throw new Error("no content to show");
     if (/^https?:/.test(url) && new URL(url).host !== location.host) throw new Error("artifact is stored off this host");
     const r = await fetch(url);
     if (!r.ok) throw new Error(`HTTP ${r.status}`);
@@ -295,8 +296,8 @@ export async function renderArtifact(a) {
   } else if (/Dataset/.test(type)) {
     try {
       const lines = (await content()).split("\n").slice(0, 21).filter(Boolean);
-      const rows = lines.map(l => l.split(","));
-      box.appendChild(h("table", { class: "grid preview" }, h("tbody", {}, rows.map((r, i) => h("tr", {}, r.map(c => h(i ? "td" : "th", {}, c)))))));
+      const rows = lines.map(l => l.split(l.includes("\t") ? "\t" : ","));
+      box.appendChild(h("table", { class: "grid preview dataset-preview" }, h("tbody", {}, rows.map((r, i) => h("tr", {}, r.map(c => h(i ? "td" : "th", {}, c)))))));
     } catch (e) { box.appendChild(h("p", { class: "muted" }, `no preview: ${e.message}`)); }
   }
   box.appendChild(kv({ uri: a.uri || a.storage_path || "", ...(Object.keys(md).length && !/Metrics/.test(type) ? { metadata: md } : {}) }));

@@ -6,10 +6,9 @@ Chromium (Debian's, /usr/bin/chromium), then prints:
 * a tuning experiment of 500 trials: time from navigation until the trials table (500 rows), the objective
   chart and the parallel-coordinates plot (500 lines) are drawn, against the two list calls the page is
   built from (the experiment and its trials) made from Python in the same run;
-* a run graph of 200 tasks (a pipeline compiled by the real KFP compiler: 20 layers of 10 tasks, each task
-  depending on two of the layer above): layout + SVG drawing time in the browser, against parsing the spec
-  it is drawn from. The KFP REST call (GET /apis/v2beta1/runs/{id}) is not measured until the pipelines
-  backend serves it;
+* a run of 200 tasks (a pipeline compiled by the real KFP compiler: 20 layers of 10 tasks, each task
+  depending on two of the layer above): time until the run page has drawn all 200 nodes, against the
+  GET /apis/v2beta1/runs/{id} it is built from, and the graph's layout + SVG time alone;
 * the resources browser listing 500 objects of a CRD as a Table, against that Table list call.
 """
 
@@ -76,8 +75,14 @@ def seed(c: httpx.Client) -> None:
 
 
 def big_pipeline_spec(tmp: Path) -> dict:
+    """200 tasks in 20 layers of 10, each depending on two tasks of the layer above, all behind one gate
+    task that fails at once: the run is real, but its 200 tasks are skipped rather than run as processes."""
     import yaml
     from kfp import compiler, dsl
+
+    @dsl.component(base_image="python:3.11")
+    def gate() -> int:
+        raise SystemExit("closed")
 
     @dsl.component(base_image="python:3.11")
     def step(a: int, b: int) -> int:
@@ -85,13 +90,23 @@ def big_pipeline_spec(tmp: Path) -> dict:
 
     @dsl.pipeline(name="big")
     def big():
-        prev = [step(a=i, b=0) for i in range(WIDTH)]
+        g = gate()
+        prev = [step(a=g.output, b=i) for i in range(WIDTH)]
         for _ in range(LAYERS - 1):
             prev = [step(a=prev[i].output, b=prev[(i + 1) % WIDTH].output) for i in range(WIDTH)]
 
     path = tmp / "big.yaml"
     compiler.Compiler().compile(big, str(path))
     return yaml.safe_load(path.read_text())
+
+
+def start_big_run(c: httpx.Client, spec: dict) -> str:
+    run = c.post("/apis/v2beta1/runs", json={"display_name": "big", "pipeline_spec": spec}).raise_for_status().json()
+    for _ in range(600):
+        if c.get(f"/apis/v2beta1/runs/{run['run_id']}").json()["state"] in ("FAILED", "SUCCEEDED"):
+            break
+        time.sleep(0.1)
+    return run["run_id"]
 
 
 def main() -> None:
@@ -111,6 +126,9 @@ def main() -> None:
                 api_items = timed(lambda: c.get("/apis/bench.ketch.io/v1/namespaces/default/items", headers=table).raise_for_status())
             spec = big_pipeline_spec(tmp)
             n_tasks = len(spec["root"]["dag"]["tasks"])
+            with httpx.Client(base_url=url, timeout=60) as c:
+                run_id = start_big_run(c, spec)
+                api_run = timed(lambda: c.get(f"/apis/v2beta1/runs/{run_id}").raise_for_status())
             with sync_playwright() as p:
                 b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 page = b.new_page(viewport={"width": 1400, "height": 900})
@@ -126,6 +144,8 @@ def main() -> None:
                     f"document.querySelectorAll('#trials-table tbody tr').length === {N_TRIALS} && "
                     f"document.querySelectorAll('#parallel-coordinates polyline').length === {N_TRIALS} && "
                     "!!document.querySelector('#objective-chart')") for _ in range(3))
+                ui_run = statistics.median(load(f"/runs/details/{run_id}",
+                    f"document.querySelectorAll('#dag g.node').length === {n_tasks}") for _ in range(3))
                 ui_items = statistics.median(load("/resources/bench.ketch.io/items",
                     f"document.querySelectorAll('table.resource-table tbody tr').length === {N_OBJECTS}") for _ in range(3))
                 dag = page.evaluate("""async (spec) => {
@@ -154,8 +174,10 @@ def main() -> None:
           f"the 2 list calls it is built from take {api_tuning * 1000:.0f} ms (ratio {ui_tuning / api_tuning:.1f}x)")
     print(f"resources browser, {N_OBJECTS} objects: page loaded and drawn in {ui_items * 1000:.0f} ms; "
           f"its Table list call takes {api_items * 1000:.0f} ms (ratio {ui_items / api_items:.1f}x)")
-    print(f"run graph, {n_tasks} tasks ({dag['nodes']} drawn): layout + SVG in {dag['render'] * 1000:.1f} ms; "
-          f"parsing its spec takes {dag['parse'] * 1000:.1f} ms (ratio {dag['render'] / max(dag['parse'], 1e-6):.1f}x)")
+    print(f"run of {n_tasks} tasks: page loaded and drawn in {ui_run * 1000:.0f} ms; "
+          f"GET /apis/v2beta1/runs/<id> it is built from takes {api_run * 1000:.0f} ms (ratio {ui_run / api_run:.1f}x)")
+    print(f"  of which graph layout + SVG: {dag['render'] * 1000:.1f} ms ({dag['nodes']} nodes); "
+          f"parsing the spec in the browser: {dag['parse'] * 1000:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,10 @@ def test_upload_run_graph_task_panel_and_compare(ketch, dashboard, tmp_path):
         expect(page.locator(f"#dag g.node[data-task={task}]")).to_have_attribute("data-state", "SUCCEEDED", timeout=60000)
     expect(page.locator(".page .badge").first).to_have_text("SUCCEEDED")
     run_id = page.url.rsplit("/", 1)[1]
+    # Followed by a watch on the PipelineRun, not by polling the REST API.
+    assert any("/pipelineruns?" in u and "watch=true" in u for u in dashboard.requests)
+    gets = [u for u in dashboard.requests if u.endswith(f"/apis/v2beta1/runs/{run_id}")]
+    assert len(gets) < 40, len(gets)
     with ketch.http() as c:
         run = c.get(f"/apis/v2beta1/runs/{run_id}").json()
     assert run["runtime_config"]["parameters"] == {"n": 30, "lr": 0.02}

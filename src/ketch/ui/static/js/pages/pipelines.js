@@ -1,8 +1,8 @@
 // KFP pages over the v2beta1 REST API: pipelines, runs (list, DAG, task panel with log and artifacts,
-// compare, create), experiments and recurring runs. KFP's REST API has no watch, so an unfinished run's
-// page re-reads that one run every few seconds while it is visible, and stops once the run is done.
+// compare, create), experiments and recurring runs. KFP's REST API has no watch; the pages follow ketch's
+// PipelineRun objects with a Kubernetes watch instead and re-read the REST view when one changes.
 import { h, mount, clear, table, errorBox, badge, age, duration, link, kv } from "../dom.js";
-import { get, req, kfp, follow } from "../api.js";
+import { get, req, kfp, follow, findKind, resPath, listWatch } from "../api.js";
 import { dagSvg } from "../dag.js";
 import { lineChart, barChart, confusionMatrix, rocCurve } from "../charts.js";
 import { nsOf } from "./resources.js";
@@ -14,6 +14,27 @@ const q = (...parts) => parts.filter(Boolean).join("&");
 
 function unavailable(root, title, e) {
   mount(root, h("h1", {}, title), errorBox(e.status === 404 ? "The KFP API (/apis/v2beta1) is not served by this ketch yet." : e));
+}
+
+// ketch's KFP runs are PipelineRun objects: when that kind is served, a page re-reads the REST view only
+// when a watch says the run changed (one call in flight at a time, the last change always read);
+// otherwise it falls back to re-reading every few seconds while visible. Returns a stopper.
+function follower(fn, name, ms, keep) {
+  let busy = false, again = false, stopped = false, w = null, stopPoll = null;
+  const run = async () => {
+    if (stopped) return;
+    if (busy) { again = true; return; }
+    busy = true;
+    try { await fn(); } catch { /* shown by fn */ }
+    busy = false;
+    if (again) { again = false; run(); }
+  };
+  findKind("pipelines.kubeflow.org", "pipelineruns").then(k => {
+    if (stopped) return;
+    if (!k) { stopPoll = refresher(fn, ms, keep); return; }
+    w = listWatch(resPath(k, ""), { query: name ? `fieldSelector=${encodeURIComponent("metadata.name=" + name)}` : "", onList: () => {}, onEvent: run });
+  });
+  return () => { stopped = true; if (w) w.stop(); if (stopPoll) stopPoll(); };
 }
 
 // Re-run fn every ms while the tab is visible and keep() says so; returns a stopper.
@@ -135,7 +156,7 @@ export async function runs(root, _p, ctx) {
       h("button", { onclick: act("terminate") }, "Terminate"), h("button", { onclick: act("retry") }, "Retry"),
       h("button", { onclick: act("archive") }, "Archive"), h("button", { onclick: act("unarchive") }, "Restore"), h("button", { onclick: act("delete") }, "Delete")),
     tbox);
-  return refresher(load, 5000);
+  return follower(load, "", 5000, () => true);
 }
 
 async function specForRun(run) {
@@ -202,7 +223,7 @@ export async function runDetails(root, p, ctx) {
   async function reload() { run = await get(kfp(`/runs/${p.id}`)); draw(); if (selected) { const t = taskIndex(run).get(selected); if (t && panel.dataset.state !== t.state) openTask(selected); } }
   draw();
   mount(root, head, h("div", { class: "run-body" }, graph, panel));
-  const stop = refresher(reload, 2000, () => !TERMINAL.has(run.state));
+  const stop = follower(reload, p.id, 2000, () => !TERMINAL.has(run.state));
   return () => { stop(); if (panelStop) panelStop(); };
 }
 

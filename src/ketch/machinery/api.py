@@ -162,6 +162,11 @@ class Api:
         errs.extend(self._validate_meta(rd, obj["metadata"], old is None))
         if rd.validator:
             errs.extend(rd.validator(obj, old))
+        if not errs:
+            from ketch.machinery.admission import validators_for
+
+            for fn in validators_for(rd.group, rd.kind):
+                errs.extend(fn(obj, old))
         if old is not None:
             for path in rd.immutable_fields:
                 from ketch.kinds.meta import get_path

@@ -134,6 +134,13 @@ def test_html_markdown_and_dataset_artifacts(ketch, dashboard):
     expect(md.locator("li").nth(1)).to_have_text("<b>not bold</b>")
     expect(arts.locator(".dataset-preview tr")).to_have_count(3)
     expect(arts.locator(".dataset-preview tr").nth(2)).to_have_text("34")
+    # Lineage of the train task's metrics artifact: produced by train, in this run.
+    page.locator("#dag g.node[data-task=train]").click()
+    box = page.locator("#task-artifacts .artifact[data-type='system.Metrics'] details.lineage-box")
+    box.locator("summary").click()
+    expect(box.locator("ul.produced li")).to_contain_text("train")
+    expect(box.locator("ul.produced li a")).to_have_attribute("href", f"#/runs/details/{r.run_id}")
+    page.locator("#dag g.node[data-task=report]").click()
     assert page.title() == "ketch"
     dashboard.shot("kfp-report-artifacts")
     # The content route serves only artifacts recorded in a run, as inert text.

@@ -322,6 +322,7 @@ export async function renderArtifact(a) {
     } catch (e) { box.appendChild(h("p", { class: "muted" }, `no preview: ${e.message}`)); }
   }
   box.appendChild(kv({ uri: a.uri || a.storage_path || "", ...(Object.keys(md).length && !/Metrics/.test(type) ? { metadata: md } : {}) }));
+  if (a.artifact_id) box.appendChild(lineageView(a.artifact_id));
   return box;
 }
 
@@ -329,6 +330,22 @@ export async function renderArtifact(a) {
 // page's CSP still applies (srcdoc frames inherit it), so nothing in it can reach another host.
 export function sandboxed(html) {
   return h("iframe", { sandbox: "", class: "sandboxed", title: "artifact", referrerpolicy: "no-referrer", srcdoc: html });
+}
+
+// Which executions produced and consumed an artifact (ketch's /artifacts/{id} answers with its lineage).
+function lineageView(aid) {
+  const body = h("div", { class: "lineage" });
+  const d = h("details", { class: "lineage-box" }, h("summary", {}, "Lineage"), body);
+  d.addEventListener("toggle", async () => {
+    if (!d.open || body.firstChild) return;
+    try {
+      const l = await get(kfp(`/artifacts/${encodeURIComponent(aid)}`));
+      const row = (e) => h("li", {}, link(`#/runs/details/${e.run_id}`, e.run_id.slice(0, 8)), ` / ${e.display_name || e.task_name || e.task_id} `, badge(e.state));
+      mount(body, h("p", {}, "Produced by"), h("ul", { class: "produced" }, (l.produced_by || []).map(row)),
+        h("p", {}, "Consumed by"), (l.consumed_by || []).length ? h("ul", { class: "consumed" }, l.consumed_by.map(row)) : h("p", { class: "muted" }, "no consumer"));
+    } catch (e) { mount(body, errorBox(e)); }
+  });
+  return d;
 }
 
 // Markdown to HTML for a sandboxed iframe; every piece of text is escaped first.

@@ -130,10 +130,18 @@ export function objectPage(root, k, ns, name, ctx, { extra } = {}) {
 export function conditions(conds) {
   if (!conds || !conds.length) return null;
   return table([
-    { title: "Condition", value: c => c.type }, { title: "Status", value: c => c.status, render: c => badge(c.status) },
+    { title: "Condition", value: c => c.type }, { title: "Status", value: c => c.status, render: condBadge },
     { title: "Reason", value: c => c.reason || "" }, { title: "Message", value: c => c.message || "" },
     { title: "Last transition", value: c => age(c.lastTransitionTime) },
   ], conds, { id: "conditions" });
+}
+
+// A condition's status coloured by what it means: True on a failure type is bad, False is just not-now.
+function condBadge(c) {
+  const failure = /fail|error|stalled|degraded|evicted/i.test(c.type);
+  const b = badge(c.status);
+  b.className = "badge " + (c.status === "True" ? (failure ? "bad" : "ok") : c.status === "False" ? (failure ? "ok" : "idle") : "busy");
+  return b;
 }
 
 function stripForEdit(o) {

@@ -41,7 +41,11 @@ def experiment(name: str, ns: str = "default", max_trials: int = 12) -> dict:
                      "algorithm": {"algorithmName": "random"}, "maxTrialCount": max_trials, "parallelTrialCount": 3,
                      "parameters": [{"name": "lr", "parameterType": "double", "feasibleSpace": {"min": "0.001", "max": "0.1"}},
                                     {"name": "layers", "parameterType": "int", "feasibleSpace": {"min": "1", "max": "5"}},
-                                    {"name": "optimizer", "parameterType": "categorical", "feasibleSpace": {"list": ["sgd", "adam"]}}]}}
+                                    {"name": "optimizer", "parameterType": "categorical", "feasibleSpace": {"list": ["sgd", "adam"]}}],
+                     "trialTemplate": {"primaryContainerName": "training",
+                                       "trialParameters": [{"name": "lr", "reference": "lr"}],
+                                       "trialSpec": {"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {"spec": {"restartPolicy": "Never",
+                                           "containers": [{"name": "training", "image": "python:3.11", "command": ["python", "-c", "print('accuracy=0.5')", "${trialParameters.lr}"]}]}}}}}}}
 
 
 def trial(exp: str, i: int, ns: str = "default", acc: float | None = None) -> dict:

@@ -267,3 +267,14 @@ def test_watches_back_off_while_the_server_is_down_and_resume_after(ketch, dashb
     ketch.kubectl("create", "configmap", "after-restart")
     expect(table.locator("tbody tr", has_text="after-restart")).to_have_count(1, timeout=40000)
     expect(page.locator("#live")).to_contain_text("live")
+
+
+def test_pod_page_follows_the_log(ketch, dashboard):
+    """A Pod run by the local kubelet: its page tails the log live while the process writes it."""
+    script = "import time\nfor i in range(3):\n    print('tick', i, flush=True)\n    time.sleep(0.7)\n"
+    ketch.kubectl("run", "ticker", "--image=python:3.11", "--restart=Never", "--command", "--", "python", "-c", script)
+    page = dashboard.open("/resources/core/pods/default/ticker")
+    expect(page.locator("#pod-container")).to_have_value("ticker")
+    expect(page.locator("#pod-log")).to_contain_text("tick 2", timeout=30000)
+    expect(page.locator(".obj-head .badge").first).to_have_text("Succeeded", timeout=30000)
+    dashboard.shot("pod-log")

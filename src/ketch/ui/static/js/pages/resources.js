@@ -1,7 +1,7 @@
 // The generic pages: every kind from discovery, listed with its printer columns (server-side Tables) and
 // kept live by a watch; any object's YAML viewed, edited and applied; events; search; create.
 import { h, mount, clear, table, errorBox, badge, age, link, kv, batched } from "../dom.js";
-import { get, req, kinds, findKind, resPath, listWatch, liveObjects, TABLE, ApiError } from "../api.js";
+import { get, req, kinds, findKind, resPath, listWatch, liveObjects, follow, TABLE, ApiError } from "../api.js";
 import { dump, header, lineOf } from "../yaml.js";
 
 export const nsOf = (ctx) => (ctx.ns.get() === "*" ? "" : ctx.ns.get());
@@ -98,7 +98,39 @@ export async function details(root, p, ctx) {
   const k = await findKind(p.group === "core" ? "" : p.group, p.plural);
   if (!k) throw new Error(`No kind ${p.plural} in group ${p.group}`);
   const ns = p.ns === "_" ? "" : p.ns;
+  if (k.group === "" && k.plural === "pods") return podPage(root, k, ns, p.name, ctx);
   return objectPage(root, k, ns, p.name, ctx);
+}
+
+// A Pod's page adds its containers and a live log tail (the kubelet's log endpoint, followed).
+function podPage(root, k, ns, name, ctx) {
+  const log = h("pre", { class: "log", id: "pod-log" });
+  const sel = h("select", { id: "pod-container" });
+  let stream = null, phase = null;
+  const open = () => {
+    if (stream) stream.stop();
+    log.textContent = "";
+    stream = follow(`${resPath(k, ns, name)}/log?follow=true&tailLines=1000&container=${encodeURIComponent(sel.value)}`, (t) => {
+      log.textContent += t;
+      if (log.textContent.length > 400000) log.textContent = log.textContent.slice(-300000);
+      log.scrollTop = log.scrollHeight;
+    });
+  };
+  sel.addEventListener("change", open);
+  const stop = objectPage(root, k, ns, name, ctx, {
+    extra(box, pod) {
+      const names = ((pod.spec || {}).containers || []).map(c => c.name);
+      if (!box.firstChild) {
+        mount(sel, names.map(n => h("option", { value: n }, n)));
+        mount(box, h("h2", {}, "Log"), h("div", { class: "toolbar" }, sel), log);
+        open();
+      } else if (phase !== (pod.status || {}).phase && (!log.textContent || log.textContent.startsWith("["))) {
+        open();  // the log was not there yet when the page opened: try again now that the Pod moved on
+      }
+      phase = (pod.status || {}).phase;
+    },
+  });
+  return () => { stop(); if (stream) stream.stop(); };
 }
 
 // Title, conditions, YAML editor and events of one object, kept live by a watch on it.

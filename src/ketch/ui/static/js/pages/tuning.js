@@ -40,6 +40,8 @@ function bestValue(o) {
   return m ? m.latest ?? m.max ?? m.min : null;
 }
 
+// Long floats shown to 4 significant digits (sorting still uses the full value).
+const short = (v) => (typeof v === "number" && !Number.isInteger(v) ? String(Number(v.toPrecision(4))) : v ?? "");
 const num = (v) => (v !== undefined && v !== null && v !== "" && !isNaN(Number(v)) ? Number(v) : v);
 function metric(trial, name) {
   const m = ((((trial.status || {}).observation || {}).metrics) || []).find(x => x.name === name);
@@ -62,7 +64,7 @@ export async function details(root, p, ctx) {
     const best = (exp.status || {}).currentOptimalTrial || {};
     mount(summary, h("p", {}, badge(state(exp)), " ", progressBar(exp), ` · ${obj.type || ""} ${goal}${obj.goal !== undefined ? " to " + obj.goal : ""} · algorithm ${((exp.spec || {}).algorithm || {}).algorithmName || ""}`),
       h("h2", {}, "Best trial"), best.bestTrialName ? h("div", { id: "best-trial" }, h("p", {}, best.bestTrialName),
-        kv(Object.fromEntries([...(best.parameterAssignments || []).map(a => [a.name, a.value]), ...(((best.observation || {}).metrics) || []).map(m => [m.name, m.latest ?? m.max])]))) : h("p", { class: "muted" }, "none yet"));
+        kv(Object.fromEntries([...(best.parameterAssignments || []).map(a => [a.name, short(num(a.value))]), ...(((best.observation || {}).metrics) || []).map(m => [m.name, m.latest ?? m.max])]))) : h("p", { class: "muted" }, "none yet"));
     const rows = trials.slice().sort((a, b) => String(a.metadata.creationTimestamp).localeCompare(String(b.metadata.creationTimestamp)) || a.metadata.name.localeCompare(b.metadata.name));
     const pv = (t, n) => num(((t.spec || {}).parameterAssignments || []).find(a => a.name === n)?.value);
     const sig = JSON.stringify([pnames, goal, best.bestTrialName]);
@@ -70,7 +72,7 @@ export async function details(root, p, ctx) {
     else mount(tbox, table([
       { title: "Trial", value: t => t.metadata.name, render: t => h("span", { class: t.metadata.name === best.bestTrialName ? "best" : "" }, t.metadata.name) },
       { title: "State", value: state, render: t => badge(state(t)) },
-      ...pnames.map(n => ({ title: n, value: t => pv(t, n) ?? "" })),
+      ...pnames.map(n => ({ title: n, value: t => pv(t, n) ?? "", render: t => short(pv(t, n)), })),
       { title: goal, value: t => metric(t, goal) ?? "" },
     ], rows, { id: "trials-table", empty: "No trials yet." }));
     tbox.dataset.sig = sig;

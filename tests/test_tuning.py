@@ -376,3 +376,31 @@ def test_experiment_survives_kill9_half_done(tmp_path):
         assert len(set(names)) == 8
     finally:
         kk.stop()
+
+
+def test_long_running_experiment_restarts_when_budget_raised(k):
+    ns = "resume"
+    k.kubectl("create", "namespace", ns)
+    body = json.loads(experiment("lr", max_trials=2, parallel=2))
+    body["spec"]["resumePolicy"] = "LongRunning"
+    k.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(body))
+    e = drive(k, ns, "lr", push_branin)
+    assert cond(e, "Succeeded")["reason"] == "ExperimentMaxTrialsReached" and e["status"]["trials"] == 2
+    r = k.kubectl("patch", "experiment", "lr", "-n", ns, "--type=merge", "-p", '{"spec":{"maxTrialCount":2}}', check=False)
+    assert r.returncode == 0  # no change is not a restart
+    r = k.kubectl("patch", "experiment", "lr", "-n", ns, "--type=merge", "-p", '{"spec":{"parallelTrialCount":1, "maxTrialCount":1}}', check=False)
+    assert r.returncode != 0 and "must be greater than the 2 trials" in r.stderr
+    k.kubectl("patch", "experiment", "lr", "-n", ns, "--type=merge", "-p", '{"spec":{"maxTrialCount":4}}')
+    wait_for(lambda: cond(k.kjson("get", "experiment", "lr", "-n", ns), "Succeeded")["status"] == "False", what="restarting")
+    e = drive(k, ns, "lr", push_branin)
+    assert cond(e, "Succeeded")["status"] == "True" and e["status"]["trials"] == 4 and e["status"]["trialsSucceeded"] == 4
+    assert cond(e, "Restarting")["status"] == "False"
+
+
+def test_never_resume_experiment_cannot_restart(k):
+    ns = "noresume"
+    k.kubectl("create", "namespace", ns)
+    k.kubectl("apply", "-n", ns, "-f", "-", input=experiment("nr", max_trials=1, parallel=1))
+    drive(k, ns, "nr", push_branin)
+    r = k.kubectl("patch", "experiment", "nr", "-n", ns, "--type=merge", "-p", '{"spec":{"maxTrialCount":3}}', check=False)
+    assert r.returncode != 0 and "resumePolicy is LongRunning or FromVolume" in r.stderr

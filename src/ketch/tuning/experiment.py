@@ -132,6 +132,12 @@ class ExperimentController(Controller):
         parallel = int(spec.get("parallelTrialCount", 3))
         budget = parallel if spec.get("maxTrialCount") is None else min(parallel, int(spec["maxTrialCount"]) - (completed - n["MetricsUnavailable"]))
         want = max(0, budget - active)
+        if active > parallel:  # parallelTrialCount was lowered: Katib deletes the excess, newest first
+            excess = sorted((t for t in trials if classify(t) in ("Pending", "Running")),
+                            key=lambda t: (classify(t) == "Pending", t["metadata"].get("creationTimestamp", ""), t["metadata"]["name"]), reverse=True)
+            for t in excess[: active - parallel]:
+                self.client.delete(TRIAL, key.namespace, t["metadata"]["name"])
+                self.client.event(exp, "Normal", "TrialDeleted", f"Trial {t['metadata']['name']} deleted: parallelTrialCount lowered")
         if sug is None:
             self.client.create({
                 "apiVersion": "kubeflow.org/v1beta1", "kind": "Suggestion",

@@ -130,3 +130,8 @@ def _version() -> str:
 
 def main() -> None:
     app()
+
+
+from ketch.cli.run import run as _run_pipeline  # noqa: E402 - registered after the core commands
+
+app.command("run")(_run_pipeline)

@@ -108,6 +108,9 @@ class Api:
         self.registry = registry or Registry()
         self.hub = hub or WatchHub()
         self.hooks: dict[str, list[PostWriteHook]] = {}
+        # Admission validators for kinds whose definition comes from YAML (CRDs), keyed by (group, kind):
+        # a component registers ``fn(obj, old) -> list[FieldError]`` in its setup(), like a validating webhook.
+        self.validators: dict[tuple[str, str], list[Callable[[dict, dict | None], list[FieldError]]]] = {}
         store.subscribe(self.hub.publish)
         # Server-side apply lives in its own module; imported lazily to keep start-up light.
         from ketch.machinery import crds
@@ -123,6 +126,10 @@ class Api:
                 404, "NotFound", f'no matches for kind "{kind}" in version "{api_version}"'
             )
         return rd
+
+    def add_validator(self, group: str, kind: str, fn: Callable[[dict, dict | None], list[FieldError]]) -> None:
+        """Validate every create and update of ``group``/``kind`` with ``fn`` (an in-process admission webhook)."""
+        self.validators.setdefault((group, kind), []).append(fn)
 
     def add_hook(self, key: str, fn: PostWriteHook) -> None:
         self.hooks.setdefault(key, []).append(fn)
@@ -191,6 +198,9 @@ class Api:
         errs.extend(self._validate_meta(rd, obj["metadata"], old is None))
         if rd.validator:
             errs.extend(rd.validator(obj, old))
+        if not errs:
+            for fn in self.validators.get((rd.group, rd.kind), ()):
+                errs.extend(fn(obj, old))
         if old is not None:
             for path in rd.immutable_fields:
                 from ketch.kinds.meta import get_path

@@ -52,10 +52,14 @@ class Context:
         for t in self._running:
             t.cancel()
         for t in self._running:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+            # Cancel again until done: Python 3.11's wait_for can swallow a cancel that races with its
+            # inner future completing, which would otherwise hang shutdown forever.
+            while not t.done():
+                await asyncio.wait({t}, timeout=0.5)
+                if not t.done():
+                    t.cancel()
+            if not t.cancelled():
+                t.exception()  # retrieved, so asyncio does not log it as never retrieved
         self._running.clear()
 
 

@@ -77,6 +77,12 @@ def _service_default(obj: dict) -> None:
     spec = obj.setdefault("spec", {})
     spec.setdefault("type", "ClusterIP")
     spec.setdefault("sessionAffinity", "None")
+    # No cluster network: every pod runs on this host, so a Service is reached on loopback (docs/services.md).
+    if spec.get("type") != "ExternalName":
+        spec.setdefault("clusterIP", "127.0.0.1")
+        spec.setdefault("clusterIPs", [spec["clusterIP"]])
+        spec.setdefault("ipFamilies", ["IPv4"])
+        spec.setdefault("ipFamilyPolicy", "SingleStack")
     for p in spec.get("ports") or []:
         p.setdefault("protocol", "TCP")
         p.setdefault("targetPort", p.get("port"))

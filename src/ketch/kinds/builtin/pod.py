@@ -104,6 +104,8 @@ def _validate(obj: dict, old: dict | None) -> list[FieldError]:
     if old is not None:
         # A Pod's spec is immutable except for a few fields, as in Kubernetes.
         mutable = {"activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds"}
+        if not (old.get("spec") or {}).get("nodeName"):
+            mutable.add("nodeName")  # binding: a scheduler or kubelet sets nodeName once
         a = {k: v for k, v in (obj.get("spec") or {}).items() if k not in mutable}
         b = {k: v for k, v in (old.get("spec") or {}).items() if k not in mutable}
         ia = [{k: v for k, v in c.items() if k != "image"} for c in a.pop("containers", []) or []]

@@ -1,0 +1,203 @@
+"""The kubelet interface: what any executor of Pods does, whoever runs the processes.
+
+A kubelet registers one or more Nodes, decides which Pods are its own (nodeName, nodeSelector, resource
+requests against allocatable), runs them, writes their status through the status subresource, removes
+them once stopped when they are deleted, and serves their logs. The local kubelet (``local.py``) runs
+each container as a process on this machine; a Ray kubelet implements the same class by placing Pods on
+a Ray cluster's nodes. Controllers never know which kubelet runs a Pod: they only see Pods and Nodes.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import platform
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import ketch
+from ketch.kinds.meta import now
+from ketch.kubelet.logs import LogOptions
+from ketch.kubelet.resources import TRACKED, format_quantity, pod_requests
+from ketch.machinery.client import Client
+from ketch.machinery.context import Context
+
+log = logging.getLogger(__name__)
+POD = ("v1", "Pod")
+NODE = ("v1", "Node")
+
+
+class CannotRun(Exception):
+    """The container's process could not be started (reported as ContainerCannotRun, exit code 128)."""
+
+
+@dataclass
+class Started:
+    """A started container process: enough to recognise it again after a restart of ketch (pid and
+    start time), and a coroutine function that waits for its exit status (negative: killed by that
+    signal; None: unknowable)."""
+
+    pid: int
+    create_time: float | None
+    wait: Callable[[], Awaitable[int | None]]
+
+
+class Kubelet(abc.ABC):
+    """Subclasses implement the abstract methods; node registration and pod selection are shared."""
+
+    def __init__(self, ctx: Context, node_name: str) -> None:
+        self.ctx = ctx
+        self.node_name = node_name
+        self.client = Client(ctx.api, manager="ketch-kubelet")
+
+    # -- the node ------------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def capacity(self) -> dict[str, float]:
+        """cpu (cores), memory (bytes), nvidia.com/gpu (devices), pods: what the node has."""
+
+    def allocatable(self) -> dict[str, float]:
+        return self.capacity()
+
+    def node_labels(self) -> dict[str, str]:
+        return {
+            "kubernetes.io/hostname": self.node_name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine()),
+            "node-role.kubernetes.io/control-plane": "",
+            "ketch.dev/kubelet": self.kind,
+        }
+
+    kind = "abstract"
+
+    def addresses(self) -> list[dict]:
+        return [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": self.node_name}]
+
+    def node_object(self) -> dict:
+        def q(d: dict[str, float]) -> dict[str, str]:
+            return {k: format_quantity(k, v) for k, v in d.items()}
+
+        ts = now()
+        return {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": self.node_name, "labels": self.node_labels()},
+            "spec": {},
+            "status": {
+                "capacity": q(self.capacity()),
+                "allocatable": q(self.allocatable()),
+                "conditions": [
+                    {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": f"ketch {self.kind} kubelet is posting ready status", "lastHeartbeatTime": ts, "lastTransitionTime": ts},
+                    {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory", "message": "", "lastHeartbeatTime": ts, "lastTransitionTime": ts},
+                    {"type": "DiskPressure", "status": "False", "reason": "KubeletHasNoDiskPressure", "message": "", "lastHeartbeatTime": ts, "lastTransitionTime": ts},
+                    {"type": "PIDPressure", "status": "False", "reason": "KubeletHasSufficientPID", "message": "", "lastHeartbeatTime": ts, "lastTransitionTime": ts},
+                ],
+                "addresses": self.addresses(),
+                "nodeInfo": {
+                    "kubeletVersion": f"v1.37.0+ketch.{ketch.__version__}",
+                    "kubeProxyVersion": "",
+                    "operatingSystem": "linux",
+                    "architecture": self.node_labels()["kubernetes.io/arch"],
+                    "containerRuntimeVersion": f"ketch-{self.kind}://{ketch.__version__}",
+                    "kernelVersion": platform.release(),
+                    "osImage": platform.platform(),
+                    "machineID": "",
+                    "systemUUID": "",
+                    "bootID": "",
+                },
+            },
+        }
+
+    def register_node(self) -> dict:
+        """Create the Node, or refresh its status (capacity may have changed since last start)."""
+        want = self.node_object()
+        cur = self.client.get(NODE, "", self.node_name)
+        if cur is None:
+            cur = self.client.create(want)
+        else:
+            labels = {**(cur["metadata"].get("labels") or {}), **want["metadata"]["labels"]}
+            if labels != cur["metadata"].get("labels"):
+                cur = self.client.patch(NODE, "", self.node_name, {"metadata": {"labels": labels}})
+        return self.client.patch_status(cur, want["status"])
+
+    async def heartbeat(self, every: float = 60.0) -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                self.register_node()
+            except Exception:
+                log.exception("node heartbeat failed")
+
+    # -- selection and admission -----------------------------------------------------------------------
+
+    def selects(self, pod: dict) -> str | None:
+        """None when this kubelet may run ``pod``; otherwise why not (nodeName or nodeSelector)."""
+        spec = pod.get("spec") or {}
+        node = spec.get("nodeName")
+        if node and node != self.node_name:
+            return f"pod is bound to node {node!r}"
+        labels = self.node_labels()
+        for k, v in (spec.get("nodeSelector") or {}).items():
+            if labels.get(k) != v:
+                return "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."
+        return None
+
+    def fits(self, pod: dict, used: dict[str, float]) -> str | None:
+        """None when the pod's requests fit into what is left of allocatable; else the scheduler's message."""
+        alloc = self.allocatable()
+        want = pod_requests(pod)
+        short = [k for k in TRACKED if want.get(k, 0) > 0 and used.get(k, 0) + want[k] > alloc.get(k, 0) + 1e-9]
+        if used.get("pods", 0) + 1 > alloc.get("pods", float("inf")):
+            short.append("pods")
+        if short:
+            return "0/1 nodes are available: " + ", ".join(f"1 Insufficient {k}" for k in short) + "."
+        return None
+
+    # -- process supervision: where and how a container's process runs ------------------------------------
+    # The pod lifecycle (init order, restarts and back-off, probes, limits, status) only uses these.
+
+    @abc.abstractmethod
+    async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int) -> Started:
+        """Start one container process in its own process group, output to the given descriptors;
+        raise CannotRun with Kubernetes' message when the executable cannot be found or started."""
+
+    @abc.abstractmethod
+    def alive(self, pid: int, create_time: float | None) -> bool:
+        """Whether ``pid`` is still the process that was started at ``create_time``."""
+
+    @abc.abstractmethod
+    async def terminate(self, pid: int, create_time: float | None, grace: float, exited: asyncio.Event | None = None) -> None:
+        """SIGTERM the process tree, SIGKILL what is left after ``grace`` seconds."""
+
+    @abc.abstractmethod
+    def kill(self, pid: int) -> None:
+        """SIGKILL the process tree at once (memory limit, orphan clean-up)."""
+
+    @abc.abstractmethod
+    def memory(self, pid: int) -> int:
+        """Resident memory of the process tree, in bytes (memory limits are enforced against it)."""
+
+    # -- what implementations provide -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def run(self) -> None:
+        """Register the node, recover what a previous run left, then run Pods until cancelled."""
+
+    @abc.abstractmethod
+    async def shutdown(self) -> None:
+        """ketch is stopping: end (or leave, by policy) the processes of the Pods this kubelet runs."""
+
+    @abc.abstractmethod
+    def log_dir(self, namespace: str, pod: str, container: str):  # noqa: ANN201
+        """Directory holding the container's shipped logs (``<restart>.log`` files, see logs.py)."""
+
+    async def read_log(self, namespace: str, pod: str, container: str, opts: LogOptions) -> AsyncIterator[str]:
+        """Yield the container's log text; the default reads the shipped files."""
+        from ketch.kubelet import logs
+
+        d = self.log_dir(namespace, pod, container)
+        rs = logs.runs(d)
+        idx = rs[-2] if opts.previous else rs[-1]
+        async for chunk in logs.read(d / f"{idx}.log", opts):
+            yield chunk

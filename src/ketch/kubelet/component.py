@@ -1,0 +1,89 @@
+"""Plugs the local kubelet into ketch: registers the Node, runs Pods, serves ``pods/log``.
+
+``KETCH_DISABLE=kubelet`` leaves all of it out (an API-only server, or a machine whose Pods another
+kubelet runs).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from ketch.kinds.definitions import ResourceDefinition
+from ketch.kinds.meta import parse_time
+from ketch.kubelet import logs
+from ketch.kubelet.base import Kubelet
+from ketch.kubelet.local import LocalKubelet
+from ketch.machinery.context import Context
+from ketch.machinery.errors import StatusError, bad_request
+
+
+def log_handler(ctx: Context, kubelet: Kubelet):  # noqa: ANN201
+    async def handler(request: Request, rd: ResourceDefinition, namespace: str, name: str) -> Response:
+        if request.method != "GET":
+            raise StatusError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        pod = ctx.api.get(rd, namespace, name)
+        q = request.query_params
+        spec = pod.get("spec") or {}
+        names = [c["name"] for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])]
+        container = q.get("container") or ""
+        if not container:
+            mains = [c["name"] for c in spec.get("containers") or []]
+            default = (pod["metadata"].get("annotations") or {}).get("kubectl.kubernetes.io/default-container")
+            if default in names:
+                container = default
+            elif len(mains) == 1:
+                container = mains[0]
+            else:
+                raise bad_request(f"a container name must be specified for pod {name}, choose one of: [{' '.join(mains)}]")
+        if container not in names:
+            raise bad_request(f"container {container} is not valid for pod {name}")
+        opts = logs.LogOptions(
+            previous=q.get("previous") in ("true", "1"),
+            follow=q.get("follow") in ("true", "1"),
+            timestamps=q.get("timestamps") in ("true", "1"),
+        )
+        try:
+            if q.get("tailLines"):
+                opts.tail_lines = int(q["tailLines"])
+            if q.get("limitBytes"):
+                opts.limit_bytes = int(q["limitBytes"])
+            if q.get("sinceSeconds"):
+                opts.since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=int(q["sinceSeconds"]))
+        except ValueError as e:
+            raise bad_request(f"invalid log options: {e}") from e
+        if q.get("sinceTime"):
+            opts.since = parse_time(q["sinceTime"])
+            if opts.since is None:
+                raise bad_request(f"sinceTime: invalid value {q['sinceTime']!r}")
+        runs = logs.runs(kubelet.log_dir(namespace, name, container))
+        if opts.previous and len(runs) < 2:
+            raise bad_request(f'previous terminated container "{container}" in pod "{name}" not found')
+        if not runs:
+            st = pod.get("status") or {}
+            reason = "ContainerCreating"
+            for cs in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
+                if cs.get("name") == container and (cs.get("state") or {}).get("waiting"):
+                    reason = cs["state"]["waiting"].get("reason") or reason
+            if st.get("phase") == "Pending" and not spec.get("nodeName"):
+                reason = "ContainerCreating"
+            raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: {reason}')
+        gen = kubelet.read_log(namespace, name, container, opts)
+
+        async def body():
+            async for chunk in gen:
+                yield chunk.encode()
+
+        return StreamingResponse(body(), media_type="text/plain")
+
+    return handler
+
+
+def setup(ctx: Context) -> None:
+    kubelet = LocalKubelet(ctx)
+    ctx.services["kubelet"] = kubelet
+    ctx.services.setdefault("subresources", {})[("/pods", "log")] = log_handler(ctx, kubelet)
+    ctx.add_task(kubelet.run)
+    ctx.on_shutdown(kubelet.shutdown)

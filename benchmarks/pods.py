@@ -103,7 +103,8 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "KETCH_HOME": str(home), "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "ketch", "up", "--port", str(port)], env=env,
+    prof = ["-m", "cProfile", "-o", os.environ["KETCH_BENCH_PROFILE"]] if os.environ.get("KETCH_BENCH_PROFILE") else []
+    proc = subprocess.Popen([sys.executable, *prof, "-m", "ketch", "up", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=open(home / "server.log", "wb"))
     try:
         for _ in range(200):

@@ -15,7 +15,7 @@ from conftest import make_ketch, wait_for
 
 @pytest.fixture(scope="module")
 def k(tmp_path_factory):
-    env = {"KETCH_BACKOFF_BASE_SECONDS": "0.2", "KETCH_NODE_CPU": "2", "KETCH_NODE_MEMORY": "8Gi", "KETCH_NODE_GPUS": "0"}
+    env = {"KETCH_BACKOFF_BASE_SECONDS": "0.2", "KETCH_NODE_CPU": "2", "KETCH_NODE_MEMORY": "8Gi", "KETCH_NODE_GPUS": "2"}
     kk = make_ketch(tmp_path_factory.mktemp("podfeatures"), env=env).start()
     try:
         yield kk
@@ -363,3 +363,185 @@ def test_sidecars_and_grace(k):
     r = k.kubectl("logs", "pair", check=False)
     assert r.returncode == 0 or "container" in r.stderr
     k.kubectl("delete", "pod", "pair", "--timeout=30s")
+
+
+def test_gpu_requests_get_devices(k):
+    apply(k, """
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: gpu1}
+        spec:
+          restartPolicy: Never
+          containers:
+          - name: main
+            image: python
+            command: [sh, -c, "echo devices=$CUDA_VISIBLE_DEVICES"]
+            resources: {limits: {nvidia.com/gpu: 1}}
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: gpu3}
+        spec:
+          containers:
+          - name: main
+            image: python
+            command: [echo]
+            resources: {limits: {nvidia.com/gpu: 3}}
+        """)
+    wait_for(lambda: phase(k, "gpu1") == "Succeeded", what="gpu1 Succeeded")
+    assert k.kubectl("logs", "gpu1").stdout == "devices=0\n"
+    wait_for(lambda: any(c.get("reason") == "Unschedulable" for c in pod(k, "gpu3")["status"].get("conditions") or []), what="gpu3 Unschedulable")
+    assert "Insufficient nvidia.com/gpu" in k.kubectl("describe", "pod", "gpu3").stdout
+    k.kubectl("delete", "pod", "gpu3", "--timeout=10s")
+
+
+def test_log_options(k):
+    apply(k, """
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: chatty}
+        spec:
+          restartPolicy: Never
+          containers:
+          - name: main
+            image: python
+            command: [python, -c, "import time; [print('early', i) for i in range(3)]; time.sleep(2.5); print('late'); print('no newline', end='')"]
+        """)
+    wait_for(lambda: phase(k, "chatty") == "Succeeded", what="chatty Succeeded")
+    assert k.kubectl("logs", "chatty").stdout == "early 0\nearly 1\nearly 2\nlate\nno newline"
+    assert k.kubectl("logs", "chatty", "--tail=2").stdout == "late\nno newline"
+    assert k.kubectl("logs", "chatty", "--since=1h").stdout.startswith("early 0\n")
+    assert k.kubectl("logs", "chatty", "--limit-bytes=10").stdout == "early 0\nea"
+    stamped = k.kubectl("logs", "chatty", "--timestamps").stdout.splitlines()
+    assert stamped[3].endswith(" late")
+    late = stamped[3].split(" ")[0]
+    # kubectl sends sinceTime with second precision; the early lines were logged 2.5s before "late"
+    assert k.kubectl("logs", "chatty", f"--since-time={late[:19]}Z").stdout == "late\nno newline"
+    r = k.kubectl("logs", "chatty", "--previous", check=False)
+    assert r.returncode != 0 and "previous terminated container" in r.stderr
+
+
+def test_image_map_picks_interpreter(k):
+    import shutil
+    import sys
+    from pathlib import Path
+
+    other = shutil.which("python3", path="/usr/bin") or sys.executable
+    (k.home / "images.yaml").write_text(f'images:\n  - match: "custom/*"\n    python: {other}\n    env: {{IMAGE_VAR: hi}}\n    command: [python, -c]\n')
+    apply(k, """
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: mapped}
+        spec:
+          restartPolicy: Never
+          containers:
+          - name: main
+            image: custom/trainer:1
+            args: ["import os,sys; print(os.path.realpath(sys.executable), os.environ['IMAGE_VAR'])"]
+        """)
+    wait_for(lambda: phase(k, "mapped") == "Succeeded", what="mapped Succeeded")
+    exe, var = k.kubectl("logs", "mapped").stdout.split()
+    assert Path(exe) == Path(other).resolve() and var == "hi"
+    (k.home / "images.yaml").unlink()
+
+
+def test_job_runs_on_the_kubelet(k):
+    apply(k, """
+        apiVersion: batch/v1
+        kind: Job
+        metadata: {name: indexed}
+        spec:
+          completions: 3
+          parallelism: 3
+          completionMode: Indexed
+          template:
+            spec:
+              restartPolicy: Never
+              containers:
+              - {name: main, image: python, command: [sh, -c, "echo index=$JOB_COMPLETION_INDEX"]}
+        """)
+    k.kubectl("wait", "--for=condition=Complete", "job/indexed", "--timeout=60s")
+    outs = sorted(k.kubectl("logs", p["metadata"]["name"]).stdout for p in k.kjson("get", "pods", "-l", "job-name=indexed")["items"])
+    assert outs == ["index=0\n", "index=1\n", "index=2\n"]
+
+
+def test_termination_grace_term_then_kill(k, tmp_path):
+    marker = tmp_path / "termed"
+    apply(k, f"""
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: polite}}
+        spec:
+          terminationGracePeriodSeconds: 30
+          containers:
+          - {{name: main, image: python, command: [sh, -c, "trap 'echo term > {marker}; exit 0' TERM; while true; do sleep 0.1; done"]}}
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: stubborn}}
+        spec:
+          terminationGracePeriodSeconds: 1
+          containers:
+          - {{name: main, image: python, command: [python, -c, "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"]}}
+        """)
+    k.kubectl("wait", "--for=condition=Ready", "pod/polite", "pod/stubborn", "--timeout=30s")
+    time.sleep(0.3)  # let the shell install its trap
+    k.kubectl("delete", "pod", "polite", "--timeout=30s")
+    assert marker.read_text() == "term\n"
+    cs = pod(k, "stubborn")["status"]["containerStatuses"][0]
+    pid = int(cs["containerID"].split("//")[1])
+    t0 = time.time()
+    k.kubectl("delete", "pod", "stubborn", "--timeout=30s")
+    assert time.time() - t0 >= 0.9  # SIGTERM was ignored: it took the grace period, then SIGKILL
+    import psutil
+
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_startup_probe_gates_liveness_and_ready(k, tmp_path):
+    flag = tmp_path / "started"
+    apply(k, f"""
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: slowstart}}
+        spec:
+          containers:
+          - name: main
+            image: python
+            command: [sleep, "300"]
+            startupProbe:
+              exec: {{command: [test, -f, {flag}]}}
+              periodSeconds: 1
+              failureThreshold: 100
+            livenessProbe:
+              exec: {{command: [test, -f, {flag}]}}
+              periodSeconds: 1
+              failureThreshold: 1
+        """)
+    wait_for(lambda: phase(k, "slowstart") == "Running", what="slowstart Running")
+    time.sleep(2)
+    cs = pod(k, "slowstart")["status"]["containerStatuses"][0]
+    assert cs["started"] is False and cs["ready"] is False and cs["restartCount"] == 0
+    flag.write_text("ok")
+    k.kubectl("wait", "--for=condition=Ready", "pod/slowstart", "--timeout=30s")
+    cs = pod(k, "slowstart")["status"]["containerStatuses"][0]
+    assert cs["started"] is True and cs["restartCount"] == 0
+    k.kubectl("delete", "pod", "slowstart", "--timeout=20s")
+
+
+def test_python_client_and_in_pod_kubeconfig(k):
+    from kubernetes import client, config
+
+    api = client.CoreV1Api(config.new_client_from_config(str(k.kubeconfig)))
+    body = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "incluster"},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "python", "command": [
+            "python", "-c",
+            "from kubernetes import client, config; config.load_config(); "
+            "print(client.CoreV1Api().read_namespaced_pod('incluster', 'default').metadata.name)",
+        ]}]},
+    }
+    api.create_namespaced_pod("default", body)
+    wait_for(lambda: api.read_namespaced_pod("incluster", "default").status.phase in ("Succeeded", "Failed"), what="incluster done")
+    assert api.read_namespaced_pod("incluster", "default").status.phase == "Succeeded"
+    assert api.read_namespaced_pod_log("incluster", "default") == "incluster\n"

@@ -92,3 +92,19 @@ def test_kill9_then_recover_adopts_and_reports(tmp_path):
                     p.kill()  # never leave a test's pod behind, whatever failed above
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 pass
+
+
+def test_disabled_kubelet_runs_nothing(tmp_path):
+    k = make_ketch(tmp_path, env={"KETCH_DISABLE": "kubelet"}).start()
+    try:
+        assert k.kjson("get", "nodes")["items"] == []
+        k.kubectl("run", "idle", "--image=python", "--restart=Never", "--", "echo", "hi")
+        import time
+
+        time.sleep(1)
+        p = k.kjson("get", "pod", "idle")
+        assert p["status"]["phase"] == "Pending" and not p["spec"].get("nodeName")
+        r = k.kubectl("logs", "idle", check=False)
+        assert r.returncode != 0
+    finally:
+        k.stop()

@@ -95,6 +95,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--models", default="lr,rf")
     ap.add_argument("--concurrency", default="1,8,64")
+    ap.add_argument("--gateway", action="store_true", help="also measure ketch end to end: an InferenceService through ketch's gateway")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ketch-bench-"))
     paths = train(tmp)
@@ -137,6 +138,48 @@ def main() -> None:
     for model in a.models.split(","):
         print(f"cold start (process start to first answer), {model}: KServe {cold[(model, 'kserve')]:.2f} s, ketch {cold[(model, 'ketch')]:.2f} s")
     print("(rps x = ketch rps / KServe rps; p99 x = KServe p99 / ketch p99: above 1 means ketch is better)")
+    if a.gateway:
+        gateway(paths["lr"], concs, a.duration, tmp)
+
+
+def gateway(model_dir: Path, concs: list[int], duration: float, tmp: Path) -> None:
+    """The LR model as an InferenceService, V1 through ketch's gateway (status.url): one more proxy hop."""
+    port = free_port()
+    home = tmp / "ketch-home"
+    home.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "ketch", "up", "--port", str(port)], env={**os.environ, "KETCH_HOME": str(home), "PYTHONPATH": str(SRC)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=lambda: os.sched_setaffinity(0, {0}), start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        isvc = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "metadata": {"name": "m", "namespace": "default"},
+                "spec": {"predictor": {"sklearn": {"storageUri": str(model_dir)}}}}
+        t0 = time.perf_counter()
+        r = httpx.post(f"{base}/apis/serving.kserve.io/v1beta1/namespaces/default/inferenceservices", json=isvc)
+        r.raise_for_status()
+        url = None
+        while time.perf_counter() - t0 < 120:
+            st = httpx.get(f"{base}/apis/serving.kserve.io/v1beta1/namespaces/default/inferenceservices/m").json().get("status") or {}
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions", [])):
+                url = st["url"]
+                break
+            time.sleep(0.05)
+        if url is None:
+            raise SystemExit("InferenceService did not become Ready")
+        print(f"\nInferenceService create to Ready (fetch, start, load): {time.perf_counter() - t0:.2f} s; status.url {url}")
+        u = httpx.URL(url)
+        for c in concs:
+            out = subprocess.run([sys.executable, str(HERE / "loadgen.py"), f"{url}/v1/models/m:predict", "--body", BODIES["v1"],
+                                  "-c", str(c), "-d", str(duration), "--cpu", "1"], capture_output=True, text=True, check=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"  lr via gateway ({u.path}) v1 c={c:<3} {r['rps']:8.0f} rps  p50 {r['p50']:7.2f} ms  p99 {r['p99']:7.2f} ms  errors {r['errors']}", flush=True)
+    finally:
+        stop(proc)
 
 
 if __name__ == "__main__":

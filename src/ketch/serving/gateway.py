@@ -5,32 +5,30 @@ predictor; ``:explain`` to the explainer), to a revision chosen by the traffic s
 revision's ready replicas. ``{name}-predictor`` (and ``-transformer``, ``-explainer``) address one component
 directly, as KServe's per-component hosts do; a transformer reaches its predictor that way. A revision at
 zero replicas holds the request until a replica is ready (scale from zero), up to the component's timeout.
-Bodies are streamed both ways through a keep-alive httpx pool.
+Bodies go through a keep-alive connection pool per replica (upstream.py).
 """
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import os
 
-import httpx
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Receive, Scope, Send
 
 from ketch.serving.router import Router
+from ketch.serving.upstream import Pool, UpstreamError
 
-logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per proxied request would flood ketch's log
 DOMAIN = os.environ.get("KETCH_SERVING_DOMAIN", "localhost")
-HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers", "transfer-encoding", "upgrade", "host", "content-length"}
 SUFFIXES = ("predictor", "transformer", "explainer")
 
 
 class Gateway:
     def __init__(self, router: Router) -> None:
         self.router = router
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(300.0, connect=5.0), limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
+        self.pool = Pool()
 
     def resolve(self, ns: str, name: str, rest: str) -> tuple[str, str] | None:
         """(isvc name, component) for a URL name, or None."""
@@ -54,40 +52,25 @@ class Gateway:
         if ep is None:
             return JSONResponse({"error": f"no ready replica of {ns}/{isvc} {comp} within {route.timeout:.0f}s"}, 503)
         stats = self.router.stat(ns, isvc, comp, rev)
-        headers = [(k, v) for k, v in request.headers.raw if k.decode("latin-1").lower() not in HOP]
         body = await request.body()
-        url = f"http://{ep}/{rest}"
-        if request.url.query:
-            url += "?" + request.url.query
+        target = "/" + rest + ("?" + request.url.query if request.url.query else "")
         stats.start()
         try:
-            for attempt in (0, 1):
-                try:
-                    req = self.client.build_request(request.method, url, headers=headers, content=body)
-                    upstream = await self.client.send(req, stream=True)
-                    break
-                except httpx.ConnectError:
-                    if attempt:
-                        raise
-                    rev, ep = self.router.pick(ns, isvc, comp)  # that replica went away: try another once
-                    if ep is None:
-                        raise
-                    url = f"http://{ep}/{rest}" + ("?" + request.url.query if request.url.query else "")
-        except httpx.HTTPError as e:
-            stats.end()
-            return JSONResponse({"error": f"upstream {ep}: {type(e).__name__}: {e}"}, 502)
-        out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP}
-        out_headers["x-ketch-revision"] = rev
-
-        async def stream():  # noqa: ANN202
             try:
-                async for chunk in upstream.aiter_raw():
-                    yield chunk
-            finally:
-                await upstream.aclose()
-                stats.end()
-
-        return StreamingResponse(stream(), status_code=upstream.status_code, headers=out_headers)
+                status, headers, content = await self.pool.request(ep, request.method, target, request.headers.raw, body)
+            except ConnectionRefusedError:
+                rev2, ep2 = self.router.pick(ns, isvc, comp)  # that replica went away: try another once
+                if ep2 is None:
+                    raise
+                rev, ep = rev2, ep2
+                status, headers, content = await self.pool.request(ep, request.method, target, request.headers.raw, body)
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, UpstreamError) as e:
+            return JSONResponse({"error": f"upstream {ep}: {type(e).__name__}: {e}"}, 502)
+        finally:
+            stats.end()
+        resp = Response(content, status_code=status)
+        resp.raw_headers = [h for h in headers if h[0] != b"content-length"] + [(b"content-length", str(len(content)).encode()), (b"x-ketch-revision", rev.encode())]
+        return resp
 
     def routes(self) -> list[BaseRoute]:
         async def by_path(request: Request) -> Response:
@@ -102,7 +85,7 @@ class Gateway:
         ]
 
     async def close(self) -> None:
-        await self.client.aclose()
+        self.pool.close()
 
 
 class HostRoute(BaseRoute):

@@ -3,8 +3,9 @@
 While the model is busy, arriving requests queue; as soon as it is free, everything queued (up to
 ``max_batch_size`` rows) goes in one call. An idle model never waits, so a lone request pays nothing, and
 under load the batch grows to match the arrival rate: a 100-tree forest costs little more for 64 rows
-than for one. ``max_latency`` (ms) bounds how long a request may sit in the queue before the batcher stops
-merging and runs what it has. Predict runs on one worker thread, so the event loop keeps reading requests
+than for one. No request is ever held back waiting for others to arrive, so KServe's ``maxLatency``
+(the longest a request may wait for its batch to fill) is always met: a request waits at most for the
+predict call in progress. Predict runs on one worker thread, so the event loop keeps reading requests
 (and filling the next batch) meanwhile. A failing batch is retried row group by row group, so one bad
 request cannot fail its neighbours.
 """

@@ -113,3 +113,50 @@ def test_experiment_with_real_trial_processes(k, collector, report):
     assert float(best["observation"]["metrics"][0]["latest"]) == pytest.approx(expect)
     # runs are deleted once the trial is done (retain: false); the trial keeps the observation
     wait_for(lambda: k.kjson("get", "jobs", "-n", ns)["items"] == [], what="trial jobs cleaned up")
+
+
+def test_deadline_kills_running_pod(k):
+    ns = "dl"
+    k.kubectl("create", "namespace", ns)
+    k.kubectl("apply", "-n", ns, "-f", "-", input=job("slow", "import time; print('start', flush=True); time.sleep(60)", activeDeadlineSeconds=2))
+    r = k.kubectl("wait", "-n", ns, "--for=condition=Failed", "job/slow", "--timeout=60s", timeout=70)
+    assert "condition met" in r.stdout
+    j = k.kjson("get", "job", "slow", "-n", ns)
+    assert next(c for c in j["status"]["conditions"] if c["type"] == "Failed")["reason"] == "DeadlineExceeded"
+    wait_for(lambda: k.kjson("get", "pods", "-n", ns)["items"] == [], what="pod stopped and removed")
+
+
+SERVER = """
+import http.server, os
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(os.environ['NAME'].encode())
+http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()
+"""
+
+
+def test_service_endpoints_reach_a_real_pod(k):
+    import socket
+
+    import httpx
+
+    ns = "svc"
+    k.kubectl("create", "namespace", ns)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "master-0", "labels": {"app": "m"}}, "spec": {"containers": [{
+        "name": "main", "image": "python", "command": ["python", "-c", SERVER], "env": [{"name": "NAME", "value": "master-0"}, {"name": "PORT", "value": str(port)}],
+        "ports": [{"name": "http", "containerPort": port}],
+        "readinessProbe": {"httpGet": {"path": "/", "port": port}, "periodSeconds": 1}}]}}
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "master"}, "spec": {"selector": {"app": "m"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}
+    k.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(svc))
+    k.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(pod))
+    from ketch.kinds.endpoints import endpoint_addresses
+
+    addrs = wait_for(lambda: endpoint_addresses(k.kjson("get", "endpoints", "master", "-n", ns), "http"), timeout=60, what="ready endpoint")
+    host, p = addrs[0]
+    assert (host, p) == ("127.0.0.1", port)
+    assert httpx.get(f"http://{host}:{p}/").text == "master-0"
+    k.kubectl("delete", "pod", "master-0", "-n", ns)
+    wait_for(lambda: not endpoint_addresses(k.kjson("get", "endpoints", "master", "-n", ns), "http"), timeout=60, what="endpoint removed")

@@ -320,3 +320,34 @@ def test_trainjob_renders_jobset_pods_with_torch_env(k):
     apply(k, ns, {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob", "metadata": {"name": "tj2"},
                   "spec": {"runtimeRef": {"name": "no-such-runtime"}}})
     k.kubectl("wait", "--for=condition=Failed", "trainjob/tj2", "-n", ns, "--timeout=20s")
+
+
+def test_pytorch_elastic_env_and_success_on_any_worker(k):
+    ns = ns_(k, "elastic")
+    obj = pytorchjob("el", workers=2, master=False, elasticPolicy={"minReplicas": 1, "maxReplicas": 3, "maxRestarts": 2, "rdzvId": "r1"})
+    apply(k, ns, obj)
+    ps = wait_for(lambda: (p := pods(k, ns, "el")) and len(p) == 2 and p, what="pods")
+    port = k.kjson("get", "service", "el-worker-0", "-n", ns)["spec"]["ports"][0]["port"]
+    e = envmap(ps["el-worker-1"])
+    assert e["PET_RDZV_ENDPOINT"] == f"127.0.0.1:{port}" and e["PET_RDZV_BACKEND"] == "c10d"
+    assert e["PET_NNODES"] == "1:3" and e["PET_MAX_RESTARTS"] == "2" and e["PET_RDZV_ID"] == "r1"
+    assert "MASTER_ADDR" not in e
+    assert ps["el-worker-0"]["metadata"]["labels"]["training.kubeflow.org/job-role"] == "master"
+    set_phase(k, ns, "el-worker-1", "Succeeded", 0)
+    k.kubectl("wait", "--for=condition=Succeeded", "pytorchjob/el", "-n", ns, "--timeout=20s")
+
+
+def test_restart_of_ketch_keeps_ports_and_pods(tmp_path):
+    kk = make_ketch(tmp_path, env={"KETCH_DISABLE": "kubelet"}).start()
+    try:
+        apply(kk, "default", pytorchjob("rs", workers=1))
+        before = wait_for(lambda: (p := pods(kk, "default", "rs")) and len(p) == 2 and p, what="pods")
+        kk.kill9()
+        kk.start()
+        set_phase(kk, "default", "rs-master-0", "Running")
+        wait_for(lambda: cond(job(kk, "default", "pytorchjob", "rs"), "Running"), what="Running after restart")
+        after = pods(kk, "default", "rs")
+        assert {n: p["metadata"]["uid"] for n, p in after.items()} == {n: p["metadata"]["uid"] for n, p in before.items()}
+        assert envmap(after["rs-worker-0"])["MASTER_PORT"] == envmap(before["rs-worker-0"])["MASTER_PORT"]
+    finally:
+        kk.stop()

@@ -17,6 +17,8 @@ from conftest import make_ketch, wait_for
 
 SCRIPTS = Path(__file__).parent / "training_scripts"
 PY = sys.executable
+# torch is the optional extra `torch` (a CPU build: `pip install torch==2.13.0`); without it these cannot run.
+torch = pytest.importorskip("torch", reason="needs the torch extra")
 
 
 @pytest.fixture(scope="module")

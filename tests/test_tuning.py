@@ -78,16 +78,20 @@ def args_of(pod: dict) -> dict[str, str]:
     return out
 
 
-def drive(k, ns: str, exp: str, run, timeout: float = 120) -> dict:
+def drive(k, ns: str, exp: str, run, timeout: float = 120, until=None) -> dict:
     """Play kubelet for the experiment's trial pods until the experiment ends. ``run(pod, args, env)``
     reports metrics and returns the exit code."""
     seen: set[str] = set()
+    h = k.http()
 
     def step():
-        e = k.kjson("get", "experiment", exp, "-n", ns)
+        e = h.get(f"/apis/kubeflow.org/v1beta1/namespaces/{ns}/experiments/{exp}").json()
         if any(c["type"] in ("Succeeded", "Failed") and c["status"] == "True" for c in e.get("status", {}).get("conditions", [])):
             return e
-        for p in k.kjson("get", "pods", "-n", ns, "-l", f"katib.kubeflow.org/experiment={exp}")["items"]:
+        if until is not None and until(e):
+            return e
+        pods = h.get(f"/api/v1/namespaces/{ns}/pods", params={"labelSelector": f"katib.kubeflow.org/experiment={exp}"}).json()["items"]
+        for p in pods:
             if p["metadata"]["name"] in seen or p.get("status", {}).get("phase") in ("Succeeded", "Failed"):
                 continue
             seen.add(p["metadata"]["name"])
@@ -96,7 +100,10 @@ def drive(k, ns: str, exp: str, run, timeout: float = 120) -> dict:
             set_pod(k, p, "Succeeded" if code == 0 else "Failed", code)
         return None
 
-    return wait_for(step, timeout=timeout, interval=0.05, what=f"experiment {exp} to end")
+    try:
+        return wait_for(step, timeout=timeout, interval=0.05, what=f"experiment {exp} to end")
+    finally:
+        h.close()
 
 
 def push_branin(pod: dict, args: dict, env: dict) -> int:
@@ -118,12 +125,17 @@ def cond(obj: dict, t: str) -> dict | None:
     return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == t), None)
 
 
-@pytest.mark.parametrize("algorithm,budget,good", [("random", 30, 5.0), ("tpe", 40, 2.0)])
-def test_search_finds_good_branin_region(k, algorithm, budget, good):
+SEED = [{"name": "random_state", "value": "7"}]
+
+
+@pytest.mark.parametrize("algorithm,budget,good,settings", [
+    ("random", 30, 5.0, SEED), ("tpe", 40, 2.0, SEED), ("multivariate-tpe", 30, 5.0, SEED), ("cmaes", 40, 10.0, SEED),
+    ("sobol", 30, 5.0, None), ("bayesianoptimization", 12, 8.0, SEED + [{"name": "n_initial_points", "value": "5"}]),
+])
+def test_search_finds_good_branin_region(k, algorithm, budget, good, settings):
     ns = f"branin-{algorithm}"
     k.kubectl("create", "namespace", ns)
-    k.kubectl("apply", "-n", ns, "-f", "-", input=experiment("b", algorithm, max_trials=budget, parallel=3,
-                                                                 settings=[{"name": "random_state", "value": "7"}]))
+    k.kubectl("apply", "-n", ns, "-f", "-", input=experiment("b", algorithm, max_trials=budget, parallel=3, settings=settings))
     e = drive(k, ns, "b", push_branin)
     assert cond(e, "Succeeded")["reason"] == "ExperimentMaxTrialsReached"
     st = e["status"]
@@ -248,3 +260,119 @@ def test_push_endpoint_rejects_bad_input(k):
         assert r.status_code == 404
         r = h.post("/katib/v1/namespaces/default/trials/nope/metrics", json={"metrics": {"loss": "abc"}})
         assert r.status_code == 400 and "loss" in r.json()["message"]
+
+
+def test_medianstop_stops_a_bad_running_trial(k):
+    ns = "median"
+    k.kubectl("create", "namespace", ns)
+    body = json.loads(experiment("m", max_trials=3, parallel=1))
+    body["spec"]["earlyStopping"] = {"algorithmName": "medianstop", "algorithmSettings": [
+        {"name": "min_trials_required", "value": "2"}, {"name": "start_step", "value": "2"}]}
+    k.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(body))
+
+    def push(trial: str, *values: float) -> None:
+        with httpx.Client(base_url=k.url) as h:
+            for v in values:
+                assert h.post(f"/katib/v1/namespaces/{ns}/trials/{trial}/metrics", json={"metrics": {"loss": v}}).status_code == 200
+
+    done: set[str] = set()
+    for loss in ([1.0, 2.0, 0.5], [3.0, 2.0]):  # first two trials run to the end: rule = mean(1.5, 2.5) = 2.0
+        pod = wait_for(lambda: [p for p in k.kjson("get", "pods", "-n", ns)["items"] if p["metadata"]["name"] not in done], what="trial pod")[0]
+        done.add(pod["metadata"]["name"])
+        push(pod["metadata"]["labels"]["katib.kubeflow.org/trial"], *loss)
+        set_pod(k, pod, "Succeeded", 0)
+    pod = wait_for(lambda: [p for p in k.kjson("get", "pods", "-n", ns)["items"] if p["metadata"]["name"] not in done], what="third trial pod")[0]
+    trial = pod["metadata"]["labels"]["katib.kubeflow.org/trial"]
+    push(trial, 1.0)  # one value: before start_step, never stopped
+    push(trial, 9.0)  # second value worse than the rule (minimize: 9 > 2) -> EarlyStopped while running
+    t = wait_for(lambda: cond(x := k.kjson("get", "trial", trial, "-n", ns), "EarlyStopped") and x, what="early stopped")
+    assert cond(t, "EarlyStopped")["reason"] == "TrialEarlyStopped"
+    assert t["status"]["observation"]["metrics"][0]["latest"] == "9.0"
+    e = wait_for(lambda: cond(x := k.kjson("get", "experiment", "m", "-n", ns), "Succeeded") and x, what="experiment done")
+    assert e["status"]["trialsEarlyStopped"] == 1 and e["status"]["earlyStoppedTrialList"] == [trial]
+    wait_for(lambda: k.kubectl("get", "job", trial, "-n", ns, check=False).returncode != 0, what="stopped trial's job deleted")
+
+
+def test_hyperband_promotes_the_best_of_each_rung(k):
+    ns = "hyperband"
+    k.kubectl("create", "namespace", ns)
+    params = [{"name": "x1", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "1"}},
+              {"name": "x2", "parameterType": "int", "feasibleSpace": {"min": "1", "max": "9"}}]
+    body = json.loads(experiment("hb", "hyperband", parallel=9, params=params, settings=[
+        {"name": "r_l", "value": "9"}, {"name": "eta", "value": "3"}, {"name": "resource_name", "value": "x2"}]))
+    del body["spec"]["maxTrialCount"]
+    k.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(body))
+
+    def run(pod, args, env):  # loss falls with the resource (x2) and is best at x1 = 0.3
+        return push_branin_value(env, (float(args["x1"]) - 0.3) ** 2 + 1 / float(args["x2"]))
+
+    e = drive(k, ns, "hb", run)
+    assert cond(e, "Succeeded")["reason"] == "ExperimentSuggestionEndReached"
+    sug = k.kjson("get", "suggestion", "hb", "-n", ns)["status"]["suggestions"]
+    assert len(sug) == 22 == e["status"]["trials"]  # brackets s=2: 9,3,1; s=1: 5,1; s=0: 3
+    res = [next(p["value"] for p in s["parameterAssignments"] if p["name"] == "x2") for s in sug]
+    assert res == ["1"] * 9 + ["3"] * 3 + ["9"] + ["3"] * 5 + ["9"] + ["9"] * 3
+    x1 = [next(p["value"] for p in s["parameterAssignments"] if p["name"] == "x1") for s in sug]
+    best3 = sorted(x1[:9], key=lambda v: (float(v) - 0.3) ** 2)[:3]
+    assert sorted(x1[9:12]) == sorted(best3)  # the rung at resource 3 continues the best three at resource 1
+    assert x1[12] == min(x1[9:12], key=lambda v: (float(v) - 0.3) ** 2)
+
+
+def test_hyperband_settings_validated(k):
+    body = json.loads(experiment("hbbad", "hyperband", parallel=3, settings=[{"name": "r_l", "value": "9"}, {"name": "resource_name", "value": "epochs"}]))
+    r = k.kubectl("apply", "-n", "default", "-f", "-", input=json.dumps(body), check=False)
+    assert r.returncode != 0
+    assert "resource_name 'epochs' is not one of spec.parameters" in r.stderr and "parallelTrialCount must be >= 9" in r.stderr
+
+
+def push_branin_value(env: dict, value: float) -> int:
+    from ketch.tuning import report
+
+    saved = dict(os.environ)
+    os.environ.update({k: v for k, v in env.items() if k in ("KATIB_TRIAL_NAME", "KETCH_TRIAL_NAMESPACE", "KETCH_URL")})
+    try:
+        report(loss=value)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return 0
+
+
+def test_pbt_generations_exploit_and_explore(k):
+    ns = "pbt"
+    k.kubectl("create", "namespace", ns)
+    k.kubectl("apply", "-n", ns, "-f", "-", input=experiment("pbt", "pbt", max_trials=12, parallel=2, settings=[
+        {"name": "suggestion_trial_dir", "value": "/tmp/pbt"}, {"name": "n_population", "value": "5"},
+        {"name": "truncation_threshold", "value": "0.4"}, {"name": "random_state", "value": "1"}]))
+    e = drive(k, ns, "pbt", push_branin)
+    assert e["status"]["trialsSucceeded"] == 12
+    trials = {t["metadata"]["name"]: t for t in k.kjson("get", "trials", "-n", ns)["items"]}
+    gen = "pbt.suggestion.katib.kubeflow.org/generation"
+    children = [t for t in trials.values() if t["metadata"]["labels"].get(gen) != "0"]
+    assert len(children) == 7 and sum(1 for t in trials.values() if t["metadata"]["labels"][gen] == "0") == 5
+    for c in children:
+        parent = trials[c["metadata"]["labels"]["pbt.suggestion.katib.kubeflow.org/parent"]]
+        assert int(c["metadata"]["labels"][gen]) == int(parent["metadata"]["labels"][gen]) + 1
+        pa = {p["name"]: float(p["value"]) for p in parent["spec"]["parameterAssignments"]}
+        for p in c["spec"]["parameterAssignments"]:
+            lo, hi = {"x1": (-5, 10), "x2": (0, 15)}[p["name"]]
+            options = [min(max(pa[p["name"]] * f, lo), hi) for f in (0.8, 1.2)]
+            assert any(float(p["value"]) == pytest.approx(o) for o in options), (p, pa)
+
+
+def test_experiment_survives_kill9_half_done(tmp_path):
+    kk = make_ketch(tmp_path, env={"KETCH_DISABLE": "kubelet", "KETCH_JOB_BACKOFF_SECONDS": "0"}).start()
+    try:
+        kk.kubectl("apply", "-f", "-", input=experiment("r", "tpe", max_trials=8, parallel=2, settings=[{"name": "n_startup_trials", "value": "3"}]))
+        drive(kk, "default", "r", push_branin, until=lambda e: e.get("status", {}).get("trialsSucceeded", 0) >= 3)
+        kk.kill9()
+        kk.start()
+        e = drive(kk, "default", "r", push_branin)
+        assert cond(e, "Succeeded")["reason"] == "ExperimentMaxTrialsReached"
+        assert e["status"]["trials"] == 8 and e["status"]["trialsSucceeded"] == 8
+        sug = kk.kjson("get", "suggestion", "r")["status"]["suggestions"]
+        names = [t["metadata"]["name"] for t in kk.kjson("get", "trials")["items"]]
+        assert set(names) <= {s["name"] for s in sug}  # every trial came from the one suggestion list
+        assert len(set(names)) == 8
+    finally:
+        kk.stop()

@@ -8,7 +8,6 @@ subresource behave the same whoever calls.
 from __future__ import annotations
 
 import base64
-import copy
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from ketch.kinds import builtin_types
 from ketch.kinds.definitions import FieldError, ResourceDefinition
 from ketch.kinds.meta import (
     generate_suffix,
@@ -27,6 +27,7 @@ from ketch.kinds.meta import (
 )
 from ketch.machinery import errors
 from ketch.machinery.errors import StatusError, bad_request, qualified_resource
+from ketch.machinery.jsoncopy import clone
 from ketch.machinery.patch import (
     APPLY,
     APPLY_CBOR,
@@ -78,6 +79,23 @@ def _decode_continue(token: str) -> tuple[int, tuple[str, str]]:
         return int(d["rv"]), (d["start"][0], d["start"][1])
     except Exception as e:
         raise bad_request("continue key is not valid: illegal base64 data or malformed token") from e
+
+
+def _drop(obj: dict, path: str) -> None:
+    """Remove the field at a dotted path with [i] / [key] steps, as reported by builtin_types.check."""
+    steps = re.findall(r"([^.\[\]]+)|\[([^\]]*)\]", path)
+    cur: Any = obj
+    for i, (name, idx) in enumerate(steps):
+        key: Any = name or (int(idx) if idx.isdigit() and isinstance(cur, list) else idx)
+        last = i == len(steps) - 1
+        try:
+            if last:
+                if isinstance(cur, dict):
+                    cur.pop(key, None)
+                return
+            cur = cur[key]
+        except (KeyError, IndexError, TypeError):
+            return
 
 
 def _spec_part(obj: dict) -> dict:
@@ -166,14 +184,23 @@ class Api:
                     raise bad_request(f"strict decoding error: {msg}")
                 if opts.field_validation == "Warn":
                     opts.warnings.extend(f'unknown field "{p}"' for p in res.unknown)
+        if rd.builtin and builtin_types.root(rd.group, version, rd.kind):
+            unknown, type_errs = builtin_types.check(rd.group, version, rd.kind, obj)
+            errs.extend(type_errs)
+            unknown = [p for p in unknown if not p.startswith("status")] if old is not None else unknown
+            if unknown:
+                if opts.field_validation == "Strict":
+                    msg = ", ".join(f'unknown field "{p}"' for p in unknown)
+                    raise bad_request(f"strict decoding error: {msg}")
+                if opts.field_validation == "Warn":
+                    opts.warnings.extend(f'unknown field "{p}"' for p in unknown)
+                for p in unknown:  # dropped, as Kubernetes' decoder drops them
+                    _drop(obj, p)
         errs.extend(self._validate_meta(rd, obj["metadata"], old is None))
         if rd.validator:
             errs.extend(rd.validator(obj, old))
         if not errs:
-            from ketch.machinery.admission import validators_for
-
-            # Both registries (training's module-level one, tuning's per-Api one) until they are unified.
-            for fn in (*validators_for(rd.group, rd.kind), *self.validators.get((rd.group, rd.kind), ())):
+            for fn in self.validators.get((rd.group, rd.kind), ()):
                 errs.extend(fn(obj, old))
         if old is not None:
             for path in rd.immutable_fields:
@@ -268,7 +295,7 @@ class Api:
         version = version or rd.storage_version
         if not isinstance(body, dict):
             raise bad_request("the body of the request was in an unknown format")
-        obj = copy.deepcopy(body)
+        obj = clone(body)
         self._check_type(rd, version, obj)
         md = obj.setdefault("metadata", {})
         if not isinstance(md, dict):
@@ -306,7 +333,7 @@ class Api:
         except StoreExists as e:
             raise errors.already_exists(rd, md["name"]) from e
         self._run_hooks(rd, "ADDED", obj)
-        return self._out(rd, version, copy.deepcopy(obj))
+        return self._out(rd, version, clone(obj))
 
     def _check_type(self, rd: ResourceDefinition, version: str, obj: dict) -> None:
         av, kind = obj.get("apiVersion"), obj.get("kind")
@@ -333,7 +360,7 @@ class Api:
         ns = ns if rd.namespaced else ""
         if not isinstance(body, dict):
             raise bad_request("the body of the request was in an unknown format")
-        obj = copy.deepcopy(body)
+        obj = clone(body)
         self._check_type(rd, version, obj)
         md = obj.setdefault("metadata", {})
         if md.get("name") and md["name"] != name:
@@ -359,7 +386,7 @@ class Api:
     ) -> dict:
         name = old["metadata"]["name"]
         if subresource == "status":
-            new = copy.deepcopy(old)
+            new = clone(old)
             new["status"] = obj.get("status")
             if new["status"] is None:
                 new.pop("status")
@@ -418,7 +445,7 @@ class Api:
         except StoreNotFound as e:
             raise errors.not_found(rd, name) from e
         self._run_hooks(rd, "MODIFIED", obj)
-        return self._out(rd, version, copy.deepcopy(obj))
+        return self._out(rd, version, clone(obj))
 
     def patch(
         self,
@@ -442,7 +469,7 @@ class Api:
             old = self.store.get(rd.key, ns, name)
             if old is None:
                 raise errors.not_found(rd, name)
-            cur = self._out(rd, version, copy.deepcopy(old))
+            cur = self._out(rd, version, clone(old))
             if ctype == MERGE:
                 if not isinstance(patch, dict):
                     raise bad_request("merge patch must be a JSON object")
@@ -507,9 +534,9 @@ class Api:
             finalizers.append("orphan")
         graceful = rd.graceful_deletion and grace_seconds != 0 and self._needs_graceful(rd, old)
         if opts.dry_run:
-            return self._out(rd, None, copy.deepcopy(old))
+            return self._out(rd, None, clone(old))
         if finalizers or graceful:
-            new = copy.deepcopy(old)
+            new = clone(old)
             nmd = new["metadata"]
             changed = False
             if not nmd.get("deletionTimestamp"):
@@ -532,7 +559,7 @@ class Api:
             except StoreConflict as e:
                 raise errors.conflict(rd, name) from e
             self._run_hooks(rd, "MODIFIED", new)
-            return self._out(rd, None, copy.deepcopy(new))
+            return self._out(rd, None, clone(new))
         try:
             gone = self.store.delete(rd.key, ns, name)
         except StoreNotFound as e:
@@ -617,7 +644,7 @@ class Api:
                         continue
                     last = ch.rv
                     if match(ch.obj):
-                        yield ch.type, self._out(rd, version, copy.deepcopy(ch.obj))
+                        yield ch.type, self._out(rd, version, clone(ch.obj))
             while True:
                 ch: Change | None = await sub.queue.get()
                 if ch is None:  # overflowed: the client must re-list
@@ -627,7 +654,7 @@ class Api:
                     continue
                 last = ch.rv
                 if match(ch.obj):
-                    yield ch.type, self._out(rd, version, copy.deepcopy(ch.obj))
+                    yield ch.type, self._out(rd, version, clone(ch.obj))
         finally:
             self.hub.unsubscribe(sub)
 

@@ -468,7 +468,7 @@ def retry_run(client: Client, o: dict) -> None:
             r.pop("error", None)
         else:
             tasks.pop(tid)
-    st.update(tasks=tasks, state="RUNNING")
+    st.update(tasks=tasks, state="RUNNING", retryCount=int(st.get("retryCount") or 0) + 1)
     st.pop("error", None)
     st.pop("finishedAt", None)
     st.setdefault("stateHistory", []).append({"update_time": K.rfc3339(), "state": "RUNNING"})

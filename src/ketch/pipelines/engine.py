@@ -47,7 +47,8 @@ class RunInfo:
 
 
 def now_iso(ts: float | None = None) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts if ts is not None else time.time()))
+    t = ts if ts is not None else time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
 def slug(tid: str) -> str:
@@ -210,7 +211,9 @@ class Engine:
             elif "taskFinalStatus" in src:
                 pt = src["taskFinalStatus"]["producerTask"]
                 prod = self.tasks.get(f"{scope}/{pt}" if scope else pt) or {}
-                st = {"state": prod.get("state", "FAILED"), "pipelineJobResourceName": self.info.run_name, "pipelineTaskName": pt}
+                # states as KFP's backend reports them (ML Metadata execution states)
+                mlmd = {"SUCCEEDED": "COMPLETE", "SKIPPED": "COMPLETE", "FAILED": "FAILED", "CANCELED": "CANCELED"}
+                st = {"state": mlmd.get(prod.get("state", "FAILED"), "FAILED"), "pipelineJobResourceName": self.info.run_name, "pipelineTaskName": pt}
                 st["error"] = {"code": 1, "message": prod.get("error") or f"Task {pt} failed."} if prod.get("state") == "FAILED" else {}
                 out[name] = st
             sel = src.get("parameterExpressionSelector")
@@ -242,7 +245,10 @@ class Engine:
             if name not in values:
                 if "defaultValue" in d:
                     values[name] = d["defaultValue"]
-                elif not d.get("isOptional") and d.get("parameterType") not in ("TASK_FINAL_STATUS", "TASK_CONFIG"):
+                elif d.get("parameterType") == "TASK_FINAL_STATUS":
+                    # a final-status input nobody feeds (the component run on its own): an empty status
+                    values[name] = {"state": "", "pipelineJobResourceName": self.info.run_name, "pipelineTaskName": "", "error": {}}
+                elif not d.get("isOptional") and d.get("parameterType") != "TASK_CONFIG":
                     raise KeyError(f"required input parameter {name!r} has no value")
             if name in values:
                 values[name] = ir.cast_param(values[name], d.get("parameterType"))
@@ -326,7 +332,9 @@ class Engine:
                     self._wake(rec["podStart"] + timeout - now)
                 return
             res = self.runner.result(rec) if phase in ("Succeeded", "Failed") else None
-            if phase == "Succeeded" and res is not None and not res.get("error"):
+            # The launcher's result file is the authority: a Pod can end Failed with an unknown exit status
+            # (a process adopted by a restarted kubelet) after the task finished well.
+            if res is not None and not res.get("error"):
                 rec["outputs"] = {"parameters": res.get("parameters") or {}, "artifacts": res.get("artifacts") or {}}
                 if rec.get("cacheKey"):
                     self.runner.cache_put(rec["cacheKey"], rec["outputs"])
@@ -476,7 +484,7 @@ class Engine:
                 self.changed = True
             if irec["state"] not in TERMINAL:
                 if self._dag(comp, iid, irec["inputs"]["parameters"], irec["inputs"]["artifacts"]):
-                    irec["outputs"] = self._dag_outputs(comp, iid)
+                    irec["outputs"] = self._dag_outputs(comp, iid, raw=True)
                     self._set(irec, self._dag_state(iid, comp))
             if irec["state"] not in TERMINAL:
                 active += 1
@@ -492,7 +500,9 @@ class Engine:
             states = {r["state"] for r in iters}
             self._set(rec, "FAILED" if "FAILED" in states else "CANCELED" if "CANCELED" in states else "SUCCEEDED")
 
-    def _dag_outputs(self, comp: dict, scope: str) -> dict:
+    def _dag_outputs(self, comp: dict, scope: str, raw: bool = False) -> dict:
+        """A DAG's outputs from its tasks; ``raw`` for one loop iteration, whose declared types are the
+        loop's (LIST) rather than the value's."""
         outs: dict = {"parameters": {}, "artifacts": {}}
         dag_out = (comp.get("dag") or {}).get("outputs") or {}
         types = {n: d.get("parameterType") for n, d in ((comp.get("outputDefinitions") or {}).get("parameters") or {}).items()}
@@ -506,7 +516,7 @@ class Engine:
                 r = get(s["producerSubtask"])
                 if r is not None and s["outputParameterKey"] in r["outputs"]["parameters"]:
                     v = r["outputs"]["parameters"][s["outputParameterKey"]]
-                    outs["parameters"][n] = v if types.get(n) == "LIST" and isinstance(v, list) else ir.cast_param(v, types.get(n))
+                    outs["parameters"][n] = v if raw or (types.get(n) == "LIST" and isinstance(v, list)) else ir.cast_param(v, types.get(n))
                     break
         for n, spec in (dag_out.get("artifacts") or {}).items():
             for s in spec.get("artifactSelectors") or []:

@@ -16,11 +16,6 @@ import yaml
 
 SUPPORTED_SCHEMA_MAJOR = "2"
 PARAM_TYPES = {"NUMBER_DOUBLE", "NUMBER_INTEGER", "STRING", "BOOLEAN", "LIST", "STRUCT", "TASK_FINAL_STATUS", "TASK_CONFIG"}
-_KNOWN_PLATFORM_KEYS = {
-    "secretAsEnv", "secretAsVolume", "configMapAsEnv", "configMapAsVolume", "pvcMount", "podMetadata",
-    "imagePullSecret", "nodeSelector", "tolerations", "nodeAffinity", "podAffinity", "imagePullPolicy",
-    "activeDeadlineSeconds", "fieldPathAsEnv", "emptyDirMounts", "genericEphemeralVolume", "enabledSharedMemory",
-}
 
 
 class IRError(ValueError):
@@ -31,6 +26,7 @@ class IRError(ValueError):
 class Pipeline:
     spec: dict
     platform: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # options accepted but without effect here
 
     @property
     def name(self) -> str:
@@ -80,7 +76,7 @@ def split(body: Any) -> Pipeline:
 
 def load(body: Any) -> Pipeline:
     p = split(body)
-    validate(p)
+    p.notes = validate(p)
     return p
 
 
@@ -149,9 +145,10 @@ def _check_component(p: Pipeline, where: str, comp: dict, comps: dict, execs: di
                 if "container" not in ex and "importer" not in ex:
                     feature = next(iter(ex), "unknown")
                     raise IRError(f"{tw}: executor kind {feature!r} is not supported (only container and importer; resolver and customJob are Vertex AI features)")
+                img = str((ex.get("container") or {}).get("image", ""))
+                if img.startswith("argostub/"):
+                    raise IRError(f"{tw}: kfp-kubernetes {img.split('/', 1)[1]} (CreatePVC/DeletePVC) is not supported; create the PVC with kubectl and use mount_pvc")
                 for k in p.platform_executor(label):
-                    if k not in _KNOWN_PLATFORM_KEYS:
-                        raise IRError(f"{tw}: kfp-kubernetes option {k!r} is not known")
                     if k not in ("secretAsEnv", "secretAsVolume", "configMapAsEnv", "configMapAsVolume", "pvcMount", "podMetadata", "activeDeadlineSeconds"):
                         notes.append(f"{tw}: kfp-kubernetes option {k!r} has no effect on one machine; ignored")
             elif ref not in seen:

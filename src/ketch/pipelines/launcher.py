@@ -47,6 +47,9 @@ def _fs_put(src: Path, uri: str) -> None:
     if not src.exists():
         return
     fs, path = fsspec.core.url_to_fs(uri)
+    parent = path.rsplit("/", 1)[0]
+    if parent:
+        fs.makedirs(parent, exist_ok=True)  # a no-op on object stores, needed on file systems
     fs.put(str(src), path, recursive=src.is_dir())
 
 
@@ -95,6 +98,48 @@ def _lightweight(command: list[str], args: list[str]) -> tuple[str, str] | None:
     return src, fn
 
 
+def ensure_packages(command: list[str]) -> None:
+    """Install what the component's ``packages_to_install`` asks for, but only what is not already there:
+    the pip stage of the lightweight-component command is skipped, not its meaning."""
+    import re
+    import shlex
+
+    script = next((c for c in command if "pip install" in c), "")
+    wanted: list[str] = []
+    index_args: list[str] = []
+    for seg in re.split(r"&&", script):
+        if "pip install" not in seg or "kfp==" in seg:
+            continue
+        toks = shlex.split(seg[seg.index("pip install") + len("pip install"):])
+        it = iter(toks)
+        for t in it:
+            if t in ("--index-url", "--extra-index-url", "--trusted-host"):
+                index_args += [t, next(it, "")]
+            elif not t.startswith("-"):
+                wanted.append(t)
+    missing = [r for r in wanted if not _satisfied(r)]
+    if missing:
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "--no-warn-script-location", *index_args, *missing])
+
+
+def _satisfied(req: str) -> bool:
+    from importlib import metadata
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        r = Requirement(req)
+    except InvalidRequirement:
+        return False
+    if r.marker is not None and not r.marker.evaluate():
+        return True
+    try:
+        have = metadata.version(r.name)
+    except metadata.PackageNotFoundError:
+        return False
+    return not r.specifier or r.specifier.contains(have, prereleases=True)
+
+
 def run_python(source: str, fn: str, ei: dict, tdir: Path) -> None:
     os.environ["_KFP_RUNTIME"] = "true"
     mod_path = tdir / "ephemeral_component.py"
@@ -107,10 +152,22 @@ def run_python(source: str, fn: str, ei: dict, tdir: Path) -> None:
     kfp_executor.Executor(executor_input=ei, function_to_execute=getattr(module, fn)).execute()
 
 
+def _artifact_lists(arg: str, ei: dict) -> str:
+    """``{{$.inputs.artifacts['x']}}`` (a whole input, as a JSON list of artifacts), which kfp's local
+    placeholder code does not know."""
+    import re
+
+    def rep(m: re.Match) -> str:
+        arts = ((ei["inputs"].get("artifacts") or {}).get(m.group(1)) or {}).get("artifacts") or []
+        return json.dumps(arts)
+
+    return re.sub(r"\{\{\$\.inputs\.artifacts\['([^']+)'\]\}\}", rep, arg) if isinstance(arg, str) else arg
+
+
 def run_container(task: dict, ei: dict) -> int:
     from kfp.local import placeholder_utils
 
-    full = list(task["command"]) + list(task["args"])
+    full = [_artifact_lists(a, ei) for a in list(task["command"]) + list(task["args"])]
     cmd = placeholder_utils.replace_placeholders(
         full_command=full, executor_input_dict=ei, pipeline_resource_name=task.get("runName", ""),
         task_resource_name=task.get("taskName", ""), pipeline_root=task.get("pipelineRoot", ""), unique_pipeline_id=task.get("runId", ""),
@@ -134,6 +191,23 @@ def _parse_param(text: str, ptype: str | None) -> Any:
     return json.loads(t)
 
 
+def _copy_custom(src: Path, uri: str, remote: dict[str, str]) -> None:
+    """An artifact the component wrote somewhere else (``artifact.custom_path``) is copied to its URI."""
+    import shutil
+
+    if not src.exists():
+        return
+    if uri in remote:
+        _fs_put(src, remote[uri])
+        return
+    dest = Path(_local(uri))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_dir():
+        shutil.copytree(src, dest, dirs_exist_ok=True)
+    else:
+        shutil.copy2(src, dest)
+
+
 def collect(task: dict, ei: dict, remote: dict[str, str]) -> dict:
     tdir = Path(task["taskDir"])
     out_file = Path(ei["outputs"]["outputFile"])
@@ -155,6 +229,8 @@ def collect(task: dict, ei: dict, remote: dict[str, str]) -> dict:
                 merged["metadata"] = {**(a.get("metadata") or {}), **(p.get("metadata") or {})}
                 if p.get("uri"):
                     merged["uri"] = p["uri"]
+                if p.get("custom_path") or p.get("customPath"):
+                    _copy_custom(Path(p.get("custom_path") or p.get("customPath")), merged["uri"], remote)
             if merged["uri"] in remote:
                 _fs_put(Path(merged["uri"]), remote[merged["uri"]])
                 merged["uri"] = remote[merged["uri"]]
@@ -183,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         remote = stage_outputs(ei, tdir)
         lw = _lightweight(task["command"], task["args"])
         if lw is not None:
+            ensure_packages(task["command"])
             run_python(lw[0], lw[1], ei, tdir)
         else:
             rc = run_container(task, ei)

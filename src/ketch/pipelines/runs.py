@@ -62,7 +62,8 @@ class PodRunner:
         task_file = tdir / f"task-{rec['attempt']}.json"
         task_file.write_text(json.dumps(task))
         (tdir / "result.json").unlink(missing_ok=True)
-        name = pod_name(run["metadata"]["name"], rec["id"], rec["attempt"])
+        retry = int((run.get("status") or {}).get("retryCount") or 0)
+        name = pod_name(run["metadata"]["name"], rec["id"], f"{rec['attempt']}" if not retry else f"r{retry}-{rec['attempt']}")
         pod = build_pod(run, rec, task, name, str(task_file))
         try:
             self.c.client.create(pod, self.ns)
@@ -106,7 +107,7 @@ class PodRunner:
         log.info("%s: %s", self.run["metadata"]["name"], msg)
 
 
-def pod_name(run_name: str, tid: str, attempt: int) -> str:
+def pod_name(run_name: str, tid: str, attempt: int | str) -> str:
     import hashlib
 
     h = hashlib.sha1(tid.encode()).hexdigest()[:6]
@@ -230,13 +231,16 @@ class RunController(Controller):
             except ir.IRError as e:
                 self._finish(run, st, "FAILED", str(e))
                 return None
+            for note in p.notes:
+                log.info("run %s: %s", key, note)
+                self.client.event(run, "Normal", "OptionIgnored", note)
             if len(_ir_cache) > 500:
                 _ir_cache.clear()
             _ir_cache[(uid, gen)] = p
         rc = spec.get("runtimeConfig") or {}
         created = run["metadata"].get("creationTimestamp") or engine.now_iso()
         info = engine.RunInfo(
-            run_id=run["metadata"]["name"], run_name=run["metadata"]["name"], display_name=spec.get("displayName") or run["metadata"]["name"],
+            run_id=run["metadata"]["name"], run_name=f"{p.name}-{run['metadata']['name'][:8]}", display_name=spec.get("displayName") or run["metadata"]["name"],
             pipeline_root=rc.get("pipelineRoot") or p.spec.get("defaultPipelineRoot") or artifact_root(self.home),
             task_root=str(self.home / "pipelines" / "runs" / uid), create_time=created,
             schedule_time=spec.get("scheduledAt") or created, enable_caching=spec.get("enableCaching"),

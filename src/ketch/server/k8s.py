@@ -139,7 +139,11 @@ def _warn_headers(opts: Options) -> dict | None:
     if not opts.warnings:
         return None
     # One Warning header per message; Starlette joins duplicates, so send them comma separated.
-    return {"Warning": ", ".join(f'299 - "{w}"' for w in opts.warnings[:20])}
+    # The text is an HTTP quoted-string: quotes and backslashes inside are escaped, or clients drop it.
+    def quoted(w: str) -> str:
+        return '"' + w.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    return {"Warning": ", ".join(f"299 - {quoted(w)}" for w in opts.warnings[:20])}
 
 
 class K8sHandler:

@@ -4,14 +4,12 @@ validation is advertised through the fieldValidation parameter) and kubectl expl
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
-import json
-from importlib import resources
 from typing import Any
 
 import orjson
 
+from ketch.kinds import builtin_types
 from ketch.kinds.definitions import ResourceDefinition
 from ketch.machinery.registry import Registry
 
@@ -54,15 +52,10 @@ def _gvk(rd: ResourceDefinition, version: str) -> list[dict]:
     return [{"group": rd.group, "version": version, "kind": rd.kind}]
 
 
-@functools.cache
 def _builtin_schemas() -> dict:
-    """Types of the built-in kinds, generated from the kubernetes client's models (scripts/
-    gen_builtin_schemas.py): published so `kubectl explain pod.spec.containers` works. Validation still
-    uses each kind's own schema and validator."""
-    try:
-        return json.loads(resources.files("ketch.kinds").joinpath("schemas/builtin.json").read_text())
-    except (FileNotFoundError, ValueError):
-        return {"roots": {}, "definitions": {}}
+    """Types of the built-in kinds (see ketch.kinds.builtin_types), published so `kubectl explain
+    pod.spec.containers` works."""
+    return builtin_types.data()
 
 
 def _gvk_key(rd: ResourceDefinition, version: str) -> str:
@@ -134,11 +127,13 @@ def _paths(rd: ResourceDefinition, version: str, ref: str) -> dict:
     ok = {"200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": ref}}}}}
 
     def op(action: str, **extra: Any) -> dict:
-        return {"operationId": f"{action}{rd.kind}", "x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk, "parameters": _PARAMS, "responses": ok, **extra}
+        # Kept small: kubectl apply re-reads the whole group-version document for every object it applies.
+        return {"operationId": f"{action}{rd.kind}", "x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk, "responses": ok, **extra}
 
     out = {
-        coll: {"get": op("list"), "post": op("post", requestBody=body)},
+        coll: {"parameters": _PARAMS, "get": op("list"), "post": op("post", requestBody=body)},
         item: {
+            "parameters": _PARAMS,
             "get": op("get"),
             "put": op("put", requestBody=body),
             "patch": op("patch", requestBody={"content": {t: {"schema": {"type": "object"}} for t in patch_types}}),
@@ -147,7 +142,7 @@ def _paths(rd: ResourceDefinition, version: str, ref: str) -> dict:
     }
     v = rd.version(version)
     if v and v.status_subresource:
-        out[item + "/status"] = {"get": op("get"), "put": op("put", requestBody=body), "patch": op("patch", requestBody={"content": {t: {"schema": {"type": "object"}} for t in patch_types}})}
+        out[item + "/status"] = {"parameters": _PARAMS, "get": op("get"), "put": op("put", requestBody=body), "patch": op("patch", requestBody={"content": {t: {"schema": {"type": "object"}} for t in patch_types}})}
     return out
 
 

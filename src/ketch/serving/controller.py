@@ -186,11 +186,14 @@ class InferenceServiceController(Controller):
                 if p["metadata"].get("deletionTimestamp"):
                     continue
                 if phase in ("Failed", "Succeeded"):
-                    if rev is not None and _ann(rev, A_READY) != "true" and not _ann(rev, A_FAILED):
-                        msg = _termination(p)
-                        self._annotate(rev, A_FAILED, msg)
-                        self.client.event(isvc, "Warning", "RevisionFailed", f"revision {rname} failed: {msg}")
-                    self.client.delete(POD, ns, p["metadata"]["name"])
+                    if rev is not None and _ann(rev, A_READY) != "true":
+                        # never served: the revision is broken. Keep the Pod so `kubectl logs` shows why.
+                        if not _ann(rev, A_FAILED):
+                            msg = _termination(p)
+                            self._annotate(rev, A_FAILED, msg)
+                            self.client.event(isvc, "Warning", "RevisionFailed", f"revision {rname} failed: {msg}; see kubectl logs {p['metadata']['name']}")
+                        continue
+                    self.client.delete(POD, ns, p["metadata"]["name"])  # a replica that served and died: replace it
                     continue
                 live.append(p)
             pods_by_rev[rname] = live
@@ -282,7 +285,9 @@ class InferenceServiceController(Controller):
         if traffic:
             out["traffic"] = traffic
         if _ann(latest, A_FAILED):
-            state = (False, "RevisionFailed", f"Revision {lname} failed: {_ann(latest, A_FAILED)}")
+            failed_pods = [p["metadata"]["name"] for p in pods if p["metadata"]["labels"].get(L_REV) == lname]
+            state = (False, "RevisionFailed", f"Revision {lname} failed: {_ann(latest, A_FAILED)}"
+                     + (f"; see kubectl logs {failed_pods[0]}" if failed_pods else ""))
         elif not ok(latest):
             state = (False, "RevisionMissing" if not traffic else "RevisionNotReady", f"Revision {lname} is not ready yet")
             again = 0.3 if again is None else min(again, 0.3)
@@ -334,6 +339,8 @@ class InferenceServiceController(Controller):
             ep = _endpoint(p)
             if ep is None:
                 return None
+            if any(c.get("type") == "Ready" and c.get("status") == "True" for c in (p.get("status") or {}).get("conditions") or []):
+                return ep  # the kubelet's readiness probe passed
             try:
                 r = await self.http.get(f"http://{ep}/v2/health/ready")
                 return ep if r.status_code == 200 else None
@@ -418,7 +425,7 @@ class InferenceServiceController(Controller):
                 if (model.get("protocolVersion") or "").startswith("grpc"):
                     args += ["--grpc-port", str(free_port())]
                 return {"name": "kserve-container", "image": f"ketch/modelserver:{rt_name}", "command": [runtimes.python(), "-m", "ketch.serving.modelserver"],
-                        "args": args, "env": env + extra_env, "ports": [{"containerPort": port, "name": "http1"}], "readinessProbe": probe,
+                        "args": args, "env": env + extra_env, "terminationMessagePolicy": "FallbackToLogsOnError", "ports": [{"containerPort": port, "name": "http1"}], "readinessProbe": probe,
                         **({"resources": model["resources"]} if model.get("resources") else {})}
             c = copy.deepcopy((rt["spec"].get("containers") or [{}])[0])
             values = {"Name": name, "Port": str(port), "ModelDir": cache, "StorageUri": model["storageUri"]}
@@ -428,6 +435,7 @@ class InferenceServiceController(Controller):
             c.setdefault("name", "kserve-container")
             c.setdefault("image", f"ketch/runtime:{rt_name}")
             c["ports"] = [{"containerPort": port, "name": "http1"}]
+            c.setdefault("readinessProbe", {"tcpSocket": {"port": port}, "periodSeconds": 1})
             return c
         c = copy.deepcopy(spec["containers"][0])
         c.setdefault("name", "kserve-container")
@@ -439,6 +447,7 @@ class InferenceServiceController(Controller):
                 c["args"] += ["--predictor-host", f"{self.base_url}/serving/{ns}/{name}-predictor"]
         c["env"] = env + (c.get("env") or [])
         c["ports"] = [{"containerPort": port, "name": "http1"}]
+        c.setdefault("readinessProbe", {"tcpSocket": {"port": port}, "periodSeconds": 1})
         return c
 
 

@@ -10,6 +10,7 @@ Bodies are streamed both ways through a keep-alive httpx pool.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import httpx
@@ -20,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from ketch.serving.router import Router
 
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per proxied request would flood ketch's log
 DOMAIN = os.environ.get("KETCH_SERVING_DOMAIN", "localhost")
 HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers", "transfer-encoding", "upgrade", "host", "content-length"}
 SUFFIXES = ("predictor", "transformer", "explainer")

@@ -12,7 +12,6 @@ from pathlib import Path
 import yaml
 
 import ketch.training as pkg
-from ketch.machinery import admission
 from ketch.machinery.context import Context
 from ketch.machinery.errors import StatusError
 from ketch.runtime import start_controllers
@@ -26,7 +25,7 @@ TRAINER_VERSION = "v2.3.0"
 
 def setup(ctx: Context) -> None:
     for fw in all_frameworks():
-        admission.register(GROUP, fw.kind, validator_for(fw))
+        ctx.api.add_validator(GROUP, fw.kind, validator_for(fw))
     _install_defaults(ctx)
     start_controllers(ctx, pkg.__name__, pkg.__path__)
 

@@ -1,6 +1,6 @@
 """Admission checks for the v1 job kinds: what the training operator's validating webhook refuses.
 
-Registered through ``ketch.machinery.admission`` so a bad job is refused at creation with a message naming
+Registered with ``Api.add_validator`` so a bad job is refused at creation with a message naming
 the field, instead of being stored and failing later.
 """
 

@@ -16,7 +16,7 @@ import string
 from typing import Any
 
 from ketch.kinds.meta import now, set_condition
-from ketch.runtime import Controller, Key, Result
+from ketch.runtime import Controller, Key, Result, Watch
 from ketch.tuning.algorithms import ALGORITHMS, Entry
 from ketch.tuning.metrics import objective_value
 from ketch.tuning.names import EXPERIMENT, EXPERIMENT_LABEL, SUGGESTION, TRIAL, true_condition
@@ -45,7 +45,7 @@ def history_of(exp: dict, trials: list[dict], suggestions: list[dict]) -> list[E
                 state = "complete" if value is not None else "failed"
             elif done is not None:
                 state = "failed"
-        out.append(Entry(s["name"], a, state, value))
+        out.append(Entry(s["name"], a, state, value, dict(s.get("labels") or {})))
     return out
 
 
@@ -53,6 +53,10 @@ class SuggestionController(Controller):
     name = "katib-suggestion"
     kind = SUGGESTION
     workers = 2
+
+    def extra_watches(self) -> list[Watch]:
+        # finished trials may let an algorithm that waits on them (hyperband) suggest more
+        return [Watch(TRIAL, lambda t: [Key(t["metadata"].get("namespace", ""), n)] if (n := (t["metadata"].get("labels") or {}).get(EXPERIMENT_LABEL)) else [])]
 
     def __init__(self, api: Any) -> None:
         super().__init__(api)
@@ -78,10 +82,17 @@ class SuggestionController(Controller):
             trials = self.client.list(TRIAL, key.namespace, {EXPERIMENT_LABEL: key.name})
             names = [trial_name(key.name) for _ in range(owed)]
             cache = self.caches.setdefault(exp["metadata"]["uid"], {})
-            new = algo.suggest(exp, history_of(exp, trials, suggestions), names, cache)
-            for n, a in zip(names, new, strict=False):
-                suggestions.append({"name": n, "parameterAssignments": [{"name": k, "value": v} for k, v in a.items()]})
-            if len(new) < owed:
+            history = history_of(exp, trials, suggestions)
+            new = algo.suggest(exp, history, names, cache)
+            for n, item in zip(names, new, strict=False):
+                a, labels = item if isinstance(item, tuple) else (item, {})
+                s = {"name": n, "parameterAssignments": [{"name": k, "value": v} for k, v in a.items()]}
+                if labels:
+                    s["labels"] = labels
+                suggestions.append(s)
+                history.append(Entry(n, a, "running", labels=labels))
+            done = algo.exhausted(exp, history)
+            if done or (done is None and len(new) < owed):
                 set_condition(status, "Exhausted", "True", "SuggestionEndReached", "the search space has no more points to suggest")
             status["suggestions"] = suggestions
             status["suggestionCount"] = len(suggestions)

@@ -29,7 +29,15 @@ from ketch.machinery.selectors import label_matches
 from ketch.runtime import Controller, Key, Result, Watch
 from ketch.tuning.conditions import holds
 from ketch.tuning.metrics import observation, parse_json, parse_text
-from ketch.tuning.names import EXPERIMENT_LABEL, POD, TRIAL, TRIAL_LABEL, TRIAL_TERMINAL, true_condition
+from ketch.tuning.names import (
+    EXPERIMENT,
+    EXPERIMENT_LABEL,
+    POD,
+    TRIAL,
+    TRIAL_LABEL,
+    TRIAL_TERMINAL,
+    true_condition,
+)
 from ketch.tuning.observations import ObservationStore
 
 log = logging.getLogger(__name__)
@@ -53,6 +61,16 @@ def pod_templates(obj: Any) -> list[dict]:
 def metric_names(trial: dict) -> list[str]:
     obj = trial["spec"].get("objective") or {}
     return [obj["objectiveMetricName"], *(obj.get("additionalMetricNames") or [])]
+
+
+def _floats(records: list[dict]) -> list[float]:
+    out = []
+    for r in records:
+        try:
+            out.append(float(r["value"]))
+        except ValueError:
+            pass
+    return out
 
 
 class TrialController(Controller):
@@ -119,12 +137,52 @@ class TrialController(Controller):
             return self._write(trial, status)
         if true_condition(trial, "Running") is None:
             set_condition(status, "Running", "True", "TrialRunning", "Trial is running")
-        # live observation from pushed metrics; collected outputs are read at the end
         names = metric_names(trial)
-        pushed = self.store.read(key.namespace, key.name)
-        if pushed:
-            status["observation"] = observation(pushed, names)
-        return self._write(trial, status)
+        exp = self.client.get(EXPERIMENT, key.namespace, (trial["metadata"].get("labels") or {}).get(EXPERIMENT_LABEL, ""))
+        es = ((exp or {}).get("spec") or {}).get("earlyStopping") or {}
+        if es.get("algorithmName") == "medianstop":
+            if (trial["spec"].get("metricsCollector") or {}).get("collector", {}).get("kind", "StdOut") != "Push":
+                await self._collect(trial, status)  # read the output so far
+            rule = self._median_rule(exp, es)
+            if rule is not None and self._should_stop(trial, rule, es):
+                status["observation"] = observation(self.store.read(key.namespace, key.name), names)
+                set_condition(status, "Running", "False", "TrialEarlyStopped", "Trial is early stopped")
+                set_condition(status, "EarlyStopped", "True", "TrialEarlyStopped",
+                              f"Trial is early stopped: {names[0]} worse than the median-stop rule {rule:g}")
+                status["completionTime"] = now()
+                self.client.event(trial, "Normal", "TrialEarlyStopped", f"{names[0]} worse than median-stop rule {rule:g}")
+                return self._write(trial, status)
+        else:
+            pushed = self.store.read(key.namespace, key.name)  # live observation from pushed metrics
+            if pushed:
+                status["observation"] = observation(pushed, names)
+        res = self._write(trial, status)
+        return res or (Result(requeue_after=1.0) if es else None)
+
+    # -- medianstop (Katib's: the mean over completed trials of their first start_step objective values) ----
+
+    def _median_rule(self, exp: dict, es: dict) -> float | None:
+        settings = {s["name"]: s.get("value") for s in es.get("algorithmSettings") or []}
+        need, start = int(settings.get("min_trials_required", 3)), int(settings.get("start_step", 4))
+        metric = exp["spec"]["objective"]["objectiveMetricName"]
+        ns = exp["metadata"]["namespace"]
+        avgs = []
+        for t in self.client.list(TRIAL, ns, {EXPERIMENT_LABEL: exp["metadata"]["name"]}):
+            if true_condition(t, "Succeeded"):
+                vals = _floats(self.store.read(ns, t["metadata"]["name"], metric))[:start]
+                if vals:
+                    avgs.append(sum(vals) / len(vals))
+        return sum(avgs) / len(avgs) if len(avgs) >= need else None
+
+    def _should_stop(self, trial: dict, rule: float, es: dict) -> bool:
+        settings = {s["name"]: s.get("value") for s in es.get("algorithmSettings") or []}
+        start = int(settings.get("start_step", 4))
+        md = trial["metadata"]
+        vals = _floats(self.store.read(md["namespace"], md["name"], metric_names(trial)[0]))
+        if len(vals) < start:
+            return False
+        maximize = (trial["spec"].get("objective") or {}).get("type") == "maximize"
+        return vals[-1] < rule if maximize else vals[-1] > rule
 
     # -- pieces -------------------------------------------------------------------------------------------------
 

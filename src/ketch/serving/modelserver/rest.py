@@ -130,7 +130,8 @@ class ModelServerApp:
         except Exception as e:  # noqa: BLE001 - every failure answers {"error"}, never a bare 500 page
             log.exception("unhandled error serving %s %s", method, scope["path"])
             status, payload = 500, orjson.dumps({"error": f"{type(e).__name__} : {e}"})
-        await send({"type": "http.response.start", "status": status, "headers": extra or JSON})
+        headers = (extra or JSON) + [(b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
         if self.access_log:
             client = scope.get("client") or ("-", 0)

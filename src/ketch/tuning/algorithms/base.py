@@ -19,7 +19,7 @@ class Entry:
     assignments: dict[str, str]
     state: str  # "running" | "complete" | "failed"
     value: float | None = None
-    history: list[float] = field(default_factory=list)  # objective values over time (for early stopping)
+    labels: dict[str, str] = field(default_factory=dict)  # the suggestion's labels (pbt's generation, parent)
 
 
 def as_int(lo: int | None = None, hi: int | None = None) -> Check:
@@ -85,8 +85,13 @@ class Algorithm:
     def extra_checks(self, settings: dict[str, str], spec: dict, params: list[dict]) -> list[tuple[str, str]]:
         return []
 
+    def exhausted(self, exp: dict, history: list[Entry]) -> bool | None:
+        """Whether the search space has nothing more to give after ``history``; None: "when ``suggest``
+        returned fewer than asked" (right for algorithms that never wait on running trials)."""
+        return None
+
     def suggest(self, exp: dict, history: list[Entry], names: list[str], cache: dict[str, Any]) -> list[dict[str, str]]:
-        """Assignments for the trials ``names`` (fewer, or none, when the search space is exhausted).
+        """Assignments (or ``(assignments, trial labels)`` pairs) for the trials ``names`` (fewer, or none, when the search space is exhausted).
 
         ``cache`` is this experiment's scratch space: algorithms may keep a live sampler there, but must
         rebuild everything from ``history`` when it is empty (after a restart of ketch)."""

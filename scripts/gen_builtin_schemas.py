@@ -1,6 +1,9 @@
 """Generate OpenAPI schemas (types only) for ketch's built-in kinds from the `kubernetes` client's models.
 
-Run by hand when a built-in kind is added: `python scripts/gen_builtin_schemas.py`. The output,
+Run by hand when a built-in kind is added: `python scripts/gen_builtin_schemas.py`, with the `kubernetes`
+client whose version matches the kubectl ketch targets (37.x for kubectl 1.37; older clients lack newer
+fields, which Strict field validation would then refuse). The committed file was generated from 37.0.2
+unpacked on PYTHONPATH (its optional `durationpy` import stubbed), leaving the installed client alone. The output,
 src/ketch/kinds/schemas/builtin.json, is what `kubectl explain` reads through ketch's OpenAPI documents;
 the client's model classes carry each field's JSON name and type, so nothing is typed in by hand. No
 descriptions are copied: only names and types.
@@ -24,19 +27,19 @@ OUT = Path(__file__).resolve().parents[1] / "src/ketch/kinds/schemas/builtin.jso
 PRIMITIVES = {
     "str": {"type": "string"}, "int": {"type": "integer"}, "bool": {"type": "boolean"}, "float": {"type": "number"},
     "datetime": {"type": "string", "format": "date-time"}, "date": {"type": "string", "format": "date"},
-    "object": {"x-kubernetes-preserve-unknown-fields": True},
+    "object": {"x-kubernetes-preserve-unknown-fields": True}, "bytes": {"type": "string", "format": "byte"},
 }
 
 
 def type_schema(t: str, defs: dict) -> dict:
     if t in PRIMITIVES:
         return dict(PRIMITIVES[t])
-    m = re.fullmatch(r"list\[(.+)\]", t)
+    m = re.fullmatch(r"[lL]ist\[(.+)\]", t)
     if m:
         return {"type": "array", "items": type_schema(m.group(1), defs)}
-    m = re.fullmatch(r"dict\(str, (.+)\)", t)
+    m = re.fullmatch(r"dict\(str, (.+)\)|Dict\[str, (.+)\]", t)
     if m:
-        return {"type": "object", "additionalProperties": type_schema(m.group(1), defs)}
+        return {"type": "object", "additionalProperties": type_schema(m.group(1) or m.group(2), defs)}
     model(t, defs)
     return {"$ref": f"#/components/schemas/{name_of(t)}"}
 

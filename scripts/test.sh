@@ -8,6 +8,9 @@ if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && [ "$(id -u)" = 
     || echo "warning: could not install postgresql; its test will be skipped" >&2
 fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+# Distributed-training tests use torch's CPU build (the `torch` extra); this release installs from the
+# machine's local wheel cache rather than a multi-GB download.
+python3 -c "import torch" 2>/dev/null || python3 -m pip install -q --disable-pip-version-check torch==2.13.0
 # The dashboard's browser tests drive Debian's chromium (never a downloaded browser).
 if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ]; then
   apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }

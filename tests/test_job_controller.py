@@ -266,6 +266,12 @@ def test_service_endpoints_follow_ready_pods(k):
     assert a["ip"] == "127.0.0.1" and a["hostname"] == "trainer-0" and a["targetRef"]["name"] == "trainer-0"
     assert sorted((x["name"], x["port"]) for x in sub["ports"]) == [("dist", 23456), ("http", 8080)]
     assert "127.0.0.1:" in k.kubectl("get", "ep", "master", "-n", ns).stdout
+    slices = k.kjson("get", "endpointslices", "-n", ns, "-l", "kubernetes.io/service-name=master")["items"]
+    assert len(slices) == 1 and slices[0]["addressType"] == "IPv4"
+    ep0 = slices[0]["endpoints"][0]
+    assert ep0["addresses"] == ["127.0.0.1"] and ep0["conditions"]["ready"] is True and ep0["targetRef"]["name"] == "trainer-0"
+    assert sorted(p["port"] for p in slices[0]["ports"]) == [8080, 23456]
+    assert "127.0.0.1" in k.kubectl("get", "endpointslices", "-n", ns).stdout
     # the pure helper other components use on what they read through the API
     from ketch.kinds.endpoints import endpoint_addresses, endpoint_pods
 

@@ -351,3 +351,19 @@ def test_restart_of_ketch_keeps_ports_and_pods(tmp_path):
         assert envmap(after["rs-worker-0"])["MASTER_PORT"] == envmap(before["rs-worker-0"])["MASTER_PORT"]
     finally:
         kk.stop()
+
+
+def test_trainjob_suspend_and_deadline(k):
+    ns = ns_(k, "tjlife")
+    tj = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob", "metadata": {"name": "s1"},
+          "spec": {"runtimeRef": {"name": "torch-distributed"}, "suspend": True, "trainer": {"numNodes": 2, "command": ["true"]}}}
+    apply(k, ns, tj)
+    wait_for(lambda: cond(job(k, ns, "trainjob", "s1"), "Suspended"), what="Suspended")
+    assert not k.kjson("get", "pods", "-n", ns)["items"]
+    k.kubectl("patch", "trainjob", "s1", "-n", ns, "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    wait_for(lambda: len(k.kjson("get", "pods", "-n", ns)["items"]) == 2, what="pods after resume")
+    tj["metadata"]["name"] = "d1"
+    tj["spec"] = {**tj["spec"], "suspend": False, "activeDeadlineSeconds": 1}
+    apply(k, ns, tj)
+    k.kubectl("wait", "--for=condition=Failed", "trainjob/d1", "-n", ns, "--timeout=20s")
+    assert cond(job(k, ns, "trainjob", "d1"), "Failed")["reason"] == "DeadlineExceeded"

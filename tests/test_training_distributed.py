@@ -138,3 +138,14 @@ def test_job_exceeding_deadline_fails_and_stops_replicas(k):
     k.kubectl("wait", "--for=condition=Failed", "pytorchjob/slow", "-n", ns, "--timeout=60s", timeout=70)
     assert cond(k, ns, "pytorchjob", "slow", "Failed")["reason"] == "DeadlineExceeded"
     wait_for(lambda: not k.kjson("get", "pods", "-n", ns)["items"], timeout=60, what="replicas stopped")
+
+
+def test_pytorch_elastic_torchrun_c10d_rendezvous(k):
+    ns = ns_(k, "elastic")
+    cmd = [os.path.join(os.path.dirname(PY), "torchrun"), str(SCRIPTS / "ddp_train.py")]
+    create(k, ns, {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "el"},
+                   "spec": {"nprocPerNode": "1", "elasticPolicy": {"minReplicas": 2, "maxReplicas": 2, "maxRestarts": 1},
+                            "pytorchReplicaSpecs": {"Worker": replica("pytorch", cmd, 2)}}})
+    k.kubectl("wait", "--for=condition=Succeeded", "pytorchjob/el", "-n", ns, "--timeout=180s", timeout=200)
+    out = logs(k, ns, "el-worker-0") + logs(k, ns, "el-worker-1")
+    assert out.count("world=2") == 2 and out.count("in_sync=True") == 2, out

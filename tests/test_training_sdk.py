@@ -115,3 +115,20 @@ def test_trainer_client_v2_flow(k):
     assert "rank=1 world=2" in out1
     client.delete_job(job)
     wait_for(lambda: job not in {j.name for j in client.list_jobs()}, what="job deleted")
+
+
+def hello(name: str):
+    import os
+
+    print(f"hello {name} from {os.environ.get('HOSTNAME', 'node')}", flush=True)
+
+
+def test_trainer_client_plain_python_runtime(k):
+    from kubeflow.common.types import KubernetesBackendConfig
+    from kubeflow.trainer import CustomTrainer, TrainerClient
+
+    client = TrainerClient(KubernetesBackendConfig(config_file=str(k.kubeconfig), namespace="default"))
+    job = client.train(runtime=client.get_runtime("python-distributed"), trainer=CustomTrainer(func=hello, func_args={"name": "ketch"}))
+    client.wait_for_job_status(job, timeout=120, polling_interval=1)
+    assert "hello ketch" in "\n".join(client.get_job_logs(job))
+    client.delete_job(job)

@@ -130,7 +130,7 @@ SEED = [{"name": "random_state", "value": "7"}]
 
 @pytest.mark.parametrize("algorithm,budget,good,settings", [
     ("random", 30, 5.0, SEED), ("tpe", 40, 2.0, SEED), ("multivariate-tpe", 30, 5.0, SEED), ("cmaes", 40, 10.0, SEED),
-    ("sobol", 30, 5.0, None), ("bayesianoptimization", 12, 8.0, SEED + [{"name": "n_initial_points", "value": "5"}]),
+    ("sobol", 30, 8.0, None), ("bayesianoptimization", 12, 8.0, SEED + [{"name": "n_initial_points", "value": "5"}]),
 ])
 def test_search_finds_good_branin_region(k, algorithm, budget, good, settings):
     ns = f"branin-{algorithm}"
@@ -376,3 +376,44 @@ def test_experiment_survives_kill9_half_done(tmp_path):
         assert len(set(names)) == 8
     finally:
         kk.stop()
+
+
+def test_long_running_experiment_restarts_when_budget_raised(k):
+    ns = "resume"
+    k.kubectl("create", "namespace", ns)
+    body = json.loads(experiment("lr", max_trials=2, parallel=2))
+    body["spec"]["resumePolicy"] = "LongRunning"
+    k.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(body))
+    e = drive(k, ns, "lr", push_branin)
+    assert cond(e, "Succeeded")["reason"] == "ExperimentMaxTrialsReached" and e["status"]["trials"] == 2
+    r = k.kubectl("patch", "experiment", "lr", "-n", ns, "--type=merge", "-p", '{"spec":{"maxTrialCount":2}}', check=False)
+    assert r.returncode == 0  # no change is not a restart
+    r = k.kubectl("patch", "experiment", "lr", "-n", ns, "--type=merge", "-p", '{"spec":{"parallelTrialCount":1, "maxTrialCount":1}}', check=False)
+    assert r.returncode != 0 and "must be greater than the 2 trials" in r.stderr
+    k.kubectl("patch", "experiment", "lr", "-n", ns, "--type=merge", "-p", '{"spec":{"maxTrialCount":4}}')
+    wait_for(lambda: cond(k.kjson("get", "experiment", "lr", "-n", ns), "Succeeded")["status"] == "False", what="restarting")
+    e = drive(k, ns, "lr", push_branin)
+    assert cond(e, "Succeeded")["status"] == "True" and e["status"]["trials"] == 4 and e["status"]["trialsSucceeded"] == 4
+    assert cond(e, "Restarting")["status"] == "False"
+
+
+def test_never_resume_experiment_cannot_restart(k):
+    ns = "noresume"
+    k.kubectl("create", "namespace", ns)
+    k.kubectl("apply", "-n", ns, "-f", "-", input=experiment("nr", max_trials=1, parallel=1))
+    drive(k, ns, "nr", push_branin)
+    r = k.kubectl("patch", "experiment", "nr", "-n", ns, "--type=merge", "-p", '{"spec":{"maxTrialCount":3}}', check=False)
+    assert r.returncode != 0 and "resumePolicy is LongRunning or FromVolume" in r.stderr
+
+
+def test_lowering_parallel_trial_count_deletes_excess_trials(k):
+    ns = "lower"
+    k.kubectl("create", "namespace", ns)
+    k.kubectl("apply", "-n", ns, "-f", "-", input=experiment("lw", max_trials=6, parallel=3))
+    wait_for(lambda: len(k.kjson("get", "trials", "-n", ns)["items"]) == 3, what="3 trials")
+    k.kubectl("patch", "experiment", "lw", "-n", ns, "--type=merge", "-p", '{"spec":{"parallelTrialCount":1}}')
+    wait_for(lambda: len(k.kjson("get", "trials", "-n", ns)["items"]) == 1, what="excess trials deleted")
+    e = drive(k, ns, "lw", push_branin)
+    assert e["status"]["trialsSucceeded"] == 6
+    out = k.kubectl("get", "suggestions", "-n", ns).stdout
+    assert "Succeeded" in out and "random" in out

@@ -21,6 +21,8 @@ from ketch.runtime import Controller, Key, Result, Watch
 
 SERVICE = ("v1", "Service")
 ENDPOINTS = ("v1", "Endpoints")
+SLICE = ("discovery.k8s.io/v1", "EndpointSlice")
+SERVICE_NAME = "kubernetes.io/service-name"
 POD = ("v1", "Pod")
 MANAGED_BY = "endpoints.ketch.dev/managed-by"
 
@@ -39,6 +41,22 @@ def _resolve_port(pod: dict, target: int | str | None, fallback: int) -> int | N
             if p.get("name") == target:
                 return int(p["containerPort"])
     return None
+
+
+def slices_from_subsets(service: dict, subsets: list[dict]) -> list[dict]:
+    """EndpointSlices carrying the same addresses as the Endpoints subsets (one slice per port set)."""
+    out = []
+    for i, sub in enumerate(subsets or [{}]):
+        eps = []
+        for ready, addrs in ((True, sub.get("addresses") or []), (False, sub.get("notReadyAddresses") or [])):
+            for a in addrs:
+                ep = {"addresses": [a["ip"]], "conditions": {"ready": ready, "serving": ready, "terminating": False}, "targetRef": a["targetRef"]}
+                for k in ("hostname", "nodeName"):
+                    if a.get(k):
+                        ep[k] = a[k]
+                eps.append(ep)
+        out.append({"name": f"{service['metadata']['name']}-ketch-{i}", "endpoints": eps, "ports": sub.get("ports") or []})
+    return out
 
 
 def desired_subsets(service: dict, pods: Iterable[dict]) -> list[dict]:
@@ -84,7 +102,8 @@ class EndpointsController(Controller):
     kind = SERVICE
 
     def extra_watches(self) -> list[Watch]:
-        return [Watch(POD, self._services_for_pod), Watch(ENDPOINTS, lambda o: [Key(o["metadata"].get("namespace", ""), o["metadata"]["name"])])]
+        return [Watch(POD, self._services_for_pod), Watch(ENDPOINTS, lambda o: [Key(o["metadata"].get("namespace", ""), o["metadata"]["name"])]),
+                Watch(SLICE, lambda o: [Key(o["metadata"].get("namespace", ""), n)] if (n := (o["metadata"].get("labels") or {}).get(SERVICE_NAME)) else [])]
 
     def _services_for_pod(self, pod: dict) -> Iterable[Key]:
         ns = pod["metadata"].get("namespace", "")
@@ -105,6 +124,7 @@ class EndpointsController(Controller):
             return None
         subsets = desired_subsets(svc, self.client.list(POD, key.namespace))
         labels = {**(svc["metadata"].get("labels") or {}), MANAGED_BY: "ketch"}
+        self._sync_slices(svc, subsets)
         if ep is None:
             try:
                 self.client.create({
@@ -123,6 +143,28 @@ class EndpointsController(Controller):
             new["metadata"]["labels"] = labels
             self.client.update(new)
         return None
+
+    def _sync_slices(self, svc: dict, subsets: list[dict]) -> None:
+        ns = svc["metadata"]["namespace"]
+        labels = {SERVICE_NAME: svc["metadata"]["name"], "endpointslice.kubernetes.io/managed-by": "ketch"}
+        want = {s["name"]: s for s in slices_from_subsets(svc, subsets)}
+        have = {s["metadata"]["name"]: s for s in self.client.list(SLICE, ns, labels)}
+        for name in set(have) - set(want):
+            self.client.delete(SLICE, ns, name)
+        for name, s in want.items():
+            cur = have.get(name)
+            if cur is None:
+                try:
+                    self.client.create({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+                                        "metadata": {"name": name, "namespace": ns, "labels": labels, "ownerReferences": [owner_reference(svc, block=False)]},
+                                        "endpoints": s["endpoints"], "ports": s["ports"]})
+                except StatusError as e:
+                    if e.code != 409:
+                        raise
+            elif (cur.get("endpoints") or []) != s["endpoints"] or (cur.get("ports") or []) != s["ports"]:
+                new = copy.deepcopy(cur)
+                new["endpoints"], new["ports"] = s["endpoints"], s["ports"]
+                self.client.update(new)
 
 
 CONTROLLERS = [EndpointsController]

@@ -187,7 +187,6 @@ class Api:
         if rd.builtin and builtin_types.root(rd.group, version, rd.kind):
             unknown, type_errs = builtin_types.check(rd.group, version, rd.kind, obj)
             errs.extend(type_errs)
-            unknown = [p for p in unknown if not p.startswith("status")] if old is not None else unknown
             if unknown:
                 if opts.field_validation == "Strict":
                     msg = ", ".join(f'unknown field "{p}"' for p in unknown)

@@ -92,7 +92,15 @@ class ExperimentController(Controller):
                 "parameterAssignments": best["spec"].get("parameterAssignments") or [],
                 "observation": (best.get("status") or {}).get("observation") or {"metrics": []},
             }
-        if true_condition({"status": status}, "Succeeded", "Failed"):
+        done = true_condition({"status": status}, "Succeeded", "Failed")
+        if done == "Succeeded" and self._restartable(exp, status):
+            # maxTrialCount was raised on a LongRunning/FromVolume experiment: Katib's restart
+            set_condition(status, "Succeeded", "False", "ExperimentRestarting", "Experiment is restarting")
+            set_condition(status, "Restarting", "True", "ExperimentRestarting", "Experiment is restarting")
+            status.pop("completionTime", None)
+            self.client.event(exp, "Normal", "ExperimentRestarting", "Experiment is restarting")
+            done = None
+        if done:
             return self._write(exp, status)
 
         sug = self.get(key, SUGGESTION)
@@ -116,12 +124,20 @@ class ExperimentController(Controller):
             status["completionTime"] = now()
             self.client.event(exp, "Normal" if end[0] == "Succeeded" else "Warning", end[1], end[2])
             return self._write(exp, status)
-        if true_condition(exp, "Running") is None:
+        if true_condition({"status": status}, "Running") is None:
             set_condition(status, "Running", "True", "ExperimentRunning", "Experiment is running")
+            if true_condition({"status": status}, "Restarting"):
+                set_condition(status, "Restarting", "False", "ExperimentRunning", "Experiment is running")
 
         parallel = int(spec.get("parallelTrialCount", 3))
         budget = parallel if spec.get("maxTrialCount") is None else min(parallel, int(spec["maxTrialCount"]) - (completed - n["MetricsUnavailable"]))
         want = max(0, budget - active)
+        if active > parallel:  # parallelTrialCount was lowered: Katib deletes the excess, newest first
+            excess = sorted((t for t in trials if classify(t) in ("Pending", "Running")),
+                            key=lambda t: (classify(t) == "Pending", t["metadata"].get("creationTimestamp", ""), t["metadata"]["name"]), reverse=True)
+            for t in excess[: active - parallel]:
+                self.client.delete(TRIAL, key.namespace, t["metadata"]["name"])
+                self.client.event(exp, "Normal", "TrialDeleted", f"Trial {t['metadata']['name']} deleted: parallelTrialCount lowered")
         if sug is None:
             self.client.create({
                 "apiVersion": "kubeflow.org/v1beta1", "kind": "Suggestion",
@@ -140,6 +156,13 @@ class ExperimentController(Controller):
         if requests > int((sug.get("spec") or {}).get("requests", 0)):
             self.client.patch(SUGGESTION, key.namespace, key.name, {"spec": {"requests": requests}})
         return self._write(exp, status)
+
+    @staticmethod
+    def _restartable(exp: dict, status: dict) -> bool:
+        spec = exp["spec"]
+        succ = next((c for c in status.get("conditions") or [] if c.get("type") == "Succeeded"), {})
+        return (succ.get("reason") == "ExperimentMaxTrialsReached" and spec.get("resumePolicy") in ("LongRunning", "FromVolume")
+                and spec.get("maxTrialCount") is not None and int(spec["maxTrialCount"]) > int(status.get("trials", 0)))
 
     def _best(self, exp: dict, trials: list[dict]) -> tuple[dict | None, float | None]:
         obj = exp["spec"]["objective"]

@@ -187,6 +187,13 @@ def validate_experiment(exp: dict, old: dict | None) -> list[FieldError]:
             n.pop(k, None)
         if o != n:
             errs.append(FieldError("spec", "FieldValueForbidden", "only parallelTrialCount, maxTrialCount and maxFailedTrialCount may be changed"))
+        conds = {c.get("type"): c for c in (old.get("status") or {}).get("conditions") or [] if c.get("status") == "True"}
+        if (conds.get("Succeeded") or conds.get("Failed")) and spec != old.get("spec"):
+            restartable = (conds.get("Succeeded") or {}).get("reason") == "ExperimentMaxTrialsReached" and spec.get("resumePolicy") in ("LongRunning", "FromVolume")
+            if not restartable:
+                errs.append(FieldError("spec", "FieldValueForbidden", "a completed experiment can only be restarted when it reached maxTrialCount and its resumePolicy is LongRunning or FromVolume"))
+            elif (spec.get("maxTrialCount") or 0) <= int((old.get("status") or {}).get("trials", 0)):
+                errs.append(FieldError("spec.maxTrialCount", "FieldValueInvalid", f"must be greater than the {old['status'].get('trials', 0)} trials already run to restart the experiment", spec.get("maxTrialCount")))
         return errs
     if len(name) > 40 or not NAME_RE.match(name):
         errs.append(FieldError("metadata.name", "FieldValueInvalid", "experiment name must match ^[a-z]([-a-z0-9]*[a-z0-9])? and be at most 40 characters", name))

@@ -56,7 +56,8 @@ class SuggestionController(Controller):
 
     def extra_watches(self) -> list[Watch]:
         # finished trials may let an algorithm that waits on them (hyperband) suggest more
-        return [Watch(TRIAL, lambda t: [Key(t["metadata"].get("namespace", ""), n)] if (n := (t["metadata"].get("labels") or {}).get(EXPERIMENT_LABEL)) else [])]
+        return [Watch(TRIAL, lambda t: [Key(t["metadata"].get("namespace", ""), n)] if (n := (t["metadata"].get("labels") or {}).get(EXPERIMENT_LABEL)) else []),
+                Watch(EXPERIMENT, lambda e: [Key(e["metadata"].get("namespace", ""), e["metadata"]["name"])])]
 
     def __init__(self, api: Any) -> None:
         super().__init__(api)
@@ -75,6 +76,15 @@ class SuggestionController(Controller):
             status["startTime"] = now()
             set_condition(status, "Created", "True", "SuggestionCreated", "Suggestion is created")
             set_condition(status, "Running", "True", "SuggestionRunning", "Suggestion is running")
+        ended = true_condition(exp, "Succeeded", "Failed")
+        if ended and true_condition(sug, "Succeeded") is None:
+            set_condition(status, "Running", "False", "SuggestionSucceeded", f"Experiment has {ended.lower()}")
+            set_condition(status, "Succeeded", "True", "SuggestionSucceeded", "Suggestion is succeeded")
+            status["completionTime"] = now()
+        elif not ended and true_condition(sug, "Succeeded"):  # a restarted experiment
+            set_condition(status, "Succeeded", "False", "SuggestionRunning", "Suggestion is running")
+            set_condition(status, "Running", "True", "SuggestionRunning", "Suggestion is running")
+            status.pop("completionTime", None)
         suggestions = list(status.get("suggestions") or [])
         owed = int((sug.get("spec") or {}).get("requests", 0)) - len(suggestions)
         if owed > 0 and true_condition(sug, "Exhausted") is None:

@@ -12,7 +12,11 @@ class Sobol(Algorithm):
     settings: dict = {}
 
     def suggest(self, exp: dict, history: list[Entry], names: list[str], cache: dict[str, Any]) -> list[dict[str, str]]:
+        import warnings
+
         from scipy.stats import qmc
+
+        warnings.filterwarnings("ignore", message=".*balance properties of Sobol.*")
 
         params = exp["spec"]["parameters"]
         seed = int(exp["metadata"]["uid"].replace("-", "")[:8], 16)

@@ -41,3 +41,17 @@ def with_report(n: int = 10, lr: float = 0.1):
     p = prep(n=n)
     t = train(rows=p.output, lr=lr)
     report(acc=t.outputs["Output"])
+
+
+@dsl.component(base_image="python:3.11")
+def nap(seconds: int) -> int:
+    import time
+
+    print("napping", flush=True)
+    time.sleep(seconds)
+    return seconds
+
+
+@dsl.pipeline(name="dash-nap")
+def napping(seconds: int = 120):
+    nap(seconds=seconds)

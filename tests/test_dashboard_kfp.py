@@ -154,3 +154,26 @@ def test_html_markdown_and_dataset_artifacts(ketch, dashboard):
         assert "sandbox" in got.headers["content-security-policy"]
         assert c.get(f"/ui/artifacts/{r.run_id}/nope").status_code == 404
         assert c.get("/ui/artifacts/no-such-run/x").status_code == 404
+
+
+def test_terminate_a_running_run_and_a_refused_upload(ketch, dashboard, tmp_path):
+    from dashboard_pipeline import napping
+
+    client = kfp.Client(host=ketch.url)
+    r = client.create_run_from_pipeline_func(napping, arguments={"seconds": 120}, run_name="napper")
+    page = dashboard.open(f"/runs/details/{r.run_id}")
+    expect(page.locator("#dag g.node[data-task=nap]")).to_have_attribute("data-state", "RUNNING", timeout=30000)
+    page.locator("#dag g.node[data-task=nap]").click()
+    expect(page.locator("#task-pod")).not_to_have_text("—")
+    page.click("#run-terminate")
+    expect(page.locator(".page .badge").first).to_have_text(re.compile("CANCEL"), timeout=30000)
+    assert client.get_run(r.run_id).state in ("CANCELING", "CANCELED")
+    dashboard.shot("kfp-terminated")
+    # A file the backend cannot read is refused with its message, in place.
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("pipelineInfo: {name: x}\nroot: 3\n")
+    page = dashboard.open("/pipelines/upload")
+    page.set_input_files("#upload-file", str(bad))
+    page.click("#upload-submit")
+    expect(page.locator("#upload-result .error")).to_be_visible()
+    assert not [p for p in (client.list_pipelines().pipelines or []) if p.display_name == "broken"]

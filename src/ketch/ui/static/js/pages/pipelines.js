@@ -220,7 +220,7 @@ export async function runDetails(root, p, ctx) {
     const t = idx.get(id) || null;
     panelStop = taskPanel(panel, id, t, run, spec, ctx);
   }
-  async function reload() { run = await get(kfp(`/runs/${p.id}`)); draw(); if (selected) { const t = taskIndex(run).get(selected); if (t && panel.dataset.state !== t.state) openTask(selected); } }
+  async function reload() { run = await get(kfp(`/runs/${p.id}`)); draw(); if (selected) { const t = taskIndex(run).get(selected); if (t && (panel.dataset.state !== t.state || panel.dataset.pod !== (t.pod_name || ""))) openTask(selected); } }
   draw();
   mount(root, head, h("div", { class: "run-body" }, graph, panel));
   const stop = follower(reload, p.id, 2000, () => !TERMINAL.has(run.state));
@@ -229,6 +229,7 @@ export async function runDetails(root, p, ctx) {
 
 function taskPanel(panel, id, t, run, spec, ctx) {
   panel.dataset.state = t ? t.state : "";
+  panel.dataset.pod = (t && t.pod_name) || "";
   const logs = h("pre", { class: "log", id: "task-log" });
   const arts = h("div", { class: "artifacts", id: "task-artifacts" });
   let stopLog = null;

@@ -267,6 +267,7 @@ def test_ketch_run_cli(shared_ketch, tmp_path: Path) -> None:
     assert "double-2" in r.stdout  # progress of each task
     r = subprocess.run([sys.executable, "-m", "ketch", "run", str(src), "-p", "x=-1", "--server", shared_ketch.url], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 1 and "FAILED" in r.stdout and "negative" in r.stdout
+    assert "last lines of" in r.stdout and "ValueError" in r.stdout  # the failed task's log
 
 
 def test_run_survives_kill9_of_ketch(tmp_path: Path) -> None:
@@ -283,3 +284,17 @@ def test_run_survives_kill9_of_ketch(tmp_path: Path) -> None:
         assert run.state == "SUCCEEDED", run.error
     finally:
         k.stop()
+
+
+def test_server_side_cache_between_runs(shared_ketch) -> None:
+    c = client(shared_ketch)
+    first = wait_run(c, c.create_run_from_pipeline_func(two_step, arguments={"n": 11}, enable_caching=True).run_id)
+    second = wait_run(c, c.create_run_from_pipeline_func(two_step, arguments={"n": 11}, enable_caching=True).run_id)
+    assert first.state == second.state == "SUCCEEDED"
+    raw = shared_ketch.http().get(f"/apis/v2beta1/runs/{second.run_id}").json()
+    details = {t["task_name"]: t for t in raw["run_details"]["task_details"]}
+    assert details["make"]["cached"] and details["make"]["state"] == "SKIPPED" and "pod_name" not in details["make"]
+    assert raw["pipeline_outputs"]["parameters"] == {"Output": 11}
+    third = wait_run(c, c.create_run_from_pipeline_func(two_step, arguments={"n": 11}, enable_caching=False).run_id)
+    raw = shared_ketch.http().get(f"/apis/v2beta1/runs/{third.run_id}").json()
+    assert not any(t["cached"] for t in raw["run_details"]["task_details"])

@@ -298,3 +298,17 @@ def test_server_side_cache_between_runs(shared_ketch) -> None:
     third = wait_run(c, c.create_run_from_pipeline_func(two_step, arguments={"n": 11}, enable_caching=False).run_id)
     raw = shared_ketch.http().get(f"/apis/v2beta1/runs/{third.run_id}").json()
     assert not any(t["cached"] for t in raw["run_details"]["task_details"])
+
+
+def test_vanished_task_pod_fails_the_run_cleanly(shared_ketch) -> None:
+    c = client(shared_ketch)
+    rid = c.create_run_from_pipeline_func(sleepy, arguments={"seconds": 120.0}).run_id
+
+    def pod_name():
+        run = shared_ketch.http().get(f"/apis/v2beta1/runs/{rid}").json()
+        return next((t["pod_name"] for t in run["run_details"]["task_details"] if t.get("pod_name") and t["state"] == "RUNNING"), None)
+
+    pod = wait_for(pod_name, timeout=30, what="task pod")
+    shared_ketch.kubectl("delete", "pod", "-n", "kubeflow", pod, "--wait=true")
+    run = wait_run(c, rid, timeout=60)
+    assert run.state == "FAILED" and "disappeared" in run.error.message

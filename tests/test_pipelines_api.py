@@ -67,7 +67,7 @@ def fragile(path: str):
 def show_env() -> str:
     import os
 
-    return f"{os.environ.get('PLAIN')}|{os.environ.get('FROM_SECRET')}"
+    return f"{os.environ.get('PLAIN')}|{os.environ.get('FROM_SECRET')}|{os.environ.get('POD_TEAM')}"
 
 
 @dsl.pipeline
@@ -75,6 +75,7 @@ def with_platform():
     t = show_env().set_env_variable("PLAIN", "p1").set_cpu_limit("1").set_memory_limit("500M").set_caching_options(False)
     kubernetes.use_secret_as_env(t, secret_name="creds", secret_key_to_env={"token": "FROM_SECRET"})
     kubernetes.add_pod_label(t, "team", "ml")
+    kubernetes.use_field_path_as_env(t, env_name="POD_TEAM", field_path="metadata.labels['team']")
 
 
 def client(k) -> kfp.Client:
@@ -197,7 +198,7 @@ def test_platform_spec_env_secret_resources(shared_ketch) -> None:
     assert run.state == "SUCCEEDED", run.error
     raw = shared_ketch.http().get(f"/apis/v2beta1/runs/{rid}").json()
     t = raw["run_details"]["task_details"][0]
-    assert t["parameters"]["outputs"]["Output"] == "p1|s3cr3t"
+    assert t["parameters"]["outputs"]["Output"] == "p1|s3cr3t|ml"
     pod = shared_ketch.kjson("get", "pod", "-n", "kubeflow", t["pod_name"])
     ctr = pod["spec"]["containers"][0]
     assert ctr["resources"]["limits"] == {"cpu": "1", "memory": "500M"}

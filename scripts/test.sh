@@ -2,7 +2,19 @@
 # Installs everything the test suite needs, then runs it: lint, the import-layer contract, and pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The PostgreSQL store test starts a throwaway server from Debian's packages; install them on CI (root).
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+    || echo "warning: could not install postgresql; its test will be skipped" >&2
+fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+# Distributed-training tests use torch's CPU build (the `torch` extra); this release installs from the
+# machine's local wheel cache rather than a multi-GB download.
+python3 -c "import torch" 2>/dev/null || python3 -m pip install -q --disable-pip-version-check torch==2.13.0
+# The dashboard's browser tests drive Debian's chromium (never a downloaded browser).
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ]; then
+  apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }
+fi
 python3 -m ruff check src tests benchmarks
 lint-imports
 python3 -m pytest -q "$@"

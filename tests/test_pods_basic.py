@@ -77,6 +77,21 @@ def test_command_not_found_is_reported(k):
     assert 'exec: "no-such-command-xyz": executable file not found in $PATH' in t["message"]
 
 
+def test_no_command_and_unknown_image_fails_clearly(k):
+    k.kubectl("apply", "-f", "-", input=textwrap.dedent("""
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: nginx}
+        spec:
+          restartPolicy: Never
+          containers:
+          - {name: web, image: nginx:1.27}
+        """))
+    wait_for(lambda: phase(k, "nginx") == "Failed", what="nginx Failed")
+    t = k.kjson("get", "pod", "nginx")["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert t["reason"] == "ContainerCannotRun" and "nginx:1.27" in t["message"] and "images.yaml" in t["message"]
+
+
 def test_python_resolves_to_ketch_environment(k):
     import sys
 

@@ -13,7 +13,8 @@ import abc
 import asyncio
 import logging
 import platform
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 import ketch
 from ketch.kinds.meta import now
@@ -25,6 +26,21 @@ from ketch.machinery.context import Context
 log = logging.getLogger(__name__)
 POD = ("v1", "Pod")
 NODE = ("v1", "Node")
+
+
+class CannotRun(Exception):
+    """The container's process could not be started (reported as ContainerCannotRun, exit code 128)."""
+
+
+@dataclass
+class Started:
+    """A started container process: enough to recognise it again after a restart of ketch (pid and
+    start time), and a coroutine function that waits for its exit status (negative: killed by that
+    signal; None: unknowable)."""
+
+    pid: int
+    create_time: float | None
+    wait: Callable[[], Awaitable[int | None]]
 
 
 class Kubelet(abc.ABC):
@@ -132,9 +148,35 @@ class Kubelet(abc.ABC):
         alloc = self.allocatable()
         want = pod_requests(pod)
         short = [k for k in TRACKED if want.get(k, 0) > 0 and used.get(k, 0) + want[k] > alloc.get(k, 0) + 1e-9]
+        if used.get("pods", 0) + 1 > alloc.get("pods", float("inf")):
+            short.append("pods")
         if short:
             return "0/1 nodes are available: " + ", ".join(f"1 Insufficient {k}" for k in short) + "."
         return None
+
+    # -- process supervision: where and how a container's process runs ------------------------------------
+    # The pod lifecycle (init order, restarts and back-off, probes, limits, status) only uses these.
+
+    @abc.abstractmethod
+    async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int) -> Started:
+        """Start one container process in its own process group, output to the given descriptors;
+        raise CannotRun with Kubernetes' message when the executable cannot be found or started."""
+
+    @abc.abstractmethod
+    def alive(self, pid: int, create_time: float | None) -> bool:
+        """Whether ``pid`` is still the process that was started at ``create_time``."""
+
+    @abc.abstractmethod
+    async def terminate(self, pid: int, create_time: float | None, grace: float, exited: asyncio.Event | None = None) -> None:
+        """SIGTERM the process tree, SIGKILL what is left after ``grace`` seconds."""
+
+    @abc.abstractmethod
+    def kill(self, pid: int) -> None:
+        """SIGKILL the process tree at once (memory limit, orphan clean-up)."""
+
+    @abc.abstractmethod
+    def memory(self, pid: int) -> int:
+        """Resident memory of the process tree, in bytes (memory limits are enforced against it)."""
 
     # -- what implementations provide -------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ class Images:
         self.config = home / "images.yaml"
         self._mtime = -1.0
         self._rules: list[dict] = []
+        self._made: set[str] = set()
 
     def _load(self) -> list[dict]:
         try:
@@ -61,6 +62,9 @@ class Images:
         import hashlib
 
         d = self.home / "kubelet" / "shims" / hashlib.sha1(python.encode()).hexdigest()[:12]
+        if python in self._made:
+            return str(d)
+        self._made.add(python)
         if not (d / "python3").exists():
             d.mkdir(parents=True, exist_ok=True)
             for n in ("python", "python3"):

@@ -28,7 +28,7 @@ import psutil
 
 from ketch.kinds.meta import now, parse_time
 from ketch.kubelet import process, volumes
-from ketch.kubelet.base import NODE, POD, Kubelet
+from ketch.kubelet.base import NODE, POD, CannotRun, Kubelet, Started
 from ketch.kubelet.env import ConfigError, container_env, expand
 from ketch.kubelet.images import Images, find_executable
 from ketch.kubelet.logs import Shipper, container_log_dir
@@ -113,11 +113,14 @@ class PodWorker:
         self.last_status: dict | None = None
         self.deleted = False
         self.done = False  # terminal: holds no resources any more
+        self._dir_made = False
 
     # -- persistence -----------------------------------------------------------------------------------
 
     def save(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if not self._dir_made:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._dir_made = True
         data = {
             "namespace": self.ns, "name": self.name, "uid": self.uid, "startTime": self.start_time,
             "failed": self.failed, "gpus": self.gpus, "containers": {n: asdict(c) for n, c in self.cs.items()},
@@ -167,6 +170,7 @@ class PodWorker:
             "KUBERNETES_SERVICE_PORT": str(self.k.ctx.settings.port),
             "KETCH_SERVER": self.k.ctx.settings.url,
             "KETCH_POD_NAME": self.name, "KETCH_POD_NAMESPACE": self.ns, "KETCH_POD_UID": self.uid,
+            "KUBECONFIG": self.k.kubeconfig(self.ns),
         })
         return env
 
@@ -192,15 +196,18 @@ class PodWorker:
             command, args = args, []
         argv = [rw(expand(x, env)) for x in command + args]
         if not argv:
-            raise ConfigError(f'no command specified and image "{c.get("image")}" has no entrypoint known to ketch (images.yaml)')
+            raise CannotRun(f'no command specified and image "{c.get("image")}" has no entrypoint known to ketch (map it in images.yaml)')
         cwd = rw(c["workingDir"]) if c.get("workingDir") else str(self.dir / "work")
         os.makedirs(cwd, exist_ok=True)
         return argv, env, cwd
 
     async def start(self, cs: CState) -> None:
         c = self.spec_of(cs.name)
+        cannot_run = None
         try:
             argv, env, cwd = self.build(c)
+        except CannotRun as e:
+            cannot_run = str(e)
         except ConfigError as e:
             cs.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(e)}}
             cs.next_start = time.time() + 1.0
@@ -215,31 +222,27 @@ class PodWorker:
         cs.run += 1
         ship = Shipper(container_log_dir(self.k.home, self.ns, self.name, cs.name), cs.run)
         self.shippers[cs.name] = ship
-        exe = find_executable(argv[0], env.get("PATH", ""), cwd)
-        if exe is None:
-            self._start_failed(cs, ship, f'exec: "{argv[0]}": executable file not found in $PATH')
+        if cannot_run is not None:
+            self._start_failed(cs, ship, cannot_run)
             return
         fds = ship.open_raw()
         try:
-            proc = await asyncio.create_subprocess_exec(
-                exe, *argv[1:], stdin=asyncio.subprocess.DEVNULL, stdout=fds["stdout"], stderr=fds["stderr"],
-                cwd=cwd, env=env, start_new_session=True,
-            )
-        except OSError as e:
-            self._start_failed(cs, ship, f"failed to start {argv[0]!r}: {e}")
+            started = await self.k.spawn(argv, env, cwd, fds["stdout"], fds["stderr"])
+        except CannotRun as e:
+            self._start_failed(cs, ship, str(e))
             return
         finally:
             for fd in fds.values():
                 os.close(fd)
-        cs.pid = proc.pid
-        cs.create_time = process.create_time(proc.pid)
+        cs.pid = started.pid
+        cs.create_time = started.create_time
         cs.state = {"running": {"startedAt": now()}}
         cs.oom = False
         cs.killed_for = ""
         cs.ready = False
         cs.started = not c.get("startupProbe")
         self.exited[cs.name] = asyncio.Event()
-        self.waiters[cs.name] = asyncio.create_task(self._wait_child(cs, proc))
+        self.waiters[cs.name] = asyncio.create_task(self._wait_child(cs, started))
         self._start_probes(cs, c, env, cwd)
         self.save()
 
@@ -252,13 +255,13 @@ class PodWorker:
         self._after_exit(cs, failed=True)
         self.save()
 
-    async def _wait_child(self, cs: CState, proc: asyncio.subprocess.Process) -> None:
-        code = await proc.wait()
+    async def _wait_child(self, cs: CState, started: Started) -> None:
+        code = await started.wait()
         self._exited(cs, code)
 
     async def _wait_adopted(self, cs: CState) -> None:
         pid, ct = cs.pid, cs.create_time
-        while pid is not None and process.alive(pid, ct):
+        while pid is not None and self.k.alive(pid, ct):
             await asyncio.sleep(0.2)
         self._exited(cs, None)
 
@@ -302,6 +305,8 @@ class PodWorker:
         delay = min(MAX_BACKOFF, backoff_base() * (2**cs.crash_streak))
         cs.crash_streak += 1
         cs.next_start = time.time() + delay
+        if failed and self._should_restart(cs):
+            self.k.client.event(self.pod, "Warning", "BackOff", f"Back-off restarting failed container {cs.name} in pod {self.name}_{self.ns}({self.uid})", "kubelet")
 
     def _should_restart(self, cs: CState) -> bool:
         term = cs.terminated
@@ -375,13 +380,13 @@ class PodWorker:
         cs.killed_for = which
         grace = probe.get("terminationGracePeriodSeconds", (self.pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
         if cs.pid:
-            await process.terminate(cs.pid, cs.create_time, float(grace), self.exited.get(cs.name))
+            await self.k.terminate(cs.pid, cs.create_time, float(grace), self.exited.get(cs.name))
 
     # -- the loop --------------------------------------------------------------------------------------
 
     async def kill_all(self, grace: float) -> None:
         live = [cs for cs in self.cs.values() if cs.running and cs.pid]
-        await asyncio.gather(*(process.terminate(cs.pid, cs.create_time, grace, self.exited.get(cs.name)) for cs in live))  # type: ignore[arg-type]
+        await asyncio.gather(*(self.k.terminate(cs.pid, cs.create_time, grace, self.exited.get(cs.name)) for cs in live))  # type: ignore[arg-type]
         for cs in live:
             w = self.waiters.get(cs.name)
             if w is not None:
@@ -406,6 +411,8 @@ class PodWorker:
                 self.cleanup()
                 return
             if md.get("deletionTimestamp"):
+                if any(cs.running for cs in self.cs.values()):
+                    self.k.client.event(self.pod, "Normal", "Killing", "Stopping containers " + ", ".join(n for n, cs in self.cs.items() if cs.running), "kubelet")
                 await self.kill_all(float(md.get("deletionGracePeriodSeconds") or 0))
                 self.done = True
                 self.write_status()
@@ -422,7 +429,6 @@ class PodWorker:
                 await self.kill_all(0)
                 for t in list(self.probers.values()):
                     t.cancel()
-                self.save()
                 self.k.pod_finished(self)
                 self.write_status()
             timeout = self.next_wake()
@@ -470,9 +476,9 @@ class PodWorker:
         # memory limits
         for cs in self.cs.values():
             lim = memory_limit(self.spec_of(cs.name))
-            if cs.running and cs.pid and lim and process.rss(cs.pid) > lim:
+            if cs.running and cs.pid and lim and self.k.memory(cs.pid) > lim:
                 cs.oom = True
-                process.signal_tree(cs.pid, signal.SIGKILL)
+                self.k.kill(cs.pid)
                 self.k.client.event(self.pod, "Warning", "OOMKilling", f"Container {cs.name} exceeded its memory limit ({int(lim)} bytes)", "kubelet")
         nowt = time.time()
         for c in spec.get("initContainers") or []:
@@ -643,6 +649,7 @@ class LocalKubelet(Kubelet):
         self.pending: dict[str, dict] = {}  # uid -> pod waiting for room
         self._capacity: dict[str, float] | None = None
         self.leave_running = os.environ.get("KETCH_KUBELET_ON_EXIT", "kill") == "leave"
+        self._kubeconfigs: set[str] = set()
 
     # -- node ------------------------------------------------------------------------------------------
 
@@ -661,6 +668,53 @@ class LocalKubelet(Kubelet):
 
     def log_dir(self, namespace: str, pod: str, container: str) -> Path:
         return container_log_dir(self.home, namespace, pod, container)
+
+    # -- process supervision: local processes, each a session leader ----------------------------------
+
+    async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int) -> Started:
+        exe = find_executable(argv[0], env.get("PATH", ""), cwd)
+        if exe is None:
+            raise CannotRun(f'exec: "{argv[0]}": executable file not found in $PATH')
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                exe, *argv[1:], stdin=asyncio.subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                cwd=cwd, env=env, start_new_session=True,
+            )
+        except OSError as e:
+            raise CannotRun(f"failed to start {argv[0]!r}: {e}") from e
+        return Started(proc.pid, process.create_time(proc.pid), proc.wait)
+
+    def alive(self, pid: int, create_time: float | None) -> bool:
+        return process.alive(pid, create_time)
+
+    async def terminate(self, pid: int, create_time: float | None, grace: float, exited: asyncio.Event | None = None) -> None:
+        await process.terminate(pid, create_time, grace, exited)
+
+    def kill(self, pid: int) -> None:
+        process.signal_tree(pid, signal.SIGKILL)
+
+    def memory(self, pid: int) -> int:
+        return process.rss(pid)
+
+    def kubeconfig(self, namespace: str) -> str:
+        """A kubeconfig pointing at this ketch with the pod's namespace as default, the way in-cluster
+        config works for a real pod (there is no service account token file here)."""
+        path = self.home / "kubelet" / "kubeconfig" / f"{namespace}.yaml"
+        if namespace not in self._kubeconfigs:
+            import yaml
+
+            cfg = {
+                "apiVersion": "v1", "kind": "Config", "current-context": "ketch",
+                "clusters": [{"name": "ketch", "cluster": {"server": self.ctx.settings.url}}],
+                "users": [{"name": "ketch", "user": {"token": "ketch"}}],
+                "contexts": [{"name": "ketch", "context": {"cluster": "ketch", "user": "ketch", "namespace": namespace}}],
+            }
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
+            tmp.replace(path)
+            self._kubeconfigs.add(namespace)
+        return str(path)
 
     def bind_claims(self, pod: dict) -> None:
         ns = pod["metadata"].get("namespace", "default")
@@ -682,8 +736,12 @@ class LocalKubelet(Kubelet):
 
     def used(self) -> dict[str, float]:
         tot = {k: 0.0 for k in TRACKED}
+        tot["pods"] = 0.0
         for w in self.workers.values():
-            for k, v in w.holds().items():
+            held = w.holds()
+            if not w.done:
+                tot["pods"] += 1
+            for k, v in held.items():
                 tot[k] = tot.get(k, 0.0) + v
         return tot
 
@@ -730,12 +788,15 @@ class LocalKubelet(Kubelet):
 
     async def _guard(self, w: PodWorker) -> None:
         try:
-            await w.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("pod worker %s/%s crashed", w.ns, w.name)
-            w.done = True
+            while True:
+                try:
+                    await w.run()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # level-triggered: look again shortly, as a controller would requeue
+                    log.exception("pod worker %s/%s failed; retrying", w.ns, w.name)
+                    await asyncio.sleep(1.0)
         finally:
             if w.deleted or w.pod["metadata"].get("deletionTimestamp"):
                 self.workers.pop(w.uid, None)
@@ -791,6 +852,7 @@ class LocalKubelet(Kubelet):
     async def run(self) -> None:
         self.register_node()
         hb = asyncio.create_task(self.heartbeat())
+        shipping = asyncio.create_task(self.ship_logs())
         try:
             self.recover()
             rd = self.ctx.api.rd(*POD)
@@ -805,6 +867,20 @@ class LocalKubelet(Kubelet):
                 await asyncio.sleep(0.1)
         finally:
             hb.cancel()
+            shipping.cancel()
+
+    async def ship_logs(self, every: float = 0.2) -> None:
+        """Move running containers' new output into their stamped logs, a few times a second."""
+        while True:
+            await asyncio.sleep(every)
+            for w in list(self.workers.values()):
+                for name, ship in list(w.shippers.items()):
+                    cs = w.cs.get(name)
+                    if cs is not None and cs.running and ship.restart == cs.run:
+                        try:
+                            ship.ship()
+                        except OSError:
+                            log.debug("shipping logs of %s/%s failed", w.ns, w.name, exc_info=True)
 
     def recover(self) -> None:
         """Adopt what a previous ketch left: live processes whose pid and start time match a pod record
@@ -823,8 +899,8 @@ class LocalKubelet(Kubelet):
             pod = self.client.get(POD, data["namespace"], data["name"])
             if pod is None or pod["metadata"]["uid"] != data["uid"]:
                 for c in (data.get("containers") or {}).values():
-                    if c.get("pid") and process.alive(c["pid"], c.get("create_time")):
-                        process.signal_tree(c["pid"], signal.SIGKILL)
+                    if c.get("pid") and self.alive(c["pid"], c.get("create_time")):
+                        self.kill(c["pid"])
                 volumes.remove_pod_dir(d)
                 if pod is None:
                     import shutil
@@ -837,7 +913,7 @@ class LocalKubelet(Kubelet):
                 if cs.running:
                     w.shippers[cs.name] = Shipper(self.log_dir(w.ns, w.name, cs.name), cs.run)
                     w.exited[cs.name] = asyncio.Event()
-                    if cs.pid and process.alive(cs.pid, cs.create_time):
+                    if cs.pid and self.alive(cs.pid, cs.create_time):
                         log.info("kubelet: adopted %s/%s container %s (pid %s)", w.ns, w.name, cs.name, cs.pid)
                         w.waiters[cs.name] = asyncio.create_task(w._wait_adopted(cs))
                         if any(w.spec_of(cs.name).get(p) for p in ("readinessProbe", "livenessProbe", "startupProbe")):

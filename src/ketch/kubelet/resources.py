@@ -55,6 +55,13 @@ def pod_requests(pod: dict) -> dict[str, float]:
     return total
 
 
+def _safe(v: object) -> float:
+    try:
+        return parse_quantity(v)
+    except ValueError:
+        return 0.0
+
+
 def memory_limit(c: dict) -> float | None:
     lim = ((c.get("resources") or {}).get("limits") or {}).get("memory")
     try:
@@ -75,7 +82,7 @@ def qos_class(pod: dict) -> str:
         if lim or req:
             any_set = True
         for k in ("cpu", "memory"):
-            if k not in lim or (k in req and parse_quantity(req[k]) != parse_quantity(lim[k])):
+            if k not in lim or (k in req and _safe(req[k]) != _safe(lim[k])):
                 guaranteed = False
     if not any_set:
         return "BestEffort"

@@ -8,7 +8,6 @@ subresource behave the same whoever calls.
 from __future__ import annotations
 
 import base64
-import copy
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from ketch.kinds import builtin_types
 from ketch.kinds.definitions import FieldError, ResourceDefinition
 from ketch.kinds.meta import (
     generate_suffix,
@@ -27,6 +27,7 @@ from ketch.kinds.meta import (
 )
 from ketch.machinery import errors
 from ketch.machinery.errors import StatusError, bad_request, qualified_resource
+from ketch.machinery.jsoncopy import clone
 from ketch.machinery.patch import (
     APPLY,
     APPLY_CBOR,
@@ -80,6 +81,23 @@ def _decode_continue(token: str) -> tuple[int, tuple[str, str]]:
         raise bad_request("continue key is not valid: illegal base64 data or malformed token") from e
 
 
+def _drop(obj: dict, path: str) -> None:
+    """Remove the field at a dotted path with [i] / [key] steps, as reported by builtin_types.check."""
+    steps = re.findall(r"([^.\[\]]+)|\[([^\]]*)\]", path)
+    cur: Any = obj
+    for i, (name, idx) in enumerate(steps):
+        key: Any = name or (int(idx) if idx.isdigit() and isinstance(cur, list) else idx)
+        last = i == len(steps) - 1
+        try:
+            if last:
+                if isinstance(cur, dict):
+                    cur.pop(key, None)
+                return
+            cur = cur[key]
+        except (KeyError, IndexError, TypeError):
+            return
+
+
 def _spec_part(obj: dict) -> dict:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
 
@@ -90,6 +108,9 @@ class Api:
         self.registry = registry or Registry()
         self.hub = hub or WatchHub()
         self.hooks: dict[str, list[PostWriteHook]] = {}
+        # Admission validators for kinds whose definition comes from YAML (CRDs), keyed by (group, kind):
+        # a component registers ``fn(obj, old) -> list[FieldError]`` in its setup(), like a validating webhook.
+        self.validators: dict[tuple[str, str], list[Callable[[dict, dict | None], list[FieldError]]]] = {}
         store.subscribe(self.hub.publish)
         # Server-side apply lives in its own module; imported lazily to keep start-up light.
         from ketch.machinery import crds
@@ -105,6 +126,10 @@ class Api:
                 404, "NotFound", f'no matches for kind "{kind}" in version "{api_version}"'
             )
         return rd
+
+    def add_validator(self, group: str, kind: str, fn: Callable[[dict, dict | None], list[FieldError]]) -> None:
+        """Validate every create and update of ``group``/``kind`` with ``fn`` (an in-process admission webhook)."""
+        self.validators.setdefault((group, kind), []).append(fn)
 
     def add_hook(self, key: str, fn: PostWriteHook) -> None:
         self.hooks.setdefault(key, []).append(fn)
@@ -159,9 +184,23 @@ class Api:
                     raise bad_request(f"strict decoding error: {msg}")
                 if opts.field_validation == "Warn":
                     opts.warnings.extend(f'unknown field "{p}"' for p in res.unknown)
+        if rd.builtin and builtin_types.root(rd.group, version, rd.kind):
+            unknown, type_errs = builtin_types.check(rd.group, version, rd.kind, obj)
+            errs.extend(type_errs)
+            if unknown:
+                if opts.field_validation == "Strict":
+                    msg = ", ".join(f'unknown field "{p}"' for p in unknown)
+                    raise bad_request(f"strict decoding error: {msg}")
+                if opts.field_validation == "Warn":
+                    opts.warnings.extend(f'unknown field "{p}"' for p in unknown)
+                for p in unknown:  # dropped, as Kubernetes' decoder drops them
+                    _drop(obj, p)
         errs.extend(self._validate_meta(rd, obj["metadata"], old is None))
         if rd.validator:
             errs.extend(rd.validator(obj, old))
+        if not errs:
+            for fn in self.validators.get((rd.group, rd.kind), ()):
+                errs.extend(fn(obj, old))
         if old is not None:
             for path in rd.immutable_fields:
                 from ketch.kinds.meta import get_path
@@ -255,7 +294,7 @@ class Api:
         version = version or rd.storage_version
         if not isinstance(body, dict):
             raise bad_request("the body of the request was in an unknown format")
-        obj = copy.deepcopy(body)
+        obj = clone(body)
         self._check_type(rd, version, obj)
         md = obj.setdefault("metadata", {})
         if not isinstance(md, dict):
@@ -293,7 +332,7 @@ class Api:
         except StoreExists as e:
             raise errors.already_exists(rd, md["name"]) from e
         self._run_hooks(rd, "ADDED", obj)
-        return self._out(rd, version, copy.deepcopy(obj))
+        return self._out(rd, version, clone(obj))
 
     def _check_type(self, rd: ResourceDefinition, version: str, obj: dict) -> None:
         av, kind = obj.get("apiVersion"), obj.get("kind")
@@ -320,7 +359,7 @@ class Api:
         ns = ns if rd.namespaced else ""
         if not isinstance(body, dict):
             raise bad_request("the body of the request was in an unknown format")
-        obj = copy.deepcopy(body)
+        obj = clone(body)
         self._check_type(rd, version, obj)
         md = obj.setdefault("metadata", {})
         if md.get("name") and md["name"] != name:
@@ -346,7 +385,7 @@ class Api:
     ) -> dict:
         name = old["metadata"]["name"]
         if subresource == "status":
-            new = copy.deepcopy(old)
+            new = clone(old)
             new["status"] = obj.get("status")
             if new["status"] is None:
                 new.pop("status")
@@ -405,7 +444,7 @@ class Api:
         except StoreNotFound as e:
             raise errors.not_found(rd, name) from e
         self._run_hooks(rd, "MODIFIED", obj)
-        return self._out(rd, version, copy.deepcopy(obj))
+        return self._out(rd, version, clone(obj))
 
     def patch(
         self,
@@ -429,7 +468,7 @@ class Api:
             old = self.store.get(rd.key, ns, name)
             if old is None:
                 raise errors.not_found(rd, name)
-            cur = self._out(rd, version, copy.deepcopy(old))
+            cur = self._out(rd, version, clone(old))
             if ctype == MERGE:
                 if not isinstance(patch, dict):
                     raise bad_request("merge patch must be a JSON object")
@@ -494,9 +533,9 @@ class Api:
             finalizers.append("orphan")
         graceful = rd.graceful_deletion and grace_seconds != 0 and self._needs_graceful(rd, old)
         if opts.dry_run:
-            return self._out(rd, None, copy.deepcopy(old))
+            return self._out(rd, None, clone(old))
         if finalizers or graceful:
-            new = copy.deepcopy(old)
+            new = clone(old)
             nmd = new["metadata"]
             changed = False
             if not nmd.get("deletionTimestamp"):
@@ -519,7 +558,7 @@ class Api:
             except StoreConflict as e:
                 raise errors.conflict(rd, name) from e
             self._run_hooks(rd, "MODIFIED", new)
-            return self._out(rd, None, copy.deepcopy(new))
+            return self._out(rd, None, clone(new))
         try:
             gone = self.store.delete(rd.key, ns, name)
         except StoreNotFound as e:
@@ -604,7 +643,7 @@ class Api:
                         continue
                     last = ch.rv
                     if match(ch.obj):
-                        yield ch.type, self._out(rd, version, copy.deepcopy(ch.obj))
+                        yield ch.type, self._out(rd, version, clone(ch.obj))
             while True:
                 ch: Change | None = await sub.queue.get()
                 if ch is None:  # overflowed: the client must re-list
@@ -614,7 +653,7 @@ class Api:
                     continue
                 last = ch.rv
                 if match(ch.obj):
-                    yield ch.type, self._out(rd, version, copy.deepcopy(ch.obj))
+                    yield ch.type, self._out(rd, version, clone(ch.obj))
         finally:
             self.hub.unsubscribe(sub)
 

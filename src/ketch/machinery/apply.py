@@ -8,7 +8,6 @@ field another manager owns, unless forced.
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -17,6 +16,7 @@ from ketch.kinds.definitions import ResourceDefinition
 from ketch.kinds.meta import now
 from ketch.machinery import errors
 from ketch.machinery.errors import StatusError, bad_request
+from ketch.machinery.jsoncopy import clone
 
 if TYPE_CHECKING:
     from ketch.machinery.api import Api, Options
@@ -53,11 +53,14 @@ def field_set(rd: ResourceDefinition, obj: Any, path: list[str] | None = None) -
         for k, v in obj.items():
             if not path and k in ("apiVersion", "kind", "status"):
                 continue
-            if path == ["metadata"] and k in _SKIP_META:
+            if path == ["f:metadata"] and k in _SKIP_META:
                 continue
             sub = [*path, f"f:{k}"]
             child = field_set(rd, v, sub)
-            out |= child or {tuple(sub)}
+            if not path and k == "metadata":
+                out |= child  # metadata holding only system fields is no one's field
+            else:
+                out |= child or {tuple(sub)}
         return out
     if isinstance(obj, list):
         mk = _merge_key(rd, [p[2:] for p in path])
@@ -73,25 +76,36 @@ def field_set(rd: ResourceDefinition, obj: Any, path: list[str] | None = None) -
 
 
 def to_fields_v1(paths: set[Path]) -> dict:
+    """FieldsV1: a tree of field names; "." marks a node that is itself owned and has children."""
     root: dict = {}
     for p in sorted(paths):
         cur = root
         for seg in p:
             cur = cur.setdefault(seg, {})
+    _mark_self(root, paths, ())
     return root
+
+
+def _mark_self(node: dict, paths: set[Path], prefix: Path) -> None:
+    for k, v in node.items():
+        if k == ".":
+            continue
+        p = (*prefix, k)
+        if v:
+            if p in paths:
+                v["."] = {}
+            _mark_self(v, paths, p)
 
 
 def from_fields_v1(tree: dict, prefix: tuple[str, ...] = ()) -> set[Path]:
     out: set[Path] = set()
     for k, v in (tree or {}).items():
         if k == ".":
+            out.add(prefix)
             continue
         p = (*prefix, k)
         if v:
-            sub = from_fields_v1(v, p)
-            out |= sub or {p}
-            if any(x.startswith("k:") for x in v):
-                out.add(p)
+            out |= from_fields_v1(v, p) or {p}
         else:
             out.add(p)
     return out
@@ -140,19 +154,28 @@ def _apply_merge(rd: ResourceDefinition, cur: Any, applied: Any, path: list[str]
     if isinstance(applied, list) and isinstance(cur, list):
         mk = _merge_key(rd, path)
         if mk and all(isinstance(x, dict) and mk in x for x in applied + cur):
-            out = [copy.deepcopy(x) for x in cur]
+            out = [clone(x) for x in cur]
             for item in applied:
                 idx = next((i for i, x in enumerate(out) if x.get(mk) == item.get(mk)), None)
                 if idx is None:
-                    out.append(copy.deepcopy(item))
+                    out.append(clone(item))
                 else:
                     out[idx] = _apply_merge(rd, out[idx], item, path)
             return out
-    return copy.deepcopy(applied)
+    return clone(applied)
 
 
 def _managers(obj: dict) -> list[dict]:
     return list(obj.get("metadata", {}).get("managedFields") or [])
+
+
+def _entry(manager: str, operation: str, api_version: str, fields: set[Path], prev: dict | None) -> dict:
+    """A managedFields entry; its time moves only when what the manager owns changes, so repeating the
+    same apply or update is a no-op rather than a write."""
+    fv1 = to_fields_v1(fields)
+    same = prev is not None and prev.get("fieldsV1") == fv1 and prev.get("apiVersion") == api_version
+    t = prev.get("time") if same and prev is not None else now()
+    return {"manager": manager, "operation": operation, "apiVersion": api_version, "time": t, "fieldsType": "FieldsV1", "fieldsV1": fv1}
 
 
 def record_update(obj: dict, old: dict | None, manager: str, api_version: str) -> None:
@@ -173,7 +196,7 @@ def record_update(obj: dict, old: dict | None, manager: str, api_version: str) -
         m["fieldsV1"] = to_fields_v1(theirs)
     mfs = [m for m in mfs if m.get("fieldsV1")]
     if owned:
-        mfs.append({"manager": manager, "operation": "Update", "apiVersion": api_version, "time": now(), "fieldsType": "FieldsV1", "fieldsV1": to_fields_v1(owned)})
+        mfs.append(_entry(manager, "Update", api_version, owned, prev))
     obj["metadata"]["managedFields"] = mfs
     if not mfs:
         obj["metadata"].pop("managedFields", None)
@@ -222,7 +245,7 @@ def server_side_apply(
     old = api.store.get(rd.key, ns if rd.namespaced else "", name)
     av = rd.api_version(version)
     if old is None:
-        obj = copy.deepcopy(patch)
+        obj = clone(patch)
         obj["metadata"].pop("managedFields", None)
         from ketch.machinery.api import Options as _O
 
@@ -231,7 +254,7 @@ def server_side_apply(
         entry = {"manager": manager, "operation": "Apply", "apiVersion": av, "time": now(), "fieldsType": "FieldsV1", "fieldsV1": to_fields_v1(applied_fs)}
         obj["metadata"]["managedFields"] = [entry]
         return api.create(rd, ns, obj, version, o2)
-    cur = api._out(rd, version, copy.deepcopy(old))
+    cur = api._out(rd, version, clone(old))
     mfs = _managers(cur)
     conflicts: list[tuple[str, Path]] = []
     for m in mfs:
@@ -239,14 +262,19 @@ def server_side_apply(
             continue
         theirs = from_fields_v1(m.get("fieldsV1", {}))
         for p in applied_fs & theirs:
+            if p[-1].startswith("k:"):
+                continue  # a list item's existence is shared, not a value that can conflict
             ok_a, va = _get(patch, p, rd)
             ok_c, vc = _get(cur, p, rd)
             if ok_c and va != vc:
                 conflicts.append((m.get("manager", ""), p))
-    if conflicts and not opts.force:
-        msgs = [f'conflict with "{mgr}": .{_render(p)}' for mgr, p in conflicts]
-        msg = f"Apply failed with {len(conflicts)} conflict{'s' if len(conflicts) > 1 else ''}: " + "\n".join(msgs)
-        raise StatusError(409, "Conflict", msg, {"causes": [{"reason": "FieldManagerConflict", "message": m, "field": "." + _render(p)} for m, (_, p) in zip(msgs, conflicts, strict=False)]})
+    force = opts.force
+    if conflicts and not force and _all_in_last_applied(rd, cur, conflicts):
+        # Migrating from client-side apply: fields the last-applied annotation lists were the same
+        # user's, so ownership moves without a conflict (as Kubernetes' lastAppliedManager does).
+        force = True
+    if conflicts and not force:
+        raise _conflict_error(conflicts)
     mine = next((m for m in mfs if m.get("manager") == manager and m.get("operation") == "Apply"), None)
     previously = from_fields_v1(mine.get("fieldsV1", {})) if mine else set()
     others_all: set[Path] = set()
@@ -255,7 +283,7 @@ def server_side_apply(
         if m is mine:
             continue
         theirs = from_fields_v1(m.get("fieldsV1", {}))
-        if opts.force:
+        if force:
             theirs -= applied_fs
         others_all |= theirs
         if theirs:
@@ -270,9 +298,16 @@ def server_side_apply(
     for k in ("finalizers", "ownerReferences"):
         if k in md:
             mmd[k] = md[k]
-    for p in sorted(previously - applied_fs - others_all, key=len, reverse=True):
+    # Whole list items first (their key fields would otherwise vanish before the item is found), then
+    # the deepest fields first.
+    gone = previously - applied_fs - others_all
+    for p in sorted(gone, key=lambda p: (not p[-1].startswith("k:"), -len(p))):
         _delete(merged, p, rd)
-    new_mfs.append({"manager": manager, "operation": "Apply", "apiVersion": av, "time": now(), "fieldsType": "FieldsV1", "fieldsV1": to_fields_v1(applied_fs)})
+    anns = mmd.get("annotations") or {}
+    if LAST_APPLIED in anns and LAST_APPLIED not in (md.get("annotations") or {}):
+        # Keep client-side apply's record in step, so a later `kubectl apply` computes the right diff.
+        anns[LAST_APPLIED] = _json({k: v for k, v in patch.items() if k != "status"})
+    new_mfs.append(_entry(manager, "Apply", av, applied_fs, mine))
     mmd["managedFields"] = new_mfs
     mmd["resourceVersion"] = old["metadata"]["resourceVersion"]
     from ketch.machinery.api import Options as _O
@@ -281,14 +316,57 @@ def server_side_apply(
     return api._write_update(rd, version, old, merged, subresource, o2)
 
 
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def _all_in_last_applied(rd: ResourceDefinition, cur: dict, conflicts: list[tuple[str, Path]]) -> bool:
+    raw = ((cur.get("metadata") or {}).get("annotations") or {}).get(LAST_APPLIED)
+    if not raw:
+        return False
+    try:
+        import orjson
+
+        last = orjson.loads(raw)
+    except ValueError:
+        return False
+    fs = field_set(rd, last) if isinstance(last, dict) else set()
+    return all(p in fs for _, p in conflicts)
+
+
 def _render(p: Path) -> str:
-    out = []
+    """A field path as Kubernetes prints it: .spec.containers[name="c1"].image"""
+    import orjson
+
+    out = ""
     for seg in p:
         if seg.startswith("f:"):
-            out.append(seg[2:])
+            out += "." + seg[2:]
+        elif seg.startswith("k:"):
+            try:
+                key = orjson.loads(seg[2:])
+                out += "[" + ",".join(f"{k}={_json(v)}" for k, v in key.items()) + "]"
+            except ValueError:
+                out += f"[{seg[2:]}]"
         else:
-            out.append(f"[{seg[2:]}]")
-    return ".".join(out).replace(".[", "[")
+            out += f"[{seg[2:]}]"
+    return out
+
+
+def _conflict_error(conflicts: list[tuple[str, Path]]) -> StatusError:
+    """409 worded as Kubernetes words it; kubectl adds its advice on --force-conflicts below."""
+    conflicts = sorted(set(conflicts))
+    if len(conflicts) == 1:
+        body = f'conflict with "{conflicts[0][0]}": {_render(conflicts[0][1])}'
+    else:
+        lines: list[str] = []
+        for mgr in sorted({m for m, _ in conflicts}):
+            lines.append(f'conflicts with "{mgr}":')
+            lines.extend(f"- {_render(p)}" for m, p in conflicts if m == mgr)
+        body = "\n".join(lines)
+    n = len(conflicts)
+    msg = f"Apply failed with {n} conflict{'s' if n > 1 else ''}: {body}"
+    causes = [{"reason": "FieldManagerConflict", "message": f'conflict with "{m}"', "field": _render(p)} for m, p in conflicts]
+    return StatusError(409, "Conflict", msg, {"causes": causes})
 
 
 __all__ = ["record_update", "server_side_apply", "errors"]

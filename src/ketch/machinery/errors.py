@@ -71,7 +71,8 @@ def invalid(rd: ResourceDefinition, name: str, errors: list[FieldError]) -> Stat
     details = {
         "name": name,
         "kind": rd.kind,
-        "causes": [{"reason": e.reason, "message": e.render(), "field": e.path} for e in errors],
+        # As in Kubernetes, a cause's message leaves the field out (kubectl prints "field: message").
+        "causes": [{"reason": e.reason, "message": e.render().removeprefix(f"{e.path}: "), "field": e.path} for e in errors],
     }
     if rd.group:
         details["group"] = rd.group

@@ -84,6 +84,11 @@ def parse_path(api: Api, path: str) -> Target | None:
     return Target(group, version, rd, ns, name, sub, path)
 
 
+def _flag(q: Any, name: str) -> bool:
+    """A boolean query parameter as Go's strconv.ParseBool reads it (the Python client sends "True")."""
+    return (q.get(name) or "").lower() in ("true", "1", "t")
+
+
 def _options(q: Any) -> Options:
     fv = q.get("fieldValidation") or "Warn"
     if fv not in ("Ignore", "Warn", "Strict"):
@@ -92,7 +97,7 @@ def _options(q: Any) -> Options:
         dry_run=q.get("dryRun") == "All",
         field_manager=q.get("fieldManager") or "",
         field_validation=fv,
-        force=q.get("force") in ("true", "1"),
+        force=_flag(q, "force"),
     )
 
 
@@ -134,7 +139,11 @@ def _warn_headers(opts: Options) -> dict | None:
     if not opts.warnings:
         return None
     # One Warning header per message; Starlette joins duplicates, so send them comma separated.
-    return {"Warning": ", ".join(f'299 - "{w}"' for w in opts.warnings[:20])}
+    # The text is an HTTP quoted-string: quotes and backslashes inside are escaped, or clients drop it.
+    def quoted(w: str) -> str:
+        return '"' + w.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    return {"Warning": ", ".join(f"299 - {quoted(w)}" for w in opts.warnings[:20])}
 
 
 class K8sHandler:
@@ -196,7 +205,7 @@ class K8sHandler:
             raise no_resource(path)
         if t.name is None:
             if m == "GET":
-                if q.get("watch") in ("true", "1"):
+                if _flag(q, "watch"):
                     return self._watch(request, rd, t)
                 return self._list(request, rd, t)
             if m == "POST":
@@ -242,7 +251,7 @@ class K8sHandler:
             if body.get("dryRun") == ["All"]:
                 opts.dry_run = True
             prop = q.get("propagationPolicy") or body.get("propagationPolicy")
-            if q.get("orphanDependents") == "true" or body.get("orphanDependents") is True:
+            if _flag(q, "orphanDependents") or body.get("orphanDependents") is True:
                 prop = "Orphan"
             obj = self.api.delete(rd, ns, name, prop, _grace(q, body), body.get("preconditions"), opts)
             return json_response(obj)
@@ -260,8 +269,8 @@ class K8sHandler:
         q = request.query_params
         timeout = float(q["timeoutSeconds"]) if q.get("timeoutSeconds", "").isdigit() else None
         table = wants_table(request.headers.get("accept", ""))
-        bookmarks = q.get("allowWatchBookmarks") == "true"
-        send_initial = q.get("sendInitialEvents") == "true"
+        bookmarks = _flag(q, "allowWatchBookmarks")
+        send_initial = _flag(q, "sendInitialEvents")
         field_sel = q.get("fieldSelector")
         name_filter = None
         if t.name:

@@ -3,11 +3,13 @@ validation is advertised through the fieldValidation parameter) and kubectl expl
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from typing import Any
 
 import orjson
 
+from ketch.kinds import builtin_types
 from ketch.kinds.definitions import ResourceDefinition
 from ketch.machinery.registry import Registry
 
@@ -50,9 +52,58 @@ def _gvk(rd: ResourceDefinition, version: str) -> list[dict]:
     return [{"group": rd.group, "version": version, "kind": rd.kind}]
 
 
+def _builtin_schemas() -> dict:
+    """Types of the built-in kinds (see ketch.kinds.builtin_types), published so `kubectl explain
+    pod.spec.containers` works."""
+    return builtin_types.data()
+
+
+def _gvk_key(rd: ResourceDefinition, version: str) -> str:
+    return f"{rd.group}/{version}/{rd.kind}" if rd.group else f"{version}/{rd.kind}"
+
+
+def _rewrite_refs(node: Any, ref_prefix: str) -> Any:
+    if isinstance(node, dict):
+        return {k: (ref_prefix + v.rsplit("/", 1)[1] if k == "$ref" else _rewrite_refs(v, ref_prefix)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_rewrite_refs(x, ref_prefix) for x in node]
+    return node
+
+
+def builtin_definitions(rds: list[tuple[ResourceDefinition, str]], ref_prefix: str) -> dict:
+    """The generated definitions the given built-in kinds reach, with refs pointing at ``ref_prefix``."""
+    data = _builtin_schemas()
+    defs, todo = {}, [data["roots"][k] for k in (_gvk_key(rd, v) for rd, v in rds) if k in data["roots"]]
+    while todo:
+        name = todo.pop()
+        if name in defs or name not in data["definitions"]:
+            continue
+        d = data["definitions"][name]
+        defs[name] = _rewrite_refs(d, ref_prefix)
+        todo.extend(r.rsplit("/", 1)[1] for r in _refs(d))
+    return defs
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        out = [node["$ref"]] if "$ref" in node else []
+        for v in node.values():
+            out.extend(_refs(v))
+        return out
+    if isinstance(node, list):
+        return [r for x in node for r in _refs(x)]
+    return []
+
+
 def _schema_for(rd: ResourceDefinition, version: str, ref_prefix: str) -> dict:
     v = rd.version(version)
-    base = dict((v.schema if v and v.schema else None) or {"type": "object", "x-kubernetes-preserve-unknown-fields": True})
+    gen = _builtin_schemas()["roots"].get(_gvk_key(rd, version)) if rd.builtin else None
+    if gen:
+        base = copy.deepcopy(_builtin_schemas()["definitions"][gen])
+        base = _rewrite_refs(base, ref_prefix)
+        base["properties"].pop("metadata", None)
+    else:
+        base = dict((v.schema if v and v.schema else None) or {"type": "object", "x-kubernetes-preserve-unknown-fields": True})
     props = dict(base.get("properties") or {})
     props["apiVersion"] = {"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."}
     props["kind"] = {"type": "string", "description": "Kind is a string value representing the REST resource this object represents."}
@@ -76,11 +127,13 @@ def _paths(rd: ResourceDefinition, version: str, ref: str) -> dict:
     ok = {"200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": ref}}}}}
 
     def op(action: str, **extra: Any) -> dict:
-        return {"operationId": f"{action}{rd.kind}", "x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk, "parameters": _PARAMS, "responses": ok, **extra}
+        # Kept small: kubectl apply re-reads the whole group-version document for every object it applies.
+        return {"operationId": f"{action}{rd.kind}", "x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk, "responses": ok, **extra}
 
     out = {
-        coll: {"get": op("list"), "post": op("post", requestBody=body)},
+        coll: {"parameters": _PARAMS, "get": op("list"), "post": op("post", requestBody=body)},
         item: {
+            "parameters": _PARAMS,
             "get": op("get"),
             "put": op("put", requestBody=body),
             "patch": op("patch", requestBody={"content": {t: {"schema": {"type": "object"}} for t in patch_types}}),
@@ -89,14 +142,16 @@ def _paths(rd: ResourceDefinition, version: str, ref: str) -> dict:
     }
     v = rd.version(version)
     if v and v.status_subresource:
-        out[item + "/status"] = {"get": op("get"), "put": op("put", requestBody=body), "patch": op("patch", requestBody={"content": {t: {"schema": {"type": "object"}} for t in patch_types}})}
+        out[item + "/status"] = {"parameters": _PARAMS, "get": op("get"), "put": op("put", requestBody=body), "patch": op("patch", requestBody={"content": {t: {"schema": {"type": "object"}} for t in patch_types}})}
     return out
 
 
 def v3_document(registry: Registry, group: str, version: str) -> dict:
     schemas: dict[str, Any] = dict(_BASE)
     paths: dict[str, Any] = {}
-    for rd in registry.in_group_version(group, version):
+    rds = registry.in_group_version(group, version)
+    schemas.update(builtin_definitions([(rd, version) for rd in rds if rd.builtin], "#/components/schemas/"))
+    for rd in rds:
         name = schema_name(rd, version)
         schemas[name] = _schema_for(rd, version, "#/components/schemas/")
         paths.update(_paths(rd, version, f"#/components/schemas/{name}"))
@@ -122,6 +177,7 @@ def v3_root(registry: Registry, base: str = "/openapi/v3/") -> dict:
 def v2_document(registry: Registry) -> dict:
     defs: dict[str, Any] = dict(_BASE)
     paths: dict[str, Any] = {}
+    defs.update(builtin_definitions([(rd, v.name) for rd in registry.all() for v in rd.versions if rd.builtin], "#/definitions/"))
     for rd in registry.all():
         for v in rd.versions:
             if not v.served:

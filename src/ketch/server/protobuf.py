@@ -30,7 +30,76 @@ OBJECT_META: Schema = {
 LOCAL_REF: Schema = {1: ("name", "str", None)}
 OBJECT_REF: Schema = {1: ("kind", "str", None), 2: ("namespace", "str", None), 3: ("name", "str", None), 4: ("uid", "str", None), 5: ("apiVersion", "str", None)}
 
+LABEL_SELECTOR: Schema = {
+    1: ("matchLabels", "map_ss", None),
+    2: ("matchExpressions", "rep_msg", {1: ("key", "str", None), 2: ("operator", "str", None), 3: ("values", "rep_str", None)}),
+}
+INT_OR_STRING: Schema = {1: ("type", "int", None), 2: ("intVal", "int", None), 3: ("strVal", "str", None)}
+KEY_SELECTOR: Schema = {1: ("", "inline", LOCAL_REF), 2: ("key", "str", None), 3: ("optional", "bool", None)}
+ENV_VAR: Schema = {
+    1: ("name", "str", None), 2: ("value", "str", None),
+    3: ("valueFrom", "msg", {
+        1: ("fieldRef", "msg", {1: ("apiVersion", "str", None), 2: ("fieldPath", "str", None)}),
+        2: ("resourceFieldRef", "msg", {1: ("containerName", "str", None), 2: ("resource", "str", None)}),
+        3: ("configMapKeyRef", "msg", KEY_SELECTOR),
+        4: ("secretKeyRef", "msg", KEY_SELECTOR),
+    }),
+}
+ENV_FROM: Schema = {
+    1: ("prefix", "str", None),
+    2: ("configMapRef", "msg", {1: ("", "inline", LOCAL_REF), 2: ("optional", "bool", None)}),
+    3: ("secretRef", "msg", {1: ("", "inline", LOCAL_REF), 2: ("optional", "bool", None)}),
+}
+CONTAINER: Schema = {
+    1: ("name", "str", None), 2: ("image", "str", None), 3: ("command", "rep_str", None), 4: ("args", "rep_str", None),
+    5: ("workingDir", "str", None),
+    6: ("ports", "rep_msg", {1: ("name", "str", None), 2: ("hostPort", "int", None), 3: ("containerPort", "int", None), 4: ("protocol", "str", None), 5: ("hostIP", "str", None)}),
+    7: ("env", "rep_msg", ENV_VAR), 19: ("envFrom", "rep_msg", ENV_FROM),
+    8: ("resources", "msg", {1: ("limits", "quantity_map", None), 2: ("requests", "quantity_map", None)}),
+    9: ("volumeMounts", "rep_msg", {1: ("name", "str", None), 2: ("readOnly", "flag", None), 3: ("mountPath", "str", None), 4: ("subPath", "str", None)}),
+    13: ("terminationMessagePath", "str", None), 20: ("terminationMessagePolicy", "str", None),
+    14: ("imagePullPolicy", "str", None), 16: ("stdin", "flag", None), 17: ("stdinOnce", "flag", None), 18: ("tty", "flag", None),
+}
+KEY_TO_PATH: Schema = {1: ("key", "str", None), 2: ("path", "str", None), 3: ("mode", "int", None)}
+VOLUME: Schema = {
+    1: ("name", "str", None),
+    2: ("", "inline", {
+        1: ("hostPath", "msg", {1: ("path", "str", None), 2: ("type", "str", None)}),
+        2: ("emptyDir", "msg", {1: ("medium", "str", None), 2: ("sizeLimit", "quantity", None)}),
+        6: ("secret", "msg", {1: ("secretName", "str", None), 2: ("items", "rep_msg", KEY_TO_PATH), 3: ("defaultMode", "int", None), 4: ("optional", "bool", None)}),
+        10: ("persistentVolumeClaim", "msg", {1: ("claimName", "str", None), 2: ("readOnly", "flag", None)}),
+        19: ("configMap", "msg", {1: ("", "inline", LOCAL_REF), 2: ("items", "rep_msg", KEY_TO_PATH), 3: ("defaultMode", "int", None), 4: ("optional", "bool", None)}),
+    }),
+}
+POD_SPEC: Schema = {
+    1: ("volumes", "rep_msg", VOLUME), 2: ("containers", "rep_msg", CONTAINER), 20: ("initContainers", "rep_msg", CONTAINER),
+    3: ("restartPolicy", "str", None), 4: ("terminationGracePeriodSeconds", "int", None),
+    5: ("activeDeadlineSeconds", "int", None), 6: ("dnsPolicy", "str", None), 7: ("nodeSelector", "map_ss", None),
+    8: ("serviceAccountName", "str", None), 10: ("nodeName", "str", None), 11: ("hostNetwork", "flag", None),
+    15: ("imagePullSecrets", "rep_msg", LOCAL_REF), 16: ("hostname", "str", None), 17: ("subdomain", "str", None),
+    19: ("schedulerName", "str", None), 21: ("automountServiceAccountToken", "bool", None),
+    22: ("tolerations", "rep_msg", {1: ("key", "str", None), 2: ("operator", "str", None), 3: ("value", "str", None), 4: ("effect", "str", None), 5: ("tolerationSeconds", "int", None)}),
+    24: ("priorityClassName", "str", None),
+}
+POD_TEMPLATE: Schema = {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", POD_SPEC)}
+SERVICE_SPEC: Schema = {
+    1: ("ports", "rep_msg", {1: ("name", "str", None), 2: ("protocol", "str", None), 3: ("port", "int", None), 4: ("targetPort", "intstr", None), 5: ("nodePort", "int", None), 6: ("appProtocol", "str", None)}),
+    2: ("selector", "map_ss", None), 3: ("clusterIP", "str", None), 18: ("clusterIPs", "rep_str", None), 4: ("type", "str", None),
+    5: ("externalIPs", "rep_str", None), 7: ("sessionAffinity", "str", None), 10: ("externalName", "str", None),
+    11: ("externalTrafficPolicy", "str", None), 13: ("publishNotReadyAddresses", "flag", None),
+    17: ("ipFamilyPolicy", "str", None), 19: ("ipFamilies", "rep_str", None), 22: ("internalTrafficPolicy", "str", None),
+}
+JOB_SPEC: Schema = {
+    1: ("parallelism", "int", None), 2: ("completions", "int", None), 3: ("activeDeadlineSeconds", "int", None),
+    4: ("selector", "msg", LABEL_SELECTOR), 5: ("manualSelector", "bool", None), 6: ("template", "msg", POD_TEMPLATE),
+    7: ("backoffLimit", "int", None), 8: ("ttlSecondsAfterFinished", "int", None), 9: ("completionMode", "str", None),
+    10: ("suspend", "bool", None), 15: ("managedBy", "str", None),
+}
+
 SCHEMAS: dict[tuple[str, str], Schema] = {
+    ("v1", "Pod"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", POD_SPEC)},
+    ("v1", "Service"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", SERVICE_SPEC)},
+    ("batch/v1", "Job"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", JOB_SPEC)},
     ("v1", "Namespace"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", {1: ("finalizers", "rep_str", None)})},
     ("v1", "ConfigMap"): {1: ("metadata", "msg", OBJECT_META), 2: ("data", "map_ss", None), 3: ("binaryData", "map_sb", None), 4: ("immutable", "bool", None)},
     ("v1", "Secret"): {1: ("metadata", "msg", OBJECT_META), 2: ("data", "map_sb", None), 3: ("type", "str", None), 4: ("stringData", "map_ss", None), 5: ("immutable", "bool", None)},
@@ -95,8 +164,21 @@ def decode_message(buf: bytes, schema: Schema) -> dict:
         elif typ == "int":
             if v:
                 out[name] = v - (1 << 64) if v >= 1 << 63 else v
-        elif typ == "bool":
+        elif typ == "bool":  # a pointer in Go: present means set, false included
             out[name] = bool(v)
+        elif typ == "flag":  # a plain Go bool: always written, false is the default JSON would omit
+            if v:
+                out[name] = True
+        elif typ == "inline":  # an embedded struct: its fields belong to the parent
+            out.update(decode_message(v, sub))
+        elif typ == "intstr":
+            d = decode_message(v, INT_OR_STRING)
+            out[name] = d.get("strVal", "") if d.get("type") == 1 else d.get("intVal", 0)
+        elif typ == "quantity":
+            out[name] = _quantity(v)
+        elif typ == "quantity_map":
+            entry = {n: val for n, _w, val in fields(v)}
+            out.setdefault(name, {})[entry.get(1, b"").decode()] = _quantity(entry.get(2, b""))
         elif typ == "msg":
             out[name] = decode_message(v, sub)
         elif typ == "rep_str":
@@ -113,6 +195,10 @@ def decode_message(buf: bytes, schema: Schema) -> dict:
             if t.get("seconds"):
                 out[name] = _dt.datetime.fromtimestamp(t["seconds"], _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return out
+
+
+def _quantity(buf: bytes) -> str:
+    return next((v.decode() for n, _w, v in fields(buf) if n == 1), "")
 
 
 def decode(body: bytes) -> dict:

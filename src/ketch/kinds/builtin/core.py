@@ -47,6 +47,26 @@ def _secret_validate(obj: dict, old: dict | None) -> list[FieldError]:
     return errs
 
 
+def _immutable_data(obj: dict, old: dict | None) -> list[FieldError]:
+    """ConfigMaps and Secrets marked ``immutable: true`` keep their data, and stay immutable."""
+    if old is None or not old.get("immutable"):
+        return []
+    errs = []
+    if not obj.get("immutable"):
+        errs.append(FieldError("immutable", "FieldValueForbidden", "field is immutable when `immutable` is set"))
+    for f in ("data", "binaryData"):
+        if (obj.get(f) or {}) != (old.get(f) or {}):
+            errs.append(FieldError(f, "FieldValueForbidden", "field is immutable when `immutable` is set"))
+    return errs
+
+
+def _secret_validate_all(obj: dict, old: dict | None) -> list[FieldError]:
+    errs = _secret_validate(obj, old) + _immutable_data(obj, old)
+    if old is not None and obj.get("type") != old.get("type"):
+        errs.append(FieldError("type", "FieldValueInvalid", "field is immutable", obj.get("type")))
+    return errs
+
+
 def _pvc_default(obj: dict) -> None:
     spec = obj.setdefault("spec", {})
     spec.setdefault("accessModes", ["ReadWriteOnce"])
@@ -57,6 +77,12 @@ def _service_default(obj: dict) -> None:
     spec = obj.setdefault("spec", {})
     spec.setdefault("type", "ClusterIP")
     spec.setdefault("sessionAffinity", "None")
+    # No cluster network: every pod runs on this host, so a Service is reached on loopback (docs/services.md).
+    if spec.get("type") != "ExternalName":
+        spec.setdefault("clusterIP", "127.0.0.1")
+        spec.setdefault("clusterIPs", [spec["clusterIP"]])
+        spec.setdefault("ipFamilies", ["IPv4"])
+        spec.setdefault("ipFamilyPolicy", "SingleStack")
     for p in spec.get("ports") or []:
         p.setdefault("protocol", "TCP")
         p.setdefault("targetPort", p.get("port"))
@@ -104,6 +130,7 @@ DEFINITIONS = [
             obj_schema(data={"type": "object", "additionalProperties": {"type": "string"}}, binaryData={"type": "object", "additionalProperties": {"type": "string"}}),
             [PrinterColumn("Data", "integer", fn=_data_count), age_column()],
         ),
+        validator=_immutable_data,
         merge_keys=META_MERGE_KEYS,
     ),
     ResourceDefinition(
@@ -117,7 +144,7 @@ DEFINITIONS = [
             [PrinterColumn("Type", fn=lambda o: o.get("type", "")), PrinterColumn("Data", "integer", fn=_data_count), age_column()],
         ),
         defaulter=_secret_default,
-        validator=_secret_validate,
+        validator=_secret_validate_all,
         merge_keys=META_MERGE_KEYS,
     ),
     ResourceDefinition(
@@ -197,6 +224,7 @@ DEFINITIONS = [
         singular="service",
         namespaced=True,
         short_names=["svc"],
+        categories=["all"],
         versions=_v1(
             OPEN,
             [

@@ -1,0 +1,44 @@
+"""Pure helpers to turn a Service's Endpoints into host:port pairs.
+
+Any component (training operators handing out ``<job>-master-0:23456``, tuning, pipelines) reads the
+``Endpoints`` object through the API and calls these; nothing here touches server state. Every pod runs on
+this host, so addresses are loopback addresses (see docs/services.md).
+"""
+
+from __future__ import annotations
+
+
+def endpoint_addresses(endpoints: dict | None, port: str | int | None = None, ready_only: bool = True) -> list[tuple[str, int]]:
+    """``(ip, port)`` pairs of an Endpoints object, for the port named (or numbered) ``port``, or the first
+    port of each subset when ``port`` is None. Ready addresses come first; not-ready ones only on request."""
+    out: list[tuple[str, int]] = []
+    for subset in (endpoints or {}).get("subsets") or []:
+        ports = subset.get("ports") or []
+        chosen = None
+        for p in ports:
+            if port is None or p.get("name") == port or p.get("port") == port:
+                chosen = p
+                break
+        if chosen is None:
+            continue
+        addrs = list(subset.get("addresses") or [])
+        if not ready_only:
+            addrs += subset.get("notReadyAddresses") or []
+        out.extend((a["ip"], int(chosen["port"])) for a in addrs if a.get("ip"))
+    return out
+
+
+def endpoint_pods(endpoints: dict | None) -> list[str]:
+    """Names of the ready pods behind an Endpoints object (from each address's targetRef)."""
+    return [
+        a["targetRef"]["name"]
+        for s in (endpoints or {}).get("subsets") or []
+        for a in s.get("addresses") or []
+        if (a.get("targetRef") or {}).get("kind") == "Pod"
+    ]
+
+
+def service_host(service: dict) -> str:
+    """The address a client dials for a Service: its clusterIP (127.0.0.1 in ketch)."""
+    ip = (service.get("spec") or {}).get("clusterIP")
+    return "127.0.0.1" if not ip or ip == "None" else ip

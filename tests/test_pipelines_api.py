@@ -111,6 +111,10 @@ def test_run_through_kfp_client_pods_artifacts_lineage(shared_ketch) -> None:
     assert [e["task_name"] for e in lin["consumed_by"]] == ["measure"]
     ex = shared_ketch.http().get("/apis/v2beta1/executions", params={"run_id": res.run_id}).json()["executions"]
     assert {e["task_name"] for e in ex} == {"make", "measure"}
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    cli = subprocess.run([sys.executable, "-m", "ketch", "lineage", art["uri"], "--server", shared_ketch.url], capture_output=True, text=True, env=env, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    assert "produced by" in cli.stdout and "task make" in cli.stdout and "consumed by" in cli.stdout and "task measure" in cli.stdout
 
 
 def test_experiments_pipelines_versions_lists(shared_ketch, tmp_path: Path) -> None:

@@ -317,3 +317,29 @@ def test_vanished_task_pod_fails_the_run_cleanly(shared_ketch) -> None:
     shared_ketch.kubectl("delete", "pod", "-n", "kubeflow", pod, "--wait=true")
     run = wait_run(c, rid, timeout=60)
     assert run.state == "FAILED" and "disappeared" in run.error.message
+
+
+@dsl.component
+def nap_then(i: int) -> int:
+    import time
+
+    time.sleep(1.0)
+    return i
+
+
+@dsl.pipeline
+def parallel_naps() -> list:
+    with dsl.ParallelFor([1, 2, 3]) as i:
+        n = nap_then(i=i).set_caching_options(False)
+    return dsl.Collected(n.output)
+
+
+def test_independent_task_pods_overlap(shared_ketch) -> None:
+    c = client(shared_ketch)
+    rid = c.create_run_from_pipeline_func(parallel_naps).run_id
+    assert wait_run(c, rid).state == "SUCCEEDED"
+    raw = shared_ketch.http().get(f"/apis/v2beta1/runs/{rid}").json()
+    assert raw["pipeline_outputs"]["parameters"]["Output"] == [1, 2, 3]
+    spans = sorted((t["start_time"], t["end_time"]) for t in raw["run_details"]["task_details"] if t["task_name"] == "nap-then")
+    assert len(spans) == 3
+    assert spans[1][0] < spans[0][1] and spans[2][0] < spans[0][1]  # all started before the first ended

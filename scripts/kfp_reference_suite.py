@@ -38,7 +38,7 @@ def run_one(path: Path, timeout: float) -> dict:
     if need:
         return {"outcome": "needs-artifact-inputs", "why": ", ".join(need)}
     tmp = Path(tempfile.mkdtemp(prefix="kfpref-"))
-    info = engine.RunInfo("ref", "ref", "ref", str(tmp / "artifacts"), str(tmp / "tasks"), "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z")
+    info = engine.RunInfo("ref", f"{p.name}-ref", "ref", str(tmp / "artifacts"), str(tmp / "tasks"), "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z")
     runner = ProcRunner(info)
     tasks: dict = {}
     t0 = time.time()

@@ -67,7 +67,7 @@ def fragile(path: str):
 def show_env() -> str:
     import os
 
-    return f"{os.environ.get('PLAIN')}|{os.environ.get('FROM_SECRET')}"
+    return f"{os.environ.get('PLAIN')}|{os.environ.get('FROM_SECRET')}|{os.environ.get('POD_TEAM')}"
 
 
 @dsl.pipeline
@@ -75,6 +75,7 @@ def with_platform():
     t = show_env().set_env_variable("PLAIN", "p1").set_cpu_limit("1").set_memory_limit("500M").set_caching_options(False)
     kubernetes.use_secret_as_env(t, secret_name="creds", secret_key_to_env={"token": "FROM_SECRET"})
     kubernetes.add_pod_label(t, "team", "ml")
+    kubernetes.use_field_path_as_env(t, env_name="POD_TEAM", field_path="metadata.labels['team']")
 
 
 def client(k) -> kfp.Client:
@@ -110,6 +111,10 @@ def test_run_through_kfp_client_pods_artifacts_lineage(shared_ketch) -> None:
     assert [e["task_name"] for e in lin["consumed_by"]] == ["measure"]
     ex = shared_ketch.http().get("/apis/v2beta1/executions", params={"run_id": res.run_id}).json()["executions"]
     assert {e["task_name"] for e in ex} == {"make", "measure"}
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    cli = subprocess.run([sys.executable, "-m", "ketch", "lineage", art["uri"], "--server", shared_ketch.url], capture_output=True, text=True, env=env, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    assert "produced by" in cli.stdout and "task make" in cli.stdout and "consumed by" in cli.stdout and "task measure" in cli.stdout
 
 
 def test_experiments_pipelines_versions_lists(shared_ketch, tmp_path: Path) -> None:
@@ -197,7 +202,7 @@ def test_platform_spec_env_secret_resources(shared_ketch) -> None:
     assert run.state == "SUCCEEDED", run.error
     raw = shared_ketch.http().get(f"/apis/v2beta1/runs/{rid}").json()
     t = raw["run_details"]["task_details"][0]
-    assert t["parameters"]["outputs"]["Output"] == "p1|s3cr3t"
+    assert t["parameters"]["outputs"]["Output"] == "p1|s3cr3t|ml"
     pod = shared_ketch.kjson("get", "pod", "-n", "kubeflow", t["pod_name"])
     ctr = pod["spec"]["containers"][0]
     assert ctr["resources"]["limits"] == {"cpu": "1", "memory": "500M"}
@@ -267,6 +272,7 @@ def test_ketch_run_cli(shared_ketch, tmp_path: Path) -> None:
     assert "double-2" in r.stdout  # progress of each task
     r = subprocess.run([sys.executable, "-m", "ketch", "run", str(src), "-p", "x=-1", "--server", shared_ketch.url], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 1 and "FAILED" in r.stdout and "negative" in r.stdout
+    assert "last lines of" in r.stdout and "ValueError" in r.stdout  # the failed task's log
 
 
 def test_run_survives_kill9_of_ketch(tmp_path: Path) -> None:
@@ -283,3 +289,57 @@ def test_run_survives_kill9_of_ketch(tmp_path: Path) -> None:
         assert run.state == "SUCCEEDED", run.error
     finally:
         k.stop()
+
+
+def test_server_side_cache_between_runs(shared_ketch) -> None:
+    c = client(shared_ketch)
+    first = wait_run(c, c.create_run_from_pipeline_func(two_step, arguments={"n": 11}, enable_caching=True).run_id)
+    second = wait_run(c, c.create_run_from_pipeline_func(two_step, arguments={"n": 11}, enable_caching=True).run_id)
+    assert first.state == second.state == "SUCCEEDED"
+    raw = shared_ketch.http().get(f"/apis/v2beta1/runs/{second.run_id}").json()
+    details = {t["task_name"]: t for t in raw["run_details"]["task_details"]}
+    assert details["make"]["cached"] and details["make"]["state"] == "SKIPPED" and "pod_name" not in details["make"]
+    assert raw["pipeline_outputs"]["parameters"] == {"Output": 11}
+    third = wait_run(c, c.create_run_from_pipeline_func(two_step, arguments={"n": 11}, enable_caching=False).run_id)
+    raw = shared_ketch.http().get(f"/apis/v2beta1/runs/{third.run_id}").json()
+    assert not any(t["cached"] for t in raw["run_details"]["task_details"])
+
+
+def test_vanished_task_pod_fails_the_run_cleanly(shared_ketch) -> None:
+    c = client(shared_ketch)
+    rid = c.create_run_from_pipeline_func(sleepy, arguments={"seconds": 120.0}).run_id
+
+    def pod_name():
+        run = shared_ketch.http().get(f"/apis/v2beta1/runs/{rid}").json()
+        return next((t["pod_name"] for t in run["run_details"]["task_details"] if t.get("pod_name") and t["state"] == "RUNNING"), None)
+
+    pod = wait_for(pod_name, timeout=30, what="task pod")
+    shared_ketch.kubectl("delete", "pod", "-n", "kubeflow", pod, "--wait=true")
+    run = wait_run(c, rid, timeout=60)
+    assert run.state == "FAILED" and "disappeared" in run.error.message
+
+
+@dsl.component
+def nap_then(i: int) -> int:
+    import time
+
+    time.sleep(1.0)
+    return i
+
+
+@dsl.pipeline
+def parallel_naps() -> list:
+    with dsl.ParallelFor([1, 2, 3]) as i:
+        n = nap_then(i=i).set_caching_options(False)
+    return dsl.Collected(n.output)
+
+
+def test_independent_task_pods_overlap(shared_ketch) -> None:
+    c = client(shared_ketch)
+    rid = c.create_run_from_pipeline_func(parallel_naps).run_id
+    assert wait_run(c, rid).state == "SUCCEEDED"
+    raw = shared_ketch.http().get(f"/apis/v2beta1/runs/{rid}").json()
+    assert raw["pipeline_outputs"]["parameters"]["Output"] == [1, 2, 3]
+    spans = sorted((t["start_time"], t["end_time"]) for t in raw["run_details"]["task_details"] if t["task_name"] == "nap-then")
+    assert len(spans) == 3
+    assert spans[1][0] < spans[0][1] and spans[2][0] < spans[0][1]  # all started before the first ended

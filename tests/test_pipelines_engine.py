@@ -457,3 +457,15 @@ def test_artifacts_through_an_fsspec_url_root(tmp_path: Path) -> None:
     with fsspec.open(uri, "r") as f:
         assert f.read() == "0,1,2"
     assert tasks["evaluate"]["outputs"]["parameters"]["count"] == 3
+
+
+@dsl.pipeline
+def one_at_a_time():
+    with dsl.ParallelFor([0.2, 0.2, 0.2], parallelism=1) as s:
+        nap(seconds=s).set_caching_options(False)
+
+
+def test_parallelism_limit_is_honoured(tmp_path: Path) -> None:
+    state, _, tasks, runner = run_engine(compile_ir(one_at_a_time, tmp_path), tmp_path)
+    assert state == "SUCCEEDED", tasks
+    assert len(runner.started) == 3 and runner.max_running == 1

@@ -135,3 +135,7 @@ def main() -> None:
 from ketch.cli.run import run as _run_pipeline  # noqa: E402 - registered after the core commands
 
 app.command("run")(_run_pipeline)
+
+from ketch.cli.lineage import lineage as _lineage  # noqa: E402
+
+app.command("lineage")(_lineage)

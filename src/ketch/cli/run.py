@@ -113,6 +113,17 @@ def run(
         outputs = (run_obj.get("pipeline_outputs") or {}).get("parameters")
         if outputs:
             typer.echo(f"outputs: {json.dumps(outputs)}")
+        if state != "SUCCEEDED":
+            for t in (run_obj.get("run_details") or {}).get("task_details") or []:
+                if t["state"] == "FAILED" and t.get("pod_name"):
+                    ns = run_obj.get("namespace") or "kubeflow"
+                    for _ in range(10):  # the kubelet may still be writing the ended container's log
+                        logs = http.get(f"{server.rstrip('/')}/api/v1/namespaces/{ns}/pods/{t['pod_name']}/log", params={"tailLines": 15})
+                        if logs.status_code == 200 and logs.text.strip():
+                            break
+                        time.sleep(0.3)
+                    if logs.status_code == 200 and logs.text.strip():
+                        typer.echo(f"--- last lines of {t['task_id']} ({t['pod_name']}) ---\n{logs.text.rstrip()}")
         msg = (run_obj.get("error") or {}).get("message", "")
         typer.echo(f"run {run_id} {state} in {time.time() - t0:.2f}s{': ' + msg if msg else ''}")
         if state != "SUCCEEDED":

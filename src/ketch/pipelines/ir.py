@@ -149,7 +149,7 @@ def _check_component(p: Pipeline, where: str, comp: dict, comps: dict, execs: di
                 if img.startswith("argostub/"):
                     raise IRError(f"{tw}: kfp-kubernetes {img.split('/', 1)[1]} (CreatePVC/DeletePVC) is not supported; create the PVC with kubectl and use mount_pvc")
                 for k in p.platform_executor(label):
-                    if k not in ("secretAsEnv", "secretAsVolume", "configMapAsEnv", "configMapAsVolume", "pvcMount", "podMetadata", "activeDeadlineSeconds"):
+                    if k not in ("secretAsEnv", "secretAsVolume", "configMapAsEnv", "configMapAsVolume", "pvcMount", "podMetadata", "activeDeadlineSeconds", "fieldPathAsEnv"):
                         notes.append(f"{tw}: kfp-kubernetes option {k!r} has no effect on one machine; ignored")
             elif ref not in seen:
                 seen.add(ref)

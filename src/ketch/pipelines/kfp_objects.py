@@ -103,9 +103,10 @@ def task_details(run: dict) -> list[dict]:
             "parameters": {"inputs": (r.get("inputs") or {}).get("parameters", {}), "outputs": (r.get("outputs") or {}).get("parameters", {})},
             "artifacts": {"inputs": (r.get("inputs") or {}).get("artifacts", {}), "outputs": (r.get("outputs") or {}).get("artifacts", {})},
         }
-        if r.get("pod"):
-            d["pod_name"] = r["pod"]
-            d["executor_detail"] = {"main_job": r["pod"], "failed_main_jobs": r.get("failedPods") or []}
+        pod = r.get("pod") or (r.get("failedPods") or [None])[-1]
+        if pod:
+            d["pod_name"] = pod
+            d["executor_detail"] = {"main_job": pod, "failed_main_jobs": r.get("failedPods") or []}
         if r.get("error") and r["state"] in ("FAILED", "CANCELED"):
             d["error"] = {"code": 2, "message": r["error"]}
         out.append(d)

@@ -158,6 +158,8 @@ def build_pod(run: dict, rec: dict, task: dict, name: str, task_file: str) -> di
     for s in plat.get("configMapAsEnv") or []:
         for k in s.get("keyToEnv") or []:
             env.append({"name": k["envVar"], "valueFrom": {"configMapKeyRef": {"name": pname(s, "configMapName"), "key": k["configMapKey"], "optional": bool(s.get("optional"))}}})
+    for f in plat.get("fieldPathAsEnv") or []:
+        env.append({"name": f["name"], "valueFrom": {"fieldRef": {"fieldPath": f["fieldPath"]}}})
     for i, s in enumerate(plat.get("secretAsVolume") or []):
         volumes.append({"name": f"secret-{i}", "secret": {"secretName": pname(s, "secretName"), "optional": bool(s.get("optional"))}})
         mounts.append({"name": f"secret-{i}", "mountPath": s["mountPath"]})

@@ -8,6 +8,10 @@ if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && [ "$(id -u)" = 
     || echo "warning: could not install postgresql; its test will be skipped" >&2
 fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+# The dashboard's browser tests drive Debian's chromium (never a downloaded browser).
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ]; then
+  apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }
+fi
 python3 -m ruff check src tests benchmarks
 lint-imports
 python3 -m pytest -q "$@"

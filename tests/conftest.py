@@ -145,3 +145,69 @@ def wait_for(fn, timeout: float = 30.0, interval: float = 0.1, what: str = "cond
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
+
+
+# ---- dashboard: headless Chromium (Debian package) driven by Playwright, never downloading a browser.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """One browser per test session; each test gets its own context (cookies, storage) from ``dashboard``."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (scripts/test.sh does it as root)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@dataclass
+class Dashboard:
+    """A browser page on a ketch's dashboard that records every request it makes and every script error."""
+
+    page: object
+    base: str
+    requests: list = field(default_factory=list)
+    errors: list = field(default_factory=list)
+
+    def open(self, hash_path: str = "/"):
+        self.page.goto(f"{self.base}/#{hash_path}")
+        return self.page
+
+    def shot(self, name: str) -> Path:
+        ARTIFACTS.mkdir(exist_ok=True)
+        path = ARTIFACTS / f"{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def foreign_requests(self) -> list[str]:
+        from urllib.parse import urlsplit
+
+        host = urlsplit(self.base).netloc
+        return [u for u in self.requests if urlsplit(u).scheme in ("http", "https", "ws", "wss") and urlsplit(u).netloc != host]
+
+
+@pytest.fixture
+def dashboard(chromium, ketch):
+    """The dashboard of a fresh ketch in a fresh browser context; fails the test on any request to another
+    host or any uncaught script error."""
+    ctx = chromium.new_context(viewport={"width": 1400, "height": 900})
+    page = ctx.new_page()
+    d = Dashboard(page=page, base=ketch.url)
+    page.on("request", lambda r: d.requests.append(r.url))
+    page.on("pageerror", lambda e: d.errors.append(str(e)))
+    page.set_default_timeout(15000)
+    try:
+        yield d
+        assert not d.foreign_requests(), f"requests left the host: {d.foreign_requests()}"
+        assert not d.errors, f"script errors: {d.errors}"
+    finally:
+        ctx.close()

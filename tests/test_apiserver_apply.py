@@ -230,3 +230,17 @@ def test_apply_many_objects_in_one_file(shared_ketch):
     r = k.kubectl("apply", "-n", ns, "-f", "-", input=docs)
     assert r.stdout.count("unchanged") == 30
     assert {o["metadata"]["name"] for o in k.kjson("get", "cm", "-n", ns)["items"]} >= {f"c{i}" for i in range(30)}
+
+
+def test_conflict_messages_name_every_field_and_list_item(shared_ketch):
+    k = shared_ketch
+    ns = _ns(k, "ssa-messages")
+    k.kubectl("apply", "--server-side", "-n", ns, "-f", "-", input=_cm("a", {"x": "1", "k": "2"}))
+    r = k.kubectl("apply", "--server-side", "--field-manager", "other", "-n", ns, "-f", "-", input=_cm("a", {"x": "9", "k": "9"}), check=False)
+    assert r.returncode != 0
+    assert 'Apply failed with 2 conflicts: conflicts with "kubectl":\n- .data.k\n- .data.x' in r.stderr
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}
+    k.kubectl("apply", "--server-side", "-n", ns, "-f", "-", input=json.dumps(svc))
+    svc["spec"]["ports"][0]["targetPort"] = 9090
+    r = k.kubectl("apply", "--server-side", "--field-manager", "other", "-n", ns, "-f", "-", input=json.dumps(svc), check=False)
+    assert r.returncode != 0 and 'conflict with "kubectl": .spec.ports[port=80].targetPort' in r.stderr

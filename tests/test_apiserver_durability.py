@@ -54,9 +54,10 @@ def test_kill9_during_concurrent_writes_loses_nothing_acknowledged(tmp_path):
                         h.post(f"/api/v1/namespaces/{ns}/configmaps", json={"metadata": {"name": f"counter-{wid + 10 * _round}"}, "data": {"n": "0"}})
             for t in threads:
                 t.start()
-            deadline = time.time() + 30
-            while len(created) < 5 and time.time() < deadline:  # some writes acknowledged, however loaded the machine
-                time.sleep(0.05)
+            # Kill at a random moment once writes are flowing (however slow the machine is).
+            deadline = time.time() + 60
+            while len(created) < 5 and time.time() < deadline:
+                time.sleep(0.01)
             time.sleep(rng.uniform(0.0, 0.5))
             k.kill9()
             stop.set()

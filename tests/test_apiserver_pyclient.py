@@ -167,3 +167,31 @@ def test_custom_objects_api(api_client, shared_ketch):
     with pytest.raises(ApiException) as ei:
         co.get_namespaced_custom_object("py.example.com", "v1", ns, "trainers", "t")
     assert ei.value.status == 404
+
+
+def test_watch_too_old_resource_version_raises_410(tmp_path):
+    """After compaction the client gets 410 Gone (and re-lists), as from etcd."""
+    from conftest import make_ketch
+
+    k = make_ketch(tmp_path, env={"KETCH_WATCH_HISTORY": "5"}).start()
+    try:
+        api = config.new_client_from_config(config_file=str(k.kubeconfig))
+        v1 = client.CoreV1Api(api)
+        first_rv = v1.create_namespaced_config_map("default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="c0"))).metadata.resource_version
+        for i in range(1, 20):  # with a history of 5, the change log is compacted every 5 writes
+            v1.create_namespaced_config_map("default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name=f"c{i}")))
+        with pytest.raises(ApiException) as ei:
+            for _ in watch.Watch().stream(v1.list_namespaced_config_map, "default", resource_version=first_rv, timeout_seconds=5):
+                pass
+        assert ei.value.status == 410
+        # Re-listing gives a current resourceVersion to watch from.
+        rv = v1.list_namespaced_config_map("default").metadata.resource_version
+        seen = []
+        w = watch.Watch()
+        t = threading.Thread(target=lambda: [seen.append(e["object"].metadata.name) or w.stop() for e in w.stream(v1.list_namespaced_config_map, "default", resource_version=rv, timeout_seconds=10)])
+        t.start()
+        v1.create_namespaced_config_map("default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="fresh")))
+        t.join(15)
+        assert seen == ["fresh"]
+    finally:
+        k.stop()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -48,6 +49,73 @@ def kubeconfig_cmd(
     typer.echo(f"wrote context 'ketch' -> {server} in {p}")
 
 
+ServerOpt = Annotated[str, typer.Option("--server", envvar="KETCH_SERVER", help="URL of the ketch server.")]
+NamespaceOpt = Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace (default: default).")]
+
+
+def _run(fn: Callable[[], Any]) -> Any:
+    """Run a convenience command, turning API errors into kubectl-like messages and exit status 1."""
+    from ketch.cli import resources
+
+    try:
+        return fn()
+    except resources.CliError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1) from None
+    except httpx_errors() as e:
+        typer.echo(f"error: cannot reach ketch: {e}", err=True)
+        raise typer.Exit(1) from None
+
+
+def httpx_errors() -> type[Exception]:
+    import httpx
+
+    return httpx.TransportError
+
+
+@app.command("apply")
+def apply_cmd(
+    filename: Annotated[str, typer.Option("--filename", "-f", help="Manifest file (YAML or JSON, multi-document), or - for stdin.")],
+    namespace: NamespaceOpt = None,
+    force_conflicts: Annotated[bool, typer.Option("--force-conflicts", help="Take ownership of fields other managers own.")] = False,
+    server: ServerOpt = "http://127.0.0.1:8080",
+) -> None:
+    """Server-side apply every object in a manifest (field manager "ketch")."""
+    from ketch.cli import resources
+
+    for line in _run(lambda: resources.apply(resources.Api(server), filename, namespace, force_conflicts)):
+        typer.echo(line)
+
+
+@app.command("get")
+def get_cmd(
+    kind: Annotated[str, typer.Argument(help="Resource type: plural, singular, kind or short name (pods, cm, notebook...).")],
+    name: Annotated[str | None, typer.Argument()] = None,
+    namespace: NamespaceOpt = None,
+    all_namespaces: Annotated[bool, typer.Option("--all-namespaces", "-A")] = False,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="json or yaml (default: a table).")] = None,
+    server: ServerOpt = "http://127.0.0.1:8080",
+) -> None:
+    """List or show objects, with the same columns kubectl prints."""
+    from ketch.cli import resources
+
+    typer.echo(_run(lambda: resources.get(resources.Api(server), kind, name, namespace, all_namespaces, output)))
+
+
+@app.command("delete")
+def delete_cmd(
+    kind: Annotated[str, typer.Argument()],
+    names: Annotated[list[str], typer.Argument()],
+    namespace: NamespaceOpt = None,
+    server: ServerOpt = "http://127.0.0.1:8080",
+) -> None:
+    """Delete objects by name (dependents are garbage-collected in the background)."""
+    from ketch.cli import resources
+
+    for line in _run(lambda: resources.delete(resources.Api(server), kind, names, namespace)):
+        typer.echo(line)
+
+
 @app.command()
 def version() -> None:
     """Print ketch's version."""
@@ -62,3 +130,8 @@ def _version() -> str:
 
 def main() -> None:
     app()
+
+
+from ketch.cli.run import run as _run_pipeline  # noqa: E402 - registered after the core commands
+
+app.command("run")(_run_pipeline)

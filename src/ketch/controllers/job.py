@@ -133,7 +133,7 @@ class JobController(Controller):
             return None
         spec = job.get("spec") or {}
         status = copy.deepcopy(job.get("status") or {})
-        pods = [p for p in self.client.list(POD, key.namespace) if self._owned(job, p)]
+        pods = self._pods(job)
         if self._finished(job):
             return self._after_finish(job, pods)
 
@@ -200,7 +200,7 @@ class JobController(Controller):
         if ending is not None:
             for p in active:
                 self._delete_pod(job, p)
-            left = [p for p in self.client.list(POD, key.namespace) if self._owned(job, p) and not _terminal(p)]
+            left = [p for p in self._pods(job) if not _terminal(p)]
             self._counts(status, [], left)
             if not left:  # as in Kubernetes, the terminal condition waits for the Job's Pods to stop
                 if ending["type"] == "FailureTarget":
@@ -247,6 +247,11 @@ class JobController(Controller):
         return Result(requeue_after=requeue) if requeue is not None else None
 
     # -- pieces -------------------------------------------------------------------------------------------------
+
+    def _pods(self, job: dict) -> list[dict]:
+        """The Job's pods: matched by its selector's labels (narrowed in the store), owned by its uid."""
+        ml = ((job.get("spec") or {}).get("selector") or {}).get("matchLabels") or None
+        return [p for p in self.client.list(POD, job["metadata"]["namespace"], ml) if self._owned(job, p)]
 
     @staticmethod
     def _owned(job: dict, pod: dict) -> bool:

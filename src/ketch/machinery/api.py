@@ -8,7 +8,6 @@ subresource behave the same whoever calls.
 from __future__ import annotations
 
 import base64
-import copy
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +27,7 @@ from ketch.kinds.meta import (
 )
 from ketch.machinery import errors
 from ketch.machinery.errors import StatusError, bad_request, qualified_resource
+from ketch.machinery.jsoncopy import clone
 from ketch.machinery.patch import (
     APPLY,
     APPLY_CBOR,
@@ -108,6 +108,9 @@ class Api:
         self.registry = registry or Registry()
         self.hub = hub or WatchHub()
         self.hooks: dict[str, list[PostWriteHook]] = {}
+        # Admission validators for kinds whose definition comes from YAML (CRDs), keyed by (group, kind):
+        # a component registers ``fn(obj, old) -> list[FieldError]`` in its setup(), like a validating webhook.
+        self.validators: dict[tuple[str, str], list[Callable[[dict, dict | None], list[FieldError]]]] = {}
         store.subscribe(self.hub.publish)
         # Server-side apply lives in its own module; imported lazily to keep start-up light.
         from ketch.machinery import crds
@@ -123,6 +126,10 @@ class Api:
                 404, "NotFound", f'no matches for kind "{kind}" in version "{api_version}"'
             )
         return rd
+
+    def add_validator(self, group: str, kind: str, fn: Callable[[dict, dict | None], list[FieldError]]) -> None:
+        """Validate every create and update of ``group``/``kind`` with ``fn`` (an in-process admission webhook)."""
+        self.validators.setdefault((group, kind), []).append(fn)
 
     def add_hook(self, key: str, fn: PostWriteHook) -> None:
         self.hooks.setdefault(key, []).append(fn)
@@ -192,6 +199,9 @@ class Api:
         errs.extend(self._validate_meta(rd, obj["metadata"], old is None))
         if rd.validator:
             errs.extend(rd.validator(obj, old))
+        if not errs:
+            for fn in self.validators.get((rd.group, rd.kind), ()):
+                errs.extend(fn(obj, old))
         if old is not None:
             for path in rd.immutable_fields:
                 from ketch.kinds.meta import get_path
@@ -285,7 +295,7 @@ class Api:
         version = version or rd.storage_version
         if not isinstance(body, dict):
             raise bad_request("the body of the request was in an unknown format")
-        obj = copy.deepcopy(body)
+        obj = clone(body)
         self._check_type(rd, version, obj)
         md = obj.setdefault("metadata", {})
         if not isinstance(md, dict):
@@ -323,7 +333,7 @@ class Api:
         except StoreExists as e:
             raise errors.already_exists(rd, md["name"]) from e
         self._run_hooks(rd, "ADDED", obj)
-        return self._out(rd, version, copy.deepcopy(obj))
+        return self._out(rd, version, clone(obj))
 
     def _check_type(self, rd: ResourceDefinition, version: str, obj: dict) -> None:
         av, kind = obj.get("apiVersion"), obj.get("kind")
@@ -350,7 +360,7 @@ class Api:
         ns = ns if rd.namespaced else ""
         if not isinstance(body, dict):
             raise bad_request("the body of the request was in an unknown format")
-        obj = copy.deepcopy(body)
+        obj = clone(body)
         self._check_type(rd, version, obj)
         md = obj.setdefault("metadata", {})
         if md.get("name") and md["name"] != name:
@@ -376,7 +386,7 @@ class Api:
     ) -> dict:
         name = old["metadata"]["name"]
         if subresource == "status":
-            new = copy.deepcopy(old)
+            new = clone(old)
             new["status"] = obj.get("status")
             if new["status"] is None:
                 new.pop("status")
@@ -435,7 +445,7 @@ class Api:
         except StoreNotFound as e:
             raise errors.not_found(rd, name) from e
         self._run_hooks(rd, "MODIFIED", obj)
-        return self._out(rd, version, copy.deepcopy(obj))
+        return self._out(rd, version, clone(obj))
 
     def patch(
         self,
@@ -459,7 +469,7 @@ class Api:
             old = self.store.get(rd.key, ns, name)
             if old is None:
                 raise errors.not_found(rd, name)
-            cur = self._out(rd, version, copy.deepcopy(old))
+            cur = self._out(rd, version, clone(old))
             if ctype == MERGE:
                 if not isinstance(patch, dict):
                     raise bad_request("merge patch must be a JSON object")
@@ -524,9 +534,9 @@ class Api:
             finalizers.append("orphan")
         graceful = rd.graceful_deletion and grace_seconds != 0 and self._needs_graceful(rd, old)
         if opts.dry_run:
-            return self._out(rd, None, copy.deepcopy(old))
+            return self._out(rd, None, clone(old))
         if finalizers or graceful:
-            new = copy.deepcopy(old)
+            new = clone(old)
             nmd = new["metadata"]
             changed = False
             if not nmd.get("deletionTimestamp"):
@@ -549,7 +559,7 @@ class Api:
             except StoreConflict as e:
                 raise errors.conflict(rd, name) from e
             self._run_hooks(rd, "MODIFIED", new)
-            return self._out(rd, None, copy.deepcopy(new))
+            return self._out(rd, None, clone(new))
         try:
             gone = self.store.delete(rd.key, ns, name)
         except StoreNotFound as e:
@@ -634,7 +644,7 @@ class Api:
                         continue
                     last = ch.rv
                     if match(ch.obj):
-                        yield ch.type, self._out(rd, version, copy.deepcopy(ch.obj))
+                        yield ch.type, self._out(rd, version, clone(ch.obj))
             while True:
                 ch: Change | None = await sub.queue.get()
                 if ch is None:  # overflowed: the client must re-list
@@ -644,7 +654,7 @@ class Api:
                     continue
                 last = ch.rv
                 if match(ch.obj):
-                    yield ch.type, self._out(rd, version, copy.deepcopy(ch.obj))
+                    yield ch.type, self._out(rd, version, clone(ch.obj))
         finally:
             self.hub.unsubscribe(sub)
 

@@ -8,7 +8,6 @@ field another manager owns, unless forced.
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -17,6 +16,7 @@ from ketch.kinds.definitions import ResourceDefinition
 from ketch.kinds.meta import now
 from ketch.machinery import errors
 from ketch.machinery.errors import StatusError, bad_request
+from ketch.machinery.jsoncopy import clone
 
 if TYPE_CHECKING:
     from ketch.machinery.api import Api, Options
@@ -154,19 +154,28 @@ def _apply_merge(rd: ResourceDefinition, cur: Any, applied: Any, path: list[str]
     if isinstance(applied, list) and isinstance(cur, list):
         mk = _merge_key(rd, path)
         if mk and all(isinstance(x, dict) and mk in x for x in applied + cur):
-            out = [copy.deepcopy(x) for x in cur]
+            out = [clone(x) for x in cur]
             for item in applied:
                 idx = next((i for i, x in enumerate(out) if x.get(mk) == item.get(mk)), None)
                 if idx is None:
-                    out.append(copy.deepcopy(item))
+                    out.append(clone(item))
                 else:
                     out[idx] = _apply_merge(rd, out[idx], item, path)
             return out
-    return copy.deepcopy(applied)
+    return clone(applied)
 
 
 def _managers(obj: dict) -> list[dict]:
     return list(obj.get("metadata", {}).get("managedFields") or [])
+
+
+def _entry(manager: str, operation: str, api_version: str, fields: set[Path], prev: dict | None) -> dict:
+    """A managedFields entry; its time moves only when what the manager owns changes, so repeating the
+    same apply or update is a no-op rather than a write."""
+    fv1 = to_fields_v1(fields)
+    same = prev is not None and prev.get("fieldsV1") == fv1 and prev.get("apiVersion") == api_version
+    t = prev.get("time") if same and prev is not None else now()
+    return {"manager": manager, "operation": operation, "apiVersion": api_version, "time": t, "fieldsType": "FieldsV1", "fieldsV1": fv1}
 
 
 def record_update(obj: dict, old: dict | None, manager: str, api_version: str) -> None:
@@ -187,7 +196,7 @@ def record_update(obj: dict, old: dict | None, manager: str, api_version: str) -
         m["fieldsV1"] = to_fields_v1(theirs)
     mfs = [m for m in mfs if m.get("fieldsV1")]
     if owned:
-        mfs.append({"manager": manager, "operation": "Update", "apiVersion": api_version, "time": now(), "fieldsType": "FieldsV1", "fieldsV1": to_fields_v1(owned)})
+        mfs.append(_entry(manager, "Update", api_version, owned, prev))
     obj["metadata"]["managedFields"] = mfs
     if not mfs:
         obj["metadata"].pop("managedFields", None)
@@ -236,7 +245,7 @@ def server_side_apply(
     old = api.store.get(rd.key, ns if rd.namespaced else "", name)
     av = rd.api_version(version)
     if old is None:
-        obj = copy.deepcopy(patch)
+        obj = clone(patch)
         obj["metadata"].pop("managedFields", None)
         from ketch.machinery.api import Options as _O
 
@@ -245,7 +254,7 @@ def server_side_apply(
         entry = {"manager": manager, "operation": "Apply", "apiVersion": av, "time": now(), "fieldsType": "FieldsV1", "fieldsV1": to_fields_v1(applied_fs)}
         obj["metadata"]["managedFields"] = [entry]
         return api.create(rd, ns, obj, version, o2)
-    cur = api._out(rd, version, copy.deepcopy(old))
+    cur = api._out(rd, version, clone(old))
     mfs = _managers(cur)
     conflicts: list[tuple[str, Path]] = []
     for m in mfs:
@@ -253,6 +262,8 @@ def server_side_apply(
             continue
         theirs = from_fields_v1(m.get("fieldsV1", {}))
         for p in applied_fs & theirs:
+            if p[-1].startswith("k:"):
+                continue  # a list item's existence is shared, not a value that can conflict
             ok_a, va = _get(patch, p, rd)
             ok_c, vc = _get(cur, p, rd)
             if ok_c and va != vc:
@@ -263,9 +274,7 @@ def server_side_apply(
         # user's, so ownership moves without a conflict (as Kubernetes' lastAppliedManager does).
         force = True
     if conflicts and not force:
-        msgs = [f'conflict with "{mgr}": .{_render(p)}' for mgr, p in conflicts]
-        msg = f"Apply failed with {len(conflicts)} conflict{'s' if len(conflicts) > 1 else ''}: " + "\n".join(msgs)
-        raise StatusError(409, "Conflict", msg, {"causes": [{"reason": "FieldManagerConflict", "message": m, "field": "." + _render(p)} for m, (_, p) in zip(msgs, conflicts, strict=False)]})
+        raise _conflict_error(conflicts)
     mine = next((m for m in mfs if m.get("manager") == manager and m.get("operation") == "Apply"), None)
     previously = from_fields_v1(mine.get("fieldsV1", {})) if mine else set()
     others_all: set[Path] = set()
@@ -298,7 +307,7 @@ def server_side_apply(
     if LAST_APPLIED in anns and LAST_APPLIED not in (md.get("annotations") or {}):
         # Keep client-side apply's record in step, so a later `kubectl apply` computes the right diff.
         anns[LAST_APPLIED] = _json({k: v for k, v in patch.items() if k != "status"})
-    new_mfs.append({"manager": manager, "operation": "Apply", "apiVersion": av, "time": now(), "fieldsType": "FieldsV1", "fieldsV1": to_fields_v1(applied_fs)})
+    new_mfs.append(_entry(manager, "Apply", av, applied_fs, mine))
     mmd["managedFields"] = new_mfs
     mmd["resourceVersion"] = old["metadata"]["resourceVersion"]
     from ketch.machinery.api import Options as _O
@@ -325,13 +334,39 @@ def _all_in_last_applied(rd: ResourceDefinition, cur: dict, conflicts: list[tupl
 
 
 def _render(p: Path) -> str:
-    out = []
+    """A field path as Kubernetes prints it: .spec.containers[name="c1"].image"""
+    import orjson
+
+    out = ""
     for seg in p:
         if seg.startswith("f:"):
-            out.append(seg[2:])
+            out += "." + seg[2:]
+        elif seg.startswith("k:"):
+            try:
+                key = orjson.loads(seg[2:])
+                out += "[" + ",".join(f"{k}={_json(v)}" for k, v in key.items()) + "]"
+            except ValueError:
+                out += f"[{seg[2:]}]"
         else:
-            out.append(f"[{seg[2:]}]")
-    return ".".join(out).replace(".[", "[")
+            out += f"[{seg[2:]}]"
+    return out
+
+
+def _conflict_error(conflicts: list[tuple[str, Path]]) -> StatusError:
+    """409 worded as Kubernetes words it; kubectl adds its advice on --force-conflicts below."""
+    conflicts = sorted(set(conflicts))
+    if len(conflicts) == 1:
+        body = f'conflict with "{conflicts[0][0]}": {_render(conflicts[0][1])}'
+    else:
+        lines: list[str] = []
+        for mgr in sorted({m for m, _ in conflicts}):
+            lines.append(f'conflicts with "{mgr}":')
+            lines.extend(f"- {_render(p)}" for m, p in conflicts if m == mgr)
+        body = "\n".join(lines)
+    n = len(conflicts)
+    msg = f"Apply failed with {n} conflict{'s' if n > 1 else ''}: {body}"
+    causes = [{"reason": "FieldManagerConflict", "message": f'conflict with "{m}"', "field": _render(p)} for m, p in conflicts]
+    return StatusError(409, "Conflict", msg, {"causes": causes})
 
 
 __all__ = ["record_update", "server_side_apply", "errors"]

@@ -4,12 +4,12 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import jsonpatch
 
 from ketch.machinery.errors import StatusError, bad_request
+from ketch.machinery.jsoncopy import clone
 
 MERGE = "application/merge-patch+json"
 JSON = "application/json-patch+json"
@@ -20,7 +20,7 @@ APPLY_CBOR = "application/apply-patch+cbor"
 
 def merge_patch(target: Any, patch: Any) -> Any:
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return clone(patch)
     out = dict(target) if isinstance(target, dict) else {}
     for k, v in patch.items():
         if v is None:
@@ -57,7 +57,7 @@ def strategic_merge_patch(original: Any, patch: Any, merge_keys: dict[str, str],
     """Apply a strategic merge patch. ``merge_keys`` maps list paths (suffixes) to their merge key;
     a key of "" marks a list of primitives merged as a set (finalizers)."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return clone(patch)
     if patch.get("$patch") == "replace":
         return {k: v for k, v in patch.items() if k != "$patch"}
     if patch.get("$patch") == "delete":
@@ -93,7 +93,7 @@ def strategic_merge_patch(original: Any, patch: Any, merge_keys: dict[str, str],
 def _merge_list(orig: Any, patch: list, merge_keys: dict[str, str], path: str) -> list:
     key = _merge_key_for(path, merge_keys)
     if not isinstance(orig, list) or key is None:
-        return [x for x in copy.deepcopy(patch) if not (isinstance(x, dict) and x.get("$patch"))]
+        return [x for x in clone(patch) if not (isinstance(x, dict) and x.get("$patch"))]
     if key == "":
         out = list(orig)
         for x in patch:
@@ -101,8 +101,8 @@ def _merge_list(orig: Any, patch: list, merge_keys: dict[str, str], path: str) -
                 out.append(x)
         return out
     if any(isinstance(x, dict) and x.get("$patch") == "replace" for x in patch):
-        return [x for x in copy.deepcopy(patch) if not (isinstance(x, dict) and x.get("$patch"))]
-    out = [copy.deepcopy(x) for x in orig]
+        return [x for x in clone(patch) if not (isinstance(x, dict) and x.get("$patch"))]
+    out = [clone(x) for x in orig]
     for item in patch:
         if not isinstance(item, dict):
             if item not in out:

@@ -6,12 +6,12 @@ reported, so ``fieldValidation=Strict`` can refuse them), then every constraint 
 
 from __future__ import annotations
 
-import copy
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from ketch.kinds.definitions import FieldError
+from ketch.machinery.jsoncopy import clone
 
 _TYPE_NAMES = {str: "string", bool: "boolean", int: "integer", float: "number", dict: "object", list: "array"}
 
@@ -60,7 +60,7 @@ def validate(schema: dict | None, obj: dict, *, root_meta: bool = True) -> tuple
     res = Result()
     if not schema:
         return obj, res
-    out = copy.deepcopy(obj)
+    out = clone(obj)
     s = dict(schema)
     if root_meta:
         # apiVersion, kind and metadata are always allowed at the root and not pruned.
@@ -161,7 +161,7 @@ def _walk(s: dict, v: Any, path: str, res: Result) -> Any:
         embedded = bool(s.get("x-kubernetes-embedded-resource"))
         for k, ps in props.items():
             if k not in v and isinstance(ps, dict) and "default" in ps:
-                v[k] = copy.deepcopy(ps["default"])
+                v[k] = clone(ps["default"])
         for req in s.get("required") or []:
             if req not in v:
                 res.errors.append(FieldError(_join(path, req), "FieldValueRequired", ""))
@@ -186,5 +186,5 @@ def _walk(s: dict, v: Any, path: str, res: Result) -> Any:
 
 def _check_only(s: dict, v: Any) -> list[FieldError]:
     r = Result()
-    _walk({**s, "x-kubernetes-preserve-unknown-fields": True}, copy.deepcopy(v), "", r)
+    _walk({**s, "x-kubernetes-preserve-unknown-fields": True}, clone(v), "", r)
     return r.errors

@@ -127,11 +127,13 @@ def _paths(rd: ResourceDefinition, version: str, ref: str) -> dict:
     ok = {"200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": ref}}}}}
 
     def op(action: str, **extra: Any) -> dict:
-        return {"operationId": f"{action}{rd.kind}", "x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk, "parameters": _PARAMS, "responses": ok, **extra}
+        # Kept small: kubectl apply re-reads the whole group-version document for every object it applies.
+        return {"operationId": f"{action}{rd.kind}", "x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk, "responses": ok, **extra}
 
     out = {
-        coll: {"get": op("list"), "post": op("post", requestBody=body)},
+        coll: {"parameters": _PARAMS, "get": op("list"), "post": op("post", requestBody=body)},
         item: {
+            "parameters": _PARAMS,
             "get": op("get"),
             "put": op("put", requestBody=body),
             "patch": op("patch", requestBody={"content": {t: {"schema": {"type": "object"}} for t in patch_types}}),
@@ -140,7 +142,7 @@ def _paths(rd: ResourceDefinition, version: str, ref: str) -> dict:
     }
     v = rd.version(version)
     if v and v.status_subresource:
-        out[item + "/status"] = {"get": op("get"), "put": op("put", requestBody=body), "patch": op("patch", requestBody={"content": {t: {"schema": {"type": "object"}} for t in patch_types}})}
+        out[item + "/status"] = {"parameters": _PARAMS, "get": op("get"), "put": op("put", requestBody=body), "patch": op("patch", requestBody={"content": {t: {"schema": {"type": "object"}} for t in patch_types}})}
     return out
 
 

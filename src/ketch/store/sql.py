@@ -59,6 +59,20 @@ meta = sa.Table(
 )
 
 
+_B = sa.bindparam
+# Statements built once: building SQLAlchemy expressions per call cost more than the SQL itself.
+_WHERE_ONE = (objects.c.key == _B("k"), objects.c.namespace == _B("ns"), objects.c.name == _B("n"))
+_GET = sa.select(objects.c.data).where(*_WHERE_ONE)
+_GET_RV_DATA = sa.select(objects.c.rv, objects.c.data).where(*_WHERE_ONE)
+_GET_RV = sa.select(objects.c.rv).where(*_WHERE_ONE)
+_INSERT = objects.insert()
+_UPDATE = objects.update().where(*_WHERE_ONE).values(rv=_B("new_rv"), data=_B("new_data"))
+_UPDATE_IF = objects.update().where(*_WHERE_ONE, objects.c.rv == _B("want_rv")).values(rv=_B("new_rv"), data=_B("new_data"))
+_DELETE = objects.delete().where(*_WHERE_ONE)
+_LOG = changes.insert()
+_OWNERS_DEL = owners.delete().where(owners.c.key == _B("k"), owners.c.namespace == _B("ns"), owners.c.name == _B("n"))
+
+
 def _dumps(obj: dict) -> str:
     return orjson.dumps(obj).decode()
 
@@ -105,11 +119,7 @@ class SQLStore:
 
     def get(self, key: str, namespace: str, name: str) -> dict | None:
         with self.engine.connect() as c:
-            row = c.execute(
-                sa.select(objects.c.data).where(
-                    objects.c.key == key, objects.c.namespace == namespace, objects.c.name == name
-                )
-            ).first()
+            row = c.execute(_GET, {"k": key, "ns": namespace, "n": name}).first()
         return orjson.loads(row[0]) if row else None
 
     def list(self, key: str, namespace: str | None = None) -> tuple[list[dict], int]:
@@ -180,19 +190,13 @@ class SQLStore:
 
     def _log(self, c: sa.Connection, rv: int, key: str, obj: dict, typ: str, data: str) -> None:
         md = obj["metadata"]
-        c.execute(
-            changes.insert().values(
-                rv=rv, key=key, namespace=md.get("namespace", ""), name=md["name"], type=typ, data=data
-            )
-        )
+        c.execute(_LOG, {"rv": rv, "key": key, "namespace": md.get("namespace", ""), "name": md["name"], "type": typ, "data": data})
 
     def _set_owners(self, c: sa.Connection, key: str, obj: dict, replace: bool) -> None:
         md = obj["metadata"]
         ns, name = md.get("namespace", ""), md["name"]
         if replace:
-            c.execute(
-                owners.delete().where(owners.c.key == key, owners.c.namespace == ns, owners.c.name == name)
-            )
+            c.execute(_OWNERS_DEL, {"k": key, "ns": ns, "n": name})
         uids = _owner_uids(obj)
         if uids:
             c.execute(
@@ -209,9 +213,7 @@ class SQLStore:
             data = _dumps(obj)
             try:
                 with self.engine.begin() as c:
-                    c.execute(
-                        objects.insert().values(key=key, namespace=ns, name=name, uid=md["uid"], rv=rv, data=data)
-                    )
+                    c.execute(_INSERT, {"key": key, "namespace": ns, "name": name, "uid": md["uid"], "rv": rv, "data": data})
                     self._set_owners(c, key, obj, replace=False)
                     self._log(c, rv, key, obj, "ADDED", data)
             except sa.exc.IntegrityError as e:
@@ -229,12 +231,13 @@ class SQLStore:
             md["resourceVersion"] = str(rv)
             data = _dumps(obj)
             with self.engine.begin() as c:
-                cond = [objects.c.key == key, objects.c.namespace == ns, objects.c.name == name]
+                where = {"k": key, "ns": ns, "n": name}
                 if expected_rv is not None:
-                    cond.append(objects.c.rv == expected_rv)
-                res = c.execute(objects.update().where(*cond).values(rv=rv, data=data))
+                    res = c.execute(_UPDATE_IF, {**where, "want_rv": expected_rv, "new_rv": rv, "new_data": data})
+                else:
+                    res = c.execute(_UPDATE, {**where, "new_rv": rv, "new_data": data})
                 if res.rowcount != 1:
-                    exists = c.execute(sa.select(objects.c.rv).where(*cond[:3])).first()
+                    exists = c.execute(_GET_RV, where).first()
                     if exists is None:
                         raise StoreNotFound(f"{key} {ns}/{name}")
                     raise StoreConflict(f"{key} {ns}/{name}")
@@ -248,8 +251,8 @@ class SQLStore:
     def delete(self, key: str, namespace: str, name: str, expected_rv: int | None = None) -> dict:
         with self._lock:
             with self.engine.begin() as c:
-                cond = [objects.c.key == key, objects.c.namespace == namespace, objects.c.name == name]
-                row = c.execute(sa.select(objects.c.rv, objects.c.data).where(*cond)).first()
+                where = {"k": key, "ns": namespace, "n": name}
+                row = c.execute(_GET_RV_DATA, where).first()
                 if row is None:
                     raise StoreNotFound(f"{key} {namespace}/{name}")
                 if expected_rv is not None and row[0] != expected_rv:
@@ -257,12 +260,8 @@ class SQLStore:
                 obj = orjson.loads(row[1])
                 rv = self._rv + 1
                 obj["metadata"]["resourceVersion"] = str(rv)
-                c.execute(objects.delete().where(*cond))
-                c.execute(
-                    owners.delete().where(
-                        owners.c.key == key, owners.c.namespace == namespace, owners.c.name == name
-                    )
-                )
+                c.execute(_DELETE, where)
+                c.execute(_OWNERS_DEL, where)
                 self._log(c, rv, key, obj, "DELETED", _dumps(obj))
             self._rv = rv
             self._emit(Change(rv, key, namespace, name, "DELETED", obj))

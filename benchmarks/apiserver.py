@@ -1,0 +1,215 @@
+"""API server benchmark (run by hand: `python benchmarks/apiserver.py`).
+
+Starts a real `ketch up` on a free loopback port with a fresh KETCH_HOME and prints:
+objects created per second (1 client, 8 concurrent clients), get and list latency percentiles, watch event
+delivery latency, and the wall time of `kubectl apply -f` on a file of 500 objects. Each figure comes with
+a reference measured in the same run on the same machine, so ratios stay meaningful across machines:
+- the HTTP floor: GET /healthz round trips (what any request costs before ketch does anything);
+- the storage floor: bare SQLite WAL commits of one row (what a durable write costs before ketch does anything).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def fmt_ms(xs: list[float]) -> str:
+    return f"p50 {pct(xs, 50) * 1e3:.2f} ms, p95 {pct(xs, 95) * 1e3:.2f} ms, p99 {pct(xs, 99) * 1e3:.2f} ms"
+
+
+def start(home: Path, port: int, extra: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "KETCH_HOME": str(home), "PYTHONPATH": str(ROOT / "src"), "KETCH_DISABLE": os.environ.get("KETCH_DISABLE", "")}
+    p = subprocess.Popen([sys.executable, "-m", "ketch", "up", "--port", str(port), *extra], env=env,
+                         stdout=open(home / "server.log", "ab"), stderr=subprocess.STDOUT)
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 30:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return p
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise SystemExit("ketch did not start:\n" + (home / "server.log").read_text())
+
+
+def sqlite_floor(n: int) -> float:
+    """Commits per second of one-row transactions in SQLite WAL, synchronous=NORMAL (ketch's settings)."""
+    d = tempfile.mkdtemp()
+    try:
+        c = sqlite3.connect(os.path.join(d, "f.db"), isolation_level=None)
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("PRAGMA synchronous=NORMAL")
+        c.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT)")
+        blob = json.dumps({"metadata": {"name": "x" * 20}, "data": {"i": "1"}})
+        t0 = time.perf_counter()
+        for i in range(n):
+            c.execute("BEGIN")
+            c.execute("INSERT INTO t VALUES (?, ?)", (str(i), blob))
+            c.execute("COMMIT")
+        return n / (time.perf_counter() - t0)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=1000, help="objects per create phase")
+    ap.add_argument("--apply-objects", type=int, default=500)
+    ap.add_argument("--database-url", default=None)
+    args = ap.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="ketch-bench-"))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start(home, port, ["--database-url", args.database_url] if args.database_url else [])
+    out: dict[str, str] = {}
+    try:
+        print(f"machine: {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}")
+        with httpx.Client(base_url=url, timeout=30) as h:
+            floor = []
+            for _ in range(500):
+                t0 = time.perf_counter()
+                h.get("/healthz")
+                floor.append(time.perf_counter() - t0)
+            out["HTTP floor (GET /healthz)"] = fmt_ms(floor)
+            out["storage floor (SQLite WAL 1-row commits)"] = f"{sqlite_floor(2000):.0f}/s"
+            for ns in ("b1", "b8", "bl", "bw"):
+                h.post("/api/v1/namespaces", json={"metadata": {"name": ns}}).raise_for_status()
+
+            def body(name: str) -> dict:
+                return {"metadata": {"name": name, "labels": {"app": "bench", "i": name[-1]}}, "data": {"k": "v" * 64}}
+
+            t0 = time.perf_counter()
+            for i in range(args.n):
+                h.post("/api/v1/namespaces/b1/configmaps", json=body(f"c{i}")).raise_for_status()
+            single = args.n / (time.perf_counter() - t0)
+            out["creates/s, 1 client"] = f"{single:.0f}/s"
+
+        def worker(w: int) -> None:
+            with httpx.Client(base_url=url, timeout=30) as hc:
+                for i in range(args.n // 8):
+                    hc.post("/api/v1/namespaces/b8/configmaps", json=body(f"w{w}-{i}")).raise_for_status()
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(8) as ex:
+            list(ex.map(worker, range(8)))
+        conc = (args.n // 8 * 8) / (time.perf_counter() - t0)
+        out["creates/s, 8 concurrent clients"] = f"{conc:.0f}/s"
+
+        with httpx.Client(base_url=url, timeout=30) as h:
+            gets = []
+            for i in range(1000):
+                t0 = time.perf_counter()
+                h.get(f"/api/v1/namespaces/b1/configmaps/c{i % args.n}").raise_for_status()
+                gets.append(time.perf_counter() - t0)
+            out["get latency"] = fmt_ms(gets)
+            lists = []
+            for _ in range(30):
+                t0 = time.perf_counter()
+                r = h.get("/api/v1/namespaces/b1/configmaps")
+                r.raise_for_status()
+                lists.append(time.perf_counter() - t0)
+            out[f"list latency ({len(r.json()['items'])} objects)"] = fmt_ms(lists)
+            sel = []
+            for _ in range(30):
+                t0 = time.perf_counter()
+                h.get("/api/v1/namespaces/b1/configmaps", params={"labelSelector": "i=7"}).raise_for_status()
+                sel.append(time.perf_counter() - t0)
+            out["list latency, labelSelector matching 10%"] = fmt_ms(sel)
+            tables = []
+            for _ in range(30):
+                t0 = time.perf_counter()
+                h.get("/api/v1/namespaces/b1/configmaps", headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"}).raise_for_status()
+                tables.append(time.perf_counter() - t0)
+            out["list as Table (kubectl get)"] = fmt_ms(tables)
+
+        # Watch delivery: time from just before a create is sent to the event's arrival on an open watch.
+        sent: dict[str, float] = {}
+        lat: list[float] = []
+        n_watch = 300
+        ready = threading.Event()
+
+        def watcher() -> None:
+            with httpx.Client(base_url=url, timeout=None) as hw, hw.stream("GET", "/api/v1/namespaces/bw/configmaps", params={"watch": "true", "resourceVersion": "0"}) as r:
+                ready.set()
+                for line in r.iter_lines():
+                    if not line.strip():
+                        continue
+                    e = json.loads(line)
+                    name = e["object"]["metadata"]["name"]
+                    if name in sent:
+                        lat.append(time.perf_counter() - sent[name])
+                    if len(lat) >= n_watch:
+                        return
+
+        t = threading.Thread(target=watcher, daemon=True)
+        t.start()
+        ready.wait(10)
+        time.sleep(0.2)
+        with httpx.Client(base_url=url, timeout=30) as h:
+            for i in range(n_watch):
+                name = f"e{i}"
+                sent[name] = time.perf_counter()
+                h.post("/api/v1/namespaces/bw/configmaps", json=body(name)).raise_for_status()
+        t.join(30)
+        out["watch delivery latency (create sent -> event received)"] = fmt_ms(lat)
+
+        kubectl = shutil.which("kubectl")
+        if kubectl:
+            kc = home / "kubeconfig"
+            subprocess.run([sys.executable, "-m", "ketch", "kubeconfig", "--server", url, "--kubeconfig", str(kc)],
+                           env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, check=True, capture_output=True)
+            docs = "\n---\n".join(
+                json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"a{i}", "namespace": "bl"}, "data": {"i": str(i)}})
+                for i in range(args.apply_objects)
+            )
+            f = home / "objects.yaml"
+            f.write_text(docs)
+            base = [kubectl, "--kubeconfig", str(kc), "--cache-dir", str(home / "kcache")]
+            subprocess.run([*base, "get", "ns"], check=True, capture_output=True)  # warm the discovery cache
+            for label, extra in (("create", []), ("unchanged", []), ("server-side", ["--server-side"])):
+                t0 = time.perf_counter()
+                subprocess.run([*base, "apply", *extra, "-f", str(f)], check=True, capture_output=True)
+                out[f"kubectl apply -f ({args.apply_objects} objects, {label})"] = f"{time.perf_counter() - t0:.2f} s"
+            t0 = time.perf_counter()
+            subprocess.run([*base, "get", "cm", "-n", "bl"], check=True, capture_output=True)
+            out[f"kubectl get cm ({args.apply_objects} objects)"] = f"{time.perf_counter() - t0:.2f} s"
+        out["ratio: 1-client creates/s vs SQLite floor"] = f"{single / float(out['storage floor (SQLite WAL 1-row commits)'][:-2]):.2f}"
+        out["ratio: get p50 vs HTTP floor p50"] = f"{pct(gets, 50) / pct(floor, 50):.2f}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(home, ignore_errors=True)
+    width = max(map(len, out))
+    for k, v in out.items():
+        print(f"{k:<{width}}  {v}")
+
+
+if __name__ == "__main__":
+    main()

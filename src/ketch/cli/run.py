@@ -1,0 +1,135 @@
+"""``ketch run pipeline.py|pipeline.yaml -p name=value``: submit a KFP pipeline to a running ketch through
+the KFP REST API, show each task's progress as it happens, and exit non-zero unless the run succeeds."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+
+FINAL = {"SUCCEEDED", "FAILED", "CANCELED", "SKIPPED"}
+
+
+def load_package(path: Path, pipeline: str | None) -> dict:
+    """The body's pipeline_spec: a compiled YAML/JSON file as is, or a .py file compiled with kfp."""
+    import yaml
+
+    if path.suffix == ".py":
+        from kfp import compiler
+        from kfp.dsl.graph_component import GraphComponent
+
+        spec = importlib.util.spec_from_file_location(f"_ketch_pipeline_{path.stem}", path)
+        if spec is None or spec.loader is None:
+            raise typer.BadParameter(f"cannot import {path}")
+        mod = importlib.util.module_from_spec(spec)
+        sys.path.insert(0, str(path.parent.resolve()))
+        spec.loader.exec_module(mod)
+        found = {n: v for n, v in vars(mod).items() if isinstance(v, GraphComponent)}
+        if pipeline:
+            if pipeline not in found:
+                raise typer.BadParameter(f"no pipeline {pipeline!r} in {path} (found: {', '.join(found) or 'none'})")
+            func = found[pipeline]
+        elif len(found) == 1:
+            func = next(iter(found.values()))
+        else:
+            raise typer.BadParameter(f"{path} defines {len(found)} pipelines ({', '.join(found) or 'none'}); choose one with --pipeline")
+        with tempfile.TemporaryDirectory() as d:
+            out = Path(d) / "pipeline.yaml"
+            compiler.Compiler().compile(func, str(out))
+            text = out.read_text()
+    else:
+        text = path.read_text()
+    docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    if len(docs) == 2:
+        return {"pipeline_spec": docs[0], "platform_spec": docs[1]}
+    return docs[0]
+
+
+def parse_params(items: list[str]) -> dict:
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise typer.BadParameter(f"-p {it!r}: expected name=value")
+        k, v = it.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except ValueError:
+            out[k] = v
+    return out
+
+
+def run(
+    package: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="pipeline.py (compiled with kfp) or a compiled pipeline.yaml")],
+    param: Annotated[list[str] | None, typer.Option("-p", "--param", help="Pipeline parameter name=value (JSON values are parsed).")] = None,
+    server: Annotated[str, typer.Option(envvar="KETCH_URL", help="ketch server URL.")] = "http://127.0.0.1:8080",
+    pipeline: Annotated[str | None, typer.Option(help="Which @dsl.pipeline of a .py file to run.")] = None,
+    name: Annotated[str | None, typer.Option(help="Run display name.")] = None,
+    experiment: Annotated[str | None, typer.Option(help="Experiment name (created if missing; default 'Default').")] = None,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Let tasks use cached results.")] = True,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the run until it ends.")] = True,
+) -> None:
+    """Run a Kubeflow pipeline on ketch and follow it task by task."""
+    spec = load_package(package, pipeline)
+    params = parse_params(param or [])
+    if not cache:
+        _disable_cache(spec)
+    api = server.rstrip("/") + "/apis/v2beta1"
+    with httpx.Client(timeout=30) as http:
+        body: dict = {"display_name": name or package.stem, "pipeline_spec": spec, "runtime_config": {"parameters": params}}
+        if experiment:
+            body["experiment_id"] = _experiment(http, api, experiment)
+        r = http.post(f"{api}/runs", json=body)
+        if r.status_code >= 400:
+            typer.echo(f"error: {r.json().get('message', r.text)}", err=True)
+            raise typer.Exit(2)
+        run_id = r.json()["run_id"]
+        typer.echo(f"run {run_id} submitted ({server}/#/runs/details/{run_id})")
+        if not wait:
+            return
+        seen: dict[str, str] = {}
+        t0 = time.time()
+        while True:
+            run_obj = http.get(f"{api}/runs/{run_id}").json()
+            for t in (run_obj.get("run_details") or {}).get("task_details") or []:
+                if t.get("kind") not in ("container", "importer"):
+                    continue
+                st = t["state"] + (" (cached)" if t.get("cached") else "")
+                if seen.get(t["task_id"]) != st:
+                    seen[t["task_id"]] = st
+                    extra = f"  {t['error']['message']}" if t.get("error") else ""
+                    outs = t.get("parameters", {}).get("outputs") if t["state"] == "SUCCEEDED" else None
+                    typer.echo(f"[{time.time() - t0:7.2f}s] {t['task_id']:<40} {st}{extra}{'  ' + json.dumps(outs) if outs else ''}")
+            if run_obj.get("state") in FINAL:
+                break
+            time.sleep(0.2)
+        state = run_obj["state"]
+        outputs = (run_obj.get("pipeline_outputs") or {}).get("parameters")
+        if outputs:
+            typer.echo(f"outputs: {json.dumps(outputs)}")
+        msg = (run_obj.get("error") or {}).get("message", "")
+        typer.echo(f"run {run_id} {state} in {time.time() - t0:.2f}s{': ' + msg if msg else ''}")
+        if state != "SUCCEEDED":
+            raise typer.Exit(1)
+
+
+def _experiment(http: httpx.Client, api: str, name: str) -> str:
+    f = json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "string_value": name}]})
+    found = http.get(f"{api}/experiments", params={"filter": f}).json().get("experiments") or []
+    if found:
+        return found[0]["experiment_id"]
+    return http.post(f"{api}/experiments", json={"display_name": name}).json()["experiment_id"]
+
+
+def _disable_cache(body: dict) -> None:
+    spec = body.get("pipeline_spec", body)
+    for comp in [spec.get("root", {}), *(spec.get("components") or {}).values()]:
+        for t in ((comp.get("dag") or {}).get("tasks") or {}).values():
+            t["cachingOptions"] = {}
+

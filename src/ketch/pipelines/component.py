@@ -1,0 +1,23 @@
+"""Kubeflow Pipelines in ketch: the KFP v2beta1 REST API on ketch's port, the PipelineRun controller (one
+Pod per task) and the RecurringRun scheduler."""
+
+from __future__ import annotations
+
+import logging
+
+from ketch.machinery.context import Context
+from ketch.runtime import start_controllers
+
+log = logging.getLogger(__name__)
+
+
+def setup(ctx: Context) -> None:
+    import ketch.pipelines as pkg
+    from ketch.pipelines.api import KfpApi
+    from ketch.pipelines.kfp_objects import NS
+
+    rd = ctx.api.rd("v1", "Namespace")
+    if ctx.api.try_get(rd, "", NS) is None:
+        ctx.api.create(rd, "", {"metadata": {"name": NS}})
+    ctx.add_routes(KfpApi(ctx).routes())
+    start_controllers(ctx, pkg.__name__, pkg.__path__)

@@ -1,0 +1,287 @@
+"""The program every pipeline task's Pod runs: ``python -m ketch.pipelines.launcher <task.json>``.
+
+It plays the part of KFP's launcher: stage input artifacts from the artifact store, run the component, and
+write what it produced (``result.json`` next to the task file) for the run controller to read. Lightweight
+Python components run through kfp's own executor in this process, without the pip stage of their command
+(kfp is already importable here; that stage is most of kfp.local's per-task cost). Container components run
+their command with every placeholder resolved by kfp's own placeholder code. Artifacts whose URIs are not
+local paths (s3://, gs://, memory://...) are copied through fsspec.
+
+Kept free of ketch imports beyond the standard library so a task starts fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+
+def _is_local(uri: str) -> bool:
+    return uri.startswith("/") or uri.startswith("file://")
+
+
+def _local(uri: str) -> str:
+    return uri[len("file://"):] if uri.startswith("file://") else uri
+
+
+def _fs_get(uri: str, dest: Path) -> None:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if fs.isdir(path):
+        fs.get(path, str(dest), recursive=True)
+    elif fs.exists(path):
+        fs.get(path, str(dest))
+
+
+def _fs_put(src: Path, uri: str) -> None:
+    import fsspec
+
+    if not src.exists():
+        return
+    fs, path = fsspec.core.url_to_fs(uri)
+    parent = path.rsplit("/", 1)[0]
+    if parent:
+        fs.makedirs(parent, exist_ok=True)  # a no-op on object stores, needed on file systems
+    fs.put(str(src), path, recursive=src.is_dir())
+
+
+def stage_inputs(ei: dict, tdir: Path) -> None:
+    for name, group in (ei["inputs"].get("artifacts") or {}).items():
+        for i, a in enumerate(group.get("artifacts") or []):
+            uri = a.get("uri") or ""
+            if uri and not _is_local(uri):
+                dest = tdir / "staged-in" / name / str(i) / Path(uri).name
+                _fs_get(uri, dest)
+                a["uri"] = str(dest)
+            elif uri:
+                a["uri"] = _local(uri)
+
+
+def stage_outputs(ei: dict, tdir: Path) -> dict[str, str]:
+    """Point remote output URIs at local files for the component; remember where they must go."""
+    remote: dict[str, str] = {}
+    for name, group in (ei["outputs"].get("artifacts") or {}).items():
+        for a in group.get("artifacts") or []:
+            uri = a.get("uri") or ""
+            if uri and not _is_local(uri):
+                local = tdir / "staged-out" / name
+                remote[str(local)] = uri
+                a["uri"] = str(local)
+            elif uri:
+                a["uri"] = _local(uri)
+                Path(a["uri"]).parent.mkdir(parents=True, exist_ok=True)
+    return remote
+
+
+def _lightweight(command: list[str], args: list[str]) -> tuple[str, str] | None:
+    """(source, function name) when the command is kfp's lightweight Python component bootstrap."""
+    if not any("kfp.dsl.executor_main" in c for c in command):
+        return None
+    src = None
+    for i, c in enumerate(command):
+        if "ephemeral_component.py" in c and i + 1 < len(command):
+            src = command[i + 1]
+    fn = None
+    for i, a in enumerate(args):
+        if a == "--function_to_execute" and i + 1 < len(args):
+            fn = args[i + 1]
+    if src is None or fn is None:
+        return None
+    return src, fn
+
+
+def ensure_packages(command: list[str]) -> None:
+    """Install what the component's ``packages_to_install`` asks for, but only what is not already there:
+    the pip stage of the lightweight-component command is skipped, not its meaning."""
+    import re
+    import shlex
+
+    script = next((c for c in command if "pip install" in c), "")
+    wanted: list[str] = []
+    index_args: list[str] = []
+    for seg in re.split(r"&&", script):
+        if "pip install" not in seg or "kfp==" in seg:
+            continue
+        toks = shlex.split(seg[seg.index("pip install") + len("pip install"):])
+        it = iter(toks)
+        for t in it:
+            if t in ("--index-url", "--extra-index-url", "--trusted-host"):
+                index_args += [t, next(it, "")]
+            elif not t.startswith("-"):
+                wanted.append(t)
+    missing = [r for r in wanted if not _satisfied(r)]
+    if missing:
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "--no-warn-script-location", *index_args, *missing])
+
+
+def _satisfied(req: str) -> bool:
+    from importlib import metadata
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        r = Requirement(req)
+    except InvalidRequirement:
+        return False
+    if r.marker is not None and not r.marker.evaluate():
+        return True
+    try:
+        have = metadata.version(r.name)
+    except metadata.PackageNotFoundError:
+        return False
+    return not r.specifier or r.specifier.contains(have, prereleases=True)
+
+
+def run_python(source: str, fn: str, ei: dict, tdir: Path) -> None:
+    os.environ["_KFP_RUNTIME"] = "true"
+    mod_path = tdir / "ephemeral_component.py"
+    mod_path.write_text(source)
+    from kfp.dsl import executor as kfp_executor
+    from kfp.dsl import utils as kfp_utils
+
+    sys.argv = [sys.argv[0]]
+    module = kfp_utils.load_module(module_name="ephemeral_component", module_directory=str(tdir))
+    kfp_executor.Executor(executor_input=ei, function_to_execute=getattr(module, fn)).execute()
+
+
+def _artifact_lists(arg: str, ei: dict) -> str:
+    """``{{$.inputs.artifacts['x']}}`` (a whole input, as a JSON list of artifacts), which kfp's local
+    placeholder code does not know."""
+    import re
+
+    def rep(m: re.Match) -> str:
+        arts = ((ei["inputs"].get("artifacts") or {}).get(m.group(1)) or {}).get("artifacts") or []
+        return json.dumps(arts)
+
+    return re.sub(r"\{\{\$\.inputs\.artifacts\['([^']+)'\]\}\}", rep, arg) if isinstance(arg, str) else arg
+
+
+def run_container(task: dict, ei: dict) -> int:
+    from kfp.local import placeholder_utils
+
+    full = [_artifact_lists(a, ei) for a in list(task["command"]) + list(task["args"])]
+    cmd = placeholder_utils.replace_placeholders(
+        full_command=full, executor_input_dict=ei, pipeline_resource_name=task.get("runName", ""),
+        task_resource_name=task.get("taskName", ""), pipeline_root=task.get("pipelineRoot", ""), unique_pipeline_id=task.get("runId", ""),
+    )
+    for _name, d in ei["outputs"].get("parameters", {}).items():
+        Path(d["outputFile"]).parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.call(cmd)
+
+
+def _parse_param(text: str, ptype: str | None) -> Any:
+    t = text
+    if ptype == "STRING" or ptype is None:
+        return t
+    t = t.strip()
+    if ptype == "NUMBER_INTEGER":
+        return int(float(t))
+    if ptype == "NUMBER_DOUBLE":
+        return float(t)
+    if ptype == "BOOLEAN":
+        return t.lower() == "true"
+    return json.loads(t)
+
+
+def _copy_custom(src: Path, uri: str, remote: dict[str, str]) -> None:
+    """An artifact the component wrote somewhere else (``artifact.custom_path``) is copied to its URI."""
+    import shutil
+
+    if not src.exists():
+        return
+    if uri in remote:
+        _fs_put(src, remote[uri])
+        return
+    dest = Path(_local(uri))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_dir():
+        shutil.copytree(src, dest, dirs_exist_ok=True)
+    else:
+        shutil.copy2(src, dest)
+
+
+def collect(task: dict, ei: dict, remote: dict[str, str]) -> dict:
+    tdir = Path(task["taskDir"])
+    out_file = Path(ei["outputs"]["outputFile"])
+    eo = json.loads(out_file.read_text()) if out_file.exists() else {}
+    params: dict[str, Any] = {}
+    for name, d in (ei["outputs"].get("parameters") or {}).items():
+        if name in (eo.get("parameterValues") or {}):
+            params[name] = eo["parameterValues"][name]
+        elif Path(d["outputFile"]).exists():
+            params[name] = _parse_param(Path(d["outputFile"]).read_text(), task["outputParameterTypes"].get(name))
+    arts: dict[str, list] = {}
+    for name, group in (ei["outputs"].get("artifacts") or {}).items():
+        produced = ((eo.get("artifacts") or {}).get(name) or {}).get("artifacts") or []
+        lst = []
+        for i, a in enumerate(group.get("artifacts") or []):
+            merged = dict(a)
+            if i < len(produced):
+                p = produced[i]
+                merged["metadata"] = {**(a.get("metadata") or {}), **(p.get("metadata") or {})}
+                if p.get("uri"):
+                    merged["uri"] = p["uri"]
+                if p.get("custom_path") or p.get("customPath"):
+                    _copy_custom(Path(p.get("custom_path") or p.get("customPath")), merged["uri"], remote)
+            if merged["uri"] in remote:
+                _fs_put(Path(merged["uri"]), remote[merged["uri"]])
+                merged["uri"] = remote[merged["uri"]]
+            merged["id"] = hashlib.sha1(str(merged["uri"]).encode()).hexdigest()[:16]
+            lst.append(merged)
+        arts[name] = lst
+    del tdir
+    return {"parameters": params, "artifacts": arts}
+
+
+def _write(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, default=str))
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    task_path = Path(argv[0])
+    task = json.loads(task_path.read_text())
+    tdir = Path(task["taskDir"])
+    result_path = tdir / "result.json"
+    ei = task["executorInput"]
+    try:
+        stage_inputs(ei, tdir)
+        remote = stage_outputs(ei, tdir)
+        lw = _lightweight(task["command"], task["args"])
+        if lw is not None:
+            ensure_packages(task["command"])
+            run_python(lw[0], lw[1], ei, tdir)
+        else:
+            rc = run_container(task, ei)
+            if rc != 0:
+                raise SystemExit(rc)
+        _write(result_path, collect(task, ei, remote))
+        return 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+        if code == 0:
+            _write(result_path, collect(task, ei, {}))
+            return 0
+        _write(result_path, {"error": f"the component exited with code {code}"})
+        return code or 1
+    except BaseException as e:  # noqa: BLE001 - report every failure of the user's code as the task's error
+        traceback.print_exc()
+        _write(result_path, {"error": f"{type(e).__name__}: {e}"})
+        return 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Fetching a model from its ``storageUri`` into a local directory, once per revision.
+
+Schemes, as KServe's storage initializer supports them: a local path or ``file://`` (used in place),
+``pvc://<claim>/<path>`` (a PersistentVolumeClaim's directory under ketch's home), ``s3://`` (boto3;
+endpoint from ``AWS_ENDPOINT_URL``/``S3_ENDPOINT``, credentials from the usual AWS variables), ``gs://``
+and any other fsspec protocol (through fsspec, with its optional backend installed), and ``http(s)://``
+(one file; ``.zip``/``.tar``/``.tar.gz`` archives are unpacked). A download goes to a temporary directory
+renamed into place when complete, so a crash never leaves a half-fetched model that looks whole; a
+``.ketch-fetched`` marker makes later replicas of the same revision reuse it. The caller then loads the
+model, which is the verification: a predictor is ready only once its model loaded.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tarfile
+import tempfile
+import zipfile
+from urllib.parse import urlparse
+
+MARKER = ".ketch-fetched"
+
+
+def pvc_root() -> str:
+    home = os.environ.get("KETCH_HOME") or os.path.expanduser("~/.ketch")
+    return os.path.join(home, "volumes")
+
+
+def resolve_local(uri: str) -> str | None:
+    """The local directory or file a URI names without copying, or None when it must be fetched."""
+    if uri.startswith("file://"):
+        return uri[len("file://"):]
+    if "://" not in uri:
+        return uri
+    if uri.startswith("pvc://"):
+        rest = uri[len("pvc://"):]
+        claim, _, sub = rest.partition("/")
+        base = os.environ.get("KETCH_PVC_ROOT") or pvc_root()
+        return os.path.join(base, claim, sub)
+    return None
+
+
+def fetch(uri: str, dest: str) -> str:
+    """Make the model at ``uri`` available locally; returns the path to load from."""
+    local = resolve_local(uri)
+    if local is not None:
+        if not os.path.exists(local):
+            raise FileNotFoundError(f"storageUri {uri}: {local} does not exist")
+        return local
+    os.makedirs(os.path.dirname(os.path.abspath(dest)) or ".", exist_ok=True)
+    with open(os.path.abspath(dest) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # replicas of one revision fetch once
+        if os.path.exists(os.path.join(dest, MARKER)):
+            return dest
+        tmp = tempfile.mkdtemp(prefix=".fetch-", dir=os.path.dirname(os.path.abspath(dest)))
+        try:
+            scheme = urlparse(uri).scheme
+            if scheme == "s3":
+                _s3(uri, tmp)
+            elif scheme in ("http", "https"):
+                _http(uri, tmp)
+            else:
+                _fsspec(uri, tmp)
+            if not any(f != MARKER for f in os.listdir(tmp)):
+                raise FileNotFoundError(f"storageUri {uri}: nothing found to download")
+            open(os.path.join(tmp, MARKER), "w").close()
+            if os.path.exists(dest):
+                shutil.rmtree(dest)
+            os.rename(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return dest
+
+
+def _s3(uri: str, out: str) -> None:
+    import boto3
+
+    u = urlparse(uri)
+    bucket, prefix = u.netloc, u.path.lstrip("/")
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("S3_ENDPOINT")
+    if endpoint and "://" not in endpoint:
+        endpoint = ("https://" if os.environ.get("S3_USE_HTTPS", "1") != "0" else "http://") + endpoint
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    n = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            key = obj["Key"]
+            if key.endswith("/"):
+                continue
+            rel = os.path.relpath(key, prefix) if prefix and key != prefix else os.path.basename(key)
+            if rel.startswith(".."):
+                continue  # "models/a" must not match "models/ab/..."
+            target = os.path.join(out, rel)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            s3.download_file(bucket, key, target)
+            n += 1
+    if n == 0:
+        raise FileNotFoundError(f"storageUri {uri}: no objects under that prefix")
+    _maybe_unpack(out)
+
+
+def _http(uri: str, out: str) -> None:
+    import httpx
+
+    name = os.path.basename(urlparse(uri).path) or "model"
+    target = os.path.join(out, name)
+    with httpx.stream("GET", uri, follow_redirects=True, timeout=60) as r:
+        if r.status_code != 200:
+            raise RuntimeError(f"storageUri {uri}: HTTP {r.status_code}")
+        with open(target, "wb") as f:
+            for chunk in r.iter_bytes(1 << 20):
+                f.write(chunk)
+    _maybe_unpack(out)
+
+
+def _fsspec(uri: str, out: str) -> None:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    if fs.isdir(path):
+        fs.get(path.rstrip("/") + "/", out, recursive=True)
+    else:
+        fs.get(path, os.path.join(out, os.path.basename(path)))
+    _maybe_unpack(out)
+
+
+def _maybe_unpack(out: str) -> None:
+    files = [f for f in os.listdir(out) if not f.startswith(".")]
+    if len(files) != 1:
+        return
+    p = os.path.join(out, files[0])
+    if p.endswith((".tar", ".tar.gz", ".tgz")):
+        with tarfile.open(p) as t:
+            t.extractall(out, filter="data")
+        os.remove(p)
+    elif p.endswith(".zip"):
+        with zipfile.ZipFile(p) as z:
+            for n in z.namelist():
+                if os.path.isabs(n) or ".." in n.split("/"):
+                    raise RuntimeError(f"unsafe path in archive: {n}")
+            z.extractall(out)
+        os.remove(p)

@@ -1,0 +1,219 @@
+"""Kubeflow Trainer v2: TrainJob run from a (Cluster)TrainingRuntime.
+
+The real Trainer renders a JobSet; ketch renders the same Pods directly: ``<job>-node-0-<i>`` with the
+JobSet labels (``jobset.sigs.k8s.io/jobset-name``, ``replicatedjob-name=node``,
+``batch.kubernetes.io/job-completion-index``) the ``kubeflow`` SDK selects on, a container named ``node``,
+and the env its runtime plugins inject (torch: PET_NNODES, PET_NPROC_PER_NODE, PET_NODE_RANK,
+PET_MASTER_ADDR/PORT; jax: JAX_*; xgboost: DMLC_*), with a real port per job on this host.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+from ketch.kinds.meta import age_seconds, now, owner_reference
+from ketch.machinery.errors import StatusError
+from ketch.runtime import Controller, Key, Result, Watch
+from ketch.training.pods import phase, quantity
+from ketch.training.ports import free_port, service_ports
+
+POD = ("v1", "Pod")
+SERVICE = ("v1", "Service")
+API = "trainer.kubeflow.org/v1alpha1"
+JOBSET = "jobset.sigs.k8s.io/jobset-name"
+RJOB = "jobset.sigs.k8s.io/replicatedjob-name"
+INDEX = "batch.kubernetes.io/job-completion-index"
+ANCESTOR = "trainer.kubeflow.org/trainjob-ancestor-step"
+HOST = "127.0.0.1"
+RESERVED = {"PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR", "PET_MASTER_PORT"}
+
+
+def _set(status: dict, ctype: str, value: str, reason: str, message: str) -> None:
+    conds = [c for c in status.get("conditions") or [] if c.get("type") != ctype]
+    old = next((c for c in status.get("conditions") or [] if c.get("type") == ctype), None)
+    if old and old.get("status") == value and old.get("reason") == reason:
+        return
+    conds.append({"type": ctype, "status": value, "reason": reason, "message": message, "lastTransitionTime": now()})
+    status["conditions"] = conds
+
+
+def _true(status: dict, ctype: str) -> bool:
+    return any(c.get("type") == ctype and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+def node_job(runtime: dict) -> dict | None:
+    """The replicated job that runs the trainer: the one marked as the trainer ancestor, else "node"."""
+    rjobs = ((((runtime.get("spec") or {}).get("template") or {}).get("spec") or {}).get("replicatedJobs")) or []
+    for rj in rjobs:
+        if (((rj.get("template") or {}).get("metadata") or {}).get("labels") or {}).get(ANCESTOR) == "trainer":
+            return rj
+    return next((rj for rj in rjobs if rj.get("name") == "node"), None)
+
+
+def _nproc(trainer: dict, torch: dict, resources: dict) -> str:
+    n = trainer.get("numProcPerNode") or torch.get("numProcPerNode") or "auto"
+    if str(n) != "auto":
+        return str(n)
+    req = resources.get("requests") or resources.get("limits") or {}
+    if any("gpu" in k for k in req):
+        return "auto"
+    cpu = req.get("cpu")
+    return str(max(1, math.floor(quantity(cpu)))) if cpu is not None else "1"
+
+
+class TrainJobController(Controller):
+    name = "trainjob-controller"
+    kind = (API, "TrainJob")
+    owns = [POD, SERVICE]
+
+    def extra_watches(self) -> list[Watch]:
+        return []
+
+    async def reconcile(self, key: Key) -> Result | None:
+        job = self.get(key)
+        if job is None or job["metadata"].get("deletionTimestamp"):
+            return None
+        return self.sync(job)
+
+    def _runtime(self, job: dict) -> dict | None:
+        ref = (job.get("spec") or {}).get("runtimeRef") or {}
+        if ref.get("kind") == "TrainingRuntime":
+            return self.client.get((API, "TrainingRuntime"), job["metadata"]["namespace"], ref.get("name", ""))
+        return self.client.get((API, "ClusterTrainingRuntime"), "", ref.get("name", ""))
+
+    def sync(self, job: dict) -> Result | None:
+        md = job["metadata"]
+        name, ns, uid = md["name"], md["namespace"], md["uid"]
+        spec = job.get("spec") or {}
+        status = copy.deepcopy(job.get("status") or {})
+        orig = copy.deepcopy(status)
+        sel = {JOBSET: name}
+        pods = [p for p in self.client.list(POD, ns, sel) if any(o.get("uid") == uid for o in p["metadata"].get("ownerReferences") or [])]
+        if _true(status, "Complete") or _true(status, "Failed"):
+            return self._write(job, status, orig)
+        runtime = self._runtime(job)
+        rj = node_job(runtime) if runtime else None
+        if rj is None:
+            ref = spec.get("runtimeRef") or {}
+            _set(status, "Failed", "True", "TrainingRuntimeNotSupported",
+                 f"{ref.get('kind', 'ClusterTrainingRuntime')} {ref.get('name')!r} not found or has no trainer node job")
+            self.client.event(job, "Warning", "TrainingRuntimeNotSupported", status["conditions"][-1]["message"])
+            return self._write(job, status, orig)
+        if spec.get("suspend"):
+            for p in pods:
+                self.client.delete(POD, ns, p["metadata"]["name"])
+            _set(status, "Suspended", "True", "Suspended", "TrainJob is suspended")
+            return self._write(job, status, orig)
+        if _true(status, "Suspended"):
+            _set(status, "Suspended", "False", "Resumed", "TrainJob is resumed")
+        ads = spec.get("activeDeadlineSeconds")
+        result = None
+        if ads:
+            left = float(ads) - (age_seconds(md.get("creationTimestamp")) or 0.0)
+            if left <= 0:
+                return self._finish(job, status, orig, pods, "Failed", "DeadlineExceeded", f"TrainJob exceeded its activeDeadlineSeconds ({ads}s)")
+            result = Result(requeue_after=left + 0.05)
+
+        ml = (runtime.get("spec") or {}).get("mlPolicy") or {}
+        trainer = spec.get("trainer") or {}
+        n = int(trainer.get("numNodes") or ml.get("numNodes") or 1)
+        names = [f"{name}-node-0-{i}" for i in range(n)]
+        port = self._master_port(job, names[0])
+        have = {p["metadata"]["name"]: p for p in pods}
+        failed = [p for p in pods if phase(p) == "Failed"]
+        if failed:
+            return self._finish(job, status, orig, pods, "Failed", "JobSetFailed", f"node pod {failed[0]['metadata']['name']} failed")
+        for i, pname in enumerate(names):
+            if pname not in have:
+                self._create_pod(job, runtime, rj, ml, trainer, i, n, pname, port)
+        pods = [p for p in self.client.list(POD, ns, sel) if any(o.get("uid") == uid for o in p["metadata"].get("ownerReferences") or [])]
+        node = [p for p in pods if p["metadata"]["name"] in names]
+        counts = {ph: sum(1 for p in node if phase(p) == ph) for ph in ("Running", "Succeeded", "Failed", "Pending")}
+        status["jobsStatus"] = [{"name": rj.get("name", "node"), "ready": counts["Running"], "succeeded": counts["Succeeded"],
+                                 "failed": counts["Failed"], "active": counts["Running"] + counts["Pending"], "suspended": 0}]
+        if counts["Succeeded"] == n:
+            return self._finish(job, status, orig, pods, "Complete", "JobSetCompleted", "jobset completed successfully")
+        self._write(job, status, orig)
+        return result
+
+    def _master_port(self, job: dict, svc_name: str) -> int:
+        md = job["metadata"]
+        svc = self.client.get(SERVICE, md["namespace"], svc_name)
+        if svc is None:
+            taken = service_ports(self.client.list(SERVICE, None, JOBSET))
+            svc = {"apiVersion": "v1", "kind": "Service",
+                   "metadata": {"name": svc_name, "namespace": md["namespace"], "labels": {JOBSET: md["name"]},
+                                "ownerReferences": [owner_reference(job)]},
+                   "spec": {"clusterIP": "None", "selector": {JOBSET: md["name"], INDEX: "0"},
+                            "ports": [{"name": "master", "port": free_port(taken), "protocol": "TCP"}]}}
+            try:
+                svc = self.client.create(svc)
+            except StatusError as e:
+                if e.code != 409:
+                    raise
+                svc = self.client.get(SERVICE, md["namespace"], svc_name) or svc
+        return int(svc["spec"]["ports"][0]["port"])
+
+    def _create_pod(self, job: dict, runtime: dict, rj: dict, ml: dict, trainer: dict, i: int, n: int, pname: str, port: int) -> None:
+        md = job["metadata"]
+        ptmpl = copy.deepcopy((((rj.get("template") or {}).get("spec") or {}).get("template")) or {})
+        pspec = ptmpl.get("spec") or {}
+        pspec.setdefault("restartPolicy", "Never")
+        if pspec["restartPolicy"] == "Always":
+            pspec["restartPolicy"] = "Never"
+        labels = {**((ptmpl.get("metadata") or {}).get("labels") or {}), **((job.get("spec") or {}).get("labels") or {}),
+                  JOBSET: md["name"], RJOB: rj.get("name", "node"), INDEX: str(i), "trainer.kubeflow.org/trainjob-name": md["name"]}
+        for c in pspec.get("containers") or []:
+            if c.get("name") != "node":
+                continue
+            if trainer.get("image"):
+                c["image"] = trainer["image"]
+            if trainer.get("command"):
+                c["command"] = trainer["command"]
+                c.pop("args", None)
+            if trainer.get("args"):
+                c["args"] = trainer["args"]
+            if trainer.get("resourcesPerNode"):
+                c["resources"] = trainer["resourcesPerNode"]
+            plugin = []
+            if ml.get("torch") is not None:
+                plugin = [("PET_NNODES", n), ("PET_NPROC_PER_NODE", _nproc(trainer, ml["torch"] or {}, c.get("resources") or {})),
+                          ("PET_NODE_RANK", i), ("PET_MASTER_ADDR", HOST), ("PET_MASTER_PORT", port)]
+            elif ml.get("jax") is not None:
+                plugin = [("JAX_NUM_PROCESSES", n), ("JAX_PROCESS_ID", i), ("JAX_COORDINATOR_ADDRESS", f"{HOST}:{port}")]
+            elif ml.get("xgboost") is not None:
+                plugin = [("DMLC_TRACKER_URI", HOST), ("DMLC_TRACKER_PORT", port), ("DMLC_TASK_ID", i), ("DMLC_NUM_WORKER", n)]
+            user = [e for e in trainer.get("env") or [] if e.get("name") not in RESERVED]
+            names = {e["name"] for e in user} | {k for k, _ in plugin}
+            c["env"] = [e for e in c.get("env") or [] if e.get("name") not in names] + user + [{"name": k, "value": str(v)} for k, v in plugin]
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": pname, "namespace": md["namespace"], "labels": labels,
+                            "annotations": {INDEX: str(i)}, "ownerReferences": [owner_reference(job)]},
+               "spec": pspec}
+        try:
+            self.client.create(pod)
+            self.client.event(job, "Normal", "SuccessfulCreatePod", f"Created pod: {pname}")
+        except StatusError as e:
+            if e.code != 409:
+                raise
+
+    def _finish(self, job: dict, status: dict, orig: dict, pods: list[dict], ctype: str, reason: str, msg: str) -> None:
+        _set(status, ctype, "True", reason, msg)
+        self.client.event(job, "Normal" if ctype == "Complete" else "Warning", reason, msg)
+        if ctype == "Failed":
+            for p in pods:
+                if phase(p) in ("Pending", "Running"):
+                    self.client.delete(POD, p["metadata"]["namespace"], p["metadata"]["name"])
+        return self._write(job, status, orig)
+
+    def _write(self, job: dict, status: dict, orig: dict) -> None:
+        if status != orig:
+            new = copy.deepcopy(job)
+            new["status"] = status
+            new["metadata"].pop("resourceVersion", None)
+            self.client.update_status(new)
+        return None
+
+
+CONTROLLERS = [TrainJobController]

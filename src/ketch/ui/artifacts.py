@@ -1,0 +1,65 @@
+"""The content of a pipeline artifact, for the run page's HTML/Markdown views and dataset previews.
+
+KFP's UI reads artifact files from the pipeline root itself; so does this. Only an artifact recorded in a
+PipelineRun's status (looked up through the API by run and artifact id) can be read — never a path or URI
+given by the browser — and at most ``LIMIT`` bytes of it. The answer is plain text under a CSP that forbids
+everything, so even opened directly it cannot run; the app shows HTML only in a sandboxed iframe.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fsspec
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ketch.machinery.api import Api
+
+LIMIT = 1 << 20
+RUN_KIND = ("pipelines.kubeflow.org/v1", "PipelineRun")
+HEADERS = {"Content-Security-Policy": "default-src 'none'; sandbox", "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
+
+
+def find_artifact(run: dict, artifact_id: str) -> dict | None:
+    for task in ((run.get("status") or {}).get("tasks") or {}).values():
+        for arts in ((task.get("outputs") or {}).get("artifacts") or {}).values():
+            for a in arts or []:
+                if a.get("id") == artifact_id:
+                    return a
+    return None
+
+
+def read_head(uri: str, limit: int = LIMIT) -> tuple[bytes, bool]:
+    """The first ``limit`` bytes of the artifact (of its first file, if it is a directory), and whether it
+    was cut."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    if fs.isdir(path):
+        files = sorted(p for p in fs.find(path) if fs.isfile(p))
+        if not files:
+            return b"", False
+        path = files[0]
+    with fs.open(path, "rb") as f:
+        data = f.read(limit + 1)
+    return data[:limit], len(data) > limit
+
+
+def content_handler(api: Api):
+    async def handler(request: Request) -> Response:
+        run_id, aid = request.path_params["run"], request.path_params["aid"]
+        try:
+            rd = api.rd(*RUN_KIND)
+        except Exception:
+            return JSONResponse({"error": "the pipelines component is not running"}, 404, headers=HEADERS)
+        runs: list[dict[str, Any]] = api.list(rd, None, None, None, f"metadata.name={run_id}")["items"]
+        art = find_artifact(runs[0], aid) if runs else None
+        if art is None or not art.get("uri"):
+            return JSONResponse({"error": f"run {run_id!r} has no artifact {aid!r}"}, 404, headers=HEADERS)
+        try:
+            data, cut = await run_in_threadpool(read_head, art["uri"])
+        except (OSError, ValueError) as e:
+            return JSONResponse({"error": f"cannot read artifact {aid!r}: {e}"}, 404, headers=HEADERS)
+        return Response(data, media_type="text/plain; charset=utf-8", headers={**HEADERS, "X-Ketch-Truncated": "true" if cut else "false"})
+
+    return handler

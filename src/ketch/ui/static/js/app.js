@@ -1,0 +1,98 @@
+// The shell: navigation, namespace switcher, search box and a hash router. Each page is a function
+// (root, params, ctx) that draws into root and returns a cleanup that stops its watches.
+import { h, mount, errorBox, Cell } from "./dom.js";
+import { get, liveObjects, watchState } from "./api.js";
+import * as resources from "./pages/resources.js";
+import * as pipelines from "./pages/pipelines.js";
+import * as training from "./pages/training.js";
+import * as tuning from "./pages/tuning.js";
+import * as serving from "./pages/serving.js";
+
+const NAV = [
+  ["Pipelines", "#/pipelines"], ["Runs", "#/runs"], ["Experiments", "#/experiments"],
+  ["Recurring runs", "#/recurringruns"], ["Training jobs", "#/training"], ["Tuning experiments", "#/tuning"],
+  ["Models", "#/models"], ["Notebooks", "#/notebooks"], ["Resources", "#/resources"], ["Events", "#/events"],
+];
+
+// Most specific first; ":x" captures one segment, "*rest" the remainder.
+const ROUTES = [
+  ["/runs/details/:id", pipelines.runDetails], ["/runs/new", pipelines.newRun], ["/runs", pipelines.runs],
+  ["/compare", pipelines.compare],
+  ["/experiments/details/:id", pipelines.experimentDetails], ["/experiments", pipelines.experiments],
+  ["/pipelines/details/:id/version/:vid", pipelines.pipelineDetails], ["/pipelines/details/:id", pipelines.pipelineDetails],
+  ["/pipelines/upload", pipelines.upload], ["/pipelines", pipelines.pipelinesList],
+  ["/recurringruns/details/:id", pipelines.recurringDetails], ["/recurringruns", pipelines.recurringRuns],
+  ["/training/:group/:plural/:ns/:name", training.details], ["/training", training.list],
+  ["/tuning/:ns/:name", tuning.details], ["/tuning", tuning.list],
+  ["/models/:ns/:name", serving.details], ["/models", serving.list],
+  ["/notebooks", resources.notebooks],
+  ["/resources/:group/:plural/:ns/:name", resources.details], ["/resources/:group/:plural", resources.list],
+  ["/resources", resources.index], ["/events", resources.events], ["/search", resources.search],
+  ["/create", resources.create], ["/", resources.home],
+];
+
+export const ctx = {
+  ns: new Cell(localStorage.getItem("ketch.ns") || "default"),
+  go(hash) { location.hash = hash; },
+};
+
+function match(path) {
+  for (const [pat, fn] of ROUTES) {
+    const ps = pat.split("/").filter(Boolean), xs = path.split("/").filter(Boolean);
+    if (ps.length !== xs.length) continue;
+    const params = {};
+    if (ps.every((p, i) => p.startsWith(":") ? (params[p.slice(1)] = decodeURIComponent(xs[i]), true) : p === xs[i])) return [fn, params];
+  }
+  return [null, {}];
+}
+
+let cleanup = null;
+async function route() {
+  const raw = location.hash.replace(/^#/, "") || "/";
+  const [path, qs] = raw.split("?");
+  const [fn, params] = match(path);
+  const query = new URLSearchParams(qs || "");
+  if (cleanup) { try { cleanup(); } catch { /* view already gone */ } cleanup = null; }
+  const main = document.getElementById("main");
+  document.getElementById("panel").hidden = true;
+  for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", path.startsWith(a.getAttribute("href").slice(1)));
+  if (!fn) { mount(main, h("h1", {}, "Not found"), h("p", {}, `No page at ${path}`)); return; }
+  const root = h("div", { class: "page" });
+  mount(main, root);
+  try {
+    cleanup = (await fn(root, params, { ...ctx, query })) || null;
+  } catch (e) {
+    root.appendChild(errorBox(e));
+  }
+}
+
+function nsSwitcher() {
+  const sel = document.getElementById("ns");
+  let current = [];
+  const draw = () => {
+    const ns = ctx.ns.get();
+    const names = current.map(o => o.metadata.name).sort();
+    if (ns && ns !== "*" && !names.includes(ns)) names.push(ns);
+    mount(sel, h("option", { value: "*" }, "All namespaces"), names.map(n => h("option", { value: n }, n)));
+    sel.value = ns;
+  };
+  liveObjects("/api/v1/namespaces", { onChange(items) { current = items; draw(); } });
+  sel.addEventListener("change", () => { localStorage.setItem("ketch.ns", sel.value); ctx.ns.set(sel.value); });
+  draw();
+}
+
+function main() {
+  mount(document.getElementById("nav"), NAV.map(([t, href]) => h("a", { href }, t)));
+  document.getElementById("search-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    ctx.go(`#/search?q=${encodeURIComponent(document.getElementById("search").value)}`);
+  });
+  const live = document.getElementById("live");
+  watchState.listeners.add(n => { live.textContent = n ? `● live (${n})` : "○"; live.className = n ? "on" : ""; });
+  nsSwitcher();
+  ctx.ns.subscribe(() => route());
+  window.addEventListener("hashchange", route);
+  get("/version").then(v => { document.getElementById("brand").title = v.gitVersion; }).catch(() => {});
+  route();
+}
+main();

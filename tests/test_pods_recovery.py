@@ -108,3 +108,24 @@ def test_disabled_kubelet_runs_nothing(tmp_path):
         assert r.returncode != 0
     finally:
         k.stop()
+
+
+def test_leave_running_on_exit_then_adopt(tmp_path):
+    k = make_ketch(tmp_path, env={"KETCH_KUBELET_ON_EXIT": "leave"}).start()
+    pid = None
+    try:
+        k.kubectl("run", "keeper", "--image=python", "--", "sleep", "300")
+        k.kubectl("wait", "--for=condition=Ready", "pod/keeper", "--timeout=30s")
+        pid = _pid(k, "keeper")
+        k.stop()
+        assert not _gone(pid), "KETCH_KUBELET_ON_EXIT=leave keeps pods running while ketch is stopped"
+        k.start()
+        wait_for(lambda: k.kjson("get", "pod", "keeper")["status"]["phase"] == "Running", what="keeper")
+        assert _pid(k, "keeper") == pid
+        assert k.kjson("get", "pod", "keeper")["status"]["containerStatuses"][0]["restartCount"] == 0
+        k.kubectl("delete", "pod", "keeper", "--timeout=30s")
+        wait_for(lambda: _gone(pid), timeout=10, what="keeper ended on delete")
+    finally:
+        k.stop()
+        if pid is not None and not _gone(pid):
+            os.kill(pid, signal.SIGKILL)

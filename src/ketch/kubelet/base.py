@@ -12,12 +12,14 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import os
 import platform
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import ketch
 from ketch.kinds.meta import now
+from ketch.kubelet.images import Images
 from ketch.kubelet.logs import LogOptions
 from ketch.kubelet.resources import TRACKED, format_quantity, pod_requests
 from ketch.machinery.client import Client
@@ -26,6 +28,7 @@ from ketch.machinery.context import Context
 log = logging.getLogger(__name__)
 POD = ("v1", "Pod")
 NODE = ("v1", "Node")
+KINDS = {"ConfigMap": ("v1", "ConfigMap"), "Secret": ("v1", "Secret"), "PersistentVolumeClaim": ("v1", "PersistentVolumeClaim")}
 
 
 class CannotRun(Exception):
@@ -50,6 +53,9 @@ class Kubelet(abc.ABC):
         self.ctx = ctx
         self.node_name = node_name
         self.client = Client(ctx.api, manager="ketch-kubelet")
+        self.home = ctx.settings.home
+        self.images = Images(self.home)
+        self._kubeconfigs: set[str] = set()
 
     # -- the node ------------------------------------------------------------------------------------------
 
@@ -128,6 +134,46 @@ class Kubelet(abc.ABC):
                 self.register_node()
             except Exception:
                 log.exception("node heartbeat failed")
+
+    def kubeconfig(self, namespace: str) -> str:
+        """A kubeconfig pointing at this ketch with the pod's namespace as default, the way in-cluster
+        config works for a real pod (there is no service account token file here)."""
+        path = self.home / "kubelet" / "kubeconfig" / f"{namespace}.yaml"
+        if namespace not in self._kubeconfigs:
+            import yaml
+
+            cfg = {
+                "apiVersion": "v1", "kind": "Config", "current-context": "ketch",
+                "clusters": [{"name": "ketch", "cluster": {"server": self.ctx.settings.url}}],
+                "users": [{"name": "ketch", "user": {"token": "ketch"}}],
+                "contexts": [{"name": "ketch", "context": {"cluster": "ketch", "user": "ketch", "namespace": namespace}}],
+            }
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
+            tmp.replace(path)
+            self._kubeconfigs.add(namespace)
+        return str(path)
+
+    def bind_claims(self, pod: dict) -> None:
+        ns = pod["metadata"].get("namespace", "default")
+        for v in (pod.get("spec") or {}).get("volumes") or []:
+            claim = (v.get("persistentVolumeClaim") or {}).get("claimName")
+            if not claim:
+                continue
+            pvc = self.client.get(KINDS["PersistentVolumeClaim"], ns, claim)
+            if pvc is None or (pvc.get("status") or {}).get("phase") == "Bound":
+                continue
+            spec = pvc.get("spec") or {}
+            self.client.patch_status(pvc, {
+                "phase": "Bound",
+                "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
+                "capacity": {"storage": ((spec.get("resources") or {}).get("requests") or {}).get("storage", "1Gi")},
+            })
+
+    @abc.abstractmethod
+    def pod_finished(self, worker: object) -> None:
+        """A pod stopped holding resources (finished or deleted): a chance to admit waiting pods."""
 
     # -- selection and admission -----------------------------------------------------------------------
 

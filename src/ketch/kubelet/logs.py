@@ -164,6 +164,6 @@ async def read(log_file: Path, opts: LogOptions) -> AsyncIterator[str]:
                     sent += len(r.encode())
                     yield r
                 continue
-            if finished:
+            if finished or not log_file.exists():  # run ended, or the pod (and its logs) was deleted
                 return
             await asyncio.sleep(0.1)

@@ -329,8 +329,11 @@ export async function renderArtifact(a) {
 
 // An HTML artifact in an iframe with an empty sandbox: no scripts, no forms, no same-origin access, and the
 // page's CSP still applies (srcdoc frames inherit it), so nothing in it can reach another host.
+// The artifact's own document carries a policy that allows nothing but inline styles and data: images,
+// so it cannot reach any host even where a browser does not pass the page's policy on to srcdoc frames.
+const ARTIFACT_CSP = `<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">`;
 export function sandboxed(html) {
-  return h("iframe", { sandbox: "", class: "sandboxed", title: "artifact", referrerpolicy: "no-referrer", srcdoc: html });
+  return h("iframe", { sandbox: "", class: "sandboxed", title: "artifact", referrerpolicy: "no-referrer", srcdoc: ARTIFACT_CSP + html });
 }
 
 // Which executions produced and consumed an artifact (ketch's /artifacts/{id} answers with its lineage).

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import ketch
 from ketch.kinds.meta import now
+from ketch.kinds.resources import TRACKED, format_quantity, pod_requests
 from ketch.kubelet.images import Images
 from ketch.kubelet.logs import LogOptions
-from ketch.kubelet.resources import TRACKED, format_quantity, pod_requests
 from ketch.machinery.client import Client
 from ketch.machinery.context import Context
 

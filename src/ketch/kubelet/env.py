@@ -10,7 +10,7 @@ import base64
 import json
 from collections.abc import Callable
 
-from ketch.kubelet.resources import parse_quantity
+from ketch.kinds.resources import parse_quantity
 
 Lookup = Callable[[str, str, str], dict | None]  # (kind, namespace, name) -> object or None
 

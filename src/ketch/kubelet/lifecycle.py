@@ -20,12 +20,12 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from ketch.kinds.meta import now, parse_time
+from ketch.kinds.resources import GPU, memory_limit, pod_requests, qos_class
 from ketch.kubelet import volumes
 from ketch.kubelet.base import KINDS, POD, CannotRun, Kubelet, Started
 from ketch.kubelet.env import ConfigError, container_env, expand
 from ketch.kubelet.logs import Shipper
 from ketch.kubelet.probes import run_probe
-from ketch.kubelet.resources import GPU, memory_limit, pod_requests, qos_class
 from ketch.machinery.errors import StatusError
 
 log = logging.getLogger(__name__)

@@ -24,13 +24,13 @@ from pathlib import Path
 import psutil
 
 from ketch.kinds.meta import now
+from ketch.kinds.resources import GPU, TRACKED, pod_requests, qos_class
 from ketch.kubelet import process, volumes
 from ketch.kubelet.base import NODE, POD, CannotRun, Kubelet, Started
 from ketch.kubelet.env import ConfigError
 from ketch.kubelet.images import find_executable
 from ketch.kubelet.lifecycle import PodWorker
 from ketch.kubelet.logs import Shipper, container_log_dir
-from ketch.kubelet.resources import GPU, TRACKED, pod_requests, qos_class
 from ketch.machinery.context import Context
 from ketch.machinery.errors import StatusError
 
@@ -66,7 +66,7 @@ class LocalKubelet(Kubelet):
 
     def capacity(self) -> dict[str, float]:
         if self._capacity is None:
-            from ketch.kubelet.resources import parse_quantity
+            from ketch.kinds.resources import parse_quantity
 
             self._capacity = {
                 "cpu": parse_quantity(os.environ.get("KETCH_NODE_CPU") or str(os.cpu_count() or 1)),

@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
+from ketch.kinds.resources import TRACKED as GANG_RESOURCES
+from ketch.kinds.resources import parse_quantity as quantity
+from ketch.kinds.resources import pod_requests as _pod_requests
 from ketch.machinery.client import Client
-
-_Q = re.compile(r"^([0-9.eE+-]+)([a-zA-Z]*)$")
-_SUFFIX = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
-           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-GANG_RESOURCES = ("cpu", "memory", "nvidia.com/gpu")
-
-
-def quantity(v: object) -> float:
-    if isinstance(v, int | float):
-        return float(v)
-    m = _Q.match(str(v).strip())
-    if not m or m.group(2) not in _SUFFIX:
-        raise ValueError(f"invalid quantity {v!r}")
-    return float(m.group(1)) * _SUFFIX[m.group(2)]
 
 
 def phase(pod: dict) -> str:
@@ -56,14 +43,8 @@ def waiting_to_restart(pod: dict) -> bool:
 
 
 def pod_requests(spec: dict) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for c in spec.get("containers") or []:
-        res = (c or {}).get("resources") or {}
-        req = res.get("requests") or res.get("limits") or {}
-        for k in GANG_RESOURCES:
-            if k in req:
-                out[k] = out.get(k, 0.0) + quantity(req[k])
-    return out
+    """What a pod spec holds while it runs, by the same rule the kubelet admits with (zeros dropped)."""
+    return {k: v for k, v in _pod_requests({"spec": spec}).items() if v}
 
 
 def gang_fits(client: Client, need: dict[str, float], exclude_uid: str) -> tuple[bool, str]:

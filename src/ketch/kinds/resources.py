@@ -1,5 +1,8 @@
 """Resource quantities and what a Pod asks for: the arithmetic behind admission and the QoS class.
 
+Shared by the kubelet (admission) and the controllers that gang-admit (training), so it lives in the
+kinds layer as pure functions.
+
 Kubernetes quantities ("500m", "2", "128Mi", "1G", "1e3") are parsed to floats in base units (cores,
 bytes, devices) so that admission is a plain comparison against the node's allocatable.
 """

@@ -484,7 +484,11 @@ def check_params(p: ir.Pipeline, params: dict) -> None:
     adefs = (p.root.get("inputDefinitions") or {}).get("artifacts") or {}
     for k in params:
         if k not in defs and k not in adefs:
-            raise bad(f"runtime_config.parameters.{k}: the pipeline has no parameter {k!r} (it has: {', '.join(sorted(defs)) or 'none'})")
+            raise bad(f"runtime_config.parameters.{k}: the pipeline has no parameter {k!r} (it has: {', '.join(sorted([*defs, *adefs])) or 'none'})")
+    try:
+        ir.root_artifacts(p, params)
+    except ir.IRError as e:
+        raise bad(str(e)) from e
     for k, d in defs.items():
         if k not in params and "defaultValue" not in d and not d.get("isOptional"):
             raise bad(f"runtime_config.parameters.{k}: required (no default value)")

@@ -1,0 +1,107 @@
+"""Pipeline inputs beyond parameters, on a real ketch server: artifacts given to the pipeline itself at run
+creation (kfp.Client, `ketch run -p`), next to dsl.importer; and pipelines uploaded as .py source."""
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import kfp
+import pytest
+from kfp import dsl
+from kfp.dsl import Dataset, Input
+from kfp_server_api.exceptions import ApiException
+
+from conftest import SRC, wait_for
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+FINAL = {"SUCCEEDED", "FAILED", "CANCELED", "SKIPPED"}
+
+
+@dsl.component
+def count_chars(data: Input[Dataset]) -> int:
+    return len(open(data.path).read())
+
+
+@dsl.component
+def join_texts(a: Input[Dataset], b: Input[Dataset]) -> str:
+    return open(a.path).read() + "+" + open(b.path).read() + "|" + str(a.metadata.get("tag"))
+
+
+@dsl.pipeline
+def takes_data(data: Input[Dataset]) -> int:
+    return count_chars(data=data).set_caching_options(False).output
+
+
+@dsl.pipeline
+def data_and_importer(data: Input[Dataset], other_uri: str) -> str:
+    imp = dsl.importer(artifact_uri=other_uri, artifact_class=Dataset, reimport=False)
+    return join_texts(a=data, b=imp.output).set_caching_options(False).output
+
+
+def wait_run(c: kfp.Client, run_id: str, timeout: float = 90):
+    return wait_for(lambda: (r := c.get_run(run_id)).state in FINAL and r, timeout=timeout, interval=0.2, what=f"run {run_id} ends")
+
+
+def test_artifact_input_through_kfp_client(shared_ketch, tmp_path: Path) -> None:
+    f = tmp_path / "data.txt"
+    f.write_text("hello world")
+    c = kfp.Client(host=shared_ketch.url)
+    res = c.create_run_from_pipeline_func(takes_data, arguments={"data": str(f)})
+    run = wait_run(c, res.run_id)
+    assert run.state == "SUCCEEDED", run
+    raw = shared_ketch.http().get(f"/apis/v2beta1/runs/{res.run_id}").json()
+    assert raw["pipeline_outputs"]["parameters"] == {"Output": 11}
+    task = next(t for t in raw["run_details"]["task_details"] if t["task_name"] == "count-chars")
+    assert task["artifacts"]["inputs"]["data"][0]["uri"] == str(f)
+    # an fsspec URL with metadata, as an object; and an importer next to it
+    other = tmp_path / "other.txt"
+    other.write_text("b")
+    res = c.create_run_from_pipeline_func(data_and_importer, arguments={"data": {"uri": f"file://{f}", "metadata": {"tag": "t1"}}, "other_uri": str(other)})
+    run = wait_run(c, res.run_id)
+    assert run.state == "SUCCEEDED", run
+    raw = shared_ketch.http().get(f"/apis/v2beta1/runs/{res.run_id}").json()
+    assert raw["pipeline_outputs"]["parameters"] == {"Output": "hello world+b|t1"}
+
+
+def test_missing_or_malformed_artifact_input_is_refused(shared_ketch) -> None:
+    c = kfp.Client(host=shared_ketch.url)
+    with pytest.raises(ApiException) as e:
+        c.create_run_from_pipeline_func(takes_data, arguments={})
+    assert "runtime_config.parameters.data: required" in e.value.body
+    with pytest.raises(ApiException) as e:
+        c.create_run_from_pipeline_func(takes_data, arguments={"data": 5})
+    assert "runtime_config.parameters.data: expected an artifact URI" in e.value.body
+    with pytest.raises(ApiException) as e:
+        c.create_run_from_pipeline_func(takes_data, arguments={"data": ["/a", "/b"]})
+    assert "one artifact expected" in e.value.body
+
+
+PIPELINE_PY = '''
+from kfp import dsl
+from kfp.dsl import Dataset, Input
+
+
+@dsl.component
+def count_chars(data: Input[Dataset]) -> int:
+    return len(open(data.path).read())
+
+
+@dsl.pipeline
+def takes_data(data: Input[Dataset]) -> int:
+    return count_chars(data=data).set_caching_options(False).output
+'''
+
+
+def test_ketch_run_cli_with_artifact_input(shared_ketch, tmp_path: Path) -> None:
+    src = tmp_path / "takes_data.py"
+    src.write_text(PIPELINE_PY)
+    f = tmp_path / "in.txt"
+    f.write_text("abcd")
+    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONWARNINGS": "ignore"}
+    r = subprocess.run([sys.executable, "-m", "ketch", "run", str(src), "-p", f"data={f}", "--server", shared_ketch.url], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "SUCCEEDED" in r.stdout and '"Output": 4' in r.stdout
+    r = subprocess.run([sys.executable, "-m", "ketch", "run", str(src), "--server", shared_ketch.url], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "runtime_config.parameters.data: required" in r.stderr

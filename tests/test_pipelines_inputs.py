@@ -105,3 +105,68 @@ def test_ketch_run_cli_with_artifact_input(shared_ketch, tmp_path: Path) -> None
     assert "SUCCEEDED" in r.stdout and '"Output": 4' in r.stdout
     r = subprocess.run([sys.executable, "-m", "ketch", "run", str(src), "--server", shared_ketch.url], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2 and "runtime_config.parameters.data: required" in r.stderr
+
+
+UPLOAD_PY = '''
+from kfp import dsl
+
+
+@dsl.component
+def shout(word: str) -> str:
+    return word.upper() + "!"
+
+
+@dsl.pipeline(name="shouter")
+def shouter(word: str = "hey") -> str:
+    return shout(word=word).set_caching_options(False).output
+'''
+
+TWO_PIPELINES_PY = UPLOAD_PY + '''
+
+@dsl.pipeline
+def second():
+    shout(word="x")
+'''
+
+
+def test_upload_python_source_compiles_server_side(shared_ketch, tmp_path: Path) -> None:
+    marker = tmp_path / "imported-in"
+    src = tmp_path / "shouter.py"
+    # the module records which process imported it: the server must not be that process
+    src.write_text(f"import os\nopen({str(marker)!r}, 'a').write(str(os.getpid()) + '\\n')\n" + UPLOAD_PY)
+    http = shared_ketch.http()
+    r = http.post("/apis/v2beta1/pipelines/upload", params={"name": "shouter-py"}, files={"uploadfile": ("shouter.py", src.read_bytes(), "text/x-python")})
+    assert r.status_code == 200, r.text
+    pid = r.json()["pipeline_id"]
+    pids = {int(x) for x in marker.read_text().split()}
+    assert len(pids) == 1 and shared_ketch.proc.pid not in pids and os.getpid() not in pids
+    vs = http.get(f"/apis/v2beta1/pipelines/{pid}/versions").json()["pipeline_versions"]
+    assert len(vs) == 1
+    spec = vs[0]["pipeline_spec"]
+    assert spec["pipelineInfo"]["name"] == "shouter" and "comp-shout" in spec["components"]
+    c = kfp.Client(host=shared_ketch.url)
+    run = c.run_pipeline(experiment_id=c.create_experiment("py-upload").experiment_id, job_name="from-py", pipeline_id=pid, version_id=vs[0]["pipeline_version_id"], params={"word": "ok"})
+    done = wait_run(c, run.run_id)
+    assert done.state == "SUCCEEDED", done
+    raw = http.get(f"/apis/v2beta1/runs/{run.run_id}").json()
+    assert raw["pipeline_outputs"]["parameters"] == {"Output": "OK!"}
+    # a new version from .py through upload_version
+    r = http.post("/apis/v2beta1/pipelines/upload_version", params={"pipelineid": pid, "name": "v2"}, files={"uploadfile": ("shouter.py", UPLOAD_PY.encode(), "text/x-python")})
+    assert r.status_code == 200, r.text
+
+
+def test_upload_python_source_errors_name_the_problem(shared_ketch) -> None:
+    http = shared_ketch.http()
+
+    def up(name: str, text: str):
+        return http.post("/apis/v2beta1/pipelines/upload", params={"name": name}, files={"uploadfile": (f"{name}.py", text.encode(), "text/x-python")})
+
+    r = up("two", TWO_PIPELINES_PY)
+    assert r.status_code == 400 and "expected exactly one @dsl.pipeline" in r.json()["message"] and "second, shouter" in r.json()["message"]
+    r = up("none", "x = 1\n")
+    assert r.status_code == 400 and "found 0 (none)" in r.json()["message"]
+    r = up("broken", "import no_such_module_here\n")
+    assert r.status_code == 400 and "ModuleNotFoundError" in r.json()["message"] and "no_such_module_here" in r.json()["message"]
+    # nothing half-written: no pipeline was created for any of them
+    names = {p["display_name"] for p in http.get("/apis/v2beta1/pipelines").json().get("pipelines") or []}
+    assert not names & {"two", "none", "broken"}

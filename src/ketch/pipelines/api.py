@@ -19,7 +19,7 @@ from starlette.routing import Route
 from ketch.machinery.client import Client
 from ketch.machinery.context import Context
 from ketch.machinery.errors import StatusError
-from ketch.pipelines import ir, lineage
+from ketch.pipelines import compile_py, ir, lineage
 from ketch.pipelines import kfp_objects as K
 
 log = logging.getLogger(__name__)
@@ -163,6 +163,11 @@ class KfpApi:
         fname = getattr(f, "filename", "") or "pipeline.yaml"
         if fname.endswith((".zip", ".tar.gz", ".tgz")):
             data = _unpack(data, fname)
+        elif fname.endswith(".py"):
+            try:
+                data = (await compile_py.compile_source(data, fname)).encode()
+            except compile_py.CompileError as e:
+                raise bad(f"uploadfile: {e}") from e
         try:
             return ir.parse_text(data), fname
         except ir.IRError as e:

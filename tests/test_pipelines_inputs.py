@@ -170,3 +170,40 @@ def test_upload_python_source_errors_name_the_problem(shared_ketch) -> None:
     # nothing half-written: no pipeline was created for any of them
     names = {p["display_name"] for p in http.get("/apis/v2beta1/pipelines").json().get("pipelines") or []}
     assert not names & {"two", "none", "broken"}
+
+
+@dsl.component
+def chatty(seconds: float) -> str:
+    import time
+
+    print("starting the slow part")  # no flush: the launcher must not hold it back until the end
+    time.sleep(seconds)
+    return "done"
+
+
+@dsl.pipeline
+def slow_chatty(seconds: float = 60.0):
+    # the kubelet defaults PYTHONUNBUFFERED=1; turn it off so the launcher's own line buffering is what is tested
+    chatty(seconds=seconds).set_caching_options(False).set_env_variable("PYTHONUNBUFFERED", "")
+
+
+def test_task_log_visible_while_task_runs(shared_ketch) -> None:
+    c = kfp.Client(host=shared_ketch.url)
+    res = c.create_run_from_pipeline_func(slow_chatty, arguments={"seconds": 60.0})
+    http = shared_ketch.http()
+
+    def pod_name():
+        raw = http.get(f"/apis/v2beta1/runs/{res.run_id}").json()
+        t = next((t for t in (raw.get("run_details") or {}).get("task_details") or [] if t.get("task_name") == "chatty"), None)
+        return t and t.get("state") == "RUNNING" and t.get("pod_name")
+
+    pod = wait_for(pod_name, timeout=60, interval=0.2, what="chatty task running")
+
+    def logged():
+        r = http.get(f"/api/v1/namespaces/kubeflow/pods/{pod}/log")
+        return r.status_code == 200 and "starting the slow part" in r.text
+
+    wait_for(logged, timeout=30, interval=0.3, what="the task's print in its Pod log while it runs")
+    assert c.get_run(res.run_id).state == "RUNNING"  # seen before the end, not after
+    c.terminate_run(res.run_id)
+    wait_run(c, res.run_id)

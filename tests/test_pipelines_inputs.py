@@ -65,6 +65,30 @@ def test_artifact_input_through_kfp_client(shared_ketch, tmp_path: Path) -> None
     assert raw["pipeline_outputs"]["parameters"] == {"Output": "hello world+b|t1"}
 
 
+@dsl.component
+def total_chars(parts: Input[list[Dataset]]) -> int:
+    return sum(len(open(p.path).read()) for p in parts)
+
+
+@dsl.pipeline
+def takes_list(parts: Input[list[Dataset]]) -> int:
+    return total_chars(parts=parts).set_caching_options(False).output
+
+
+def test_artifact_list_input(shared_ketch, tmp_path: Path) -> None:
+    files = []
+    for i, text in enumerate(["ab", "cde", "f"]):
+        f = tmp_path / f"part{i}.txt"
+        f.write_text(text)
+        files.append(str(f))
+    c = kfp.Client(host=shared_ketch.url)
+    res = c.create_run_from_pipeline_func(takes_list, arguments={"parts": files})
+    run = wait_run(c, res.run_id)
+    assert run.state == "SUCCEEDED", run
+    raw = shared_ketch.http().get(f"/apis/v2beta1/runs/{res.run_id}").json()
+    assert raw["pipeline_outputs"]["parameters"] == {"Output": 6}
+
+
 def test_missing_or_malformed_artifact_input_is_refused(shared_ketch) -> None:
     c = kfp.Client(host=shared_ketch.url)
     with pytest.raises(ApiException) as e:
@@ -167,7 +191,12 @@ def test_upload_python_source_errors_name_the_problem(shared_ketch) -> None:
     assert r.status_code == 400 and "found 0 (none)" in r.json()["message"]
     r = up("broken", "import no_such_module_here\n")
     assert r.status_code == 400 and "ModuleNotFoundError" in r.json()["message"] and "no_such_module_here" in r.json()["message"]
-    # nothing half-written: no pipeline was created for any of them
+    # a pipeline used as a sub-pipeline by another is not a candidate: the outer one is taken
+    r = up("nested", UPLOAD_PY + "\n\n@dsl.pipeline\ndef outer():\n    shouter(word='in')\n")
+    assert r.status_code == 200, r.text
+    v = http.get(f"/apis/v2beta1/pipelines/{r.json()['pipeline_id']}/versions").json()["pipeline_versions"][0]
+    assert v["pipeline_spec"]["pipelineInfo"]["name"] == "outer"
+    # nothing half-written: no pipeline was created for any of the failed ones
     names = {p["display_name"] for p in http.get("/apis/v2beta1/pipelines").json().get("pipelines") or []}
     assert not names & {"two", "none", "broken"}
 

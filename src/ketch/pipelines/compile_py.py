@@ -3,7 +3,8 @@ accept ``.py``) into the IR that is stored as the pipeline version.
 
 Importing the module runs the uploader's code, so it never happens in the server process: the server runs
 ``python -m ketch.pipelines.compile_py <file.py> <out.yaml>`` in a scratch directory, with a time limit, and
-reads the YAML it writes. The child picks the module's single ``@dsl.pipeline``; none or several is an error
+reads the YAML it writes. The child picks the module's single ``@dsl.pipeline`` (not counting ones used as sub-pipelines by
+another); none or several is an error
 that names what was found, written to stderr as one line for the API to return.
 """
 
@@ -63,6 +64,10 @@ def _main(src: str, out: str) -> int:
         print(f"importing the module failed: {type(e).__name__}: {e}".replace("\n", " "), file=sys.stderr)
         return 2
     found = {n: v for n, v in vars(mod).items() if isinstance(v, GraphComponent) and not n.startswith("_")}
+    # a pipeline used as a sub-pipeline of another one in the module is not a candidate
+    nested = {n for n, g in found.items() for o in found.values() if o is not g and any(
+        c.dag == g.pipeline_spec.root.dag for c in o.pipeline_spec.components.values() if c.HasField("dag"))}
+    found = {n: g for n, g in found.items() if n not in nested}
     if len(found) != 1:
         names = ", ".join(sorted(found)) or "none"
         print(f"expected exactly one @dsl.pipeline in the module, found {len(found)} ({names})", file=sys.stderr)

@@ -67,7 +67,7 @@ def parse_params(items: list[str]) -> dict:
 
 def run(
     package: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="pipeline.py (compiled with kfp) or a compiled pipeline.yaml")],
-    param: Annotated[list[str] | None, typer.Option("-p", "--param", help="Pipeline parameter name=value (JSON values are parsed).")] = None,
+    param: Annotated[list[str] | None, typer.Option("-p", "--param", help="Pipeline parameter name=value (JSON values are parsed); for an Input[...] artifact of the pipeline, name=URI.")] = None,
     server: Annotated[str, typer.Option(envvar="KETCH_URL", help="ketch server URL.")] = "http://127.0.0.1:8080",
     pipeline: Annotated[str | None, typer.Option(help="Which @dsl.pipeline of a .py file to run.")] = None,
     name: Annotated[str | None, typer.Option(help="Run display name.")] = None,

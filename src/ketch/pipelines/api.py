@@ -19,7 +19,7 @@ from starlette.routing import Route
 from ketch.machinery.client import Client
 from ketch.machinery.context import Context
 from ketch.machinery.errors import StatusError
-from ketch.pipelines import ir, lineage
+from ketch.pipelines import compile_py, ir, lineage
 from ketch.pipelines import kfp_objects as K
 
 log = logging.getLogger(__name__)
@@ -163,6 +163,11 @@ class KfpApi:
         fname = getattr(f, "filename", "") or "pipeline.yaml"
         if fname.endswith((".zip", ".tar.gz", ".tgz")):
             data = _unpack(data, fname)
+        elif fname.endswith(".py"):
+            try:
+                data = (await compile_py.compile_source(data, fname)).encode()
+            except compile_py.CompileError as e:
+                raise bad(f"uploadfile: {e}") from e
         try:
             return ir.parse_text(data), fname
         except ir.IRError as e:
@@ -484,7 +489,11 @@ def check_params(p: ir.Pipeline, params: dict) -> None:
     adefs = (p.root.get("inputDefinitions") or {}).get("artifacts") or {}
     for k in params:
         if k not in defs and k not in adefs:
-            raise bad(f"runtime_config.parameters.{k}: the pipeline has no parameter {k!r} (it has: {', '.join(sorted(defs)) or 'none'})")
+            raise bad(f"runtime_config.parameters.{k}: the pipeline has no parameter {k!r} (it has: {', '.join(sorted([*defs, *adefs])) or 'none'})")
+    try:
+        ir.root_artifacts(p, params)
+    except ir.IRError as e:
+        raise bad(str(e)) from e
     for k, d in defs.items():
         if k not in params and "defaultValue" not in d and not d.get("isOptional"):
             raise bad(f"runtime_config.parameters.{k}: required (no default value)")

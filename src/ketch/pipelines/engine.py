@@ -96,7 +96,14 @@ class Engine:
         """Advance; return the run state (RUNNING, SUCCEEDED, FAILED, CANCELED) and the pipeline outputs."""
         root = self.p.root
         params = self._defaults(root, dict(self.params))
-        done = self._dag(root, "", params, {})
+        try:
+            arts = ir.root_artifacts(self.p, self.params)
+        except ir.IRError as e:
+            raise KeyError(str(e)) from e
+        for v in arts.values():
+            for a in v:
+                a["id"] = artifact_id(a["uri"])
+        done = self._dag(root, "", params, arts)
         if self.cancel:
             busy = []
             for r in self.tasks.values():

@@ -211,3 +211,38 @@ def cast_param(value: Any, ptype: str | None) -> Any:
     if ptype == "STRING" and not isinstance(value, str):
         return json.dumps(value) if isinstance(value, dict | list) else str(value)
     return value
+
+
+def root_artifacts(p: Pipeline, values: dict) -> dict[str, list[dict]]:
+    """The pipeline's own input artifacts (``def p(data: Input[Dataset])``), given at run creation.
+
+    KFP's RuntimeConfig has no field for them, so they travel where kfp.Client puts every argument: in
+    ``runtime_config.parameters``, keyed by the input's name. A value is an artifact URI (any fsspec URL or
+    local path), an object ``{"uri": ..., "metadata": {...}}``, or a list of either for ``Input[List[...]]``.
+    Raises IRError naming the input when a required one is missing or a value has the wrong shape."""
+    out: dict[str, list[dict]] = {}
+    defs = (p.root.get("inputDefinitions") or {}).get("artifacts") or {}
+    for name, d in defs.items():
+        field_ = f"runtime_config.parameters.{name}"
+        if name not in values or values[name] in (None, ""):
+            if d.get("isOptional"):
+                continue
+            raise IRError(f"{field_}: required (the pipeline's input artifact {name!r}; give its URI)")
+        v = values[name]
+        items = v if isinstance(v, list) else [v]
+        if not d.get("isArtifactList") and len(items) != 1:
+            raise IRError(f"{field_}: one artifact expected, got a list of {len(items)}")
+        arts = []
+        for i, it in enumerate(items):
+            where = f"{field_}[{i}]" if isinstance(v, list) else field_
+            if isinstance(it, str):
+                uri, md = it, {}
+            elif isinstance(it, dict) and isinstance(it.get("uri"), str) and it["uri"]:
+                uri, md = it["uri"], it.get("metadata") or {}
+                if not isinstance(md, dict):
+                    raise IRError(f"{where}.metadata: expected an object")
+            else:
+                raise IRError(f"{where}: expected an artifact URI string or an object with 'uri'")
+            arts.append({"name": name, "type": d.get("artifactType") or {"schemaTitle": "system.Artifact"}, "uri": uri, "metadata": md})
+        out[name] = arts
+    return out

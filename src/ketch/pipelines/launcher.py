@@ -249,6 +249,12 @@ def _write(path: Path, data: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # The Pod's stdout is a file, which Python would block-buffer until the task ends; line buffering (and
+    # PYTHONUNBUFFERED for a container component's own Python) lets the Pod log show progress as it happens.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     task_path = Path(argv[0])
     task = json.loads(task_path.read_text())
     tdir = Path(task["taskDir"])

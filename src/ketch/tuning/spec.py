@@ -22,6 +22,8 @@ JOB_SUCCESS = 'status.conditions.#(type=="Complete")#|#(status=="True")#'
 JOB_FAILURE = 'status.conditions.#(type=="Failed")#|#(status=="True")#'
 TRAINING_SUCCESS = 'status.conditions.#(type=="Succeeded")#|#(status=="True")#'
 TRAINING_KINDS = {"TFJob", "PyTorchJob", "XGBoostJob", "MPIJob", "JAXJob", "PaddleJob"}
+# Trainer v2: a TrainJob completes like a Job; its rank-0 pod is the JobSet's `node` replicated job, index 0.
+TRAINJOB_PRIMARY = {"jobset.sigs.k8s.io/replicatedjob-name": "node", "batch.kubernetes.io/job-completion-index": "0"}
 
 
 def default_experiment(exp: dict) -> dict:
@@ -52,9 +54,11 @@ def default_experiment(exp: dict) -> dict:
         src.setdefault("format", "TEXT")
     tt = spec.setdefault("trialTemplate", {})
     kind = (tt.get("trialSpec") or {}).get("kind")
-    if kind == "Job":
+    if kind in ("Job", "TrainJob"):
         tt.setdefault("successCondition", JOB_SUCCESS)
         tt.setdefault("failureCondition", JOB_FAILURE)
+        if kind == "TrainJob":
+            tt.setdefault("primaryPodLabels", dict(TRAINJOB_PRIMARY))
     elif kind in TRAINING_KINDS:
         tt.setdefault("successCondition", TRAINING_SUCCESS)
         tt.setdefault("failureCondition", JOB_FAILURE)

@@ -197,6 +197,15 @@ class TrialController(Controller):
         rmd["ownerReferences"] = [owner_reference(trial)]
         primary = spec.get("primaryContainerName")
         plabels = spec.get("primaryPodLabels")
+        env = [{"name": "KATIB_TRIAL_NAME", "value": md["name"]}, {"name": "KETCH_TRIAL_NAMESPACE", "value": md["namespace"]},
+               {"name": "KETCH_URL", "value": self.ctx.settings.url}]
+        if run.get("kind") == "TrainJob" and str(run.get("apiVersion", "")).startswith("trainer.kubeflow.org/"):
+            # A TrainJob holds no pod template (its runtime does): Trainer v2 puts `spec.labels` on every pod
+            # and `spec.trainer.env` into the `node` container, which is what the SDK names primary.
+            rs = run.setdefault("spec", {})
+            rs["labels"] = {**(rs.get("labels") or {}), EXPERIMENT_LABEL: exp, TRIAL_LABEL: md["name"]}
+            tr = rs.setdefault("trainer", {})
+            tr["env"] = [e for e in tr.get("env") or [] if e.get("name") not in {x["name"] for x in env}] + env
         for tmpl in pod_templates(run):
             tmd = tmpl.setdefault("metadata", {})
             tmd["labels"] = {**(tmd.get("labels") or {}), EXPERIMENT_LABEL: exp, TRIAL_LABEL: md["name"]}
@@ -204,10 +213,7 @@ class TrialController(Controller):
                 continue
             for c in tmpl["spec"]["containers"]:
                 if c.get("name") == primary:
-                    env = [e for e in c.get("env") or [] if e.get("name") not in ("KATIB_TRIAL_NAME", "KETCH_TRIAL_NAMESPACE", "KETCH_URL")]
-                    env += [{"name": "KATIB_TRIAL_NAME", "value": md["name"]}, {"name": "KETCH_TRIAL_NAMESPACE", "value": md["namespace"]},
-                            {"name": "KETCH_URL", "value": self.ctx.settings.url}]
-                    c["env"] = env
+                    c["env"] = [e for e in c.get("env") or [] if e.get("name") not in {x["name"] for x in env}] + env
         return run
 
     @staticmethod

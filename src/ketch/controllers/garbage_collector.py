@@ -86,8 +86,6 @@ class GarbageCollector:
                 refs = [o for o in dep["metadata"].get("ownerReferences") or [] if o.get("uid") == uid]
                 if any(o.get("blockOwnerDeletion") for o in refs):
                     blocking += 1
-                elif self.store.get(dkey, dep["metadata"].get("namespace", ""), dep["metadata"]["name"]) is not None:
-                    blocking += 0
             if blocking == 0:
                 self._remove_finalizer(key, owner, FOREGROUND)
 

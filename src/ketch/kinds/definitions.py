@@ -96,6 +96,8 @@ class ResourceDefinition:
     graceful_deletion: bool = False
     # Finalizers the server adds when deletion starts (a Namespace's "kubernetes": emptied first).
     delete_finalizers: list[str] = field(default_factory=list)
+    # Objects that may never be deleted (the default and system namespaces).
+    protected_names: tuple[str, ...] = ()
     # Status written at create time when the kind has a status subresource (e.g. Pods start Pending).
     initial_status: Callable[[dict], dict] | None = None
 

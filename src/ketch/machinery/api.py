@@ -22,11 +22,10 @@ from ketch.kinds.meta import (
     generate_suffix,
     new_uid,
     now,
-    validate_dns_label,
     validate_dns_subdomain,
 )
 from ketch.machinery import errors
-from ketch.machinery.errors import StatusError, bad_request, qualified_resource
+from ketch.machinery.errors import StatusError, bad_request
 from ketch.machinery.jsoncopy import clone
 from ketch.machinery.patch import (
     APPLY,
@@ -522,8 +521,8 @@ class Api:
             raise errors.conflict(rd, name, f"Precondition failed: ResourceVersion in precondition: {pre['resourceVersion']}, ResourceVersion in object meta: {md['resourceVersion']}")
         if propagation not in (None, "", "Background", "Foreground", "Orphan"):
             raise bad_request(f'propagationPolicy: Unsupported value: "{propagation}": supported values: "Orphan", "Background", "Foreground"')
-        if rd.kind == "Namespace" and not rd.group and name in ("default", "kube-system", "kube-public"):
-            raise errors.forbidden(rd, name, "this namespace may not be deleted")
+        if name in rd.protected_names:
+            raise errors.forbidden(rd, name, f"this {rd.singular} may not be deleted")
         finalizers = list(md.get("finalizers") or [])
         if not md.get("deletionTimestamp"):
             finalizers += [f for f in rd.delete_finalizers if f not in finalizers]
@@ -660,10 +659,3 @@ class Api:
     def current_rv(self) -> int:
         return self.store.current_rv()
 
-
-def resource_name(rd: ResourceDefinition) -> str:
-    return qualified_resource(rd)
-
-
-def check_name_label(name: str) -> str | None:
-    return validate_dns_label(name)

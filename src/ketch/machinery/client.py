@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import logging
 import threading
-from typing import Any
 
 from ketch.kinds.meta import generate_suffix, now
 from ketch.machinery.api import Api, Options
@@ -152,4 +151,4 @@ def conditions_true(obj: dict, ctype: str) -> bool:
     return False
 
 
-__all__ = ["Client", "KindRef", "NotFound", "conditions_true", "Any"]
+__all__ = ["Client", "KindRef", "NotFound", "conditions_true"]

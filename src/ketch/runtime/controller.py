@@ -140,7 +140,6 @@ class Controller:
         for ref in self.owns:
             self.watches.append(Watch(ref, owner_mapper(self.kind[1], self.kind[0])))
         self.watches.extend(self.extra_watches())
-        self.synced = asyncio.Event() if _has_loop() else None
         self.reconciles = 0
 
     def extra_watches(self) -> list[Watch]:
@@ -157,8 +156,6 @@ class Controller:
     # -- the loop -----------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        if self.synced is None:
-            self.synced = asyncio.Event()
         feeders = [asyncio.create_task(self._feed(w), name=f"{self.name}-watch-{w.ref[1]}") for w in self.watches]
         workers = [asyncio.create_task(self._work(i), name=f"{self.name}-worker-{i}") for i in range(self.workers)]
         try:
@@ -182,8 +179,6 @@ class Controller:
                         break
                     for k in w.mapper(obj):
                         self.queue.add(k)
-                    if self.synced is not None and not self.synced.is_set() and w.ref == self.kind:
-                        pass
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -217,13 +212,6 @@ class Controller:
                 if dt > 1.0:
                     log.info("%s: slow reconcile of %s: %.2fs", self.name, key, dt)
 
-
-def _has_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-        return True
-    except RuntimeError:
-        return False
 
 
 @dataclass

@@ -117,6 +117,7 @@ DEFINITIONS = [
         defaulter=_ns_default,
         name_validator=validate_dns_label,
         delete_finalizers=["kubernetes"],
+        protected_names=("default", "kube-system", "kube-public"),
         merge_keys=META_MERGE_KEYS,
     ),
     ResourceDefinition(

@@ -335,12 +335,12 @@ class Api:
 
     def _check_type(self, rd: ResourceDefinition, version: str, obj: dict) -> None:
         av, kind = obj.get("apiVersion"), obj.get("kind")
-        if kind and kind != rd.kind:
-            raise bad_request(f"the API version in the data ({av}) does not match the expected API version ({rd.api_version(version)})" if av and av != rd.api_version(version) else f'Object \'Kind\' is "{kind}", expected "{rd.kind}"')
         if av and av != rd.api_version(version):
             raise bad_request(
                 f"the API version in the data ({av}) does not match the expected API version ({rd.api_version(version)})"
             )
+        if kind and kind != rd.kind:
+            raise bad_request(f'Object \'Kind\' is "{kind}", expected "{rd.kind}"')
         obj["apiVersion"] = rd.api_version(version)
         obj["kind"] = rd.kind
 

@@ -26,6 +26,7 @@ from ketch.kubelet.base import KINDS, POD, CannotRun, Kubelet, Started
 from ketch.kubelet.env import ConfigError, container_env, expand
 from ketch.kubelet.logs import Shipper
 from ketch.kubelet.probes import run_probe
+from ketch.kubelet.warm import preload_of
 from ketch.machinery.errors import StatusError
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,7 @@ class PodWorker:
             return
         fds = ship.open_raw()
         try:
-            started = await self.k.spawn(argv, env, cwd, fds["stdout"], fds["stderr"])
+            started = await self.k.spawn(argv, env, cwd, fds["stdout"], fds["stderr"], preload_of(self.pod))
         except CannotRun as e:
             self._start_failed(cs, ship, str(e))
             return

@@ -31,6 +31,7 @@ from ketch.kubelet.env import ConfigError
 from ketch.kubelet.images import find_executable
 from ketch.kubelet.lifecycle import PodWorker
 from ketch.kubelet.logs import Shipper, container_log_dir
+from ketch.kubelet.warm import WarmStarts
 from ketch.machinery.context import Context
 from ketch.machinery.errors import StatusError
 
@@ -61,6 +62,7 @@ class LocalKubelet(Kubelet):
         self.pending: dict[str, dict] = {}  # uid -> pod waiting for room
         self._capacity: dict[str, float] | None = None
         self.leave_running = os.environ.get("KETCH_KUBELET_ON_EXIT", "kill") == "leave"
+        self.warm = WarmStarts(Path(self.home) / "kubelet", enabled=os.environ.get("KETCH_WARM_START", "1") != "0")
 
     # -- node ------------------------------------------------------------------------------------------
 
@@ -82,10 +84,15 @@ class LocalKubelet(Kubelet):
 
     # -- process supervision: local processes, each a session leader ----------------------------------
 
-    async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int) -> Started:
+    async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int, preload: tuple[str, ...] = ()) -> Started:
         exe = find_executable(argv[0], env.get("PATH", ""), cwd)
         if exe is None:
             raise CannotRun(f'exec: "{argv[0]}": executable file not found in $PATH')
+        if preload:
+            forked = await self.warm.spawn(preload, [exe, *argv[1:]], env, cwd, stdout, stderr)
+            if forked is not None:
+                pid, ended = forked
+                return Started(pid, process.create_time(pid), lambda: asyncio.shield(ended))
         try:
             proc = await asyncio.create_subprocess_exec(
                 exe, *argv[1:], stdin=asyncio.subprocess.DEVNULL, stdout=stdout, stderr=stderr,
@@ -317,6 +324,7 @@ class LocalKubelet(Kubelet):
                     with contextlib.suppress(Exception):
                         s.ship()
                 w.save()
+            self.warm.close()
             return
         grace = float(os.environ.get("KETCH_KUBELET_STOP_GRACE") or 3)
         await asyncio.gather(*(w.kill_all(min(grace, float((w.pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)))) for w in workers), return_exceptions=True)
@@ -325,6 +333,7 @@ class LocalKubelet(Kubelet):
                 if not w.deleted:
                     w.write_status()
                     w.save()
+        self.warm.close()
         log.info("kubelet: stopped")
 
 

@@ -38,7 +38,7 @@ from ketch.machinery.patch import (
     strategic_merge_patch,
 )
 from ketch.machinery.registry import Registry
-from ketch.machinery.selectors import parse_field_selector, parse_label_selector
+from ketch.machinery.selectors import equality_requirements, parse_field_selector, parse_label_selector
 from ketch.machinery.validation import validate
 from ketch.machinery.watch import WatchHub
 from ketch.store.base import Change, Gone, Store, StoreConflict, StoreExists, StoreNotFound
@@ -259,7 +259,7 @@ class Api:
     ) -> dict:
         lpred = parse_label_selector(label_selector)
         fpred = parse_field_selector(field_selector)
-        items, rv = self.store.list(rd.key, ns if rd.namespaced else None)
+        items, rv = self.store.list(rd.key, ns if rd.namespaced else None, equality_requirements(label_selector) or None)
         start: tuple[str, str] | None = None
         if continue_:
             crv, start = _decode_continue(continue_)

@@ -63,6 +63,23 @@ def parse_label_selector(sel: str | None) -> Pred:
     return lambda labels: all(p(labels) for p in preds)
 
 
+def equality_requirements(sel: str | None) -> dict[str, str]:
+    """The ``key=value`` terms of a label selector (and ``key in (value)``): what the store can answer from
+    its label index. The whole selector is still applied to what comes back."""
+    out: dict[str, str] = {}
+    for term in _split_top(sel or ""):
+        m = _EQ_RE.match(term)
+        if m and m.group(2) != "!=":
+            out[m.group(1)] = m.group(3)
+            continue
+        m = _SET_RE.match(term)
+        if m and m.group(3) == "in" and not m.group(1):
+            values = {x.strip() for x in m.group(4).split(",") if x.strip()}
+            if len(values) == 1:
+                out[m.group(2)] = values.pop()
+    return out
+
+
 def label_matches(selector: dict | None, labels: dict) -> bool:
     """Match a structured LabelSelector (matchLabels / matchExpressions), as Services and Jobs use."""
     if not selector:

@@ -29,6 +29,7 @@ POD = ("v1", "Pod")
 FINAL = {"SUCCEEDED", "FAILED", "CANCELED", "SKIPPED"}
 LABEL_RUN = "pipelines.kubeflow.org/run"
 LABEL_TASK = "pipelines.kubeflow.org/task"
+PRELOAD = "kubelet.ketch.dev/preload"  # the kubelet's warm-start hint (docs/kubelet.md)
 
 
 def artifact_root(home: Path) -> str:
@@ -44,7 +45,7 @@ class PodRunner:
         self.run = run
         self.info = info
         self.ns = run["metadata"]["namespace"]
-        self.pods = {p["metadata"]["name"]: p for p in ctrl.client.list(POD, self.ns, labels={LABEL_RUN: run["metadata"]["name"]})}
+        self.pods = {p["metadata"]["name"]: p for p in ctrl.owned(POD, run)}
 
     def pod_phase(self, rec: dict) -> str:
         p = self.pods.get(rec["pod"])
@@ -194,7 +195,10 @@ def build_pod(run: dict, rec: dict, task: dict, name: str, task_file: str) -> di
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {
             "name": name, "namespace": run["metadata"]["namespace"], "labels": labels,
-            "annotations": {**(md.get("annotations") or {}), "pipelines.kubeflow.org/task-id": rec["id"], "pipelines.kubeflow.org/task-name": rec["name"]},
+            "annotations": {
+                **(md.get("annotations") or {}), "pipelines.kubeflow.org/task-id": rec["id"], "pipelines.kubeflow.org/task-name": rec["name"],
+                PRELOAD: "ketch.pipelines._preload",  # the kubelet may fork the launcher from a warm interpreter
+            },
             "ownerReferences": [owner_reference(run)],
         },
         "spec": spec,
@@ -214,6 +218,14 @@ class RunController(Controller):
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx.api)
         self.home = Path(ctx.settings.home)
+
+    @staticmethod
+    def owned_predicate(old: dict | None, new: dict) -> bool:
+        """A task Pod matters to its run when it appears, changes phase or starts deleting."""
+        if old is None:
+            return True
+        phase = lambda p: ((p.get("status") or {}).get("phase"), p["metadata"].get("deletionTimestamp"))  # noqa: E731
+        return phase(old) != phase(new)
 
     async def reconcile(self, key: Key) -> Result | None:
         run = self.get(key)
@@ -271,7 +283,7 @@ class RunController(Controller):
                 _push_state(st, new_state)
             st["summary"] = _summary(tasks)
             run["status"] = st
-            self.client.update_status(run)
+            self.update_status(run)
         return Result(requeue_after=eng.wake) if eng.wake else None
 
     def _finish(self, run: dict, st: dict, state: str, error: str | None) -> None:
@@ -281,7 +293,7 @@ class RunController(Controller):
             st["error"] = {"code": 2, "message": error}
         st["summary"] = _summary(st.get("tasks") or {})
         run["status"] = st
-        self.client.update_status(run)
+        self.update_status(run)
         self.client.event(run, "Normal" if state == "SUCCEEDED" else "Warning", f"Run{state.capitalize()}", error or f"run {state.lower()}")
 
 

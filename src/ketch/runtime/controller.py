@@ -7,6 +7,11 @@ them, queues object keys (deduplicated, never the same key in two workers at onc
 ``reconcile(key)``. Reconcile reads the world and steps it toward the spec; it keeps no memory between calls,
 so a restart of ketch with work half done simply reconciles again. Errors requeue with exponential backoff;
 a ``Result(requeue_after=s)`` asks to look again later.
+
+As controller-runtime's informers do, the watch of each owned kind also fills an in-memory cache indexed by
+controller owner, so ``owned()`` answers "which Pods does this run own" without a read of the store; a
+watch can carry a predicate (old, new) that drops events the controller does not care about; and the
+event caused by the controller's own ``update_status`` is not fed back to it as new work.
 """
 
 from __future__ import annotations
@@ -41,10 +46,69 @@ class Result:
 Mapper = Callable[[dict], Iterable[Key]]
 
 
+Predicate = Callable[[dict | None, dict], bool]
+
+
 @dataclass
 class Watch:
+    """A watched kind: ``mapper`` turns an object into keys to reconcile; ``predicate(old, new)`` (old from
+    the cache, None when unknown) may drop a MODIFIED event; ``cache`` keeps the objects for ``owned()``."""
+
     ref: KindRef
     mapper: Mapper
+    predicate: Predicate | None = None
+    cache: bool = False
+
+
+class Informer:
+    """The objects of one watched kind as its watch last delivered them, indexed by controller owner uid.
+    Treat what it returns as read-only: the dicts are shared."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], dict] = {}
+        self.by_owner: dict[str, set[tuple[str, str]]] = {}
+        self.synced = False
+
+    def reset(self) -> None:
+        self.objects.clear()
+        self.by_owner.clear()
+        self.synced = False
+
+    @staticmethod
+    def _owner(obj: dict) -> str | None:
+        for o in obj["metadata"].get("ownerReferences") or []:
+            if o.get("controller"):
+                return o.get("uid")
+        return None
+
+    def put(self, obj: dict) -> dict | None:
+        md = obj["metadata"]
+        k = (md.get("namespace", ""), md["name"])
+        old = self.objects.get(k)
+        if old is not None:
+            self._unindex(k, old)
+        self.objects[k] = obj
+        uid = self._owner(obj)
+        if uid:
+            self.by_owner.setdefault(uid, set()).add(k)
+        return old
+
+    def remove(self, obj: dict) -> None:
+        md = obj["metadata"]
+        k = (md.get("namespace", ""), md["name"])
+        old = self.objects.pop(k, None)
+        if old is not None:
+            self._unindex(k, old)
+
+    def _unindex(self, k: tuple[str, str], obj: dict) -> None:
+        uid = self._owner(obj)
+        if uid and uid in self.by_owner:
+            self.by_owner[uid].discard(k)
+            if not self.by_owner[uid]:
+                del self.by_owner[uid]
+
+    def owned_by(self, uid: str) -> list[dict]:
+        return [self.objects[k] for k in sorted(self.by_owner.get(uid, ()))]
 
 
 class WorkQueue:
@@ -138,9 +202,14 @@ class Controller:
         self.queue = WorkQueue()
         self.watches: list[Watch] = [Watch(self.kind, lambda o: [key_of(o)])]
         for ref in self.owns:
-            self.watches.append(Watch(ref, owner_mapper(self.kind[1], self.kind[0])))
+            self.watches.append(Watch(ref, owner_mapper(self.kind[1], self.kind[0]), self.owned_predicate, cache=True))
         self.watches.extend(self.extra_watches())
+        self.informers: dict[KindRef, Informer] = {w.ref: Informer() for w in self.watches if w.cache}
+        self._own_writes: dict[Key, str] = {}
         self.reconciles = 0
+
+    # A predicate for the owned kinds' events, (old, new) -> enqueue the owner?; None: every event.
+    owned_predicate: Predicate | None = None
 
     def extra_watches(self) -> list[Watch]:
         return []
@@ -152,6 +221,23 @@ class Controller:
 
     def get(self, key: Key, ref: KindRef | None = None) -> dict | None:
         return self.client.get(ref or self.kind, key.namespace, key.name)
+
+    def owned(self, ref: KindRef, owner: dict) -> list[dict]:
+        """The objects of an owned kind whose controller is ``owner``: from the informer once it has
+        synced, else read from the API. Read-only; may lag a write this controller just made."""
+        uid = owner["metadata"]["uid"]
+        inf = self.informers.get(ref)
+        if inf is not None and inf.synced:
+            return inf.owned_by(uid)
+        items = self.client.list(ref, owner["metadata"].get("namespace") or None)
+        return [o for o in items if Informer._owner(o) == uid]
+
+    def update_status(self, obj: dict) -> dict:
+        """Write the primary object's status; the watch event this write causes is not fed back as work
+        (the reconcile that wrote it already knows the outcome)."""
+        out = self.client.update_status(obj)
+        self._own_writes[key_of(out)] = out["metadata"].get("resourceVersion", "")
+        return out
 
     # -- the loop -----------------------------------------------------------------------------------------
 
@@ -173,10 +259,30 @@ class Controller:
             except StatusError:
                 await asyncio.sleep(1.0)  # kind not registered yet (CRD still coming)
                 continue
+            inf = self.informers.get(w.ref)
+            if inf is not None:
+                inf.reset()
+            primary = w is self.watches[0]
             try:
-                async for typ, obj in self.api.watch(rd, None, w.ref[0].split("/")[-1]):
+                async for typ, obj in self.api.watch(rd, None, w.ref[0].split("/")[-1], send_initial=inf is not None):
                     if typ == "ERROR":
                         break
+                    if typ == "INITIAL_END":
+                        if inf is not None:
+                            inf.synced = True
+                        continue
+                    old = None
+                    if inf is not None:
+                        if typ == "DELETED":
+                            inf.remove(obj)
+                        else:
+                            old = inf.put(obj)
+                    if typ == "MODIFIED":
+                        if primary and self._own_writes.get(key_of(obj)) == obj["metadata"].get("resourceVersion"):
+                            del self._own_writes[key_of(obj)]
+                            continue
+                        if w.predicate is not None and not w.predicate(old, obj):
+                            continue
                     for k in w.mapper(obj):
                         self.queue.add(k)
             except asyncio.CancelledError:

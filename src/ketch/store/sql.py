@@ -40,6 +40,16 @@ owners = sa.Table(
     sa.Column("namespace", sa.String(255), primary_key=True),
     sa.Column("name", sa.String(255), primary_key=True),
 )
+labels = sa.Table(
+    "labels",
+    _md,
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("namespace", sa.String(255), primary_key=True),
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("label", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Index("ix_labels_key_label_value", "key", "label", "value"),
+)
 changes = sa.Table(
     "changes",
     _md,
@@ -71,10 +81,17 @@ _UPDATE_IF = objects.update().where(*_WHERE_ONE, objects.c.rv == _B("want_rv")).
 _DELETE = objects.delete().where(*_WHERE_ONE)
 _LOG = changes.insert()
 _OWNERS_DEL = owners.delete().where(owners.c.key == _B("k"), owners.c.namespace == _B("ns"), owners.c.name == _B("n"))
+_LABELS_DEL = labels.delete().where(labels.c.key == _B("k"), labels.c.namespace == _B("ns"), labels.c.name == _B("n"))
 
 
 def _dumps(obj: dict) -> str:
     return orjson.dumps(obj).decode()
+
+
+def _label_rows(key: str, obj: dict) -> list[dict]:
+    md = obj.get("metadata", {})
+    ns, name = md.get("namespace", ""), md["name"]
+    return [{"key": key, "namespace": ns, "name": name, "label": k, "value": str(v)} for k, v in (md.get("labels") or {}).items()]
 
 
 def _owner_uids(obj: dict) -> list[str]:
@@ -102,7 +119,10 @@ class SQLStore:
                 cur.execute("PRAGMA foreign_keys=OFF")
                 cur.close()
 
+        backfill = not sa.inspect(self.engine).has_table("labels")
         _md.create_all(self.engine)
+        if backfill:
+            self._index_labels()
         self._lock = threading.RLock()
         self._subscribers: list[Callable[[Change], None]] = []
         with self.engine.connect() as c:
@@ -122,10 +142,24 @@ class SQLStore:
             row = c.execute(_GET, {"k": key, "ns": namespace, "n": name}).first()
         return orjson.loads(row[0]) if row else None
 
-    def list(self, key: str, namespace: str | None = None) -> tuple[list[dict], int]:
+    def _index_labels(self) -> None:
+        """Fill the label index for objects written before it existed (a store from an older ketch)."""
+        with self.engine.begin() as c:
+            rows = [r for key, data in c.execute(sa.select(objects.c.key, objects.c.data)).all() for r in _label_rows(key, orjson.loads(data))]
+            if rows:
+                c.execute(labels.insert(), rows)
+
+    def list(self, key: str, namespace: str | None = None, label_equals: dict[str, str] | None = None) -> tuple[list[dict], int]:
+        """Objects of one kind, optionally in one namespace and carrying every ``label_equals`` label with
+        that value (answered from the label index, so a selective list does not read the whole kind)."""
         q = sa.select(objects.c.data).where(objects.c.key == key)
         if namespace:
             q = q.where(objects.c.namespace == namespace)
+        for lk, lv in (label_equals or {}).items():
+            q = q.where(sa.exists().where(
+                labels.c.key == objects.c.key, labels.c.namespace == objects.c.namespace, labels.c.name == objects.c.name,
+                labels.c.label == lk, labels.c.value == lv,
+            ))
         q = q.order_by(objects.c.namespace, objects.c.name)
         with self._lock:  # a consistent (items, rv) pair
             with self.engine.connect() as c:
@@ -192,11 +226,16 @@ class SQLStore:
         md = obj["metadata"]
         c.execute(_LOG, {"rv": rv, "key": key, "namespace": md.get("namespace", ""), "name": md["name"], "type": typ, "data": data})
 
-    def _set_owners(self, c: sa.Connection, key: str, obj: dict, replace: bool) -> None:
+    def _index(self, c: sa.Connection, key: str, obj: dict, replace: bool) -> None:
+        """Keep the owner and label indexes of one object in step with it, in the write's transaction."""
         md = obj["metadata"]
         ns, name = md.get("namespace", ""), md["name"]
         if replace:
+            c.execute(_LABELS_DEL, {"k": key, "ns": ns, "n": name})
             c.execute(_OWNERS_DEL, {"k": key, "ns": ns, "n": name})
+        rows = _label_rows(key, obj)
+        if rows:
+            c.execute(labels.insert(), rows)
         uids = _owner_uids(obj)
         if uids:
             c.execute(
@@ -214,7 +253,7 @@ class SQLStore:
             try:
                 with self.engine.begin() as c:
                     c.execute(_INSERT, {"key": key, "namespace": ns, "name": name, "uid": md["uid"], "rv": rv, "data": data})
-                    self._set_owners(c, key, obj, replace=False)
+                    self._index(c, key, obj, replace=False)
                     self._log(c, rv, key, obj, "ADDED", data)
             except sa.exc.IntegrityError as e:
                 raise StoreExists(f"{key} {ns}/{name}") from e
@@ -241,7 +280,7 @@ class SQLStore:
                     if exists is None:
                         raise StoreNotFound(f"{key} {ns}/{name}")
                     raise StoreConflict(f"{key} {ns}/{name}")
-                self._set_owners(c, key, obj, replace=True)
+                self._index(c, key, obj, replace=True)
                 self._log(c, rv, key, obj, "MODIFIED", data)
             self._rv = rv
             self._emit(Change(rv, key, ns, name, "MODIFIED", obj))
@@ -262,6 +301,7 @@ class SQLStore:
                 obj["metadata"]["resourceVersion"] = str(rv)
                 c.execute(_DELETE, where)
                 c.execute(_OWNERS_DEL, where)
+                c.execute(_LABELS_DEL, where)
                 self._log(c, rv, key, obj, "DELETED", _dumps(obj))
             self._rv = rv
             self._emit(Change(rv, key, namespace, name, "DELETED", obj))

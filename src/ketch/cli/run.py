@@ -98,7 +98,7 @@ def run(
         while True:
             run_obj = http.get(f"{api}/runs/{run_id}").json()
             for t in (run_obj.get("run_details") or {}).get("task_details") or []:
-                if t.get("kind") not in ("container", "importer"):
+                if t.get("kind") in ("dag", "loop", "iteration"):
                     continue
                 st = t["state"] + (" (cached)" if t.get("cached") else "")
                 if seen.get(t["task_id"]) != st:

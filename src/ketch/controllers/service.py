@@ -100,6 +100,7 @@ def desired_subsets(service: dict, pods: Iterable[dict]) -> list[dict]:
 class EndpointsController(Controller):
     name = "endpoints"
     kind = SERVICE
+    cache_primary = True  # every Pod event is matched against the namespace's Services
 
     def extra_watches(self) -> list[Watch]:
         return [Watch(POD, self._services_for_pod), Watch(ENDPOINTS, lambda o: [Key(o["metadata"].get("namespace", ""), o["metadata"]["name"])]),
@@ -108,7 +109,7 @@ class EndpointsController(Controller):
     def _services_for_pod(self, pod: dict) -> Iterable[Key]:
         ns = pod["metadata"].get("namespace", "")
         labels = pod["metadata"].get("labels") or {}
-        for svc in self.client.list(SERVICE, ns):
+        for svc in self.cached(SERVICE, ns):
             sel = (svc.get("spec") or {}).get("selector")
             if sel and label_matches({"matchLabels": sel}, labels):
                 yield Key(ns, svc["metadata"]["name"])

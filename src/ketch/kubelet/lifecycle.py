@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from ketch.kinds.meta import now, parse_time
+from ketch.kinds.mounts import ENV as MOUNTS_ENV
 from ketch.kinds.resources import GPU, memory_limit, pod_requests, qos_class
 from ketch.kubelet import volumes
 from ketch.kubelet.base import KINDS, POD, CannotRun, Kubelet, Started
@@ -166,6 +167,8 @@ class PodWorker:
                 base[volumes.env_name(m["name"])] = mounts.get(m["mountPath"].rstrip("/") or "/", "")
         env = container_env(self.pod, c, base, self.lookup, self.k.allocatable())
         env = {k: rw(v) for k, v in env.items()}
+        if mounts:
+            env[MOUNTS_ENV] = json.dumps(mounts)  # after rewriting: its keys are the mountPaths themselves
         command = list(c.get("command") or image.entrypoint)
         args = list(c.get("args") or [])
         if not command:

@@ -25,6 +25,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from ketch.kinds.mounts import rewriter  # noqa: F401 - the policy's home is ketch.kinds.mounts
 from ketch.kubelet.env import ConfigError, field_ref, resource_field_ref
 
 Lookup = Callable[[str, str, str], dict | None]
@@ -136,15 +137,6 @@ def mounts_for(c: dict, vols: dict[str, str]) -> dict[str, str]:
             os.makedirs(d, exist_ok=True)
         out[m["mountPath"].rstrip("/") or "/"] = d
     return out
-
-
-def rewriter(mounts: dict[str, str]) -> Callable[[str], str]:
-    """A function replacing mountPaths at path boundaries by their directories (longest mountPath first)."""
-    paths = sorted((p for p in mounts if p != "/"), key=len, reverse=True)
-    if not paths:
-        return lambda s: s
-    pat = re.compile(r"(?<![\w.\-/])(" + "|".join(re.escape(p) for p in paths) + r")(?=$|[/\s'\";:,)=\]}])")
-    return lambda s: pat.sub(lambda m: mounts[m.group(1)], s)
 
 
 def remove_pod_dir(pod_dir: Path) -> None:

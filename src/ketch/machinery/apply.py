@@ -37,12 +37,20 @@ def _json(v: Any) -> str:
     return orjson.dumps(v).decode()
 
 
+_MERGE_KEYS: dict[tuple[str, str, str], str | None] = {}
+
+
 def _merge_key(rd: ResourceDefinition, path: list[str]) -> str | None:
+    """The merge key of the list at ``path``; asked for every field of every write, so remembered per kind."""
     from ketch.machinery.patch import _merge_key_for
 
     dotted = ".".join(p for p in path if not p.startswith("k:") and not p.startswith("v:"))
-    k = _merge_key_for(dotted, rd.merge_keys)
-    return k or None
+    ck = (rd.group, rd.kind, dotted)
+    if ck not in _MERGE_KEYS:
+        if len(_MERGE_KEYS) > 20_000:
+            _MERGE_KEYS.clear()
+        _MERGE_KEYS[ck] = _merge_key_for(dotted, rd.merge_keys) or None
+    return _MERGE_KEYS[ck]
 
 
 def field_set(rd: ResourceDefinition, obj: Any, path: list[str] | None = None) -> set[Path]:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,6 +33,9 @@ class Runner(Protocol):
     def cache_get(self, key: str) -> dict | None: ...
     def cache_put(self, key: str, outputs: dict) -> None: ...
     def note(self, msg: str) -> None: ...
+    def create_pvc(self, name: str, spec: dict, annotations: dict) -> None: ...  # idempotent
+    def delete_pvc(self, name: str) -> None: ...
+    def pvc_exists(self, name: str) -> bool: ...
 
 
 @dataclass
@@ -166,6 +170,8 @@ class Engine:
             kind = "loop"
         elif kind == "container" and "importer" in self.p.executor(comp["executorLabel"]):
             kind = "importer"
+        elif kind == "container":
+            kind = ir.PLATFORM_OPS.get(str(self.p.executor(comp["executorLabel"]).get("container", {}).get("image", "")), kind)
         rec = {
             "id": tid, "name": tname, "displayName": (t.get("taskInfo") or {}).get("name", tname), "kind": kind,
             "parent": scope, "component": t["componentRef"]["name"], "state": "PENDING", "createTime": now_iso(),
@@ -185,6 +191,14 @@ class Engine:
             self._set(rec, "FAILED", f"task {tname!r}: {e.args[0]}")
             return rec
         rec["inputs"] = {"parameters": p_in, "artifacts": a_in}
+        if kind == "container":
+            plat = self.p.platform_executor(comp["executorLabel"])
+            if _has_refs(plat):  # names that come from pipeline inputs or upstream outputs (a CreatePVC's name)
+                try:
+                    rec["platform"] = self._resolve_platform(plat, scope, params)
+                except KeyError as e:
+                    self._set(rec, "FAILED", f"task {tname!r}: kubernetes option refers to {e.args[0]}, which has no value")
+                    return rec
         cond = (t.get("triggerPolicy") or {}).get("condition")
         if cond:
             try:
@@ -198,6 +212,35 @@ class Engine:
         return rec
 
     # -- inputs ----------------------------------------------------------------------------------------------
+
+    def _resolve_platform(self, node: Any, scope: str, params: dict) -> Any:
+        """The kfp-kubernetes options of one task with every parameter reference replaced by its value."""
+        if isinstance(node, list):
+            return [self._resolve_platform(x, scope, params) for x in node]
+        if not isinstance(node, dict):
+            return node
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            if k.endswith("Parameter") and isinstance(v, dict) and _REFS & set(v):
+                out[k] = {"runtimeValue": {"constant": self._ref(v, scope, params)}}
+            elif k in _REFS:  # the older form: the reference beside the field, meaning its constant
+                out["constant"] = self._ref({k: v}, scope, params)
+            else:
+                out[k] = self._resolve_platform(v, scope, params)
+        return out
+
+    def _ref(self, ref: dict, scope: str, params: dict) -> Any:
+        if "componentInputParameter" in ref:
+            key = ref["componentInputParameter"]
+            if key not in params:
+                raise KeyError(f"pipeline input {key!r}")
+            return params[key]
+        top = ref["taskOutputParameter"]
+        prod = self.tasks.get(f"{scope}/{top['producerTask']}" if scope else top["producerTask"]) or {}
+        outs = (prod.get("outputs") or {}).get("parameters") or {}
+        if top["outputParameterKey"] not in outs:
+            raise KeyError(f"output {top['outputParameterKey']!r} of task {top['producerTask']!r}")
+        return outs[top["outputParameterKey"]]
 
     def _resolve_inputs(self, t: dict, comp: dict, scope: str, params: dict, arts: dict) -> tuple[dict, dict]:
         spec_in = t.get("inputs") or {}
@@ -299,6 +342,8 @@ class Engine:
         kind = rec["kind"]
         if kind == "importer":
             self._importer(rec, comp)
+        elif kind in ("createpvc", "deletepvc"):
+            self._pvc(rec, kind)
         elif kind == "container":
             self._container(rec, t, comp)
         elif kind == "dag":
@@ -322,6 +367,47 @@ class Engine:
         art = {"name": out_name, "type": spec.get("typeSchema") or {"schemaTitle": "system.Artifact"}, "uri": uri, "metadata": md}
         art["id"] = artifact_id(uri)
         rec["outputs"] = {"parameters": {}, "artifacts": {out_name: [art]}}
+        self._set(rec, "SUCCEEDED")
+
+    def _pvc(self, rec: dict, kind: str) -> None:
+        """kfp-kubernetes CreatePVC / DeletePVC, done by the run controller itself as KFP's driver does."""
+        p = rec["inputs"]["parameters"]
+        try:
+            if kind == "deletepvc":
+                # Two steps, so a restart between deleting and recording it cannot turn into "not found":
+                # first check the claim exists and record the intent, then delete (absent then means done).
+                if not rec.get("deleting"):
+                    if not self.runner.pvc_exists(str(p["pvc_name"])):
+                        raise ValueError(f'persistentvolumeclaim "{p["pvc_name"]}" not found')
+                    rec["deleting"] = True
+                    self._set(rec, "RUNNING")
+                    self._wake(0)
+                    return
+                self.runner.delete_pvc(str(p["pvc_name"]))
+                self._set(rec, "SUCCEEDED")
+                return
+            name, suffix = p.get("pvc_name"), p.get("pvc_name_suffix")
+            if bool(name) == bool(suffix):
+                raise ValueError("exactly one of pvc_name and pvc_name_suffix must be given")
+            if not name:
+                # KFP names it <uuid><suffix>; derived from the run and task so a retried step makes the same claim
+                name = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{self.info.run_id}/{rec['id']}")) + str(suffix)
+            spec: dict[str, Any] = {"accessModes": list(p.get("access_modes") or []), "resources": {"requests": {"storage": str(p.get("size") or "")}}}
+            if not spec["accessModes"]:
+                raise ValueError("access_modes must name at least one access mode")
+            if not p.get("size"):
+                raise ValueError("size is required (for example '5Gi')")
+            if p.get("storage_class_name"):
+                spec["storageClassName"] = p["storage_class_name"]
+            if p.get("volume_name"):
+                spec["volumeName"] = p["volume_name"]
+            if p.get("data_source"):
+                spec["dataSource"] = p["data_source"]
+            self.runner.create_pvc(name, spec, dict(p.get("annotations") or {}))
+        except (KeyError, ValueError, RuntimeError) as e:
+            self._set(rec, "FAILED", f"task {rec['name']!r} ({kind}): {e.args[0] if e.args else e}")
+            return
+        rec["outputs"] = {"parameters": {"name": name}, "artifacts": {}}
         self._set(rec, "SUCCEEDED")
 
     def _container(self, rec: dict, t: dict, comp: dict) -> None:
@@ -415,7 +501,7 @@ class Engine:
             "inputs": {"parameterValues": params, "artifacts": in_arts},
             "outputs": {"parameters": out_params, "artifacts": out_arts, "outputFile": f"{tdir}/executor_output.json"},
         }
-        plat = self.p.platform_executor(label)
+        plat = rec.get("platform") or self.p.platform_executor(label)
         timeout = plat.get("activeDeadlineSeconds")
         if timeout:
             rec["timeoutSeconds"] = int(timeout)
@@ -546,6 +632,17 @@ def _fmt(v: Any) -> str:
     if isinstance(v, dict | list):
         return json.dumps(v)
     return str(v)
+
+
+_REFS = {"componentInputParameter", "taskOutputParameter"}
+
+
+def _has_refs(node: Any) -> bool:
+    if isinstance(node, dict):
+        return bool(_REFS & set(node)) or any(_has_refs(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_has_refs(v) for v in node)
+    return False
 
 
 def _resolve_struct(v: Any, params: dict) -> Any:

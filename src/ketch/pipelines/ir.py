@@ -18,6 +18,12 @@ SUPPORTED_SCHEMA_MAJOR = "2"
 PARAM_TYPES = {"NUMBER_DOUBLE", "NUMBER_INTEGER", "STRING", "BOOLEAN", "LIST", "STRUCT", "TASK_FINAL_STATUS", "TASK_CONFIG"}
 
 
+# kfp-kubernetes operations the KFP driver carries out itself instead of running a container.
+PLATFORM_OPS = {"argostub/createpvc": "createpvc", "argostub/deletepvc": "deletepvc"}
+# Task kinds that are one step of work (not a DAG or loop): what progress counts and lineage records.
+LEAF_KINDS = ("container", "importer", *PLATFORM_OPS.values())
+
+
 class IRError(ValueError):
     """The pipeline cannot be run; the message names where and why."""
 
@@ -146,8 +152,8 @@ def _check_component(p: Pipeline, where: str, comp: dict, comps: dict, execs: di
                     feature = next(iter(ex), "unknown")
                     raise IRError(f"{tw}: executor kind {feature!r} is not supported (only container and importer; resolver and customJob are Vertex AI features)")
                 img = str((ex.get("container") or {}).get("image", ""))
-                if img.startswith("argostub/"):
-                    raise IRError(f"{tw}: kfp-kubernetes {img.split('/', 1)[1]} (CreatePVC/DeletePVC) is not supported; create the PVC with kubectl and use mount_pvc")
+                if img.startswith("argostub/") and img not in PLATFORM_OPS:
+                    raise IRError(f"{tw}: platform operation {img!r} is not supported (kfp-kubernetes CreatePVC and DeletePVC are)")
                 for k in p.platform_executor(label):
                     if k not in ("secretAsEnv", "secretAsVolume", "configMapAsEnv", "configMapAsVolume", "pvcMount", "podMetadata", "activeDeadlineSeconds", "fieldPathAsEnv"):
                         notes.append(f"{tw}: kfp-kubernetes option {k!r} has no effect on one machine; ignored")

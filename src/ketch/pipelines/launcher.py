@@ -7,7 +7,7 @@ Python components run through kfp's own executor in this process, without the pi
 their command with every placeholder resolved by kfp's own placeholder code. Artifacts whose URIs are not
 local paths (s3://, gs://, memory://...) are copied through fsspec.
 
-Kept free of ketch imports beyond the standard library so a task starts fast.
+Kept free of ketch imports beyond the standard library and ``ketch.kinds.mounts`` so a task starts fast.
 """
 
 from __future__ import annotations
@@ -141,9 +141,13 @@ def _satisfied(req: str) -> bool:
 
 
 def run_python(source: str, fn: str, ei: dict, tdir: Path) -> None:
+    from ketch.kinds import mounts
+
     os.environ["_KFP_RUNTIME"] = "true"
     mod_path = tdir / "ephemeral_component.py"
-    mod_path.write_text(source)
+    # paths under the Pod's mountPaths (a mounted PVC's /data) in the source reach the volume's directory,
+    # as the kubelet does for a container's command line
+    mod_path.write_text(mounts.from_env()(source))
     from kfp.dsl import executor as kfp_executor
     from kfp.dsl import utils as kfp_utils
 
@@ -174,7 +178,10 @@ def run_container(task: dict, ei: dict) -> int:
     )
     for _name, d in ei["outputs"].get("parameters", {}).items():
         Path(d["outputFile"]).parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.call(cmd)
+    from ketch.kinds import mounts
+
+    rw = mounts.from_env()
+    return subprocess.call([rw(c) for c in cmd])
 
 
 def _parse_param(text: str, ptype: str | None) -> Any:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-LEAF = ("container", "importer")
+from ketch.pipelines import ir
+
+LEAF = ir.LEAF_KINDS
 
 
 def _executions(runs: list[dict]):

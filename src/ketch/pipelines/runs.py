@@ -26,6 +26,7 @@ from ketch.runtime import Controller, Key, Result
 log = logging.getLogger(__name__)
 RUN = ("pipelines.kubeflow.org/v1", "PipelineRun")
 POD = ("v1", "Pod")
+PVC = ("v1", "PersistentVolumeClaim")
 FINAL = {"SUCCEEDED", "FAILED", "CANCELED", "SKIPPED"}
 LABEL_RUN = "pipelines.kubeflow.org/run"
 LABEL_TASK = "pipelines.kubeflow.org/task"
@@ -106,6 +107,25 @@ class PodRunner:
 
     def note(self, msg: str) -> None:
         log.info("%s: %s", self.run["metadata"]["name"], msg)
+
+    def create_pvc(self, name: str, spec: dict, annotations: dict) -> None:
+        pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": self.ns}, "spec": spec}
+        if annotations:
+            pvc["metadata"]["annotations"] = annotations
+        try:
+            self.c.client.create(pvc, self.ns)
+        except StatusError as e:
+            if e.code != 409:  # made by an earlier step of this task that did not get to record it
+                raise RuntimeError(e.message) from e
+
+    def delete_pvc(self, name: str) -> None:
+        try:
+            self.c.client.delete(PVC, self.ns, name)
+        except StatusError as e:
+            raise RuntimeError(e.message) from e
+
+    def pvc_exists(self, name: str) -> bool:
+        return self.c.client.get(PVC, self.ns, name) is not None
 
 
 def pod_name(run_name: str, tid: str, attempt: int | str) -> str:
@@ -272,7 +292,7 @@ class RunController(Controller):
             st["outputs"] = outputs
             err = None
             if new_state == "FAILED":
-                failed = [r for r in tasks.values() if r["state"] == "FAILED" and r["kind"] in ("container", "importer") or (r["state"] == "FAILED" and r.get("error") and r["kind"] != "dag")]
+                failed = [r for r in tasks.values() if r["state"] == "FAILED" and r["kind"] in ir.LEAF_KINDS or (r["state"] == "FAILED" and r.get("error") and r["kind"] != "dag")]
                 err = failed[0].get("error") if failed else "a task failed"
                 if failed:
                     err = f"task {failed[0]['name']!r} failed: {err}"
@@ -308,7 +328,7 @@ def _push_state(st: dict, state: str, error: str | None = None) -> None:
 
 
 def _summary(tasks: dict) -> str:
-    leaf = [r for r in tasks.values() if r["kind"] in ("container", "importer")]
+    leaf = [r for r in tasks.values() if r["kind"] in ir.LEAF_KINDS]
     done = sum(1 for r in leaf if r["state"] in FINAL)
     return f"{done}/{len(leaf)}"
 

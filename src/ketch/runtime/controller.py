@@ -200,7 +200,7 @@ class Controller:
         self.api = api
         self.client = Client(api, manager=f"ketch-{self.name}")
         self.queue = WorkQueue()
-        self.watches: list[Watch] = [Watch(self.kind, lambda o: [key_of(o)])]
+        self.watches: list[Watch] = [Watch(self.kind, lambda o: [key_of(o)], cache=self.cache_primary)]
         for ref in self.owns:
             self.watches.append(Watch(ref, owner_mapper(self.kind[1], self.kind[0]), self.owned_predicate, cache=True))
         self.watches.extend(self.extra_watches())
@@ -210,6 +210,8 @@ class Controller:
 
     # A predicate for the owned kinds' events, (old, new) -> enqueue the owner?; None: every event.
     owned_predicate: Predicate | None = None
+    # Keep the primary kind in an informer too (for mappers that must scan it, see ``cached``).
+    cache_primary: bool = False
 
     def extra_watches(self) -> list[Watch]:
         return []
@@ -231,6 +233,13 @@ class Controller:
             return inf.owned_by(uid)
         items = self.client.list(ref, owner["metadata"].get("namespace") or None)
         return [o for o in items if Informer._owner(o) == uid]
+
+    def cached(self, ref: KindRef, ns: str | None = None) -> list[dict]:
+        """Every object of a cached kind (in ``ns``), from its informer once synced, else from the API."""
+        inf = self.informers.get(ref)
+        if inf is not None and inf.synced:
+            return [o for (ons, _), o in sorted(inf.objects.items()) if ns is None or ons == ns]
+        return self.client.list(ref, ns)
 
     def update_status(self, obj: dict) -> dict:
         """Write the primary object's status; the watch event this write causes is not fed back as work

@@ -165,6 +165,13 @@ def test_terminate_a_running_run_and_a_refused_upload(ketch, dashboard, tmp_path
     expect(page.locator("#dag g.node[data-task=nap]")).to_have_attribute("data-state", "RUNNING", timeout=30000)
     page.locator("#dag g.node[data-task=nap]").click()
     expect(page.locator("#task-pod")).not_to_have_text("—")
+    # Pause: the running task goes on, the run shows PAUSED and the button offers Resume
+    page.click("#run-pause")
+    expect(page.locator(".page .badge").first).to_have_text("PAUSED", timeout=30000)
+    assert client.get_run(r.run_id).state == "PAUSED"
+    expect(page.locator("#run-pause")).to_have_text("Resume")
+    page.click("#run-pause")
+    expect(page.locator(".page .badge").first).to_have_text("RUNNING", timeout=30000)
     page.click("#run-terminate")
     expect(page.locator(".page .badge").first).to_have_text(re.compile("CANCEL"), timeout=30000)
     assert client.get_run(r.run_id).state in ("CANCELING", "CANCELED")

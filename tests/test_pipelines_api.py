@@ -343,3 +343,53 @@ def test_independent_task_pods_overlap(shared_ketch) -> None:
     spans = sorted((t["start_time"], t["end_time"]) for t in raw["run_details"]["task_details"] if t["task_name"] == "nap-then")
     assert len(spans) == 3
     assert spans[1][0] < spans[0][1] and spans[2][0] < spans[0][1]  # all started before the first ended
+
+
+@dsl.component
+def gated(seconds: float, flag: str) -> str:
+    import pathlib
+    import time
+
+    pathlib.Path(flag).touch()
+    time.sleep(seconds)
+    return "first done"
+
+
+@dsl.component
+def after_gate(msg: str) -> str:
+    return msg + ", then second"
+
+
+@dsl.pipeline
+def two_phases(flag: str, seconds: float = 1.5) -> str:
+    a = gated(seconds=seconds, flag=flag).set_caching_options(False)
+    return after_gate(msg=a.output).set_caching_options(False).output
+
+
+def test_pause_lets_running_tasks_finish_and_starts_nothing_until_resumed(shared_ketch, tmp_path: Path) -> None:
+    c = client(shared_ketch)
+    flag = tmp_path / "started"
+    rid = c.create_run_from_pipeline_func(two_phases, arguments={"flag": str(flag)}).run_id
+    wait_for(flag.exists, what="first task running")
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    cli = subprocess.run([sys.executable, "-m", "ketch", "pause", rid, "--server", shared_ketch.url], capture_output=True, text=True, env=env, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    assert wait_run(c, rid, states={"PAUSED"}).state == "PAUSED"
+
+    def first_done() -> bool:
+        tasks = {t.display_name: t.state for t in c.get_run(rid).run_details.task_details}
+        return tasks.get("gated") == "SUCCEEDED" and tasks
+
+    tasks = wait_for(first_done, what="the running task finished while paused")
+    time.sleep(1.0)  # room for a wrongly started second task to show up
+    run = c.get_run(rid)
+    assert run.state == "PAUSED" and "after-gate" not in {t.display_name for t in run.run_details.task_details}, tasks
+    history = [s.state for s in run.state_history]
+    assert "PAUSED" in history
+    cli = subprocess.run([sys.executable, "-m", "ketch", "resume", rid, "--server", shared_ketch.url], capture_output=True, text=True, env=env, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    run = wait_run(c, rid)
+    assert run.state == "SUCCEEDED"
+    assert shared_ketch.http().get(f"/apis/v2beta1/runs/{rid}").json()["pipeline_outputs"]["parameters"] == {"Output": "first done, then second"}
+    bad = subprocess.run([sys.executable, "-m", "ketch", "pause", "no-such-run", "--server", shared_ketch.url], capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 1 and "no run no-such-run" in bad.stderr

@@ -132,9 +132,13 @@ def main() -> None:
     app()
 
 
-from ketch.cli.run import run as _run_pipeline  # noqa: E402 - registered after the core commands
+from ketch.cli.run import pause as _pause  # noqa: E402 - registered after the core commands
+from ketch.cli.run import resume as _resume  # noqa: E402
+from ketch.cli.run import run as _run_pipeline  # noqa: E402
 
 app.command("run")(_run_pipeline)
+app.command("pause")(_pause)
+app.command("resume")(_resume)
 
 from ketch.cli.lineage import lineage as _lineage  # noqa: E402
 

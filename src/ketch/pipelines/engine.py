@@ -84,20 +84,23 @@ def eval_condition(cond: str, params: dict) -> bool:
 
 
 class Engine:
-    def __init__(self, p: ir.Pipeline, info: RunInfo, tasks: dict, params: dict, runner: Runner, cancel: bool = False) -> None:
+    def __init__(self, p: ir.Pipeline, info: RunInfo, tasks: dict, params: dict, runner: Runner, cancel: bool = False,
+                 suspend: bool = False) -> None:
         self.p = p
         self.info = info
         self.tasks = tasks
         self.params = params
         self.runner = runner
         self.cancel = cancel
+        # Paused (spec.suspend): nothing new starts (tasks, retries, loop iterations); what runs finishes.
+        self.hold = cancel or suspend
         self.wake: float | None = None  # seconds until a timed event (retry backoff, timeout)
         self.changed = False
 
     # -- entry ----------------------------------------------------------------------------------------------
 
     def step(self) -> tuple[str, dict]:
-        """Advance; return the run state (RUNNING, SUCCEEDED, FAILED, CANCELED) and the pipeline outputs."""
+        """Advance; return the run state (RUNNING, PAUSED, SUCCEEDED, FAILED, CANCELED) and the pipeline outputs."""
         root = self.p.root
         params = self._defaults(root, dict(self.params))
         try:
@@ -123,7 +126,7 @@ class Engine:
                     self._set(r, "CANCELED")
             return ("CANCELING" if busy else "CANCELED"), {}
         if not done:
-            return "RUNNING", {}
+            return ("PAUSED" if self.hold else "RUNNING"), {}
         state = self._dag_state("", root)
         outputs = self._dag_outputs(root, "")
         return state, outputs
@@ -162,7 +165,7 @@ class Engine:
         siblings = {n: self.tasks.get(f"{scope}/{n}" if scope else n) for n in t.get("dependentTasks") or []}
         if any(r is None or r["state"] not in TERMINAL for r in siblings.values()):
             return None
-        if self.cancel:
+        if self.hold:
             return None
         comp = self.p.component(t["componentRef"]["name"])
         kind = "dag" if "dag" in comp else "container"
@@ -436,7 +439,7 @@ class Engine:
             why = (res or {}).get("error") or ("the task's Pod disappeared" if phase == "Missing" else f"the task's Pod ended {phase} without a result")
             self._fail_attempt(rec, t, why)
             return
-        if self.cancel:
+        if self.hold:
             return
         if rec.get("nextAttemptAt") and rec["nextAttemptAt"] > now:
             self._wake(rec["nextAttemptAt"] - now)
@@ -561,7 +564,7 @@ class Engine:
             iid = f"{rec['id']}[{idx}]"
             irec = self.tasks.get(iid)
             if irec is None:
-                if self.cancel or (limit and active >= limit):
+                if self.hold or (limit and active >= limit):
                     all_done = False
                     continue
                 params, arts = dict(p_in), dict(a_in)

@@ -281,7 +281,8 @@ class RunController(Controller):
         )
         tasks = dict(st.get("tasks") or {})
         runner = PodRunner(self, run, info)
-        eng = engine.Engine(p, info, tasks, dict(rc.get("parameters") or {}), runner, cancel=bool(spec.get("cancel")))
+        eng = engine.Engine(p, info, tasks, dict(rc.get("parameters") or {}), runner, cancel=bool(spec.get("cancel")),
+                            suspend=bool(spec.get("suspend")))
         try:
             new_state, outputs = eng.step()
         except KeyError as e:

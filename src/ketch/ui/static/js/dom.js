@@ -51,7 +51,7 @@ export function badge(state) {
   const st = String(state || "Unknown");
   const cls = /succe|ready|true|complete|running.*ok|enabled|available/i.test(st) ? "ok"
     : /fail|error|false|cancel/i.test(st) ? "bad"
-    : /run|pend|creat|restart|progress/i.test(st) ? "busy" : "idle";
+    : /run|pend|creat|restart|progress|paus/i.test(st) ? "busy" : "idle";
   return h("span", { class: ["badge", cls], "data-state": st }, st);
 }
 

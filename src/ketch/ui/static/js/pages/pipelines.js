@@ -207,6 +207,11 @@ export async function runDetails(root, p, ctx) {
       run.error ? errorBox(run.error.message || JSON.stringify(run.error)) : null,
       h("div", { class: "toolbar" },
         h("button", { id: "run-terminate", onclick: () => req("POST", kfp(`/runs/${run.run_id}:terminate`)).then(reload) }, "Terminate"),
+        // KFP's API has no pause call: the PipelineRun's spec.suspend is the switch (as `ketch pause` sets it)
+        TERMINAL.has(run.state) ? null : h("button", {
+          id: "run-pause", onclick: () => req("PATCH", `/apis/pipelines.kubeflow.org/v1/namespaces/${run.namespace || "kubeflow"}/pipelineruns/${run.run_id}`,
+            { spec: { suspend: run.state === "PAUSED" ? null : true } }, { "Content-Type": "application/merge-patch+json" }).then(reload),
+        }, run.state === "PAUSED" ? "Resume" : "Pause"),
         h("button", { id: "run-retry", onclick: () => req("POST", kfp(`/runs/${run.run_id}:retry`)).then(reload) }, "Retry"),
         h("button", { onclick: () => req("POST", kfp(`/runs/${run.run_id}:archive`)).then(reload) }, "Archive"),
         link(`#/runs/new?clone=${run.run_id}`, "Clone")),

@@ -358,7 +358,10 @@ class Api:
         ns = ns if rd.namespaced else ""
         if not isinstance(body, dict):
             raise bad_request("the body of the request was in an unknown format")
-        obj = clone(body)
+        if subresource == "status":  # only the status and identity of the body are read: copy just those
+            obj = {k: clone(v) for k, v in body.items() if k in ("apiVersion", "kind", "metadata", "status")}
+        else:
+            obj = clone(body)
         self._check_type(rd, version, obj)
         md = obj.setdefault("metadata", {})
         if md.get("name") and md["name"] != name:
@@ -384,7 +387,8 @@ class Api:
     ) -> dict:
         name = old["metadata"]["name"]
         if subresource == "status":
-            new = clone(old)
+            # old was just read from the store and is not used after the write: a shallow copy will do
+            new = {**old, "metadata": dict(old["metadata"])}
             new["status"] = obj.get("status")
             if new["status"] is None:
                 new.pop("status")

@@ -241,11 +241,15 @@ class RunController(Controller):
 
     @staticmethod
     def owned_predicate(old: dict | None, new: dict) -> bool:
-        """A task Pod matters to its run when it appears, changes phase or starts deleting."""
-        if old is None:
-            return True
-        phase = lambda p: ((p.get("status") or {}).get("phase"), p["metadata"].get("deletionTimestamp"))  # noqa: E731
-        return phase(old) != phase(new)
+        """A task Pod matters to its run when it ends or starts deleting (its deletion always does): the
+        run recorded the task as running when it made the Pod, and timeouts come back as requeues."""
+        def key(p: dict | None) -> tuple:
+            if p is None:
+                return (None, None)
+            ph = (p.get("status") or {}).get("phase")
+            return (ph if ph in ("Succeeded", "Failed") else None, p["metadata"].get("deletionTimestamp"))
+
+        return key(old) != key(new) and key(new) != (None, None)
 
     async def reconcile(self, key: Key) -> Result | None:
         run = self.get(key)

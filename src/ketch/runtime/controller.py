@@ -52,7 +52,8 @@ Predicate = Callable[[dict | None, dict], bool]
 @dataclass
 class Watch:
     """A watched kind: ``mapper`` turns an object into keys to reconcile; ``predicate(old, new)`` (old from
-    the cache, None when unknown) may drop a MODIFIED event; ``cache`` keeps the objects for ``owned()``."""
+    the cache, None when unknown or just added) may drop an ADDED or MODIFIED event (never a deletion);
+    ``cache`` keeps the objects for ``owned()``."""
 
     ref: KindRef
     mapper: Mapper
@@ -286,12 +287,11 @@ class Controller:
                             inf.remove(obj)
                         else:
                             old = inf.put(obj)
-                    if typ == "MODIFIED":
-                        if primary and self._own_writes.get(key_of(obj)) == obj["metadata"].get("resourceVersion"):
-                            del self._own_writes[key_of(obj)]
-                            continue
-                        if w.predicate is not None and not w.predicate(old, obj):
-                            continue
+                    if typ == "MODIFIED" and primary and self._own_writes.get(key_of(obj)) == obj["metadata"].get("resourceVersion"):
+                        del self._own_writes[key_of(obj)]
+                        continue
+                    if typ != "DELETED" and w.predicate is not None and not w.predicate(old, obj):
+                        continue
                     for k in w.mapper(obj):
                         self.queue.add(k)
             except asyncio.CancelledError:

@@ -37,6 +37,9 @@ def run_one(path: Path, timeout: float) -> dict:
     need = [k for k, d in ((p.root.get("inputDefinitions") or {}).get("artifacts") or {}).items() if not d.get("isOptional")]
     if need:
         return {"outcome": "needs-artifact-inputs", "why": ", ".join(need)}
+    if any(str((ex.get("container") or {}).get("image", "")) in ir.PLATFORM_OPS for ex in ((p.spec.get("deploymentSpec") or {}).get("executors") or {}).values()):
+        # CreatePVC/DeletePVC make real claims that the kubelet mounts: run these through a server
+        return {"outcome": "needs-server", "why": "kfp-kubernetes CreatePVC/DeletePVC (PVC objects and mounts)"}
     tmp = Path(tempfile.mkdtemp(prefix="kfpref-"))
     info = engine.RunInfo("ref", f"{p.name}-ref", "ref", str(tmp / "artifacts"), str(tmp / "tasks"), "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z")
     runner = ProcRunner(info)

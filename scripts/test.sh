@@ -22,6 +22,14 @@ if [ ! -x "$KSERVE_VENV/bin/python" ]; then
     || { echo "warning: could not build the kserve virtualenv; its SDK test will be skipped" >&2; rm -rf "$KSERVE_VENV"; }
 fi
 export KETCH_KSERVE_PYTHON="$KSERVE_VENV/bin/python"
+# Notebook tests run a real JupyterLab from its own virtualenv, mapped to the notebook image in images.yaml
+# (as a user with a separate Jupyter environment would), so its many dependencies stay out of ketch's.
+JUPYTER_VENV="${KETCH_TEST_JUPYTER_VENV:-/tmp/jupyter-venv}"
+if [ ! -x "$JUPYTER_VENV/bin/jupyter" ]; then
+  (python3 -m venv "$JUPYTER_VENV" && "$JUPYTER_VENV/bin/pip" install -q --disable-pip-version-check 'jupyterlab>=4,<5') \
+    || { echo "warning: could not build the JupyterLab virtualenv; the notebook tests will be skipped" >&2; rm -rf "$JUPYTER_VENV"; }
+fi
+export KETCH_TEST_JUPYTER_VENV="$JUPYTER_VENV"
 python3 -m ruff check src tests benchmarks
 lint-imports
 python3 -m pytest -q "$@"

@@ -12,6 +12,9 @@ name globs to another interpreter or virtualenv (first match wins)::
         python: /usr/bin/python3.10     # shims python/python3 point at it
         env: {PIP_NO_INPUT: "1"}        # extra environment, like an image's ENV
         command: ["python"]             # an ENTRYPOINT, used when a container sets no command
+
+Without a ``command`` of its own, an image keeps the entrypoint ketch knows for it (``BUILTIN``: Jupyter
+notebook images start a Jupyter server), so mapping ``*jupyter*`` to a venv that has JupyterLab is enough.
 """
 
 from __future__ import annotations
@@ -35,6 +38,19 @@ class Image:
     path_prefix: list[str]
     env: dict[str, str] = field(default_factory=dict)
     entrypoint: list[str] = field(default_factory=list)
+
+
+# What ketch knows of well-known images when images.yaml says nothing: the entrypoint of Kubeflow's (and
+# Jupyter's) notebook images, a Jupyter server on NB_PORT under the base URL NB_PREFIX, which the Notebook
+# controller sets (their own start scripts read NB_PREFIX the same way). It runs in the environment the
+# image maps to, ketch's own by default (``pip install 'ketch[notebooks]'``).
+BUILTIN: list[dict] = [
+    {"match": "*jupyter*", "command": [
+        "jupyter", "lab", "--ip=127.0.0.1", "--port=$(NB_PORT)", "--no-browser", "--allow-root",
+        "--ServerApp.token=", "--ServerApp.password=", "--ServerApp.allow_origin=*",
+        "--ServerApp.base_url=$(NB_PREFIX)", "--ServerApp.authenticate_prometheus=False",
+    ]},
+]
 
 
 class Images:
@@ -77,11 +93,8 @@ class Images:
         return str(d)
 
     def resolve(self, image: str) -> Image:
-        rule: dict = {}
-        for r in self._load():
-            if fnmatch.fnmatchcase(image, str(r.get("match", ""))):
-                rule = r
-                break
+        rule = next((r for r in self._load() if fnmatch.fnmatchcase(image, str(r.get("match", "")))), {})
+        known = next((r for r in BUILTIN if fnmatch.fnmatchcase(image, r["match"])), {})
         if rule.get("venv"):
             venv = Path(rule["venv"]).expanduser()
             python = str(venv / "bin" / "python")
@@ -99,7 +112,7 @@ class Images:
             env = {}
         prefix.insert(0, self._shims(python))
         env.update({str(k): str(v) for k, v in (rule.get("env") or {}).items()})
-        return Image(image, python, prefix, env, [str(x) for x in rule.get("command") or []])
+        return Image(image, python, prefix, env, [str(x) for x in rule.get("command") or known.get("command") or []])
 
 
 def find_executable(cmd: str, path: str, cwd: str) -> str | None:

@@ -1,1 +1,1 @@
-"""Notebooks: kubeflow.org/v1 Notebook."""
+"""Notebooks: kubeflow.org/v1 Notebook, run as a Pod and reached at /notebook/<namespace>/<name>/."""

@@ -45,7 +45,7 @@ export async function index(root) {
 }
 
 // A live table of any kind, drawn from the server's Table (printer columns), updated by a Table watch.
-export function liveTable(k, ns, { query = "", onRow } = {}) {
+export function liveTable(k, ns, { query = "", onRow, extra = [] } = {}) {
   const wrap = h("div", { class: "live-table" });
   let cols = [], rows = new Map(), t = null, sig = "";
   const key = r => `${r.object.metadata.namespace || ""}/${r.object.metadata.name}`;
@@ -61,6 +61,7 @@ export function liveTable(k, ns, { query = "", onRow } = {}) {
           : /status|state|phase/i.test(c.name) ? r => (r.cells[i] !== null ? badge(r.cells[i]) : "") : undefined,
       });
     }
+    columns.push(...extra);
     // Same columns: keep the table (and the user's sort order), only its rows change.
     const now = JSON.stringify(columns.map(c => c.title));
     if (t && now === sig) { t.setRows([...rows.values()]); return; }
@@ -313,7 +314,9 @@ export async function search(root, _p, ctx) {
 export async function notebooks(root, _p, ctx) {
   const k = await findKind("kubeflow.org", "notebooks");
   if (!k) { mount(root, h("h1", {}, "Notebooks"), h("p", { class: "muted" }, "The Notebook kind (kubeflow.org) is not served by this ketch.")); return; }
-  const t = liveTable(k, nsOf(ctx));
+  // Each notebook's server is at /notebook/<namespace>/<name>/ on this same port (the Notebook controller's proxy).
+  const connect = { title: "Connect", value: () => "", render: r => h("a", { class: "nb-connect", href: `/notebook/${r.object.metadata.namespace}/${r.object.metadata.name}/lab`, target: "_blank", rel: "noopener" }, "Connect") };
+  const t = liveTable(k, nsOf(ctx), { extra: [connect] });
   mount(root, h("h1", {}, "Notebooks"), h("div", { class: "toolbar" }, link(`#/create?kind=${encodeURIComponent(k.gv + "/Notebook")}`, "New notebook")), t);
   return () => t.stop();
 }

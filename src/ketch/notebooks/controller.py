@@ -1,0 +1,170 @@
+"""The Notebook controller: a kubeflow.org/v1 Notebook becomes the Pod ``<name>-0`` and the Service ``<name>``.
+
+Kubeflow's notebook controller makes a one-replica StatefulSet, a Service (port 80 to the notebook's 8888)
+and an Istio route for ``/notebook/<namespace>/<name>/``; here the controller makes the Pod itself (what the
+StatefulSet would make, with its name and labels) and ketch's port serves that path (``proxy.py``).
+
+What the Pod gets, as in Kubeflow: labels ``statefulset: <name>`` and ``notebook-name: <name>``, the
+environment ``NB_PREFIX=/notebook/<namespace>/<name>`` in the notebook container (the one named like the
+Notebook, else the first). Every Pod here listens on this host, so a notebook that runs its image's entrypoint
+gets a free port of its own in ``NB_PORT`` (the known Jupyter images listen there, see kubelet/images.py);
+one that brings its own command keeps its declared containerPort (8888 by default). The port is recorded in
+the Pod's annotation and the Service's targetPort, so a restarted ketch reads it back. The annotation
+``kubeflow-resource-stopped`` stops the notebook (no Pod) until it is removed. Status mirrors Kubeflow's:
+``readyReplicas``, ``containerState`` and the Pod's ``conditions``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import socket
+
+from ketch.kinds.meta import owner_reference
+from ketch.machinery.errors import StatusError
+from ketch.runtime import Controller, Key, Result
+
+log = logging.getLogger(__name__)
+
+NOTEBOOK = ("kubeflow.org/v1", "Notebook")
+POD = ("v1", "Pod")
+SERVICE = ("v1", "Service")
+STOPPED = "kubeflow-resource-stopped"
+PORT_ANNOTATION = "notebooks.kubeflow.org/port"
+DEFAULT_PORT = 8888
+
+
+def pod_name(nb: str) -> str:
+    return f"{nb}-0"
+
+
+def prefix(ns: str, name: str) -> str:
+    return f"/notebook/{ns}/{name}"
+
+
+def main_container(spec: dict, name: str) -> dict:
+    cs = spec.get("containers") or []
+    return next((c for c in cs if c.get("name") == name), cs[0])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def desired_pod(nb: dict, port: int | None = None) -> dict:
+    """The Pod for a Notebook: its template, with Kubeflow's labels, NB_PREFIX and this host's port."""
+    md = nb["metadata"]
+    name, ns = md["name"], md["namespace"]
+    tmpl = copy.deepcopy((nb.get("spec") or {}).get("template") or {})
+    spec = tmpl.get("spec") or {}
+    labels = {**((tmpl.get("metadata") or {}).get("labels") or {}), "statefulset": name, "notebook-name": name}
+    c = main_container(spec, name)
+    own_command = bool(c.get("command") or c.get("args"))
+    declared = next((p.get("containerPort") for p in c.get("ports") or [] if p.get("containerPort")), None)
+    if own_command:
+        port = int(declared or DEFAULT_PORT)
+    elif port is None:
+        port = _free_port()
+    env = [e for e in c.get("env") or [] if e.get("name") not in ("NB_PREFIX", "NB_PORT")]
+    c["env"] = [{"name": "NB_PREFIX", "value": prefix(ns, name)}, {"name": "NB_PORT", "value": str(port)}, *env]
+    if not c.get("ports"):
+        c["ports"] = [{"name": "notebook-port", "containerPort": port, "protocol": "TCP"}]
+    elif not own_command:
+        c["ports"] = [{**c["ports"][0], "containerPort": port}, *c["ports"][1:]]
+    mounts = {m.get("mountPath") for m in c.get("volumeMounts") or []}
+    if not c.get("workingDir") and "/home/jovyan" in mounts:
+        c["workingDir"] = "/home/jovyan"  # the images' home: the workspace volume, as on Kubeflow
+    if not c.get("readinessProbe"):
+        # Ready once the server accepts connections, so `kubectl wait` and readyReplicas mean "you can open it"
+        c["readinessProbe"] = {"tcpSocket": {"port": port}, "periodSeconds": 1, "failureThreshold": 600}
+    spec.setdefault("restartPolicy", "Always")
+    spec["hostname"] = pod_name(name)
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": pod_name(name), "namespace": ns, "labels": labels,
+            "annotations": {**((tmpl.get("metadata") or {}).get("annotations") or {}), PORT_ANNOTATION: str(port)},
+            "ownerReferences": [owner_reference(nb)],
+        },
+        "spec": spec,
+    }
+
+
+def desired_service(nb: dict, port: int) -> dict:
+    md = nb["metadata"]
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": md["name"], "namespace": md["namespace"], "labels": {"notebook-name": md["name"]},
+                     "ownerReferences": [owner_reference(nb)]},
+        "spec": {"type": "ClusterIP", "selector": {"statefulset": md["name"]},
+                 "ports": [{"name": f"http-{md['name']}", "port": 80, "targetPort": port, "protocol": "TCP"}]},
+    }
+
+
+class NotebookController(Controller):
+    name = "notebook"
+    kind = NOTEBOOK
+    owns = [POD, SERVICE]
+
+    async def reconcile(self, key: Key) -> Result | None:
+        nb = self.get(key)
+        if nb is None or nb["metadata"].get("deletionTimestamp"):
+            return None
+        md = nb["metadata"]
+        stopped = STOPPED in (md.get("annotations") or {})
+        owned = {(o["kind"], o["metadata"]["name"]): o for ref in (POD, SERVICE) for o in self.owned(ref, nb)}
+        pod = owned.get(("Pod", pod_name(key.name))) or self.client.get(POD, key.namespace, pod_name(key.name))
+        if pod is not None and not any(o.get("uid") == md["uid"] for o in pod["metadata"].get("ownerReferences") or []):
+            return self._status(nb, None, f"a Pod named {pod_name(key.name)} exists and is not this Notebook's")
+        svc = owned.get(("Service", key.name))
+        if stopped:
+            if pod is not None and not pod["metadata"].get("deletionTimestamp"):
+                self.client.delete(POD, key.namespace, pod["metadata"]["name"])
+            return self._status(nb, None)
+        if pod is not None and ((pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")):
+            # a StatefulSet replaces a replica that ended; so does this controller
+            self.client.delete(POD, key.namespace, pod["metadata"]["name"], grace=0)
+            return Result(requeue_after=0.5)
+        if pod is not None and pod["metadata"].get("deletionTimestamp"):
+            return Result(requeue_after=0.5)
+        if pod is None:
+            want = desired_pod(nb)
+            try:
+                pod = self.client.create(want, key.namespace)
+            except StatusError as e:
+                if e.code == 409:
+                    return Result(requeue_after=0.2)
+                self.client.event(nb, "Warning", "FailedCreate", f"cannot create pod {want['metadata']['name']}: {e.message}", "notebook-controller")
+                return self._status(nb, None, e.message)
+            self.client.event(nb, "Normal", "SuccessfulCreate", f"create Pod {pod['metadata']['name']} in StatefulSet {key.name} successful", "notebook-controller")
+        port = int((pod["metadata"].get("annotations") or {}).get(PORT_ANNOTATION) or DEFAULT_PORT)
+        want_svc = desired_service(nb, port)
+        if svc is None:
+            try:
+                self.client.create(want_svc, key.namespace)
+            except StatusError as e:
+                if e.code != 409:
+                    raise
+        elif svc["spec"].get("ports") != want_svc["spec"]["ports"] or svc["spec"].get("selector") != want_svc["spec"]["selector"]:
+            self.client.patch(SERVICE, key.namespace, key.name, {"spec": {"ports": want_svc["spec"]["ports"], "selector": want_svc["spec"]["selector"]}})
+        return self._status(nb, pod)
+
+    def _status(self, nb: dict, pod: dict | None, error: str | None = None) -> None:
+        ps = (pod or {}).get("status") or {}
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in ps.get("conditions") or [])
+        cname = main_container((nb.get("spec") or {}).get("template", {}).get("spec") or {"containers": [{}]}, nb["metadata"]["name"]).get("name")
+        cs = next((c for c in ps.get("containerStatuses") or [] if c.get("name") == cname), {})
+        conds = [{k: c[k] for k in ("type", "status", "reason", "message", "lastProbeTime", "lastTransitionTime") if c.get(k) is not None}
+                 for c in ps.get("conditions") or []]
+        if error:
+            conds.append({"type": "Failed", "status": "True", "reason": "CreatePodFailed", "message": error})
+        st = {"readyReplicas": 1 if ready else 0, "containerState": cs.get("state") or {}, "conditions": conds}
+        if nb.get("status") != st:
+            nb["status"] = st
+            self.update_status(nb)
+        return None
+
+
+CONTROLLERS = [NotebookController]

@@ -1,0 +1,157 @@
+"""Kubeflow Notebooks: a kubeflow.org/v1 Notebook applied with kubectl runs a real JupyterLab (from its own
+virtualenv, mapped to the image in images.yaml), reached at /notebook/<ns>/<name>/ on ketch's port: its
+REST API, a kernel executing code over the proxied WebSocket, the workspace PVC, stop and start."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import textwrap
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import make_ketch, wait_for
+
+VENV = Path(os.environ.get("KETCH_TEST_JUPYTER_VENV", "/tmp/jupyter-venv"))
+
+pytestmark = pytest.mark.skipif(not (VENV / "bin" / "jupyter").exists(), reason=f"no JupyterLab venv at {VENV} (scripts/test.sh builds it)")
+
+NOTEBOOK = textwrap.dedent("""
+    apiVersion: v1
+    kind: PersistentVolumeClaim
+    metadata: {name: ws-lab, namespace: default}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {requests: {storage: 1Gi}}
+    ---
+    apiVersion: kubeflow.org/v1
+    kind: Notebook
+    metadata:
+      name: lab
+      namespace: default
+      labels: {app: lab}
+    spec:
+      template:
+        spec:
+          containers:
+          - name: lab
+            image: kubeflownotebookswg/jupyter-scipy:v1.9.0
+            resources: {requests: {cpu: "0.5", memory: 1Gi}}
+            volumeMounts:
+            - {name: workspace, mountPath: /home/jovyan}
+          volumes:
+          - name: workspace
+            persistentVolumeClaim: {claimName: ws-lab}
+    """)
+
+
+@pytest.fixture(scope="module")
+def k(tmp_path_factory):
+    kt = make_ketch(tmp_path_factory.mktemp("nb"))
+    (kt.home / "images.yaml").write_text(f"images:\n  - match: '*jupyter*'\n    venv: {VENV}\n")
+    kt.start()
+    try:
+        yield kt
+    finally:
+        kt.stop()
+
+
+def ready(k) -> int:
+    return (k.kjson("get", "notebook", "lab").get("status") or {}).get("readyReplicas", 0)
+
+
+async def run_code(url: str, kernel: str, code: str, cookies: dict) -> str:
+    """Execute ``code`` in a kernel through the proxied channels WebSocket, as JupyterLab's frontend does."""
+    from websockets.asyncio.client import connect
+
+    cookie = "; ".join(f"{a}={b}" for a, b in cookies.items())
+    msg_id = uuid.uuid4().hex
+    async with connect(f"{url.replace('http', 'ws', 1)}/api/kernels/{kernel}/channels", additional_headers={"Cookie": cookie}) as ws:
+        await ws.send(json.dumps({
+            "header": {"msg_id": msg_id, "username": "t", "session": uuid.uuid4().hex, "msg_type": "execute_request", "version": "5.3"},
+            "parent_header": {}, "metadata": {}, "channel": "shell",
+            "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {}, "allow_stdin": False},
+        }))
+        out = []
+        while True:
+            m = json.loads(await asyncio.wait_for(ws.recv(), 60))
+            if m.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            if m["msg_type"] == "stream":
+                out.append(m["content"]["text"])
+            if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
+                return "".join(out)
+
+
+def test_notebook_runs_jupyter_behind_the_notebook_path(k):
+    k.kubectl("apply", "-f", "-", input=NOTEBOOK)
+    k.kubectl("wait", "--for=jsonpath={.status.readyReplicas}=1", "notebook/lab", "--timeout=120s", timeout=150)
+    nb = k.kjson("get", "notebook", "lab")
+    assert nb["status"]["containerState"].get("running") and any(c["type"] == "Ready" and c["status"] == "True" for c in nb["status"]["conditions"])
+    pod = k.kjson("get", "pod", "lab-0")
+    assert pod["metadata"]["labels"]["statefulset"] == "lab" and pod["metadata"]["labels"]["notebook-name"] == "lab"
+    assert pod["metadata"]["ownerReferences"][0]["kind"] == "Notebook"
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["NB_PREFIX"] == "/notebook/default/lab"
+    svc = k.kjson("get", "service", "lab")
+    assert svc["spec"]["ports"][0]["port"] == 80 and svc["spec"]["selector"] == {"statefulset": "lab"}
+
+    url = f"{k.url}/notebook/default/lab"
+    with httpx.Client(timeout=30) as http:
+        st = http.get(f"{url}/api/status")
+        assert st.status_code == 200 and "started" in st.json(), st.text
+        page = http.get(f"{url}/lab")  # the JupyterLab page itself, through the proxy; sets the _xsrf cookie
+        assert page.status_code == 200 and "JupyterLab" in page.text
+        assert http.get(f"{url}").status_code in (200, 302)
+        xsrf = {"X-XSRFToken": http.cookies.get("_xsrf", "")}
+        # a file written through the contents API lands in the workspace claim's directory
+        put = http.put(f"{url}/api/contents/hello.txt", json={"type": "file", "format": "text", "content": "from the notebook"}, headers=xsrf)
+        assert put.status_code in (200, 201), put.text
+        claim_dir = k.home / "volumes" / "default" / "ws-lab"
+        assert (claim_dir / "hello.txt").read_text() == "from the notebook"
+        kernel = http.post(f"{url}/api/kernels", json={"name": "python3"}, headers=xsrf)
+        assert kernel.status_code == 201, kernel.text
+        out = asyncio.run(run_code(url, kernel.json()["id"], "import os\nprint(6 * 7, os.path.exists('hello.txt'))", dict(http.cookies)))
+        assert out.strip() == "42 True"
+        assert http.get(f"{k.url}/notebook/default/nope/api/status").status_code == 503
+
+
+def test_stop_and_start_with_kubeflows_annotation(k):
+    wait_for(lambda: ready(k) == 1, timeout=120, what="lab ready")
+    k.kubectl("annotate", "notebook", "lab", "kubeflow-resource-stopped=2026-11-23T00:00:00Z")
+    wait_for(lambda: ready(k) == 0 and k.kubectl("get", "pod", "lab-0", check=False).returncode != 0, timeout=60, what="lab stopped")
+    assert httpx.get(f"{k.url}/notebook/default/lab/api/status").status_code == 503
+    k.kubectl("annotate", "notebook", "lab", "kubeflow-resource-stopped-")
+    wait_for(lambda: ready(k) == 1, timeout=120, what="lab started again")
+    assert httpx.get(f"{k.url}/notebook/default/lab/api/status", timeout=30).status_code == 200
+    # deleting the Notebook takes its Pod and Service with it; the workspace claim stays
+    k.kubectl("delete", "notebook", "lab", "--wait=true", timeout=90)
+    wait_for(lambda: k.kubectl("get", "pod", "lab-0", check=False).returncode != 0 and k.kubectl("get", "svc", "lab", check=False).returncode != 0,
+             timeout=60, what="pod and service collected")
+    assert k.kjson("get", "pvc", "ws-lab")["metadata"]["name"] == "ws-lab"
+
+
+def test_bad_notebook_is_refused_naming_the_field(k):
+    r = k.kubectl("apply", "-f", "-", check=False, input="apiVersion: kubeflow.org/v1\nkind: Notebook\nmetadata: {name: empty}\nspec: {template: {spec: {containers: []}}}\n")
+    assert r.returncode != 0 and "spec.template.spec.containers" in r.stderr
+
+
+def test_dashboard_lists_notebooks_with_a_connect_link(ketch, dashboard):
+    from playwright.sync_api import expect
+
+    (ketch.home / "images.yaml").write_text(f"images:\n  - match: '*jupyter*'\n    venv: {VENV}\n")
+    ketch.kubectl("apply", "-f", "-", input=NOTEBOOK)
+    ketch.kubectl("wait", "--for=jsonpath={.status.readyReplicas}=1", "notebook/lab", "--timeout=120s", timeout=150)
+    page = dashboard.open("/notebooks")
+    row = page.locator("table.resource-table tbody tr", has_text="lab")
+    expect(row).to_have_count(1)
+    expect(row.locator("td").nth(1)).to_have_text("1")  # the Ready printer column
+    link = row.locator("a.nb-connect")
+    assert link.get_attribute("href") == "/notebook/default/lab/lab"
+    lab = page.request.get(ketch.url + link.get_attribute("href"))
+    assert lab.status == 200 and "JupyterLab" in lab.text()
+    dashboard.shot("notebooks")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import textwrap
 import uuid
 from pathlib import Path
@@ -152,6 +153,18 @@ def test_dashboard_lists_notebooks_with_a_connect_link(ketch, dashboard):
     expect(row.locator("td").nth(1)).to_have_text("1")  # the Ready printer column
     link = row.locator("a.nb-connect")
     assert link.get_attribute("href") == "/notebook/default/lab/lab"
-    lab = page.request.get(ketch.url + link.get_attribute("href"))
-    assert lab.status == 200 and "JupyterLab" in lab.text()
-    dashboard.shot("notebooks")
+    shots = dashboard.shot("notebooks").parent
+    # Connect opens JupyterLab itself, served through ketch's proxy; a new notebook's kernel runs a cell
+    with page.context.expect_page() as opened:
+        link.click()
+    lab = opened.value
+    lab.on("pageerror", lambda e: dashboard.errors.append(str(e)))
+    lab.locator(".jp-LauncherCard[title*='Python 3']").first.click(timeout=60000)
+    lab.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60000)
+    # the kernel started through the proxied WebSocket reports itself idle in the status bar
+    expect(lab.get_by_text(re.compile(r"Python 3 \(ipykernel\) \| Idle"))).to_be_visible(timeout=60000)
+    lab.locator(".jp-Notebook .jp-Cell .cm-content").first.click()
+    lab.keyboard.type("print(6 * 7)")
+    lab.keyboard.press("Shift+Enter")
+    expect(lab.locator(".jp-OutputArea-output", has_text="42")).to_be_visible(timeout=60000)
+    lab.screenshot(path=str(shots / "jupyterlab.png"))

@@ -22,12 +22,17 @@ from ketch.store.base import Change, Gone, StoreConflict, StoreExists, StoreNotF
 log = logging.getLogger(__name__)
 
 _md = sa.MetaData()
+
+
+def _object_key() -> list[sa.Column]:
+    """The columns naming one object, shared by the objects table and the indexes that point into it."""
+    return [sa.Column(n, sa.String(255), primary_key=True) for n in ("key", "namespace", "name")]
+
+
 objects = sa.Table(
     "objects",
     _md,
-    sa.Column("key", sa.String(255), primary_key=True),
-    sa.Column("namespace", sa.String(255), primary_key=True),
-    sa.Column("name", sa.String(255), primary_key=True),
+    *_object_key(),
     sa.Column("uid", sa.String(64), nullable=False, index=True),
     sa.Column("rv", sa.BigInteger, nullable=False),
     sa.Column("data", sa.Text, nullable=False),
@@ -36,16 +41,12 @@ owners = sa.Table(
     "owners",
     _md,
     sa.Column("owner_uid", sa.String(64), primary_key=True),
-    sa.Column("key", sa.String(255), primary_key=True),
-    sa.Column("namespace", sa.String(255), primary_key=True),
-    sa.Column("name", sa.String(255), primary_key=True),
+    *_object_key(),
 )
 labels = sa.Table(
     "labels",
     _md,
-    sa.Column("key", sa.String(255), primary_key=True),
-    sa.Column("namespace", sa.String(255), primary_key=True),
-    sa.Column("name", sa.String(255), primary_key=True),
+    *_object_key(),
     sa.Column("label", sa.Text, primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
     sa.Index("ix_labels_key_label_value", "key", "label", "value"),

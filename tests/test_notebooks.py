@@ -4,7 +4,6 @@ REST API, a kernel executing code over the proxied WebSocket, the workspace PVC,
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -65,21 +64,22 @@ def ready(k) -> int:
     return (k.kjson("get", "notebook", "lab").get("status") or {}).get("readyReplicas", 0)
 
 
-async def run_code(url: str, kernel: str, code: str, cookies: dict) -> str:
-    """Execute ``code`` in a kernel through the proxied channels WebSocket, as JupyterLab's frontend does."""
-    from websockets.asyncio.client import connect
+def run_code(url: str, kernel: str, code: str, cookies: dict) -> str:
+    """Execute ``code`` in a kernel through the proxied channels WebSocket, as JupyterLab's frontend does.
+    (The synchronous client: Playwright's fixtures may hold an event loop in this thread.)"""
+    from websockets.sync.client import connect
 
     cookie = "; ".join(f"{a}={b}" for a, b in cookies.items())
     msg_id = uuid.uuid4().hex
-    async with connect(f"{url.replace('http', 'ws', 1)}/api/kernels/{kernel}/channels", additional_headers={"Cookie": cookie}) as ws:
-        await ws.send(json.dumps({
+    with connect(f"{url.replace('http', 'ws', 1)}/api/kernels/{kernel}/channels", additional_headers={"Cookie": cookie}) as ws:
+        ws.send(json.dumps({
             "header": {"msg_id": msg_id, "username": "t", "session": uuid.uuid4().hex, "msg_type": "execute_request", "version": "5.3"},
             "parent_header": {}, "metadata": {}, "channel": "shell",
             "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {}, "allow_stdin": False},
         }))
         out = []
         while True:
-            m = json.loads(await asyncio.wait_for(ws.recv(), 60))
+            m = json.loads(ws.recv(timeout=60))
             if m.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             if m["msg_type"] == "stream":
@@ -116,7 +116,7 @@ def test_notebook_runs_jupyter_behind_the_notebook_path(k):
         assert (claim_dir / "hello.txt").read_text() == "from the notebook"
         kernel = http.post(f"{url}/api/kernels", json={"name": "python3"}, headers=xsrf)
         assert kernel.status_code == 201, kernel.text
-        out = asyncio.run(run_code(url, kernel.json()["id"], "import os\nprint(6 * 7, os.path.exists('hello.txt'))", dict(http.cookies)))
+        out = run_code(url, kernel.json()["id"], "import os\nprint(6 * 7, os.path.exists('hello.txt'))", dict(http.cookies))
         assert out.strip() == "42 True"
         assert http.get(f"{k.url}/notebook/default/nope/api/status").status_code == 503
 

@@ -204,11 +204,14 @@ class Kubelet(abc.ABC):
     # The pod lifecycle (init order, restarts and back-off, probes, limits, status) only uses these.
 
     @abc.abstractmethod
-    async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int, preload: tuple[str, ...] = ()) -> Started:
+    async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int, preload: tuple[str, ...] = (),
+                    requests: dict[str, float] | None = None) -> Started:
         """Start one container process in its own process group, output to the given descriptors;
         raise CannotRun with Kubernetes' message when the executable cannot be found or started.
         ``preload`` (the Pod's ``kubelet.ketch.dev/preload`` modules) is a hint that a ``python -m``
-        container may be forked from an interpreter that has imported them; a kubelet may ignore it."""
+        container may be forked from an interpreter that has imported them; a kubelet may ignore it.
+        ``requests`` (cpu cores, memory bytes, GPUs) is where a kubelet that places processes on other
+        machines finds what the container needs; the local kubelet has admitted the Pod already."""
 
     @abc.abstractmethod
     def alive(self, pid: int, create_time: float | None) -> bool:

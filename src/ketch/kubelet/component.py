@@ -1,4 +1,5 @@
-"""Plugs the local kubelet into ketch: registers the Node, runs Pods, serves ``pods/log``.
+"""Plugs a kubelet into ketch: registers the Node, runs Pods, serves ``pods/log``. The local kubelet by
+default; ``KETCH_KUBELET=ray`` runs the containers on a Ray cluster instead (ray_kubelet.py).
 
 ``KETCH_DISABLE=kubelet`` leaves all of it out (an API-only server, or a machine whose Pods another
 kubelet runs).
@@ -82,7 +83,16 @@ def log_handler(ctx: Context, kubelet: Kubelet):  # noqa: ANN201
 
 
 def setup(ctx: Context) -> None:
-    kubelet = LocalKubelet(ctx)
+    import os
+
+    if os.environ.get("KETCH_KUBELET", "local") == "ray":
+        from ketch.kubelet.ray_kubelet import (
+            RayKubelet,  # ray is an optional extra: imported only when chosen
+        )
+
+        kubelet: Kubelet = RayKubelet(ctx)
+    else:
+        kubelet = LocalKubelet(ctx)
     ctx.services["kubelet"] = kubelet
     ctx.services.setdefault("subresources", {})[("/pods", "log")] = log_handler(ctx, kubelet)
     ctx.add_task(kubelet.run)

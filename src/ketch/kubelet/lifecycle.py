@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 
 from ketch.kinds.meta import now, parse_time
 from ketch.kinds.mounts import ENV as MOUNTS_ENV
-from ketch.kinds.resources import GPU, memory_limit, pod_requests, qos_class
+from ketch.kinds.resources import GPU, container_requests, memory_limit, pod_requests, qos_class
 from ketch.kubelet import volumes
 from ketch.kubelet.base import KINDS, POD, CannotRun, Kubelet, Started
 from ketch.kubelet.env import ConfigError, container_env, expand
@@ -206,7 +206,7 @@ class PodWorker:
             return
         fds = ship.open_raw()
         try:
-            started = await self.k.spawn(argv, env, cwd, fds["stdout"], fds["stderr"], preload_of(self.pod))
+            started = await self.k.spawn(argv, env, cwd, fds["stdout"], fds["stderr"], preload_of(self.pod), container_requests(c))
         except CannotRun as e:
             self._start_failed(cs, ship, str(e))
             return

@@ -84,7 +84,8 @@ class LocalKubelet(Kubelet):
 
     # -- process supervision: local processes, each a session leader ----------------------------------
 
-    async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int, preload: tuple[str, ...] = ()) -> Started:
+    async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int, preload: tuple[str, ...] = (),
+                    requests: dict[str, float] | None = None) -> Started:
         exe = find_executable(argv[0], env.get("PATH", ""), cwd)
         if exe is None:
             raise CannotRun(f'exec: "{argv[0]}": executable file not found in $PATH')

@@ -94,6 +94,16 @@ def setup(ctx: Context) -> None:
     else:
         kubelet = LocalKubelet(ctx)
     ctx.services["kubelet"] = kubelet
+    if isinstance(kubelet, LocalKubelet) and kubelet.kind == "local":
+        from starlette.routing import WebSocketRoute
+
+        from ketch.kubelet import remote_command
+
+        async def exec_ws(ws):  # noqa: ANN001, ANN202
+            await remote_command.serve(ws, kubelet)
+
+        # kubectl exec speaks WebSocket (v5.channel.k8s.io); the route sits before the Kubernetes API's
+        ctx.add_routes([WebSocketRoute("/api/v1/namespaces/{namespace}/pods/{name}/exec", exec_ws)])
     ctx.services.setdefault("subresources", {})[("/pods", "log")] = log_handler(ctx, kubelet)
     ctx.add_task(kubelet.run)
     ctx.on_shutdown(kubelet.shutdown)

@@ -4,7 +4,9 @@ Schemes, as KServe's storage initializer supports them: a local path or ``file:/
 ``pvc://<claim>/<path>`` (a PersistentVolumeClaim's directory under ketch's home), ``s3://`` (boto3;
 endpoint from ``AWS_ENDPOINT_URL``/``S3_ENDPOINT``, credentials from the usual AWS variables), ``gs://``
 and any other fsspec protocol (through fsspec, with its optional backend installed), and ``http(s)://``
-(one file; ``.zip``/``.tar``/``.tar.gz`` archives are unpacked). A download goes to a temporary directory
+(one file; ``.zip``/``.tar``/``.tar.gz`` archives are unpacked), and ``model-registry://<model>[/<version>]``
+(KServe's model registry scheme: the version's model artifact URI, looked up in the Kubeflow Model Registry
+API on ketch's port, ``KETCH_SERVER``, or at ``MODEL_REGISTRY_BASE_URL``; no version means the newest). A download goes to a temporary directory
 renamed into place when complete, so a crash never leaves a half-fetched model that looks whole; a
 ``.ketch-fetched`` marker makes later replicas of the same revision reuse it. The caller then loads the
 model, which is the verification: a predictor is ready only once its model loaded.
@@ -42,8 +44,42 @@ def resolve_local(uri: str) -> str | None:
     return None
 
 
+def from_registry(uri: str) -> str:
+    """The storage URI of the model artifact that ``model-registry://<model>[/<version>]`` names."""
+    from urllib.parse import unquote
+
+    import httpx
+
+    path = uri[len("model-registry://"):].strip("/")
+    model, _, version = path.partition("/")
+    base = (os.environ.get("MODEL_REGISTRY_BASE_URL") or os.environ.get("KETCH_SERVER") or "http://127.0.0.1:8080").rstrip("/")
+    api = f"{base}/api/model_registry/v1"
+    with httpx.Client(timeout=30) as http:
+        rm = http.get(f"{api}/registered_model", params={"name": unquote(model)})
+        if rm.status_code != 200:
+            raise FileNotFoundError(f"storageUri {uri}: no registered model {unquote(model)!r} in the model registry")
+        rid = rm.json()["id"]
+        if version:
+            mv = http.get(f"{api}/model_version", params={"name": unquote(version), "parentResourceId": rid})
+            if mv.status_code != 200:
+                raise FileNotFoundError(f"storageUri {uri}: model {unquote(model)!r} has no version {unquote(version)!r}")
+            vid = mv.json()["id"]
+        else:
+            items = http.get(f"{api}/registered_models/{rid}/versions", params={"orderBy": "CREATE_TIME", "sortOrder": "DESC", "pageSize": 1}).json()["items"]
+            if not items:
+                raise FileNotFoundError(f"storageUri {uri}: model {unquote(model)!r} has no versions")
+            vid = items[0]["id"]
+        arts = http.get(f"{api}/model_versions/{vid}/artifacts").json()["items"]
+    found = next((a["uri"] for a in arts if a.get("artifactType", "model-artifact") == "model-artifact" and a.get("uri")), None)
+    if found is None:
+        raise FileNotFoundError(f"storageUri {uri}: the version has no model artifact with a URI")
+    return found
+
+
 def fetch(uri: str, dest: str) -> str:
     """Make the model at ``uri`` available locally; returns the path to load from."""
+    if uri.startswith("model-registry://"):
+        uri = from_registry(uri)
     local = resolve_local(uri)
     if local is not None:
         if not os.path.exists(local):

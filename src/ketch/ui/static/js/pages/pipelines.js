@@ -337,8 +337,27 @@ export async function renderArtifact(a) {
 // The artifact's own document carries a policy that allows nothing but inline styles and data: images,
 // so it cannot reach any host even where a browser does not pass the page's policy on to srcdoc frames.
 const ARTIFACT_CSP = `<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">`;
+// Attributes through which a document fetches something by itself (links followed by a click are not).
+const FETCHING = ["src", "srcset", "href", "poster", "background", "data", "action", "formaction", "ping"];
+
+// The artifact's HTML with every non-data: resource reference removed, parsed inertly (a DOMParser document
+// loads nothing). The CSPs already forbid such loads; this makes "nothing leaves the host" not depend on
+// the browser applying them before its preload scanner sees the markup.
+function inert(html) {
+  const doc = new DOMParser().parseFromString(html, "text/html");
+  for (const el of doc.querySelectorAll(FETCHING.map(a => `[${a}]`).join(","))) {
+    for (const a of FETCHING) {
+      const v = el.getAttribute(a);
+      if (v === null || (a === "href" && /^(a|area)$/i.test(el.tagName))) continue;
+      if (!/^\s*(data:|#)/i.test(v)) el.removeAttribute(a);
+    }
+  }
+  doc.head.insertAdjacentHTML("afterbegin", ARTIFACT_CSP);  // the policy first, before anything it governs
+  return "<!doctype html>" + doc.documentElement.outerHTML;
+}
+
 export function sandboxed(html) {
-  return h("iframe", { sandbox: "", class: "sandboxed", title: "artifact", referrerpolicy: "no-referrer", srcdoc: ARTIFACT_CSP + html });
+  return h("iframe", { sandbox: "", class: "sandboxed", title: "artifact", referrerpolicy: "no-referrer", srcdoc: inert(html) });
 }
 
 // Which executions produced and consumed an artifact (ketch's /artifacts/{id} answers with its lineage).

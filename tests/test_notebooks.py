@@ -168,3 +168,34 @@ def test_dashboard_lists_notebooks_with_a_connect_link(ketch, dashboard):
     lab.keyboard.press("Shift+Enter")
     expect(lab.locator(".jp-OutputArea-output", has_text="42")).to_be_visible(timeout=60000)
     lab.screenshot(path=str(shots / "jupyterlab.png"))
+
+
+def test_v1beta1_notebook_with_its_own_command_keeps_its_port(k):
+    """A v1beta1 Notebook (what older Kubeflow web apps create) whose container brings its own command: the
+    controller keeps the declared containerPort, and the proxy reaches whatever server listens there."""
+    import socket
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    k.kubectl("apply", "-f", "-", input=textwrap.dedent(f"""
+        apiVersion: kubeflow.org/v1beta1
+        kind: Notebook
+        metadata: {{name: web, namespace: default}}
+        spec:
+          template:
+            spec:
+              containers:
+              - name: web
+                image: python:3.11
+                command: {json.dumps([sys.executable, "-c", f"import http.server as h; h.ThreadingHTTPServer(('127.0.0.1', {port}), h.SimpleHTTPRequestHandler).serve_forever()"])}
+                ports: [{{containerPort: {port}, name: notebook-port}}]
+        """))
+    k.kubectl("wait", "--for=jsonpath={.status.readyReplicas}=1", "notebook.v1beta1.kubeflow.org/web", "--timeout=60s", timeout=70)
+    nb = k.kjson("get", "notebooks.v1beta1.kubeflow.org", "web")
+    assert nb["apiVersion"] == "kubeflow.org/v1beta1"
+    assert k.kjson("get", "service", "web")["spec"]["ports"][0]["targetPort"] == port
+    r = httpx.get(f"{k.url}/notebook/default/web/", timeout=30)
+    assert "SimpleHTTP" in r.headers.get("server", ""), r.headers  # the notebook's own server answered
+    k.kubectl("delete", "notebook", "web")

@@ -199,3 +199,27 @@ def test_v1beta1_notebook_with_its_own_command_keeps_its_port(k):
     r = httpx.get(f"{k.url}/notebook/default/web/", timeout=30)
     assert "SimpleHTTP" in r.headers.get("server", ""), r.headers  # the notebook's own server answered
     k.kubectl("delete", "notebook", "web")
+
+
+def test_idle_notebooks_are_culled_as_kubeflows_culler_does(tmp_path):
+    kt = make_ketch(tmp_path, env={"ENABLE_CULLING": "true", "CULL_IDLE_TIME": "0.1", "IDLENESS_CHECK_PERIOD": "0.02"})
+    (kt.home / "images.yaml").write_text(f"images:\n  - match: '*jupyter*'\n    venv: {VENV}\n")
+    kt.start()
+    try:
+        kt.kubectl("apply", "-f", "-", input=NOTEBOOK.replace("name: lab", "name: idle").replace("name: ws-lab", "name: ws-idle").replace("claimName: ws-lab", "claimName: ws-idle"))
+        kt.kubectl("wait", "--for=jsonpath={.status.readyReplicas}=1", "notebook/idle", "--timeout=120s", timeout=150)
+
+        def culled():
+            ann = kt.kjson("get", "notebook", "idle")["metadata"].get("annotations") or {}
+            return "kubeflow-resource-stopped" in ann and ann
+
+        ann = wait_for(culled, timeout=60, what="the idle notebook stopped by the culler")
+        assert ann["notebooks.kubeflow.org/last-activity"].endswith("Z")
+        wait_for(lambda: kt.kubectl("get", "pod", "idle-0", check=False).returncode != 0 and ready_of(kt, "idle") == 0, timeout=60, what="pod gone")
+        assert "Culled" in kt.kubectl("get", "events", "--field-selector", "involvedObject.name=idle").stdout
+    finally:
+        kt.stop()
+
+
+def ready_of(k, name: str) -> int:
+    return (k.kjson("get", "notebook", name).get("status") or {}).get("readyReplicas", 0)

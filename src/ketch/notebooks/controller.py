@@ -12,12 +12,20 @@ one that brings its own command keeps its declared containerPort (8888 by defaul
 the Pod's annotation and the Service's targetPort, so a restarted ketch reads it back. The annotation
 ``kubeflow-resource-stopped`` stops the notebook (no Pod) until it is removed. Status mirrors Kubeflow's:
 ``readyReplicas``, ``containerState`` and the Pod's ``conditions``.
+
+Culling, as Kubeflow's culler does it and configured by the same variables of ``ketch up``
+(``ENABLE_CULLING=true``, ``CULL_IDLE_TIME`` minutes, default 1440, ``IDLENESS_CHECK_PERIOD`` minutes,
+default 1): every period the controller asks the running server for its ``/api/kernels``, records the
+kernels' last activity (now, when one is busy) in ``notebooks.kubeflow.org/last-activity``, and stops a
+notebook whose kernels are all idle and whose last activity is older than the idle time.
 """
 
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import logging
+import os
 import socket
 
 from ketch.kinds.meta import owner_reference
@@ -31,6 +39,7 @@ POD = ("v1", "Pod")
 SERVICE = ("v1", "Service")
 STOPPED = "kubeflow-resource-stopped"
 PORT_ANNOTATION = "notebooks.kubeflow.org/port"
+LAST_ACTIVITY = "notebooks.kubeflow.org/last-activity"
 DEFAULT_PORT = 8888
 
 
@@ -103,6 +112,28 @@ def desired_service(nb: dict, port: int) -> dict:
     }
 
 
+def culling() -> bool:
+    return os.environ.get("ENABLE_CULLING", "false").lower() == "true"
+
+
+def cull_idle_time() -> float:
+    return float(os.environ.get("CULL_IDLE_TIME") or 1440)
+
+
+def check_period() -> float:
+    return 60 * float(os.environ.get("IDLENESS_CHECK_PERIOD") or 1)
+
+
+def _parse(ts: object) -> dt.datetime | None:
+    if not isinstance(ts, str) or not ts:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
 class NotebookController(Controller):
     name = "notebook"
     kind = NOTEBOOK
@@ -139,6 +170,9 @@ class NotebookController(Controller):
                 self.client.event(nb, "Warning", "FailedCreate", f"cannot create pod {want['metadata']['name']}: {e.message}", "notebook-controller")
                 return self._status(nb, None, e.message)
             self.client.event(nb, "Normal", "SuccessfulCreate", f"create Pod {pod['metadata']['name']} in StatefulSet {key.name} successful", "notebook-controller")
+            if culling():  # a (re)started notebook is active now, not as idle as before it was stopped
+                stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                nb = self.client.patch(NOTEBOOK, key.namespace, key.name, {"metadata": {"annotations": {LAST_ACTIVITY: stamp}}})
         port = int((pod["metadata"].get("annotations") or {}).get(PORT_ANNOTATION) or DEFAULT_PORT)
         want_svc = desired_service(nb, port)
         if svc is None:
@@ -149,7 +183,38 @@ class NotebookController(Controller):
                     raise
         elif svc["spec"].get("ports") != want_svc["spec"]["ports"] or svc["spec"].get("selector") != want_svc["spec"]["selector"]:
             self.client.patch(SERVICE, key.namespace, key.name, {"spec": {"ports": want_svc["spec"]["ports"], "selector": want_svc["spec"]["selector"]}})
-        return self._status(nb, pod)
+        self._status(nb, pod)
+        if culling() and (pod.get("status") or {}).get("phase") == "Running":
+            await self._cull(nb, port)
+            return Result(requeue_after=check_period())
+        return None
+
+    async def _cull(self, nb: dict, port: int) -> None:
+        """Record the server's last activity; stop the notebook once idle past CULL_IDLE_TIME."""
+        import httpx
+
+        md = nb["metadata"]
+        base = f"http://127.0.0.1:{port}{prefix(md['namespace'], md['name'])}/api"
+        try:
+            async with httpx.AsyncClient(timeout=5) as http:
+                kernels = (await http.get(f"{base}/kernels")).json()
+        except (httpx.HTTPError, ValueError):
+            return  # not answering yet (starting) or not a Jupyter server: nothing to judge by
+        # Activity is the kernels' (the server's own last_activity counts these very polls): a busy kernel
+        # is activity now; with no kernels, the last recorded activity stands (the first check records now).
+        now = dt.datetime.now(dt.UTC)
+        kernels = [k for k in kernels if isinstance(k, dict)] if isinstance(kernels, list) else []
+        busy = any(k.get("execution_state") == "busy" for k in kernels)
+        recorded = _parse((md.get("annotations") or {}).get(LAST_ACTIVITY))
+        seen = [t for t in (_parse(k.get("last_activity")) for k in kernels) if t is not None]
+        last = now if busy or recorded is None else max([recorded, *seen])
+        ann = {LAST_ACTIVITY: last.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        idle = (now - last).total_seconds() / 60
+        if not busy and idle >= cull_idle_time():
+            ann[STOPPED] = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+            self.client.event(nb, "Normal", "Culled", f"idle for {idle:.1f} minutes (CULL_IDLE_TIME {cull_idle_time():g}): stopped", "notebook-controller")
+        if any((md.get("annotations") or {}).get(k) != v for k, v in ann.items()):
+            self.client.patch(NOTEBOOK, md["namespace"], md["name"], {"metadata": {"annotations": ann}})
 
     def _status(self, nb: dict, pod: dict | None, error: str | None = None) -> None:
         ps = (pod or {}).get("status") or {}

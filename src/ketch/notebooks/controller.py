@@ -26,11 +26,11 @@ import copy
 import datetime as dt
 import logging
 import os
-import socket
 
 from ketch.kinds.meta import owner_reference
 from ketch.machinery.errors import StatusError
 from ketch.runtime import Controller, Key, Result
+from ketch.runtime.ports import free_port
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +56,6 @@ def main_container(spec: dict, name: str) -> dict:
     return next((c for c in cs if c.get("name") == name), cs[0])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def desired_pod(nb: dict, port: int | None = None) -> dict:
     """The Pod for a Notebook: its template, with Kubeflow's labels, NB_PREFIX and this host's port."""
     md = nb["metadata"]
@@ -75,7 +69,7 @@ def desired_pod(nb: dict, port: int | None = None) -> dict:
     if own_command:
         port = int(declared or DEFAULT_PORT)
     elif port is None:
-        port = _free_port()
+        port = free_port()
     env = [e for e in c.get("env") or [] if e.get("name") not in ("NB_PREFIX", "NB_PORT")]
     c["env"] = [{"name": "NB_PREFIX", "value": prefix(ns, name)}, {"name": "NB_PORT", "value": str(port)}, *env]
     if not c.get("ports"):

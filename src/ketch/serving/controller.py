@@ -24,7 +24,6 @@ import copy
 import logging
 import math
 import os
-import socket
 import time
 from typing import Any
 
@@ -34,6 +33,7 @@ import orjson
 from ketch.kinds.meta import generate_suffix, owner_reference, set_condition
 from ketch.machinery.errors import StatusError
 from ketch.runtime.controller import Controller, Key, Result
+from ketch.runtime.ports import free_port
 from ketch.serving import runtimes
 from ketch.serving.router import Route, Router, Stats, Target
 from ketch.serving.spec import SpecError, components, revision_hash
@@ -50,12 +50,6 @@ A_READY = "serving.ketch.io/ready"
 A_FAILED = "serving.ketch.io/failed"
 UNLIMITED = 10  # maxReplicas 0 means "no limit"; on one machine, this many
 STABLE_WINDOW = float(os.environ.get("KETCH_SERVING_STABLE_WINDOW", "10"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rev_number(name: str) -> int:

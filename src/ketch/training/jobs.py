@@ -16,11 +16,12 @@ import logging
 from ketch.kinds.meta import age_seconds, now, owner_reference
 from ketch.machinery.errors import StatusError
 from ketch.runtime import Controller, Key, Result
+from ketch.runtime.ports import free_port
 from ketch.training import conditions as C
 from ketch.training.frameworks import all_frameworks
 from ketch.training.frameworks.base import Framework, Topology
 from ketch.training.pods import exit_code, gang_fits, phase, pod_requests, restart_count, waiting_to_restart
-from ketch.training.ports import free_port, service_ports
+from ketch.training.ports import service_ports
 
 log = logging.getLogger(__name__)
 

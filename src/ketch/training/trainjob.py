@@ -15,8 +15,9 @@ import math
 from ketch.kinds.meta import age_seconds, now, owner_reference
 from ketch.machinery.errors import StatusError
 from ketch.runtime import Controller, Key, Result, Watch
+from ketch.runtime.ports import free_port
 from ketch.training.pods import phase, quantity
-from ketch.training.ports import free_port, service_ports
+from ketch.training.ports import service_ports
 
 POD = ("v1", "Pod")
 SERVICE = ("v1", "Service")

@@ -76,6 +76,8 @@ class Kubelet(abc.ABC):
         }
 
     kind = "abstract"
+    # Whether containers are processes of this machine: what warm starts (forking) and kubectl exec need.
+    local_processes = False
 
     def addresses(self) -> list[dict]:
         return [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": self.node_name}]

@@ -94,7 +94,7 @@ def setup(ctx: Context) -> None:
     else:
         kubelet = LocalKubelet(ctx)
     ctx.services["kubelet"] = kubelet
-    if isinstance(kubelet, LocalKubelet) and kubelet.kind == "local":
+    if kubelet.local_processes:
         from starlette.routing import WebSocketRoute
 
         from ketch.kubelet import remote_command

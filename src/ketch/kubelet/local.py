@@ -55,6 +55,7 @@ def _gpu_count() -> int:
 
 class LocalKubelet(Kubelet):
     kind = "local"
+    local_processes = True
 
     def __init__(self, ctx: Context, node_name: str | None = None) -> None:
         super().__init__(ctx, node_name or ctx.settings.node_name or os.environ.get("KETCH_NODE_NAME") or _hostname())
@@ -62,7 +63,7 @@ class LocalKubelet(Kubelet):
         self.pending: dict[str, dict] = {}  # uid -> pod waiting for room
         self._capacity: dict[str, float] | None = None
         self.leave_running = os.environ.get("KETCH_KUBELET_ON_EXIT", "kill") == "leave"
-        self.warm = WarmStarts(Path(self.home) / "kubelet", enabled=os.environ.get("KETCH_WARM_START", "1") != "0")
+        self.warm = WarmStarts(Path(self.home) / "kubelet", enabled=self.local_processes and os.environ.get("KETCH_WARM_START", "1") != "0")
 
     # -- node ------------------------------------------------------------------------------------------
 

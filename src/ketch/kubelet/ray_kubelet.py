@@ -139,6 +139,7 @@ class _Container:
 
 class RayKubelet(LocalKubelet):
     kind = "ray"
+    local_processes = False  # no warm starts, no kubectl exec: the processes are on Ray's nodes
 
     def __init__(self, ctx: Context, node_name: str | None = None) -> None:
         super().__init__(ctx, node_name or os.environ.get("KETCH_NODE_NAME") or "ray-cluster")
@@ -148,7 +149,6 @@ class RayKubelet(LocalKubelet):
         self._capacity_at = 0.0
         self.idle: list[object] = []  # actors holding no resources, kept for the next container
         self.pool_size = int(os.environ.get("KETCH_RAY_POOL") or 8)
-        self.warm.enabled = False  # forking needs the process on this host
 
     # -- the cluster ----------------------------------------------------------------------------------
 

@@ -291,3 +291,23 @@ def test_watch_too_old_gets_410(tmp_path, history):
             assert lines and lines[0]["type"] == "ERROR" and lines[0]["object"]["code"] == 410
     finally:
         k.stop()
+
+
+def test_label_selectors_follow_relabels_and_status_writes(shared_ketch):
+    """Equality selectors are answered from the store's label index: it must follow every label change,
+    and a status write (which leaves the index alone) must not lose the object from it."""
+    k = shared_ketch
+    k.kubectl("create", "namespace", "relabel")
+    k.kubectl("run", "p", "-n", "relabel", "--image=python:3.11", "--restart=Never", "--labels=team=ml,tier=a", "--command", "--", "true")
+    names = lambda sel: [o["metadata"]["name"] for o in k.kjson("get", "pods", "-n", "relabel", "-l", sel)["items"]]  # noqa: E731
+    assert names("team=ml") == ["p"] and names("team=ml,tier=a") == ["p"]
+    k.kubectl("label", "pod", "p", "-n", "relabel", "team=ops", "--overwrite")
+    assert names("team=ml") == [] and names("team=ops") == ["p"] and names("team in (ops)") == ["p"]
+    k.kubectl("label", "pod", "p", "-n", "relabel", "tier-")
+    assert names("tier=a") == [] and names("team=ops") == ["p"]
+    http = k.http()
+    pod = http.get("/api/v1/namespaces/relabel/pods/p").json()
+    pod["status"] = {**(pod.get("status") or {}), "message": "written through the status subresource"}
+    pod["metadata"].pop("resourceVersion")  # unconditional: the kubelet writes this pod's status too
+    assert http.put("/api/v1/namespaces/relabel/pods/p/status", json=pod).status_code == 200
+    assert names("team=ops") == ["p"]

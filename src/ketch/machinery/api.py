@@ -441,7 +441,8 @@ class Api:
             self._run_hooks(rd, "DELETED", gone)
             return self._out(rd, version, gone)
         try:
-            self.store.update(rd.key, obj, int(old["metadata"]["resourceVersion"]))
+            same = all(obj["metadata"].get(f) == old["metadata"].get(f) for f in ("labels", "ownerReferences"))
+            self.store.update(rd.key, obj, int(old["metadata"]["resourceVersion"]), reindex=not same)
         except StoreConflict as e:
             raise errors.conflict(rd, name) from e
         except StoreNotFound as e:

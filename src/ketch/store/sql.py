@@ -263,7 +263,9 @@ class SQLStore:
             self._after_write()
         return obj
 
-    def update(self, key: str, obj: dict, expected_rv: int | None = None) -> dict:
+    def update(self, key: str, obj: dict, expected_rv: int | None = None, reindex: bool = True) -> dict:
+        """Replace an object; ``reindex=False`` when the caller knows its labels and owners did not change
+        (a status write), which spares rewriting the label and owner index rows."""
         md = obj["metadata"]
         ns, name = md.get("namespace", ""), md["name"]
         with self._lock:
@@ -281,7 +283,8 @@ class SQLStore:
                     if exists is None:
                         raise StoreNotFound(f"{key} {ns}/{name}")
                     raise StoreConflict(f"{key} {ns}/{name}")
-                self._index(c, key, obj, replace=True)
+                if reindex:
+                    self._index(c, key, obj, replace=True)
                 self._log(c, rv, key, obj, "MODIFIED", data)
             self._rv = rv
             self._emit(Change(rv, key, ns, name, "MODIFIED", obj))

@@ -52,6 +52,31 @@ class Ketch:
     def kubeconfig(self) -> Path:
         return self.home / "kubeconfig"
 
+    @property
+    def token(self) -> str | None:
+        """The admin bearer token ketch made at first start (``KETCH_HOME/tokens.csv``, the
+        ``--token-auth-file`` format); None before it exists."""
+        p = self.home / "tokens.csv"
+        if not p.exists():
+            return None
+        for line in p.read_text().splitlines():
+            parts = line.split(",")
+            if len(parts) >= 2 and parts[1] == "admin":
+                return parts[0]
+        return None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What every request to this ketch carries: the admin bearer token."""
+        t = self.token
+        return {"Authorization": f"Bearer {t}"} if t else {}
+
+    def kfp_client(self, **kw):
+        """The real ``kfp.Client`` against this ketch, authenticated as users do (``existing_token``)."""
+        import kfp
+
+        return kfp.Client(host=self.url, existing_token=self.token, **kw)
+
     def start(self, timeout: float = 20.0) -> Ketch:
         env = {**os.environ, **self.env, "KETCH_HOME": str(self.home), "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         log = open(self.home / "server.log", "ab")
@@ -107,8 +132,10 @@ class Ketch:
     def kjson(self, *args: str) -> dict:
         return json.loads(self.kubectl(*args, "-o", "json").stdout)
 
-    def http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30)
+    def http(self, **kw) -> httpx.Client:
+        """An HTTP client for this ketch's port, carrying the admin token (``auth=False``: none)."""
+        headers = self.headers if kw.pop("auth", True) else {}
+        return httpx.Client(base_url=self.url, timeout=kw.pop("timeout", 30), headers=headers, **kw)
 
 
 def make_ketch(tmp_path: Path, **kw) -> Ketch:

@@ -57,7 +57,7 @@ def test_upload_run_graph_task_panel_and_compare(ketch, dashboard, tmp_path):
     dashboard.shot("kfp-run")
 
     # A second run from the real SDK; the links kfp.Client prints open the right pages.
-    client = kfp.Client(host=ketch.url)
+    client = ketch.kfp_client()
     r2 = client.create_run_from_pipeline_package(str(package), arguments={"n": 5, "lr": 0.1}, run_name="from-the-sdk")
     client.wait_for_run_completion(r2.run_id, timeout=60)
     page = dashboard.open(f"/runs/details/{r2.run_id}")
@@ -95,7 +95,7 @@ def test_upload_run_graph_task_panel_and_compare(ketch, dashboard, tmp_path):
 def test_experiments_and_recurring_runs(ketch, dashboard, tmp_path):
     package = tmp_path / "dash-demo.yaml"
     compiler.Compiler().compile(demo, str(package))
-    client = kfp.Client(host=ketch.url)
+    client = ketch.kfp_client()
     client.upload_pipeline(str(package), pipeline_name="dash-demo")
     page = dashboard.open("/experiments")
     page.fill("#exp-name", "tuning-week")
@@ -119,7 +119,7 @@ def test_experiments_and_recurring_runs(ketch, dashboard, tmp_path):
 def test_html_markdown_and_dataset_artifacts(ketch, dashboard):
     from dashboard_pipeline import with_report
 
-    client = kfp.Client(host=ketch.url)
+    client = ketch.kfp_client()
     r = client.create_run_from_pipeline_func(with_report, arguments={"n": 10, "lr": 0.1}, run_name="with-report")
     client.wait_for_run_completion(r.run_id, timeout=60)
     page = dashboard.open(f"/runs/details/{r.run_id}")
@@ -159,7 +159,7 @@ def test_html_markdown_and_dataset_artifacts(ketch, dashboard):
 def test_terminate_a_running_run_and_a_refused_upload(ketch, dashboard, tmp_path):
     from dashboard_pipeline import napping
 
-    client = kfp.Client(host=ketch.url)
+    client = ketch.kfp_client()
     r = client.create_run_from_pipeline_func(napping, arguments={"seconds": 120}, run_name="napper")
     page = dashboard.open(f"/runs/details/{r.run_id}")
     expect(page.locator("#dag g.node[data-task=nap]")).to_have_attribute("data-state", "RUNNING", timeout=30000)

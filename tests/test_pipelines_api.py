@@ -79,7 +79,7 @@ def with_platform():
 
 
 def client(k) -> kfp.Client:
-    return kfp.Client(host=k.url)
+    return k.kfp_client()
 
 
 def wait_run(c: kfp.Client, run_id: str, states=FINAL, timeout: float = 60):

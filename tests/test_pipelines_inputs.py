@@ -47,7 +47,7 @@ def wait_run(c: kfp.Client, run_id: str, timeout: float = 90):
 def test_artifact_input_through_kfp_client(shared_ketch, tmp_path: Path) -> None:
     f = tmp_path / "data.txt"
     f.write_text("hello world")
-    c = kfp.Client(host=shared_ketch.url)
+    c = shared_ketch.kfp_client()
     res = c.create_run_from_pipeline_func(takes_data, arguments={"data": str(f)})
     run = wait_run(c, res.run_id)
     assert run.state == "SUCCEEDED", run
@@ -81,7 +81,7 @@ def test_artifact_list_input(shared_ketch, tmp_path: Path) -> None:
         f = tmp_path / f"part{i}.txt"
         f.write_text(text)
         files.append(str(f))
-    c = kfp.Client(host=shared_ketch.url)
+    c = shared_ketch.kfp_client()
     res = c.create_run_from_pipeline_func(takes_list, arguments={"parts": files})
     run = wait_run(c, res.run_id)
     assert run.state == "SUCCEEDED", run
@@ -90,7 +90,7 @@ def test_artifact_list_input(shared_ketch, tmp_path: Path) -> None:
 
 
 def test_missing_or_malformed_artifact_input_is_refused(shared_ketch) -> None:
-    c = kfp.Client(host=shared_ketch.url)
+    c = shared_ketch.kfp_client()
     with pytest.raises(ApiException) as e:
         c.create_run_from_pipeline_func(takes_data, arguments={})
     assert "runtime_config.parameters.data: required" in e.value.body
@@ -168,7 +168,7 @@ def test_upload_python_source_compiles_server_side(shared_ketch, tmp_path: Path)
     assert len(vs) == 1
     spec = vs[0]["pipeline_spec"]
     assert spec["pipelineInfo"]["name"] == "shouter" and "comp-shout" in spec["components"]
-    c = kfp.Client(host=shared_ketch.url)
+    c = shared_ketch.kfp_client()
     run = c.run_pipeline(experiment_id=c.create_experiment("py-upload").experiment_id, job_name="from-py", pipeline_id=pid, version_id=vs[0]["pipeline_version_id"], params={"word": "ok"})
     done = wait_run(c, run.run_id)
     assert done.state == "SUCCEEDED", done
@@ -217,7 +217,7 @@ def slow_chatty(seconds: float = 60.0):
 
 
 def test_task_log_visible_while_task_runs(shared_ketch) -> None:
-    c = kfp.Client(host=shared_ketch.url)
+    c = shared_ketch.kfp_client()
     res = c.create_run_from_pipeline_func(slow_chatty, arguments={"seconds": 60.0})
     http = shared_ketch.http()
 

@@ -48,7 +48,7 @@ def delete_missing():
 
 
 def run(k, func) -> dict:
-    c = kfp.Client(host=k.url)
+    c = k.kfp_client()
     rid = c.create_run_from_pipeline_func(func, enable_caching=False).run_id
     wait_for(lambda: c.get_run(rid).state in FINAL, timeout=90, what="run finished")
     return k.http().get(f"/apis/v2beta1/runs/{rid}").json()

@@ -89,7 +89,7 @@ def doubled_twice(x: int = 5) -> int:
 
 
 def test_a_pipeline_runs_unchanged_on_the_ray_kubelet(k):
-    c = kfp.Client(host=k.url)
+    c = k.kfp_client()
     rid = c.create_run_from_pipeline_func(doubled_twice, arguments={"x": 5}, enable_caching=False).run_id
     wait_for(lambda: c.get_run(rid).state in ("SUCCEEDED", "FAILED"), timeout=120, what="run finished")
     r = k.http().get(f"/apis/v2beta1/runs/{rid}").json()

@@ -222,6 +222,14 @@ class Dashboard:
         return [u for u in self.requests if urlsplit(u).scheme in ("http", "https", "ws", "wss") and urlsplit(u).netloc != host]
 
 
+def login(page, k: Ketch) -> None:
+    """Log in as a user does: the login page, the token pasted, the session cookie set."""
+    page.goto(f"{k.url}/login")
+    page.fill("#token", k.token or "")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{k.url}/")
+
+
 @pytest.fixture
 def dashboard(chromium, ketch):
     """The dashboard of a fresh ketch in a fresh browser context; fails the test on any request to another
@@ -232,6 +240,7 @@ def dashboard(chromium, ketch):
     page.on("request", lambda r: d.requests.append(r.url))
     page.on("pageerror", lambda e: d.errors.append(str(e)))
     page.set_default_timeout(15000)
+    login(page, ketch)
     try:
         yield d
         assert not d.foreign_requests(), f"requests left the host: {d.foreign_requests()}"

@@ -155,7 +155,7 @@ def test_search_finds_good_branin_region(k, algorithm, budget, good, settings):
     assert "Succeeded" in out and str(budget) in out
     assert "Succeeded" in k.kubectl("get", "trials", "-n", ns).stdout
     # observation logs are queryable per trial
-    with httpx.Client(base_url=k.url) as h:
+    with httpx.Client(base_url=k.url, headers=k.headers) as h:
         r = h.get(f"/katib/v1/namespaces/{ns}/trials/{best['bestTrialName']}/observations")
         logs = r.json()["observationLog"]["metricLogs"]
         assert [m["metric"]["name"] for m in logs] == ["loss"] and float(logs[0]["metric"]["value"]) == value
@@ -255,7 +255,7 @@ def test_bad_experiments_refused_with_named_problem(k, mutate, message):
 
 
 def test_push_endpoint_rejects_bad_input(k):
-    with httpx.Client(base_url=k.url) as h:
+    with httpx.Client(base_url=k.url, headers=k.headers) as h:
         r = h.post("/katib/v1/namespaces/default/trials/nope/metrics", json={"metrics": {"loss": 1}})
         assert r.status_code == 404
         r = h.post("/katib/v1/namespaces/default/trials/nope/metrics", json={"metrics": {"loss": "abc"}})
@@ -271,7 +271,7 @@ def test_medianstop_stops_a_bad_running_trial(k):
     k.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(body))
 
     def push(trial: str, *values: float) -> None:
-        with httpx.Client(base_url=k.url) as h:
+        with httpx.Client(base_url=k.url, headers=k.headers) as h:
             for v in values:
                 assert h.post(f"/katib/v1/namespaces/{ns}/trials/{trial}/metrics", json={"metrics": {"loss": v}}).status_code == 200
 

@@ -7,7 +7,10 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import os
 import pkgutil
+from collections.abc import Callable
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -17,8 +20,11 @@ from starlette.routing import Route
 import ketch
 from ketch.config import Settings
 from ketch.machinery.api import Api
+from ketch.machinery.authn import Authenticator
 from ketch.machinery.context import Context
+from ketch.server.auth import AuthMiddleware
 from ketch.server.k8s import K8sHandler, json_response, openapi_handlers
+from ketch.server.tokens import register_token_request
 from ketch.store import open_store
 
 log = logging.getLogger(__name__)
@@ -48,10 +54,18 @@ def discover_components() -> list[str]:
 
 
 def build_context(settings: Settings) -> Context:
+    secure_home(settings)
+    if not settings.tls_cert:
+        from ketch.server.tls import self_signed
+
+        settings.tls_cert, settings.tls_key = self_signed(settings.home, settings.host)
     store = open_store(settings.db, history=settings.watch_history)
+    secure_database(settings)
     api = Api(store)
     ctx = Context(api=api, settings=settings)
     ctx.services.setdefault("subresources", {})
+    ctx.services["authn"] = Authenticator(settings.home, object_uid(api))
+    register_token_request(ctx)
     bootstrap(api)
     for name in discover_components():
         if name in settings.disabled:
@@ -59,6 +73,32 @@ def build_context(settings: Settings) -> Context:
         mod = importlib.import_module(f"ketch.{name}.component")
         mod.setup(ctx)
     return ctx
+
+
+def secure_home(settings: Settings) -> None:
+    """KETCH_HOME holds the database (Secrets), tokens, keys, logs and volumes: this user's alone."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.home, 0o700)
+
+
+def secure_database(settings: Settings) -> None:
+    if settings.database_url:
+        return
+    for suffix in ("", "-wal", "-shm"):
+        p = Path(settings.db + suffix)
+        if p.exists():
+            os.chmod(p, 0o600)
+
+
+def object_uid(api: Api):
+    """The lookup the authenticator revokes bound tokens with: the uid of a Pod or ServiceAccount now."""
+    rds = {"Pod": api.rd("v1", "Pod"), "ServiceAccount": api.rd("v1", "ServiceAccount")}
+
+    def lookup(kind: str, ns: str, name: str) -> str | None:
+        obj = api.try_get(rds[kind], ns, name) if name else None
+        return obj["metadata"].get("uid") if obj else None
+
+    return lookup
 
 
 def bootstrap(api: Api) -> None:
@@ -112,14 +152,22 @@ def build_app(ctx: Context) -> Starlette:
         finally:
             await ctx.stop()
 
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    s = ctx.settings
+    guard = AuthMiddleware(app, ctx.services["authn"], s.host, s.allowed_hosts)
+    ctx.services["auth"] = guard
+    return guard  # type: ignore[return-value]  # an ASGI app in front of the Starlette one
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, banner: Callable[[str], None] | None = None) -> None:
+    """Run ketch until stopped; ``banner`` is called with a one-time dashboard login code once the app
+    is assembled (``ketch up`` prints the login URL with it)."""
     import uvicorn
 
     ctx = build_context(settings)
     app = build_app(ctx)
+    if banner is not None:
+        banner(ctx.services["auth"].login_code())
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -129,7 +177,9 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=5,
         lifespan="on",
     )
-    server = uvicorn.Server(config)
+    from ketch.server.listener import Server, tls_context
+
+    server = Server(config, tls_context(str(settings.tls_cert), str(settings.tls_key)), plain_anywhere=settings.insecure)
     try:
         asyncio.run(server.serve())
     finally:

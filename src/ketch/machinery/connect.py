@@ -73,13 +73,16 @@ def resolve(server: str | None = None) -> Connection:
     for name in names:
         ctx = _named(cfg.get("contexts"), name, "context")
         cluster = _named(cfg.get("clusters"), ctx.get("cluster", ""), "cluster")
-        if (cluster.get("server") or "").rstrip("/") != server:
+        # the same port serves http and https, so a context names this server whatever its scheme
+        if urlsplit((cluster.get("server") or "").rstrip("/")).netloc != urlsplit(server).netloc:
             continue
         user = _named(cfg.get("users"), ctx.get("user", ""), "user")
         token = token or user.get("token")
         if not token and user.get("tokenFile"):
             token = Path(user["tokenFile"]).read_text().strip()
-        if cluster.get("certificate-authority"):
+        if not server.startswith("https:"):
+            pass
+        elif cluster.get("certificate-authority"):
             verify = cluster["certificate-authority"]
         elif cluster.get("certificate-authority-data"):
             f = tempfile.NamedTemporaryFile("wb", suffix=".crt", delete=False)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 
-import httpx
 from playwright.sync_api import expect
 
 CRD = """

@@ -18,7 +18,7 @@ warnings.filterwarnings("ignore")
 def registry(shared_ketch):
     from model_registry import ModelRegistry
 
-    return ModelRegistry(server_address="http://127.0.0.1", port=shared_ketch.port, author="ada", is_secure=False)
+    return ModelRegistry(server_address="http://127.0.0.1", port=shared_ketch.port, author="ada", is_secure=False, user_token=shared_ketch.token)
 
 
 def test_register_find_list_and_update_with_the_client(registry, shared_ketch):

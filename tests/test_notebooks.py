@@ -119,6 +119,21 @@ def test_notebook_runs_jupyter_behind_the_notebook_path(k):
         out = run_code(url, kernel.json()["id"], "import os\nprint(6 * 7, os.path.exists('hello.txt'))", dict(http.cookies), k.headers)
         assert out.strip() == "42 True"
         assert http.get(f"{k.url}/notebook/default/nope/api/status").status_code == 503
+    # a second client with cookies of its own creates a kernel too (the proxy keeps no shared cookie jar)
+    with httpx.Client(timeout=30, headers=k.headers) as other:
+        other.get(f"{url}/lab")
+        r = other.post(f"{url}/api/kernels", json={"name": "python3"}, headers={"X-XSRFToken": other.cookies.get("_xsrf", "")})
+        assert r.status_code == 201, r.text
+    # the notebook's server has a token of its own: its port refuses anyone without it (another local
+    # user, a page in the browser), and there is no allow_origin=*
+    port = int(k.kjson("get", "pod", "lab-0")["metadata"]["annotations"]["notebooks.kubeflow.org/port"])
+    direct = httpx.get(f"http://127.0.0.1:{port}/notebook/default/lab/api/kernels", headers={"Origin": "http://evil.example"}, timeout=30)
+    assert direct.status_code == 403, direct.text
+    assert "access-control-allow-origin" not in direct.headers
+    cmd = " ".join(k.kjson("get", "pod", "lab-0")["spec"]["containers"][0].get("command") or [])
+    assert "allow_origin" not in cmd
+    # ketch's own door: no credential, no notebook
+    assert httpx.get(f"{url}/api/kernels", timeout=30).status_code == 401
 
 
 def test_stop_and_start_with_kubeflows_annotation(k):

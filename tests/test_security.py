@@ -337,3 +337,25 @@ def test_cli_finds_server_and_token_from_the_kubeconfig(k):
     env.update(KUBECONFIG=str(k.kubeconfig), PYTHONPATH=str(SRC), HOME=str(k.home / "nohome"))
     r = subprocess.run([sys.executable, "-m", "ketch", "get", "namespaces"], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "default" in r.stdout, r.stderr
+
+
+def test_tritonclient_against_a_protected_inference_service(k, tmp_path):
+    """tritonclient through the gateway: refused without the token, served with it."""
+    import numpy as np
+    import tritonclient.http as th
+    from tritonclient.utils import InferenceServerException
+
+    from serving_helpers import IRIS_ROW, train_sklearn
+    from test_serving_isvc import isvc_yaml
+
+    train_sklearn(tmp_path / "lr")
+    k.kubectl("apply", "-f", "-", input=isvc_yaml("guarded", "default", str(tmp_path / "lr")))
+    k.kubectl("wait", "--for=condition=Ready", "isvc/guarded", "--timeout=90s", timeout=100)
+    c = th.InferenceServerClient(url=f"127.0.0.1:{k.port}/serving/default/guarded")
+    x = th.InferInput("x", [1, 4], "FP32")
+    x.set_data_from_numpy(np.array([IRIS_ROW], dtype=np.float32))
+    with pytest.raises(InferenceServerException) as e:
+        c.infer("guarded", [x])
+    assert "401" in str(e.value) or "Unauthorized" in str(e.value)
+    out = c.infer("guarded", [x], headers=k.headers)
+    assert out.as_numpy(out.get_response()["outputs"][0]["name"]).tolist() == [1]

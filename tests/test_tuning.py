@@ -17,10 +17,13 @@ import pytest
 
 from conftest import make_ketch, wait_for
 
+TOKEN: list[str] = [""]
+
 
 @pytest.fixture(scope="module")
 def k(tmp_path_factory: pytest.TempPathFactory):
     kk = make_ketch(tmp_path_factory.mktemp("tuning"), env={"KETCH_DISABLE": "kubelet", "KETCH_JOB_BACKOFF_SECONDS": "0"}).start()
+    TOKEN[:] = [kk.token]
     try:
         yield kk
     finally:
@@ -113,6 +116,7 @@ def push_branin(pod: dict, args: dict, env: dict) -> int:
     assert env["KATIB_TRIAL_NAME"] == args["name"] == pod["metadata"]["labels"]["katib.kubeflow.org/trial"]
     saved = dict(os.environ)
     os.environ.update({k: v for k, v in env.items() if k in ("KATIB_TRIAL_NAME", "KETCH_TRIAL_NAMESPACE", "KETCH_URL")})
+    os.environ["KETCH_TOKEN"] = TOKEN[0]  # the credential a pod would have (this test plays kubelet)
     try:
         report(loss=branin(float(args["x1"]), float(args["x2"])))
     finally:
@@ -330,6 +334,7 @@ def push_branin_value(env: dict, value: float) -> int:
 
     saved = dict(os.environ)
     os.environ.update({k: v for k, v in env.items() if k in ("KATIB_TRIAL_NAME", "KETCH_TRIAL_NAMESPACE", "KETCH_URL")})
+    os.environ["KETCH_TOKEN"] = TOKEN[0]  # the credential a pod would have (this test plays kubelet)
     try:
         report(loss=value)
     finally:

@@ -220,8 +220,12 @@ class AuthMiddleware:
         headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
         if code == 401:
             headers.append((b"www-authenticate", b'Bearer realm="ketch"'))
-        body = _status_body(code, reason, message) if is_kube_path(path) or path.startswith("/apis/") else \
-            orjson.dumps({"error": message, "message": message, "code": code})
+        if is_kube_path(path) or path.startswith("/apis/"):
+            body = _status_body(code, reason, message)
+        elif path.startswith("/api/model_registry/"):  # the registry's own error shape (its clients parse it)
+            body = orjson.dumps({"code": str(code), "message": message})
+        else:
+            body = orjson.dumps({"error": message, "message": message, "code": code})
         await send({"type": "http.response.start", "status": code, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

@@ -28,7 +28,7 @@ def up(
 ) -> None:
     """Start ketch: the API server, controllers and kubelet in one process."""
     from ketch.config import Settings
-    from ketch.machinery.authn import is_loopback
+    from ketch.machinery.hosts import is_loopback
     from ketch.server.app import serve
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -94,7 +94,7 @@ def kubeconfig_cmd(
     same port (ketch serves both), with ketch's certificate as the cluster's certificate authority."""
     from ketch.cli.kubeconfig import write_kubeconfig
     from ketch.config import default_home
-    from ketch.machinery.authn import is_loopback
+    from ketch.machinery.hosts import is_loopback
 
     h = Path(home).expanduser() if home else default_home()
     crt = h / "tls" / "tls.crt"

@@ -23,7 +23,6 @@ import csv
 import hashlib
 import hmac
 import io
-import ipaddress
 import os
 import secrets
 import threading
@@ -32,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jwt
+from ketch.machinery.hosts import host_name, is_ip, is_loopback  # noqa: F401 - re-exported for the server
 
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 API_AUDIENCE = ISSUER  # what kube-apiserver accepts by default: its own issuer
@@ -66,32 +65,6 @@ class UserInfo:
         if self.extra:
             out["extra"] = self.extra
         return out
-
-
-def host_name(host: str) -> str:
-    """The name part of a Host header: ``[::1]:8080`` -> ``::1``, ``a.localhost:80`` -> ``a.localhost``."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[1:host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
-def is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-        return True
-    except ValueError:
-        return False
-
-
-def is_loopback(host: str) -> bool:
-    name = host_name(host)
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def private_file(path: Path, data: str) -> None:
@@ -169,9 +142,13 @@ class Signer:
         self.key = key_path.read_text().strip()
 
     def sign(self, claims: dict) -> str:
+        import jwt
+
         return jwt.encode(claims, self.key, algorithm="HS256")
 
     def verify(self, token: str, audience: str) -> dict | None:
+        import jwt
+
         try:
             return jwt.decode(token, self.key, algorithms=["HS256"], audience=audience, issuer=ISSUER,
                               options={"require": ["exp", "sub"]})

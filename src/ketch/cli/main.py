@@ -185,7 +185,19 @@ def _version() -> str:
 
 
 def main() -> None:
-    app()
+    import httpx
+
+    try:
+        app()
+    except httpx.TransportError as e:  # one short line, whatever the command, not a traceback
+        try:
+            where = str(e.request.url.copy_with(path="/", query=None)).rstrip("/")
+        except RuntimeError:  # no request attached
+            from ketch.machinery.connect import resolve
+
+            where = resolve(None).server
+        typer.echo(f"error: cannot reach ketch at {where}: {e}", err=True)
+        raise SystemExit(1) from None
 
 
 from ketch.cli.run import pause as _pause  # noqa: E402 - registered after the core commands
@@ -197,5 +209,9 @@ app.command("pause")(_pause)
 app.command("resume")(_resume)
 
 from ketch.cli.lineage import lineage as _lineage  # noqa: E402
+from ketch.cli.observe import logs as _logs  # noqa: E402
+from ketch.cli.observe import status as _status  # noqa: E402
 
 app.command("lineage")(_lineage)
+app.command("logs")(_logs)
+app.command("status")(_status)

@@ -85,6 +85,15 @@ def _headers(scope: Scope) -> dict[str, str]:
     return out
 
 
+def same_origin(h: dict[str, str], own: str) -> bool:
+    """The request comes from ketch's own pages: its Origin is ketch's, or the browser (which alone sets
+    Sec-Fetch-Site) says same-origin where it sends ``Origin: null`` (form posts under no-referrer)."""
+    origin = h.get("origin")
+    if origin == own:
+        return True
+    return origin in (None, "null") and h.get("sec-fetch-site") == "same-origin"
+
+
 def _cookie(header: str, name: str) -> str:
     for part in header.split(";"):
         k, _, v = part.strip().partition("=")
@@ -179,7 +188,7 @@ class AuthMiddleware:
                 if user is not None:
                     method = scope.get("method", "GET")
                     unsafe = typ == "websocket" or method not in SAFE_METHODS
-                    if (origin is not None and origin != own) or (unsafe and origin is None and h.get("sec-fetch-site") != "same-origin"):
+                    if not same_origin(h, own) and (unsafe or origin is not None):
                         await self._deny(scope, send, 403, "Forbidden",
                                          f"cross-origin request refused: {scope.get('method', 'GET')} {path} with a session cookie "
                                          f"must come from {own} (Origin: {origin})", path)
@@ -238,7 +247,7 @@ class AuthMiddleware:
             await self._deny(scope, send, 404, "NotFound", "not found", path)
             return
         if path == "/logout":
-            if method != "POST" or h.get("origin") != own:
+            if method != "POST" or not same_origin(h, own):
                 await self._deny(scope, send, 403, "Forbidden", "log out with a POST from the dashboard", path)
                 return
             await _redirect(send, "/login", cookie=f"{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict")
@@ -259,7 +268,7 @@ class AuthMiddleware:
         if method != "POST":
             await self._deny(scope, send, 405, "MethodNotAllowed", "GET or POST", path)
             return
-        if h.get("origin") not in (own, None) or (h.get("origin") is None and h.get("sec-fetch-site") not in (None, "same-origin")):
+        if not same_origin(h, own) and (h.get("origin") is not None or h.get("sec-fetch-site") not in (None, "none")):
             await self._deny(scope, send, 403, "Forbidden", "the login form must be posted from this server's own page", path)
             return
         body = b""

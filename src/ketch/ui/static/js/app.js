@@ -7,6 +7,7 @@ import * as pipelines from "./pages/pipelines.js";
 import * as training from "./pages/training.js";
 import * as tuning from "./pages/tuning.js";
 import * as serving from "./pages/serving.js";
+import * as home from "./pages/home.js";
 
 const NAV = [
   ["Pipelines", "#/pipelines"], ["Runs", "#/runs"], ["Experiments", "#/experiments"],
@@ -28,11 +29,11 @@ const ROUTES = [
   ["/notebooks", resources.notebooks],
   ["/resources/:group/:plural/:ns/:name", resources.details], ["/resources/:group/:plural", resources.list],
   ["/resources", resources.index], ["/events", resources.events], ["/search", resources.search],
-  ["/create", resources.create], ["/", resources.home],
+  ["/create", resources.create], ["/", home.home],
 ];
 
 export const ctx = {
-  ns: new Cell(localStorage.getItem("ketch.ns") || "default"),
+  ns: new Cell(localStorage.getItem("ketch.ns") || "default"),  // the last choice is remembered
   go(hash) { location.hash = hash; },
 };
 

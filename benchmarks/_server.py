@@ -61,9 +61,9 @@ class KetchServer:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
-    def http(self, **kw) -> httpx.Client:
-        """An httpx client on ketch's port carrying the admin token."""
-        return httpx.Client(base_url=self.url, headers=self.headers, timeout=kw.pop("timeout", 60), **kw)
+    def http(self, *, auth: bool = True, **kw) -> httpx.Client:
+        """An httpx client on ketch's port carrying the admin token (``auth=False``: none)."""
+        return httpx.Client(base_url=self.url, headers=self.headers if auth else {}, timeout=kw.pop("timeout", 60), **kw)
 
     def kfp_client(self, **kw):  # noqa: ANN201
         import kfp

@@ -254,7 +254,9 @@ class TrialController(Controller):
             pods = [p for p in pods if label_matches({"matchLabels": plabels}, p["metadata"].get("labels") or {})]
         pods.sort(key=lambda p: p["metadata"].get("creationTimestamp", ""))
         out = []
-        async with httpx.AsyncClient(base_url=self.ctx.settings.url, timeout=30) as h:
+        # ketch's own port needs a credential like any client's: the controller reads logs as the admin.
+        auth = {"Authorization": f"Bearer {self.ctx.services['authn'].admin_token}"}
+        async with httpx.AsyncClient(base_url=self.ctx.settings.url, headers=auth, timeout=30) as h:
             for p in pods:
                 url = f"/api/v1/namespaces/{md['namespace']}/pods/{p['metadata']['name']}/log"
                 try:

@@ -1,0 +1,188 @@
+"""What authentication costs per request: ketch with its auth layer against the same ketch without it, in
+one run on one machine.
+
+    python benchmarks/auth.py [--gets 2000] [--rounds 5] [--duration 5] [--concurrency 1,8] [--quick]
+
+Two servers run side by side, pinned to CPU 0 (their model-server pods inherit the pin); the clients run on
+CPU 1. One is a real ``ketch up``; the other is ``benchmarks/_noauth.py``: ketch's own ``serve()`` with the
+very app ``AuthMiddleware`` wraps served in its place, so the layer is the only difference. Every request
+carries ``Authorization: Bearer <token>`` to both (the same bytes on the wire; one server checks it, the
+other ignores it). Measurements alternate between the servers, round by round, so load from the rest of the
+machine falls on both alike.
+
+1. API: ``GET /api/v1/namespaces/default/configmaps/x``, sequential over one keep-alive connection:
+   p50/p95 of all rounds pooled.
+2. Inference: an sklearn InferenceService (iris LogisticRegression) on each, V1 ``:predict`` through the
+   gateway (``/serving/default/m/v1/models/m:predict``) with benchmarks/loadgen.py: requests/s, median of
+   the rounds, per concurrency.
+3. The layer alone, in process: microseconds per request through ``AuthMiddleware`` in front of an app
+   that does nothing, for a static token (tokens.csv) and a ServiceAccount token (cached JWT).
+
+Target (security issue): inference overhead under 5%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
+
+from _server import KetchServer, ketch_server  # noqa: E402
+from serving import load_url, serve_isvc  # noqa: E402
+
+GET = "/api/v1/namespaces/default/configmaps/x"
+TARGET_PCT = 5.0
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def train(out: Path) -> Path:
+    import joblib
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    out.mkdir(parents=True, exist_ok=True)
+    joblib.dump(LogisticRegression(max_iter=1000).fit(x, y), out / "model.joblib")
+    return out
+
+
+def gets(k: KetchServer, n: int) -> list[float]:
+    with k.http() as h:
+        h.get(GET).raise_for_status()  # the connection is open before timing starts
+        out = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            r = h.get(GET)
+            out.append(time.perf_counter() - t0)
+            if r.status_code != 200:
+                raise SystemExit(f"GET {GET} on {k.url}: {r.status_code} {r.text}")
+        return out
+
+
+def layer_alone(n: int) -> dict[str, float]:
+    """µs per request through AuthMiddleware (real Authenticator on a temporary home) vs the bare inner app."""
+    from ketch.machinery.authn import Authenticator
+    from ketch.server.auth import AuthMiddleware
+
+    async def inner(scope, receive, send) -> None:  # noqa: ANN001
+        return None
+
+    with tempfile.TemporaryDirectory() as d:
+        authn = Authenticator(Path(d), lambda kind, ns, name: "sa-uid" if (kind, ns, name) == ("ServiceAccount", "default", "default") else None)
+        mw = AuthMiddleware(inner, authn, "127.0.0.1", [])
+        sa_token, _ = authn.service_account_token("default", "default", "sa-uid")
+
+        def scope(token: str) -> dict:
+            # the headers httpx sends, in its order
+            return {"type": "http", "method": "GET", "scheme": "http", "path": GET, "query_string": b"", "headers": [
+                (b"host", b"127.0.0.1:8080"), (b"accept", b"*/*"), (b"accept-encoding", b"gzip, deflate"), (b"connection", b"keep-alive"),
+                (b"user-agent", b"python-httpx/0.28.1"), (b"authorization", f"Bearer {token}".encode())]}
+
+        async def per_call(app, sc: dict) -> float:  # noqa: ANN001
+            for _ in range(200):
+                await app(sc, None, None)
+            best = float("inf")
+            for _ in range(5):  # the best of 5 batches: what the code costs when nothing else runs
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    await app(sc, None, None)
+                best = min(best, (time.perf_counter() - t0) / n)
+            return best * 1e6
+
+        async def run() -> dict[str, float]:
+            base = await per_call(inner, scope(authn.admin_token))
+            static = await per_call(mw, scope(authn.admin_token))
+            sa = await per_call(mw, scope(sa_token))
+            assert (await _user(mw, scope(sa_token))) == "system:serviceaccount:default:default"
+            return {"bare app": base, "static token": static - base, "ServiceAccount token": sa - base}
+
+        return asyncio.run(run())
+
+
+async def _user(mw, sc: dict) -> str:  # noqa: ANN001
+    await mw(sc, None, None)
+    return sc["ketch.user"].name
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--gets", type=int, default=2000, help="sequential GETs per server per round")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds of load per server per round and concurrency")
+    ap.add_argument("--concurrency", default="1,8")
+    ap.add_argument("--quick", action="store_true", help="a short run that proves the benchmark works")
+    a = ap.parse_args()
+    if a.quick:
+        a.gets, a.rounds, a.duration, a.concurrency = 200, 2, 1.0, "1"
+    concs = [int(c) for c in a.concurrency.split(",")]
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, load average "
+          f"{os.getloadavg()[0]:.1f} at start", flush=True)
+    alone = layer_alone(2000 if a.quick else 20000)
+    print("the layer alone, in process (best of 5 batches): " + ", ".join(f"{k} {v:.1f} µs" for k, v in alone.items()), flush=True)
+    pin = lambda: os.sched_setaffinity(0, {0})  # noqa: E731
+    os.sched_setaffinity(0, {1})
+    with tempfile.TemporaryDirectory() as d, \
+            ketch_server(preexec_fn=pin) as auth, \
+            ketch_server(command=[str(HERE / "_noauth.py")], preexec_fn=pin) as bare:
+        servers = {"auth": auth, "no auth": bare}
+        with auth.http(auth=False) as h:
+            assert h.get(GET).status_code == 401, "ketch up answered without a token"
+        for k in servers.values():
+            with k.http() as h:
+                h.post("/api/v1/namespaces/default/configmaps", json={"metadata": {"name": "x"}, "data": {"k": "v"}}).raise_for_status()
+        lat: dict[str, list[float]] = {s: [] for s in servers}
+        for r in range(a.rounds):
+            for s in (servers if r % 2 == 0 else reversed(servers)):
+                lat[s] += gets(servers[s], a.gets)
+        model = train(Path(d) / "lr")
+        urls = {}
+        for s, k in servers.items():
+            url, ready = serve_isvc(k, model)
+            urls[s] = f"{url}/v1/models/m:predict"
+            print(f"InferenceService Ready on {s}: {ready:.1f} s ({urls[s]})", flush=True)
+        rps: dict[tuple[str, int], list[float]] = {}
+        p50: dict[tuple[str, int], list[float]] = {}
+        for c in concs:
+            for r in range(a.rounds):
+                for s in (servers if r % 2 == 0 else reversed(servers)):
+                    res = load_url(urls[s], c, a.duration, servers[s].headers)
+                    if res["errors"]:
+                        raise SystemExit(f"{s}: {res['errors']} errors under load")
+                    rps.setdefault((s, c), []).append(res["rps"])
+                    p50.setdefault((s, c), []).append(res["p50"])
+        load_end = os.getloadavg()[0]
+    print()
+    print(f"API GET {GET}, {a.rounds} x {a.gets} sequential requests per server over keep-alive:")
+    for s in servers:
+        print(f"  {s:8} p50 {pct(lat[s], 50) * 1e3:6.3f} ms   p95 {pct(lat[s], 95) * 1e3:6.3f} ms")
+    d50 = pct(lat["auth"], 50) - pct(lat["no auth"], 50)
+    print(f"  auth/no auth: p50 {pct(lat['auth'], 50) / pct(lat['no auth'], 50):.3f}x ({d50 * 1e6:+.0f} µs), "
+          f"p95 {pct(lat['auth'], 95) / pct(lat['no auth'], 95):.3f}x")
+    print(f"inference through the gateway (V1 :predict, LR), median of {a.rounds} rounds of {a.duration:g} s:")
+    worst = 0.0
+    for c in concs:
+        ra, rb = statistics.median(rps[("auth", c)]), statistics.median(rps[("no auth", c)])
+        over = (rb - ra) / rb * 100
+        worst = max(worst, over)
+        print(f"  c={c:<3} auth {ra:7.0f} rps (p50 {statistics.median(p50[('auth', c)]):.2f} ms)   no auth {rb:7.0f} rps "
+              f"(p50 {statistics.median(p50[('no auth', c)]):.2f} ms)   auth/no auth {ra / rb:.3f}  overhead {over:+.1f}%")
+        print(f"        rounds, auth: {' '.join(f'{x:.0f}' for x in rps[('auth', c)])}; no auth: {' '.join(f'{x:.0f}' for x in rps[('no auth', c)])}")
+    print(f"inference overhead, worst concurrency: {worst:+.1f}% (target < {TARGET_PCT:g}%: {'met' if worst < TARGET_PCT else 'NOT met'}); "
+          f"load average {load_end:.1f} at the end")
+
+
+if __name__ == "__main__":
+    main()

@@ -172,7 +172,7 @@ def main() -> None:
     print(f"  auth/no auth: p50 {pct(lat['auth'], 50) / pct(lat['no auth'], 50):.3f}x ({d50 * 1e6:+.0f} µs), "
           f"p95 {pct(lat['auth'], 95) / pct(lat['no auth'], 95):.3f}x")
     print(f"inference through the gateway (V1 :predict, LR), median of {a.rounds} rounds of {a.duration:g} s:")
-    worst = 0.0
+    worst = -float("inf")
     for c in concs:
         ra, rb = statistics.median(rps[("auth", c)]), statistics.median(rps[("no auth", c)])
         over = (rb - ra) / rb * 100

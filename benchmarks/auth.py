@@ -149,12 +149,14 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=3.0, help="seconds of load per round and concurrency")
     ap.add_argument("--concurrency", default="1,8")
     ap.add_argument("--alternate", action="store_true", help="drive one server at a time instead of both at once")
+    ap.add_argument("--control", action="store_true", help="A/A check of the method: the 'no auth' server is a second ketch up")
     ap.add_argument("--quick", action="store_true", help="a short run that proves the benchmark works")
     a = ap.parse_args()
     if a.quick:
         a.gets, a.rounds, a.duration, a.concurrency = 200, 2, 1.0, "1"
     concs = [int(c) for c in a.concurrency.split(",")]
-    mode = "one server at a time" if a.alternate else "both servers at once"
+    mode = ("one server at a time" if a.alternate else "both servers at once") + (
+        "; CONTROL: 'no auth' is a second ketch up, so every ratio should be 1" if a.control else "")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, load average "
           f"{os.getloadavg()[0]:.1f} at start; {mode}", flush=True)
     alone = layer_alone(2000 if a.quick else 20000)
@@ -163,7 +165,7 @@ def main() -> None:
     os.sched_setaffinity(0, {1})
     with tempfile.TemporaryDirectory() as d, \
             ketch_server(preexec_fn=pin) as auth, \
-            ketch_server(command=[str(HERE / "_noauth.py")], preexec_fn=pin) as bare, \
+            ketch_server(command=None if a.control else [str(HERE / "_noauth.py")], preexec_fn=pin) as bare, \
             ProcessPoolExecutor(2) as pool:
         servers = {"auth": auth, "no auth": bare}
         with auth.http(auth=False) as h:
@@ -172,9 +174,14 @@ def main() -> None:
             with k.http() as h:
                 h.post("/api/v1/namespaces/default/configmaps", json={"metadata": {"name": "x"}, "data": {"k": "v"}}).raise_for_status()
 
+        rounds = 0
+
         def both(start, finish) -> dict[str, object]:  # noqa: ANN001
-            """Run ``start(server)`` for both servers (at once, or one after the other), ``finish`` each."""
-            order = list(servers)
+            """Run ``start(server)`` for both servers (at once, or one after the other), ``finish`` each; which
+            goes first alternates from round to round."""
+            nonlocal rounds
+            rounds += 1
+            order = list(servers) if rounds % 2 else list(reversed(servers))
             if a.alternate:
                 return {s: finish(start(servers[s])) for s in order}
             started = {s: start(servers[s]) for s in order}

@@ -5,6 +5,7 @@ working on the next request, a foreign Host stays refused however many hosts wer
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ketch.machinery.authn import AUTHENTICATED, Authenticator
@@ -59,7 +60,9 @@ def test_layer_refuses_and_admits_as_before(tmp_path: Path) -> None:
         sent.clear()
         scope = {"type": "http", "method": "GET", "scheme": "http", "path": "/api/v1/namespaces/default/configmaps/x",
                  "headers": [(b"host", host), (b"authorization", f"Bearer {token}".encode())]}
-        asyncio.run(mw(scope, None, send))  # type: ignore[arg-type]
+        # in a thread of its own: other tests' fixtures (playwright) may hold a running loop in this one
+        with ThreadPoolExecutor(1) as ex:
+            ex.submit(asyncio.run, mw(scope, None, send)).result()  # type: ignore[arg-type]
         return sent[0]["status"] if sent else None
 
     assert call(b"127.0.0.1:1", a.admin_token) is None and seen == ["admin"]

@@ -45,12 +45,14 @@ OPEN = frozenset({"/healthz", "/livez", "/readyz", "/login", "/logout"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 WS_BEARER = "base64url.bearer.authorization.k8s.io."
 LOGIN_CODE_TTL_S = 3600.0
+HOSTS_REMEMBERED = 1024
 
 
 class HostPolicy:
     def __init__(self, bind_host: str, allowed: list[str]) -> None:
         self.exact: set[str] = {"localhost"}
         self.suffixes: list[str] = [".localhost"]
+        self._seen: dict[str, bool] = {}
         for a in allowed:
             a = a.strip().lower()
             if a.startswith("*."):
@@ -67,6 +69,18 @@ class HostPolicy:
                     self.exact.add(n.lower())
 
     def allows(self, host: str) -> bool:
+        # The answer depends on the Host value alone and the policy never changes, so it is remembered:
+        # parsing an IP literal on every request cost more than the rest of the host check. Bounded, so a
+        # client sending random Host values cannot grow it.
+        ok = self._seen.get(host)
+        if ok is None:
+            ok = self._decide(host)
+            if len(self._seen) >= HOSTS_REMEMBERED:
+                self._seen.clear()
+            self._seen[host] = ok
+        return ok
+
+    def _decide(self, host: str) -> bool:
         name = host_name(host)
         if not name:
             return False
@@ -75,12 +89,17 @@ class HostPolicy:
         return any(name.endswith(s) for s in self.suffixes)
 
 
+# The headers this layer reads, by their raw (ASGI: lower-case) name.
+_READ = {n.encode(): n for n in ("host", "origin", "authorization", "cookie", "sec-websocket-protocol", "accept", "content-type", "sec-fetch-site")}
+
+
 def _headers(scope: Scope) -> dict[str, str]:
-    # Only the headers this layer reads; the first of each wins, as in HTTP for these fields.
+    # Only the headers this layer reads; the first of each wins, as in HTTP for these fields. Names are
+    # matched as bytes, so the headers it does not read are never decoded.
     out: dict[str, str] = {}
     for k, v in scope.get("headers") or ():
-        name = k.decode("latin-1").lower()
-        if name in ("host", "origin", "authorization", "cookie", "sec-websocket-protocol", "accept", "content-type", "sec-fetch-site") and name not in out:
+        name = _READ.get(k) or _READ.get(k.lower())
+        if name is not None and name not in out:
             out[name] = v.decode("latin-1")
     return out
 
@@ -164,7 +183,7 @@ class AuthMiddleware:
                              "add it with ketch up --allowed-host)", path)
             return
         origin = h.get("origin")
-        own = self._own_origin(scope, host)
+        own = self._own_origin(scope, host) if origin is not None or path in OPEN else ""  # needed only then
         if typ == "websocket" and origin is not None and origin != own:
             await self._deny(scope, send, 403, "Forbidden", f"websocket from origin {origin!r} refused: only {own} may open one", path)
             return
@@ -191,7 +210,7 @@ class AuthMiddleware:
                     if not same_origin(h, own) and (unsafe or origin is not None):
                         await self._deny(scope, send, 403, "Forbidden",
                                          f"cross-origin request refused: {scope.get('method', 'GET')} {path} with a session cookie "
-                                         f"must come from {own} (Origin: {origin})", path)
+                                         f"must come from {own or self._own_origin(scope, host)} (Origin: {origin})", path)
                         return
         if user is None:
             if typ == "http" and path == "/" and "text/html" in h.get("accept", ""):

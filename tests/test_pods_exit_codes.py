@@ -9,6 +9,7 @@ back, for both the exec'd path and the warm (forked) path.
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 import time
@@ -111,19 +112,27 @@ def scenario(tmp_path_factory):
         pod("up-5", work, "up", 5),                     # adopted, ends with 5 after the restart
         pod("up-5-warm", work, "up", 5, warm=True),
         pod("serve-warm", work, "never", 0, warm=True),  # adopted, then deleted gracefully
+        pod("unrecorded", work, "late", 0),              # started, but ketch "died" before recording it
         job("job-down", work, "down"),                  # batch Job: container succeeds while ketch is down
         job("job-up", work, "up"),                      # ... and after the restart, adopted
         pytorchjob("ptj", work, "down"),                # OnFailure: must not run a second time
     ]
     try:
         k.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objs))
-        for n in ("down-3", "down-3-warm", "up-5", "up-5-warm", "serve-warm"):
+        for n in ("down-3", "down-3-warm", "up-5", "up-5-warm", "serve-warm", "unrecorded"):
             k.kubectl("wait", "--for=condition=Ready", f"pod/{n}", "--timeout=60s")
         for sel in ("job-name=job-down", "job-name=job-up", "training.kubeflow.org/job-name=ptj"):
             k.kubectl("wait", "--for=condition=Ready", "pod", "-l", sel, "--timeout=60s")
         wait_for(lambda: (work / "ptj.count").exists(), what="the training started")
-        pids = {n: int(cstatus(k, n)["containerID"].split("//")[1]) for n in ("down-3", "down-3-warm", "up-5", "up-5-warm", "serve-warm")}
+        pids = {n: int(cstatus(k, n)["containerID"].split("//")[1]) for n in ("down-3", "down-3-warm", "up-5", "up-5-warm", "serve-warm", "unrecorded")}
+        uid = k.kjson("get", "pod", "unrecorded")["metadata"]["uid"]
         k.kill9()
+        # as if ketch had been killed between starting the container and saving that it had: its record
+        # says the container never ran
+        state = k.home / "kubelet" / "pods" / uid / "state.json"
+        data = json.loads(state.read_text())
+        data["containers"]["main"] = {"name": "main"}
+        state.write_text(json.dumps(data))
         assert all(psutil.pid_exists(p) for p in pids.values()), "kill -9 of ketch must not take its pods with it"
         (work / "down").touch()
 
@@ -140,8 +149,8 @@ def scenario(tmp_path_factory):
         wait_for(lambda: cstatus(k, "up-5")["state"].get("running") and cstatus(k, "up-5-warm")["state"].get("running"), what="adopted")
         yield k, work, pids, restarted
     finally:
-        (work / "up").touch()
-        (work / "never").touch()
+        for f in ("up", "never", "late"):
+            (work / f).touch()
         k.stop()
         for p in ketch_processes(k):
             p.kill()  # never leave a test's process behind, whatever failed
@@ -167,6 +176,17 @@ def test_adopted_container_reports_its_true_exit_code(scenario):
         t = cstatus(k, name)["state"]["terminated"]
         assert t["exitCode"] == 5 and t["reason"] == "Error", (name, t)
     assert "released" in k.kubectl("logs", "up-5-warm").stdout
+
+
+def test_start_ketch_did_not_record_is_adopted_not_repeated(scenario):
+    k, work, pids, _ = scenario
+    wait_for(lambda: cstatus(k, "unrecorded")["state"].get("running"), what="unrecorded adopted")
+    st = cstatus(k, "unrecorded")
+    assert st["containerID"] == f"ketch://{pids['unrecorded']}" and st["restartCount"] == 0, st
+    copies = [p for p in ketch_processes(k) if str(work / "late") in p.cmdline()]
+    assert len(copies) == 1, [p.cmdline() for p in copies]
+    (work / "late").touch()
+    wait_for(lambda: k.kjson("get", "pod", "unrecorded")["status"]["phase"] == "Succeeded", what="unrecorded Succeeded")
 
 
 def test_job_whose_container_ran_past_kill9_completes(scenario):

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from ketch.kinds.meta import now, parse_time
 from ketch.kinds.mounts import ENV as MOUNTS_ENV
 from ketch.kinds.resources import GPU, container_requests, memory_limit, pod_requests, qos_class
-from ketch.kubelet import exits, process, volumes
+from ketch.kubelet import exits, logs, process, volumes
 from ketch.kubelet.base import KINDS, POD, CannotRun, Kubelet, Started
 from ketch.kubelet.env import ConfigError, container_env, expand
 from ketch.kubelet.logs import Shipper
@@ -304,6 +304,11 @@ class PodWorker:
                 term["signal"] = -code
         fin = now() if finished is None else _rfc3339(finished)
         term.update({"startedAt": started or fin, "finishedAt": fin, "containerID": f"ketch://{cs.pid}"})
+        if term["exitCode"] != 0 and "message" not in term and ship is not None \
+                and self.spec_of(cs.name).get("terminationMessagePolicy") == "FallbackToLogsOnError":
+            msg = logs.tail(ship.log)  # there is no termination-log file here: the log's end, as Kubernetes falls back to
+            if msg:
+                term["message"] = msg
         if self.cs.get(cs.name) is cs:
             cs.state = {"terminated": term}
             cs.pid = None

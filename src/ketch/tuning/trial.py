@@ -73,6 +73,10 @@ def _floats(records: list[dict]) -> list[float]:
     return out
 
 
+class LogsUnavailable(Exception):
+    """A trial pod's log could not be read just now."""
+
+
 class TrialController(Controller):
     name = "katib-trial"
     kind = TRIAL
@@ -97,6 +101,13 @@ class TrialController(Controller):
         return [Key(obj["metadata"].get("namespace", ""), o["name"]) for o in obj["metadata"].get("ownerReferences") or [] if o.get("kind") == "Trial" and o.get("controller")]
 
     async def reconcile(self, key: Key) -> Result | None:
+        try:
+            return await self._reconcile(key)
+        except LogsUnavailable as e:
+            log.info("trial %s: %s; looking again shortly", key, e)
+            return Result(requeue_after=0.5)
+
+    async def _reconcile(self, key: Key) -> Result | None:
         trial = self.get(key)
         if trial is None:
             self.store.delete(key.namespace, key.name)  # Katib's clean-metrics-in-db, level-triggered
@@ -256,13 +267,14 @@ class TrialController(Controller):
         return head + (f"; its last output:\n{text}" if text else ".")
 
     async def _pod_log(self, namespace: str, pod: str, container: str, params: dict | None = None) -> str:
-        """One Pod's log through the API's pods/log (whatever kubelet ran it); empty if it cannot be read."""
+        """One Pod's log through the API's pods/log (whatever kubelet ran it); empty if there is none.
+        LogsUnavailable when the API cannot be reached (ketch still starting): the trial is looked at
+        again, rather than judged on missing output (which would fail it as MetricsUnavailable)."""
         async with httpx.AsyncClient(base_url=self.ctx.settings.url, timeout=30) as h:
             try:
                 r = await h.get(f"/api/v1/namespaces/{namespace}/pods/{pod}/log", params={"container": container, **(params or {})})
             except httpx.HTTPError as e:
-                log.warning("could not read logs of %s: %s", pod, e)
-                return ""
+                raise LogsUnavailable(f"could not read logs of {pod}: {e}") from e
         return r.text if r.status_code == 200 else ""
 
     async def _collect(self, trial: dict, status: dict) -> dict:

@@ -41,8 +41,18 @@ def _write(path: str, data: dict) -> None:
         pass  # the pod's directory is gone (deleted): nobody will ask
 
 
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat``): with the pid, the process's
+    identity, so a recycled pid is never taken for it."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def record_start(exit_path: str, pid: int) -> None:
-    _write(pid_file(exit_path), {"pid": pid, "started": time.time()})
+    _write(pid_file(exit_path), {"pid": pid, "started": time.time(), "ticks": start_ticks(pid)})
 
 
 def record_exit(exit_path: str, code: int) -> None:
@@ -65,20 +75,26 @@ def read_exit(exit_path: str | os.PathLike) -> tuple[int, float] | None:
     return d["code"], float(d.get("finished") or time.time())
 
 
-def read_start(exit_path: str | os.PathLike) -> tuple[int, float] | None:
-    """(pid, when it started) of a run the supervisor started, or None."""
+def read_start(exit_path: str | os.PathLike) -> tuple[int, float, int | None] | None:
+    """(pid, when it started, its start ticks) of a run the supervisor started, or None."""
     d = _read(pid_file(exit_path))
     if d is None or not isinstance(d.get("pid"), int):
         return None
-    return d["pid"], float(d.get("started") or time.time())
+    return d["pid"], float(d.get("started") or time.time()), d.get("ticks") if isinstance(d.get("ticks"), int) else None
+
+
+def running(pid: int, ticks: int | None) -> bool:
+    """Whether the process the supervisor started (pid + start ticks) is still there (zombies included)."""
+    return ticks is not None and start_ticks(pid) == ticks
 
 
 def unfinished(pod_dir: Path) -> list[int]:
-    """Pids of runs the supervisor started and has not recorded an end for (to end with a deleted pod)."""
+    """Pids of runs the supervisor started, has not recorded an end for, and that still run (the same
+    process, not a recycled pid): what to end with a pod deleted while ketch was down."""
     out = []
     for f in (pod_dir / "exits").glob("*.pid"):
         exit_path = str(f)[: -len(".pid")] + ".exit"
         got = read_start(exit_path)
-        if got is not None and read_exit(exit_path) is None:
+        if got is not None and read_exit(exit_path) is None and running(got[0], got[2]):
             out.append(got[0])
     return out

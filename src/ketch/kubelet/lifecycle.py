@@ -128,13 +128,14 @@ class PodWorker:
         got = exits.read_start(exits.exit_file(self.dir, cs.name, cs.run + 1))
         if got is None:
             return
-        pid, started = got
+        pid, started, ticks = got
         if cs.run >= 0:
             cs.restart_count += 1
             cs.last_state = {"terminated": cs.terminated} if cs.terminated else cs.last_state
         cs.run += 1
         cs.pid = pid
-        cs.create_time = process.create_time(pid)
+        # its identity from the supervisor's record: a recycled pid is not it (nor is one with no record)
+        cs.create_time = process.create_time(pid) if exits.running(pid, ticks) else 0.0
         cs.state = {"running": {"startedAt": _rfc3339(started)}}
         cs.oom, cs.killed_for, cs.ready = False, "", False
         cs.started = not self.spec_of(cs.name).get("startupProbe")

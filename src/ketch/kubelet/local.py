@@ -296,8 +296,7 @@ class LocalKubelet(Kubelet):
                     if c.get("pid") and self.alive(c["pid"], c.get("create_time")):
                         self.kill(c["pid"])
                 for pid in exits.unfinished(d):  # started by the supervisor, not yet in the record
-                    if self.alive(pid, None):
-                        self.kill(pid)
+                    self.kill(pid)
                 volumes.remove_pod_dir(d)
                 if pod is None:
                     import shutil

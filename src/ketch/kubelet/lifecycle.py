@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as _dt
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from ketch.kinds.builtin.pod import SA_VOLUME_PREFIX
 from ketch.kinds.meta import now, parse_time
 from ketch.kinds.mounts import ENV as MOUNTS_ENV
 from ketch.kinds.resources import GPU, container_requests, memory_limit, pod_requests, qos_class
-from ketch.kubelet import volumes
+from ketch.kubelet import exits, logs, process, volumes
 from ketch.kubelet.base import KINDS, POD, CannotRun, Kubelet, Started
 from ketch.kubelet.env import ConfigError, container_env, expand
 from ketch.kubelet.logs import Shipper
@@ -33,6 +34,10 @@ from ketch.machinery.errors import StatusError
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 300.0
+
+
+def _rfc3339(epoch: float) -> str:
+    return _dt.datetime.fromtimestamp(epoch, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def backoff_base() -> float:
@@ -92,6 +97,7 @@ class PodWorker:
         self.deleted = False
         self.done = False  # terminal: holds no resources any more
         self._dir_made = False
+        self._exits_made = False
 
     # -- persistence -----------------------------------------------------------------------------------
 
@@ -114,6 +120,28 @@ class PodWorker:
         for n, d in (data.get("containers") or {}).items():
             if n in self.cs:
                 self.cs[n] = CState(**d)
+
+    def adopt_unrecorded_start(self, cs: CState) -> None:
+        """After a restart of ketch: a run the supervisor started but ketch was killed before recording (its
+        pid file is there, the state says otherwise) is taken as started, so it is adopted, not run twice."""
+        if cs.running:
+            return
+        got = exits.read_start(exits.exit_file(self.dir, cs.name, cs.run + 1))
+        if got is None:
+            return
+        pid, started, ticks = got
+        if cs.run >= 0:
+            cs.restart_count += 1
+            cs.last_state = {"terminated": cs.terminated} if cs.terminated else cs.last_state
+        cs.run += 1
+        cs.pid = pid
+        # its identity from the supervisor's record: a recycled pid is not it (nor is one with no record)
+        cs.create_time = process.create_time(pid) if exits.running(pid, ticks) else 0.0
+        cs.state = {"running": {"startedAt": _rfc3339(started)}}
+        cs.oom, cs.killed_for, cs.ready = False, "", False
+        cs.started = not self.spec_of(cs.name).get("startupProbe")
+        log.info("kubelet: %s/%s container %s run %d was started but not recorded; adopting pid %s", self.ns, self.name, cs.name, cs.run, pid)
+        self.save()
 
     # -- helpers ---------------------------------------------------------------------------------------
 
@@ -213,8 +241,13 @@ class PodWorker:
             self._start_failed(cs, ship, cannot_run)
             return
         fds = ship.open_raw()
+        record = exits.exit_file(self.dir, cs.name, cs.run)
         try:
-            started = await self.k.spawn(argv, env, cwd, fds["stdout"], fds["stderr"], preload_of(self.pod), container_requests(c))
+            if not self._exits_made:
+                record.parent.mkdir(parents=True, exist_ok=True)
+                self._exits_made = True
+            started = await self.k.spawn(argv, env, cwd, fds["stdout"], fds["stderr"], preload_of(self.pod), container_requests(c),
+                                         exit_file=str(record))
         except CannotRun as e:
             self._start_failed(cs, ship, str(e))
             return
@@ -246,14 +279,25 @@ class PodWorker:
         code = await started.wait()
         self._exited(cs, code)
 
-    async def _wait_adopted(self, cs: CState) -> None:
+    async def _wait_adopted(self, cs: CState, record_wait: float = 2.0) -> None:
+        """A container ketch did not start in this life (so is not its parent): watch it end, then take its
+        exit status from its supervisor's record (written as it reaps it: allow a moment for that), or
+        report it unknown if there is none."""
         pid, ct = cs.pid, cs.create_time
         while pid is not None and self.k.alive(pid, ct):
             await asyncio.sleep(0.2)
-        self._exited(cs, None)
+        path = exits.exit_file(self.dir, cs.name, cs.run)
+        deadline = time.monotonic() + record_wait
+        while (rec := exits.read_exit(path)) is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if rec is None:
+            self._exited(cs, None)
+        else:
+            self._exited(cs, rec[0], rec[1])
 
-    def _exited(self, cs: CState, code: int | None) -> None:
-        """Record a process's end: exit code (128+signal when signalled), reason, finishedAt."""
+    def _exited(self, cs: CState, code: int | None, finished: float | None = None) -> None:
+        """Record a process's end: exit code (128+signal when signalled), reason, finishedAt (when it ended,
+        if its supervisor recorded that, else now)."""
         started = (cs.state.get("running") or {}).get("startedAt")
         ship = self.shippers.get(cs.name)
         if ship is not None:
@@ -267,7 +311,13 @@ class PodWorker:
             term = {"exitCode": ec, "reason": "Completed" if ec == 0 else "Error"}
             if code < 0:
                 term["signal"] = -code
-        term.update({"startedAt": started or now(), "finishedAt": now(), "containerID": f"ketch://{cs.pid}"})
+        fin = now() if finished is None else _rfc3339(finished)
+        term.update({"startedAt": started or fin, "finishedAt": fin, "containerID": f"ketch://{cs.pid}"})
+        if term["exitCode"] != 0 and "message" not in term and ship is not None \
+                and self.spec_of(cs.name).get("terminationMessagePolicy") == "FallbackToLogsOnError":
+            msg = logs.tail(ship.log)  # there is no termination-log file here: the log's end, as Kubernetes falls back to
+            if msg:
+                term["message"] = msg
         if self.cs.get(cs.name) is cs:
             cs.state = {"terminated": term}
             cs.pid = None

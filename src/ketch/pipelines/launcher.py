@@ -171,7 +171,8 @@ def _artifact_lists(arg: str, ei: dict) -> str:
 def run_container(task: dict, ei: dict) -> int:
     from kfp.local import placeholder_utils
 
-    full = [_artifact_lists(a, ei) for a in list(task["command"]) + list(task["args"])]
+    retries = str(task.get("retries", 0))  # Argo's {{retries}}: which retry this attempt is (0: the first run)
+    full = [_artifact_lists(a, ei).replace("{{retries}}", retries) if isinstance(a, str) else a for a in list(task["command"]) + list(task["args"])]
     cmd = placeholder_utils.replace_placeholders(
         full_command=full, executor_input_dict=ei, pipeline_resource_name=task.get("runName", ""),
         task_resource_name=task.get("taskName", ""), pipeline_root=task.get("pipelineRoot", ""), unique_pipeline_id=task.get("runId", ""),

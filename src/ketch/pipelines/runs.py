@@ -74,6 +74,9 @@ class PodRunner:
         except StatusError as e:
             if e.code != 409:
                 raise
+            # made by a pass whose record was lost (ketch killed before writing it): it may have ended
+            # already, and its end will not be an event again, so look at it on the next pass
+            self.c.queue.add_after(Key(self.ns, run["metadata"]["name"]), 0.05)
         return name
 
     def stop(self, rec: dict) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import shlex
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -73,23 +74,35 @@ class Images:
             self._mtime = m
         return self._rules
 
-    def _shims(self, python: str) -> str:
-        """A directory holding python/python3 links to ``python``, so the bare names always resolve to it."""
+    def _shims(self, python: str) -> str | None:
+        """A directory holding ``python``/``python3`` for ``python``, so the bare names always resolve to it;
+        None when the interpreter's own bin directory already has both (a virtualenv's always does).
+
+        An interpreter of a virtualenv finds its environment through ``pyvenv.cfg`` next to the path it was
+        started by, so its shims are tiny exec scripts, never symlinks: a symlink elsewhere would start the
+        base interpreter without the venv's site-packages."""
         import hashlib
 
+        bindir = Path(python).parent
+        real = os.path.realpath(python)
+        if all((bindir / n).exists() and os.path.realpath(bindir / n) == real for n in ("python", "python3")):
+            return None
         d = self.home / "kubelet" / "shims" / hashlib.sha1(python.encode()).hexdigest()[:12]
         if python in self._made:
             return str(d)
         self._made.add(python)
-        if not (d / "python3").exists():
+        venv = venv_of(python) is not None
+        if not (d / "python3").exists() or (d / "python3").is_symlink() == venv:  # missing, or made by an older ketch
             d.mkdir(parents=True, exist_ok=True)
             for n in ("python", "python3"):
                 tmp = d / f".{n}.{os.getpid()}"
-                try:
+                tmp.unlink(missing_ok=True)
+                if venv:
+                    tmp.write_text(f"#!/bin/sh\nexec {shlex.quote(python)} \"$@\"\n")
+                    tmp.chmod(0o755)
+                else:
                     tmp.symlink_to(python)
-                    tmp.replace(d / n)
-                except FileExistsError:
-                    pass
+                tmp.replace(d / n)
         return str(d)
 
     def resolve(self, image: str) -> Image:
@@ -110,9 +123,20 @@ class Images:
             if sys.prefix != sys.base_prefix:
                 prefix.insert(0, str(Path(sys.prefix) / "bin"))
             env = {}
-        prefix.insert(0, self._shims(python))
+        shims = self._shims(python)
+        if shims:
+            prefix.insert(0, shims)
         env.update({str(k): str(v) for k, v in (rule.get("env") or {}).items()})
         return Image(image, python, prefix, env, [str(x) for x in rule.get("command") or known.get("command") or []])
+
+
+def venv_of(python: str) -> Path | None:
+    """The virtualenv an interpreter path starts (the directory of its ``pyvenv.cfg``), if any."""
+    bindir = Path(python).parent
+    for d in (bindir, bindir.parent):
+        if (d / "pyvenv.cfg").is_file():
+            return d
+    return None
 
 
 def find_executable(cmd: str, path: str, cwd: str) -> str | None:

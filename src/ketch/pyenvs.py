@@ -258,3 +258,32 @@ def collect_garbage(root: Path, max_age: float, max_bytes: int, keep: str = "") 
             removed.append(d.name)
             total -= size
     return removed
+
+
+def venv_for(root: Path, python: str, requirements: list[str]) -> Path:
+    """A virtualenv of ``python`` with ``requirements`` installed (images.yaml ``requirements``), built once
+    with uv under ``root/<hash>`` and reused; the build is atomic (a half-built venv is never used)."""
+    import fcntl
+
+    ident = json.dumps({"python": os.path.realpath(python), "reqs": sorted(requirements)}, sort_keys=True)
+    key = hashlib.sha256(ident.encode()).hexdigest()[:20]
+    d = root / key
+    if (d / ".ready").exists():
+        return d
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (d / ".ready").exists():
+            return d
+        uv = uv_bin()
+        shutil.rmtree(d, ignore_errors=True)  # a build that died half-way
+        try:
+            _run([uv, "venv", "--quiet", "--python", python, str(d)])
+            (d / "requirements.txt").write_text("\n".join(requirements) + "\n")
+            if requirements:
+                _run([uv, "pip", "install", "--quiet", "--python", str(d / "bin" / "python"), "-r", str(d / "requirements.txt")])
+        except BaseException:
+            shutil.rmtree(d, ignore_errors=True)
+            raise
+        (d / ".ready").write_text(ident)
+    return d

@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import shlex
 import shutil
+import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +42,8 @@ class Image:
     path_prefix: list[str]
     env: dict[str, str] = field(default_factory=dict)
     entrypoint: list[str] = field(default_factory=list)
+    working_dir: str | None = None  # the image's WORKDIR (images.yaml workingDir)
+    warning: str | None = None  # recorded as a Warning event on the Pod (a python:3.X image not installed)
 
 
 # What ketch knows of well-known images when images.yaml says nothing: the entrypoint of Kubeflow's (and
@@ -61,6 +66,8 @@ class Images:
         self._mtime = -1.0
         self._rules: list[dict] = []
         self._made: set[str] = set()
+        self._pythons: dict[str, str | None] = {}
+        self._builds: dict[tuple, _Build] = {}
 
     def _load(self) -> list[dict]:
         try:
@@ -106,28 +113,114 @@ class Images:
         return str(d)
 
     def resolve(self, image: str) -> Image:
+        """How to run ``image``; raises ``Preparing`` while its ``requirements`` environment is being built
+        and ``PrepareFailed`` when that build failed."""
         rule = next((r for r in self._load() if fnmatch.fnmatchcase(image, str(r.get("match", "")))), {})
         known = next((r for r in BUILTIN if fnmatch.fnmatchcase(image, r["match"])), {})
+        warning = None
+        env: dict[str, str] = {}
         if rule.get("venv"):
-            venv = Path(rule["venv"]).expanduser()
-            python = str(venv / "bin" / "python")
-            prefix = [str(venv / "bin")]
-            env = {"VIRTUAL_ENV": str(venv)}
+            python = str(Path(rule["venv"]).expanduser() / "bin" / "python")
         elif rule.get("python"):
             python = shutil.which(rule["python"]) or rule["python"]
-            prefix = [str(Path(python).parent)]
-            env = {}
+        elif (want := python_version(image)) and want != f"{sys.version_info[0]}.{sys.version_info[1]}":
+            found = self.interpreter(want)
+            python = found or sys.executable
+            if found is None:
+                warning = (f'image "{image}" asks for Python {want}, which is not installed on this node; running with '
+                           f"ketch's Python {sys.version.split()[0]} ({sys.executable}). Install python{want} or map the image in images.yaml")
         else:
             python = sys.executable
-            prefix = [str(Path(sys.executable).parent)]
-            if sys.prefix != sys.base_prefix:
-                prefix.insert(0, str(Path(sys.prefix) / "bin"))
-            env = {}
+        if rule.get("requirements"):
+            python = str(self._requirements_env(python, rule["requirements"]) / "bin" / "python")
+        venv = venv_of(python)
+        prefix = [str(Path(python).parent)]
+        if python == sys.executable and sys.prefix != sys.base_prefix and str(Path(sys.prefix) / "bin") not in prefix:
+            prefix.insert(0, str(Path(sys.prefix) / "bin"))
+        if venv is not None:
+            env["VIRTUAL_ENV"] = str(venv)
         shims = self._shims(python)
         if shims:
             prefix.insert(0, shims)
         env.update({str(k): str(v) for k, v in (rule.get("env") or {}).items()})
-        return Image(image, python, prefix, env, [str(x) for x in rule.get("command") or known.get("command") or []])
+        wd = str(Path(rule["workingDir"]).expanduser()) if rule.get("workingDir") else None
+        return Image(image, python, prefix, env, [str(x) for x in rule.get("command") or known.get("command") or []], wd, warning)
+
+    def interpreter(self, version: str) -> str | None:
+        """An installed CPython ``version`` ("3.10"): on PATH, in /usr/local/bin or /usr/bin, pyenv's or uv's
+        installs; each candidate is asked for its version (a pyenv shim may not run). Found once per process."""
+        if version in self._pythons:
+            return self._pythons[version]
+        import glob
+
+        home = Path.home()
+        pyenv = Path(os.environ.get("PYENV_ROOT") or home / ".pyenv")
+        uvdir = Path(os.environ.get("UV_PYTHON_INSTALL_DIR") or home / ".local" / "share" / "uv" / "python")
+        cands = [shutil.which(f"python{version}"), f"/usr/local/bin/python{version}", f"/usr/bin/python{version}",
+                 *sorted(glob.glob(str(pyenv / "versions" / f"{version}.*" / "bin" / f"python{version}")), reverse=True),
+                 *sorted(glob.glob(str(uvdir / f"cpython-{version}.*" / "bin" / f"python{version}")), reverse=True)]
+        found = None
+        for c in dict.fromkeys(x for x in cands if x and os.access(x, os.X_OK)):
+            try:
+                out = subprocess.run([c, "-c", "import sys; print(sys.executable); print('%d.%d' % sys.version_info[:2])"],
+                                     capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+            except (OSError, subprocess.TimeoutExpired):
+                continue
+            lines = out.stdout.split()
+            if out.returncode == 0 and len(lines) == 2 and lines[1] == version:
+                found = lines[0]
+                break
+        self._pythons[version] = found
+        return found
+
+    def _requirements_env(self, python: str, requirements) -> Path:
+        """The venv images.yaml's ``requirements`` asks for, built in the background on first use."""
+        reqs = [str(requirements)] if isinstance(requirements, str) else [str(r) for r in requirements]
+        reqs = [f"-r {Path(r).expanduser()}" if r.endswith(".txt") and os.sep in r else r for r in reqs]
+        key = (python, tuple(reqs))
+        job = self._builds.get(key)
+        if job is None or (job.error is not None and time.time() - job.ended > 30):
+            job = self._builds[key] = _Build(self.home / "envs" / "images", python, reqs)
+        if job.result is not None:
+            return job.result
+        if job.error is not None:
+            raise PrepareFailed(f"building the environment for requirements {reqs} failed: {job.error}")
+        raise Preparing(f"building the environment for requirements {reqs} with uv")
+
+
+class Preparing(Exception):
+    """The image's environment is being built; the container waits (ContainerCreating)."""
+
+
+class PrepareFailed(Exception):
+    """The image's environment could not be built; the container waits (CreateContainerError) and retries."""
+
+
+class _Build:
+    """One background build of a requirements venv (a thread: uv does the work in its own process)."""
+
+    def __init__(self, root: Path, python: str, reqs: list[str]) -> None:
+        import threading
+
+        self.result: Path | None = None
+        self.error: str | None = None
+        self.ended = 0.0
+        threading.Thread(target=self._run, args=(root, python, reqs), daemon=True, name="image-env-build").start()
+
+    def _run(self, root: Path, python: str, reqs: list[str]) -> None:
+        from ketch import pyenvs
+
+        try:
+            self.result = pyenvs.venv_for(root, python, reqs)
+        except Exception as e:  # noqa: BLE001 - reported on the container's status
+            self.error = str(e)
+        self.ended = time.time()
+
+
+def python_version(image: str) -> str | None:
+    """"3.10" for python:3.10, python:3.10-slim, docker.io/library/python:3.10.4 ...; None otherwise."""
+    m = re.match(r"^(?:(?:docker\.io|index\.docker\.io)/)?(?:library/)?python:(3\.\d+)(?:[.-]|$)", image)
+    return m.group(1) if m else None
 
 
 def venv_of(python: str) -> Path | None:
@@ -144,3 +237,25 @@ def find_executable(cmd: str, path: str, cwd: str) -> str | None:
         p = cmd if os.path.isabs(cmd) else os.path.join(cwd, cmd)
         return p if os.path.isfile(p) and os.access(p, os.X_OK) else None
     return shutil.which(cmd, path=path)
+
+
+def check_command(argv: list[str], path: str, cwd: str, image: str, wd_set: bool) -> None:
+    """Fail a container whose program cannot be found with where ketch looked and how to fix it: there is
+    no image filesystem, so a relative path means the working directory and a bare name means PATH."""
+    from ketch.kubelet.base import CannotRun
+
+    how = (f'the working directory is {cwd}' + ("" if wd_set else " (a per-pod directory: set the container's workingDir, "
+           f'or map image "{image}" in KETCH_HOME/images.yaml with workingDir: <where your code is>)'))
+    exe = find_executable(argv[0], path, cwd)
+    if exe is None:
+        if "/" in argv[0] and not os.path.isabs(argv[0]):
+            raise CannotRun(f'exec: "{argv[0]}": no such file in the working directory; {how}')
+        if "/" in argv[0]:
+            raise CannotRun(f'exec: "{argv[0]}": no such file or not executable')
+        dirs = [d for d in path.split(os.pathsep) if d]
+        raise CannotRun(f'exec: "{argv[0]}": executable file not found in $PATH (looked in {", ".join(dirs[:8])}'
+                        f'{", ..." if len(dirs) > 8 else ""}); map image "{image}" in KETCH_HOME/images.yaml to an environment that has it')
+    if Path(exe).name.startswith("python") and len(argv) > 1:
+        script = argv[1]  # python [script.py] args...; with options first (-u, -m) it is not checked
+        if script.endswith(".py") and not script.startswith("-") and not os.path.isabs(script) and not os.path.exists(os.path.join(cwd, script)):
+            raise CannotRun(f'{argv[0]}: cannot open file "{script}": not in the working directory; {how}')

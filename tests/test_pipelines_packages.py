@@ -1,7 +1,8 @@
 """``packages_to_install`` never writes ketch's environment: the packages come from a layer built with uv for
 that set (``ketch.pyenvs``), reused by the next task with the same set, and garbage-collected.
 
-The packages are small pure-Python ones from PyPI (uv's cache makes reruns offline): ``inflection``, which
+A container component's own ``pip install`` goes into its task's directory (``PIP_TARGET``). The packages
+are small pure-Python ones from PyPI (uv's cache makes reruns offline): ``inflection``, which
 ketch's environment does not have, and ``packaging==23.2``, an older version of a package ketch's
 environment has and its warm interpreter has already imported (so the task must start afresh with the
 layer first to see it).
@@ -38,10 +39,22 @@ def old_packaging() -> str:
     return packaging.__version__ + "|" + packaging.__file__
 
 
+@dsl.container_component
+def pip_in_command():
+    check = "import inflection, os; assert inflection.__file__.startswith(os.environ['PIP_TARGET']), inflection.__file__"
+    return dsl.ContainerSpec(image="python:3.11", command=["sh", "-c"],
+                             args=[f'python3 -m pip install -q --disable-pip-version-check inflection==0.5.1 && python3 -c "{check}"'])
+
+
 @dsl.pipeline
 def with_packages(word: str = "hello_world") -> str:
     camel(word=word).set_caching_options(False)
     return old_packaging().set_caching_options(False).output
+
+
+@dsl.pipeline
+def pip_pipeline():
+    pip_in_command().set_caching_options(False)
 
 
 def freeze() -> str:
@@ -49,11 +62,18 @@ def freeze() -> str:
     return subprocess.run([sys.executable, "-m", "pip", "freeze", "--all"], check=True, capture_output=True, text=True).stdout
 
 
-def run_and_wait(k, func, **kw) -> str:
+def submit(k, func, **kw) -> str:
+    return k.kfp_client().create_run_from_pipeline_func(func, arguments=kw).run_id
+
+
+def wait_run(k, rid: str) -> str:
     c = k.kfp_client()
-    rid = c.create_run_from_pipeline_func(func, arguments=kw).run_id
     wait_for(lambda: c.get_run(rid).state in ("SUCCEEDED", "FAILED", "CANCELED"), timeout=120, interval=0.2, what="run done")
     return rid
+
+
+def run_and_wait(k, func, **kw) -> str:
+    return wait_run(k, submit(k, func, **kw))
 
 
 def results(k) -> dict[str, str]:
@@ -69,8 +89,10 @@ def results(k) -> dict[str, str]:
 def test_packages_come_from_a_layer_and_ketchs_environment_is_untouched(shared_ketch):
     k = shared_ketch
     before = freeze()
+    pip_rid = submit(k, pip_pipeline)
     rid = run_and_wait(k, with_packages)
     assert k.kfp_client().get_run(rid).state == "SUCCEEDED", k.log()[-3000:]
+    assert k.kfp_client().get_run(wait_run(k, pip_rid)).state == "SUCCEEDED"  # pip install in a command: PIP_TARGET
     outs = list(results(k).values())
     layers = k.home / "envs" / "tasks"
     camelized = next(o for o in outs if o.startswith("HelloWorld|"))

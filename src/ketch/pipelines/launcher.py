@@ -189,7 +189,17 @@ def run_container(task: dict, ei: dict) -> int:
     from ketch.kinds import mounts
 
     rw = mounts.from_env()
-    return subprocess.call([rw(c) for c in cmd])
+    return subprocess.call([rw(c) for c in cmd], env=pip_elsewhere(os.environ, Path(task["taskDir"]) / "pip-target"))
+
+
+def pip_elsewhere(env: os._Environ | dict, target: Path) -> dict:
+    """The environment of a container component's command: a ``pip install`` in it goes into the task's own
+    directory (``PIP_TARGET``, first on ``PYTHONPATH`` and PATH), never into ketch's environment."""
+    out = dict(env)
+    out["PIP_TARGET"] = str(target)
+    out["PYTHONPATH"] = os.pathsep.join(x for x in (str(target), out.get("PYTHONPATH", "")) if x)
+    out["PATH"] = os.pathsep.join([str(target / "bin"), out.get("PATH", "")])
+    return out
 
 
 def _parse_param(text: str, ptype: str | None) -> Any:

@@ -109,3 +109,28 @@ def test_outside_a_venv_bare_python_is_the_base_interpreter(tmp_path):
         assert out.split() == [sys.base_prefix]
     finally:
         k.stop()
+
+
+DDP = """
+import sys, torch, torch.distributed as dist, only_in_ketch_venv
+dist.init_process_group("gloo")
+t = torch.ones(1) * (dist.get_rank() + 1)
+dist.all_reduce(t)
+print(f"rank={dist.get_rank()} world={dist.get_world_size()} sum={int(t.item())} prefix={sys.prefix}")
+dist.destroy_process_group()
+"""
+
+
+def test_a_pytorchjob_with_bare_python3_runs_in_ketchs_venv(venv_ketch, tmp_path):
+    """The issue's crash loop: ``command: [python3, ddp.py]`` must find torch (and the venv's packages)."""
+    pytest.importorskip("torch", reason="needs the torch extra")
+    k, venv, _ = venv_ketch
+    (tmp_path / "ddp.py").write_text(DDP)
+    c = {"name": "pytorch", "image": "python:3.11", "command": ["python3", "ddp.py"], "workingDir": str(tmp_path)}
+    rs = {"replicas": 1, "restartPolicy": "Never", "template": {"spec": {"containers": [c]}}}
+    job = {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "ddp", "namespace": "default"},
+           "spec": {"pytorchReplicaSpecs": {"Master": rs, "Worker": rs}}}
+    k.kubectl("apply", "-f", "-", input=json.dumps(job))
+    k.kubectl("wait", "--for=condition=Succeeded", "pytorchjob/ddp", "--timeout=120s", timeout=140)
+    for pod, rank in (("ddp-master-0", 0), ("ddp-worker-0", 1)):
+        assert k.kubectl("logs", pod).stdout.split() == [f"rank={rank}", "world=2", "sum=3", f"prefix={venv}"]

@@ -166,8 +166,11 @@ def test_logs_exec_and_graceful_termination(k, tmp_path):
     marks.mkdir()
     script = "trap 'echo got TERM; echo term > /marks/term; exit 0' TERM; echo ready; while true; do sleep 0.1; done"
     apply(k, pod("svc", command=["sh", "-c", script], terminationGracePeriodSeconds=10, volumes=[{"name": "m", "hostPath": {"path": str(marks)}}],
-                 container={"volumeMounts": [{"name": "m", "mountPath": "/marks"}]}))
+                 container={"volumeMounts": [{"name": "m", "mountPath": "/marks"}],
+                            # true only inside the image (the host's os-release is Debian's): the probe runs in the container
+                            "readinessProbe": {"exec": {"command": ["grep", "-q", "ketch-test-busybox", "/etc/os-release"]}, "periodSeconds": 1}}))
     running(k, "svc")
+    wait_for(lambda: k.kjson("get", "pod", "svc")["status"]["containerStatuses"][0]["ready"], what="ready by its exec probe")
     wait_for(lambda: "ready" in k.kubectl("logs", "svc").stdout, what="ready in the log")
     r = k.kubectl("exec", "svc", "--", "cat", "/etc/os-release")
     assert "ID=ketch-test-busybox" in r.stdout

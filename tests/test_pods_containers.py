@@ -213,7 +213,9 @@ def test_a_command_missing_from_the_image_cannot_run(k):
     assert "no-such-program" in t["message"]
 
 
-def test_python_image_runs_its_own_python(k, engine_env):
+@pytest.fixture(scope="module")
+def python_image(engine_env) -> str:
+    """Debian bookworm with its python3, imported into podman once (about 25 s; kept in podman's storage)."""
     if podman("image", "exists", PYTHON, env=engine_env).returncode != 0:
         if shutil.which("mmdebstrap") is None:
             pytest.skip("mmdebstrap is not installed to build the python3 image offline (apt-get install mmdebstrap)")
@@ -221,12 +223,43 @@ def test_python_image_runs_its_own_python(k, engine_env):
         imp = subprocess.run(["podman", "import", "-", PYTHON], stdin=deb.stdout, env=engine_env, capture_output=True, timeout=600)
         deb.wait(600)
         assert imp.returncode == 0, imp.stderr
+    return PYTHON
+
+
+def test_python_image_runs_its_own_python(k, python_image):
     code = "import sys; print(sys.prefix); import yaml"
-    apply(k, pod("py", image=PYTHON, command=["python3", "-c", code]))
+    apply(k, pod("py", image=python_image, command=["python3", "-c", code]))
     p = finished(k, "py", timeout=120)
     out = k.kubectl("logs", "py").stdout
     assert p["status"]["phase"] == "Failed" and out.splitlines()[0] == "/usr"  # the image's python, without ketch's packages
     assert "No module named 'yaml'" in out
+
+
+DDP = """
+import sys, torch, torch.distributed as dist
+dist.init_process_group("gloo")
+t = torch.ones(1) * (dist.get_rank() + 1)
+dist.all_reduce(t)
+print(f"rank={dist.get_rank()} world={dist.get_world_size()} sum={int(t.item())} prefix={sys.prefix}")
+"""
+
+
+def test_a_pytorchjob_runs_as_containers_over_gloo(k, python_image):
+    """Master + Worker in the python image, torch mapped in read-only from this machine (same Python 3.11):
+    the operator's MASTER_ADDR=127.0.0.1 wiring holds because containers share the host network."""
+    torch = pytest.importorskip("torch", reason="needs the torch extra")
+    site = os.path.dirname(os.path.dirname(torch.__file__))
+    c = {"name": "pytorch", "image": python_image, "command": ["python3", "-c", DDP],
+         "env": [{"name": "PYTHONPATH", "value": "/opt/site"}], "volumeMounts": [{"name": "site", "mountPath": "/opt/site", "readOnly": True}]}
+    tmpl = {"spec": {"runtimeClassName": "podman", "containers": [c], "volumes": [{"name": "site", "hostPath": {"path": site}}]}}
+    rs = {"replicas": 1, "restartPolicy": "Never", "template": tmpl}
+    apply(k, {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "cddp", "namespace": "default"},
+              "spec": {"pytorchReplicaSpecs": {"Master": rs, "Worker": rs}}})
+    k.kubectl("wait", "--for=condition=Succeeded", "pytorchjob/cddp", "--timeout=150s", timeout=170)
+    for name, rank in (("cddp-master-0", 0), ("cddp-worker-0", 1)):
+        out = k.kubectl("logs", name).stdout
+        assert f"rank={rank} world=2 sum=3 prefix=/usr" in out.splitlines(), out[-2000:]
+        assert k.kjson("get", "pod", name)["status"]["containerStatuses"][0]["imageID"] == f"podman://{python_image}"
 
 
 def test_default_runtime_and_adoption_after_kill9(engine_env, tmp_path):

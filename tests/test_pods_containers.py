@@ -9,8 +9,6 @@ These tests are skipped, with the reason, only where podman cannot run a contain
 (scripts/test.sh installs podman, runc, busybox-static and mmdebstrap as root).
 """
 
-from __future__ import annotations
-
 import json
 import os
 import shutil
@@ -262,26 +260,56 @@ def test_a_pytorchjob_runs_as_containers_over_gloo(k, python_image):
         assert k.kjson("get", "pod", name)["status"]["containerStatuses"][0]["imageID"] == f"podman://{python_image}"
 
 
-def test_default_runtime_and_adoption_after_kill9(engine_env, tmp_path):
-    """KETCH_DEFAULT_RUNTIME runs every Pod as a container; a container keeps running through a kill -9 of
-    ketch, is adopted by the next ketch, and its exit code is the container's (not lost with ketch)."""
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    k = make_ketch(tmp_path, env={"CONTAINERS_CONF": engine_env["CONTAINERS_CONF"], "KETCH_DEFAULT_RUNTIME": "podman"})
+@pytest.fixture(scope="module")
+def dk(engine_env, tmp_path_factory):
+    """A ketch whose every Pod is a container: KETCH_DEFAULT_RUNTIME names the handler directly."""
+    k = make_ketch(tmp_path_factory.mktemp("default-runtime"), env={"CONTAINERS_CONF": engine_env["CONTAINERS_CONF"], "KETCH_DEFAULT_RUNTIME": "podman"})
     k.start()
     try:
-        apply(k, pod("long", runtime=None, command=["sh", "-c", "echo started >> /marks/log; while [ ! -f /marks/stop ]; do sleep 0.1; done; exit 3"],
-                     volumes=[{"name": "m", "hostPath": {"path": str(marks)}}], container={"volumeMounts": [{"name": "m", "mountPath": "/marks"}]}))
-        running(k, "long")
-        wait_for(lambda: (marks / "log").exists(), what="the container started")
-        k.kill9()
-        k.start()
-        time.sleep(1.0)
-        assert running(k, "long")["status"]["containerStatuses"][0]["restartCount"] == 0
-        (marks / "stop").touch()
-        t = finished(k, "long")["status"]["containerStatuses"][0]["state"]["terminated"]
-        assert t["exitCode"] == 3 and t["reason"] == "Error"
-        assert (marks / "log").read_text() == "started\n"  # one container all along, not a restart
-        assert not [n for n in engine_names(engine_env) if "_long_" in n]
+        yield k
     finally:
         k.stop()
+
+
+def test_a_pipeline_task_runs_in_its_base_image(dk, python_image):
+    """The task Pod's command is ketch's launcher; in a container ketch is mapped into the image, and the
+    component's code runs there (podman's /run/.containerenv exists only inside a container)."""
+    from kfp import dsl
+
+    @dsl.component(base_image=python_image)
+    def where() -> str:
+        import os
+
+        return f"{os.path.exists('/run/.containerenv')}|{open('/etc/hostname').read().strip() == os.environ['HOSTNAME']}"
+
+    @dsl.pipeline
+    def in_image() -> str:
+        return where().set_caching_options(False).output
+
+    c = dk.kfp_client()
+    rid = c.create_run_from_pipeline_func(in_image).run_id
+    run = wait_for(lambda: (r := c.get_run(rid)).state in ("SUCCEEDED", "FAILED") and r, timeout=120, what="run done")
+    assert run.state == "SUCCEEDED", dk.log()[-3000:]
+    outs = [json.loads(f.read_text()) for f in (dk.home / "pipelines" / "runs").rglob("result.json")]
+    assert [o["parameters"]["Output"] for o in outs if "Output" in (o.get("parameters") or {})] == ["True|True"]
+
+
+def test_default_runtime_and_adoption_after_kill9(dk, engine_env, tmp_path):
+    """KETCH_DEFAULT_RUNTIME runs every Pod as a container; a container keeps running through a kill -9 of
+    ketch, is adopted by the next ketch, and its exit code is the container's (not lost with ketch)."""
+    k = dk
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    apply(k, pod("long", runtime=None, command=["sh", "-c", "echo started >> /marks/log; while [ ! -f /marks/stop ]; do sleep 0.1; done; exit 3"],
+                 volumes=[{"name": "m", "hostPath": {"path": str(marks)}}], container={"volumeMounts": [{"name": "m", "mountPath": "/marks"}]}))
+    running(k, "long")
+    wait_for(lambda: (marks / "log").exists(), what="the container started")
+    k.kill9()
+    k.start()
+    time.sleep(1.0)
+    assert running(k, "long")["status"]["containerStatuses"][0]["restartCount"] == 0
+    (marks / "stop").touch()
+    t = finished(k, "long")["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert t["exitCode"] == 3 and t["reason"] == "Error"
+    assert (marks / "log").read_text() == "started\n"  # one container all along, not a restart
+    assert not [n for n in engine_names(engine_env) if "_long_" in n]

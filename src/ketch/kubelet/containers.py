@@ -284,6 +284,30 @@ def mounts_of(c: dict, vols: dict[str, str]) -> list[tuple[str, str, bool]]:
     return out
 
 
+def ketch_mapped_in(command: list[str], home: Path) -> tuple[list[tuple[str, str, bool]], dict[str, str]] | None:
+    """Mounts and environment that let a container run ketch's own programs (a pipeline task's launcher,
+    whose command is ketch's interpreter by absolute path) in its image: ketch's interpreter, environment
+    and sources at their paths (read-only), and KETCH_HOME (the task's files and artifacts). None when the
+    command is not ketch's interpreter. The image must provide the C libraries the interpreter links to
+    (any glibc distribution as recent as the host's)."""
+    import sys
+
+    if not command or not os.path.isabs(command[0]) or os.path.realpath(command[0]) != os.path.realpath(sys.executable):
+        return None
+    dirs = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}
+    dirs.update(os.path.realpath(p) for p in sys.path if p and os.path.isdir(p))
+    dirs.add(os.path.dirname(os.path.realpath(sys.executable)))
+    top = sorted(dirs)
+    keep: list[str] = []
+    for d in top:
+        if not any(d == k or d.startswith(k.rstrip("/") + "/") for k in keep):
+            keep.append(d)
+    mounts = [(d, d, True) for d in keep if d != "/" and not str(home).startswith(d.rstrip("/") + "/")]
+    mounts.append((str(home), str(home), False))
+    env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))}
+    return mounts, env
+
+
 def sweep(home: Path, known_uids: set[str]) -> list[str]:
     """Remove containers ketch started for Pods it no longer knows (ketch restarted, the Pod was deleted
     meanwhile); returns their names. Only where this home ever ran a container."""

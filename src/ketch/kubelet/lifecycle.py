@@ -214,12 +214,15 @@ class PodWorker:
             "KUBECONFIG": kubeconfig, "KETCH_SERVER": self.k.ctx.settings.url,
             "KETCH_POD_NAME": self.name, "KETCH_POD_NAMESPACE": self.ns, "KETCH_POD_UID": self.uid,
         }
+        mapped = containers.ketch_mapped_in(list(c.get("command") or []), self.k.home)
+        if mapped is not None:  # ketch's own program (a pipeline task): ketch is mapped into the image
+            base.update(mapped[1])
         env = container_env(self.pod, c, base, self.lookup, self.k.allocatable())
         spec = dict(c)
         for f in ("command", "args"):
             if c.get(f):
                 spec[f] = [expand(x, env) for x in c[f]]
-        mounts = [*containers.mounts_of(c, self.vols or {}), (kubeconfig, kubeconfig, True)]
+        mounts = [*containers.mounts_of(c, self.vols or {}), *(mapped[0] if mapped else []), (kubeconfig, kubeconfig, True)]
         client_env = {k: v for k, v in os.environ.items() if not k.startswith("KETCH_")}
         name = rt.container_name(self.pod, c["name"], self.cs[c["name"]].run + 1)
         argv, cenv = rt.run_argv(self.pod, spec, name, env, mounts, client_env)

@@ -133,8 +133,14 @@ def key_of(requirements: list[str], index_args: list[str], python: str = sys.exe
 
 
 def _uv_index_args(index_args: list[str]) -> list[str]:
-    """pip's index options as uv spells them."""
+    """pip's index options as uv spells them: the component's own, then pip's environment variables
+    (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS) where uv's own (UV_*) are not set."""
     out: list[str] = []
+    for pip_var, uv_var, flag in (("PIP_INDEX_URL", "UV_INDEX_URL", "--index-url"), ("PIP_EXTRA_INDEX_URL", "UV_EXTRA_INDEX_URL", "--extra-index-url"),
+                                  ("PIP_FIND_LINKS", "UV_FIND_LINKS", "--find-links")):
+        if os.environ.get(pip_var) and not os.environ.get(uv_var) and flag not in index_args:
+            for v in os.environ[pip_var].split():
+                out += [flag, v]
     it = iter(index_args)
     for flag in it:
         value = next(it, "")

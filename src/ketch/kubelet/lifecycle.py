@@ -160,7 +160,8 @@ class PodWorker:
     def rt(self) -> containers.Runtime | None:
         """The Pod's container runtime (None: its containers are processes); raises containers.Unavailable."""
         if not self._runtime_known:
-            self.runtime = containers.select(self.pod, lambda n: self.k.client.get(containers.RUNTIME_CLASS, "", n))
+            if self.k.local_processes:  # an engine on this machine runs them; the Ray kubelet's nodes have none
+                self.runtime = containers.select(self.pod, lambda n: self.k.client.get(containers.RUNTIME_CLASS, "", n))
             self._runtime_known = True
             if self.runtime is not None:
                 (self.k.home / "kubelet" / "containers").mkdir(parents=True, exist_ok=True)  # the restart sweep looks here

@@ -1,17 +1,24 @@
-"""The image policy: there is no container runtime, so an image name picks a Python environment.
+"""The image policy for process containers: an image name picks a Python environment.
 
-By default every image runs in ketch's own environment: ``python``, ``python3``, ``pip`` and console
-scripts resolve to ``sys.executable``'s environment, because a shim directory with ``python``/``python3``
-links to it and that environment's bin directory come first on PATH. ``KETCH_HOME/images.yaml`` maps image
-name globs to another interpreter or virtualenv (first match wins)::
+(Pods that select a RuntimeClass run in their image as OCI containers: containers.py.)
+
+By default every image runs in ketch's own environment, *with* that environment: ``python``, ``python3``,
+``pip`` and console scripts resolve to ``sys.executable``'s environment, because its bin directory comes
+first on PATH (a virtualenv's has python and python3; otherwise a shim directory provides them). A
+``python:3.X`` image runs with an installed Python 3.X when that is not ketch's version (else ketch's, and
+the Pod gets an ``InterpreterNotFound`` Warning). ``KETCH_HOME/images.yaml`` maps image name globs to
+another interpreter or virtualenv (first match wins)::
 
     images:
       - match: "pytorch/*"
         venv: /opt/venvs/torch          # its bin/ goes first on PATH
+        workingDir: ~/mnist             # the image's WORKDIR: where relative commands and scripts are found
       - match: "python:3.10*"
-        python: /usr/bin/python3.10     # shims python/python3 point at it
+        python: /usr/bin/python3.10     # python/python3 resolve to it
         env: {PIP_NO_INPUT: "1"}        # extra environment, like an image's ENV
         command: ["python"]             # an ENTRYPOINT, used when a container sets no command
+      - match: "example.com/etl:*"
+        requirements: ["pandas>=2"]     # a venv ketch builds once with uv (ketch.pyenvs.venv_for)
 
 Without a ``command`` of its own, an image keeps the entrypoint ketch knows for it (``BUILTIN``: Jupyter
 notebook images start a Jupyter server), so mapping ``*jupyter*`` to a venv that has JupyterLab is enough.

@@ -294,6 +294,28 @@ def test_a_pipeline_task_runs_in_its_base_image(dk, python_image):
     assert [o["parameters"]["Output"] for o in outs if "Output" in (o.get("parameters") or {})] == ["True|True"]
 
 
+def test_an_inferenceservice_predictor_runs_as_a_container(dk, python_image, engine_env):
+    """The predictor's image (``ketch/modelserver:...``, tagged here from the python image) with ketch's
+    model server mapped in; the model under KETCH_HOME, which containers running ketch's programs see."""
+    pytest.importorskip("sklearn", reason="needs the serving extra")
+    from serving_helpers import IRIS_ROW, train_sklearn
+
+    assert podman("tag", python_image, "ketch/modelserver:ketch-modelserver", env=engine_env).returncode == 0
+    model = dk.home / "models" / "lr"
+    train_sklearn(model, "lr")
+    dk.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+                                                     "metadata": {"name": "demo", "namespace": "default"},
+                                                     "spec": {"predictor": {"sklearn": {"storageUri": str(model)}}}}))
+    dk.kubectl("wait", "--for=condition=Ready", "inferenceservice/demo", "--timeout=120s", timeout=150)
+    pods = dk.kjson("get", "pods", "-l", "serving.kserve.io/inferenceservice=demo")["items"]
+    assert pods and pods[0]["status"]["containerStatuses"][0]["imageID"] == "podman://ketch/modelserver:ketch-modelserver"
+    url = dk.kubectl("get", "inferenceservice", "demo", "-o", "jsonpath={.status.url}").stdout
+    with dk.http() as c:
+        r = c.post(url.removeprefix(dk.url) + "/v1/models/demo:predict", json={"instances": [IRIS_ROW]})
+    assert r.status_code == 200 and r.json() == {"predictions": [1]}
+    dk.kubectl("delete", "inferenceservice", "demo", "--wait=true", timeout=60)
+
+
 def test_default_runtime_and_adoption_after_kill9(dk, engine_env, tmp_path):
     """KETCH_DEFAULT_RUNTIME runs every Pod as a container; a container keeps running through a kill -9 of
     ketch, is adopted by the next ketch, and its exit code is the container's (not lost with ketch)."""

@@ -322,16 +322,23 @@ def test_default_runtime_and_adoption_after_kill9(dk, engine_env, tmp_path):
     k = dk
     marks = tmp_path / "marks"
     marks.mkdir()
-    apply(k, pod("long", runtime=None, command=["sh", "-c", "echo started >> /marks/log; while [ ! -f /marks/stop ]; do sleep 0.1; done; exit 3"],
-                 volumes=[{"name": "m", "hostPath": {"path": str(marks)}}], container={"volumeMounts": [{"name": "m", "mountPath": "/marks"}]}))
+    vol = {"volumes": [{"name": "m", "hostPath": {"path": str(marks)}}], "container": {"volumeMounts": [{"name": "m", "mountPath": "/marks"}]}}
+    apply(k, pod("long", runtime=None, command=["sh", "-c", "echo started >> /marks/log; while [ ! -f /marks/stop ]; do sleep 0.1; done; exit 3"], **vol))
+    apply(k, pod("short", runtime=None, command=["sh", "-c", "touch /marks/short-up; while [ ! -f /marks/stop-short ]; do sleep 0.1; done; exit 5"], **vol))
     running(k, "long")
-    wait_for(lambda: (marks / "log").exists(), what="the container started")
+    running(k, "short")
+    wait_for(lambda: (marks / "log").exists() and (marks / "short-up").exists(), what="the containers started")
     k.kill9()
+    (marks / "stop-short").touch()  # this one ends while no ketch is there to see it
+    wait_for(lambda: not [n for n in engine_names(engine_env) if "_short_" in n and "Up" in podman(
+        "ps", "-a", "--filter", f"name={n}", "--format", "{{.Status}}", env=engine_env).stdout.decode()], what="short exited")
     k.start()
+    t = finished(k, "short")["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert t["exitCode"] == 5 and t["reason"] == "Error"  # read from the engine, not ContainerStatusUnknown
     time.sleep(1.0)
     assert running(k, "long")["status"]["containerStatuses"][0]["restartCount"] == 0
     (marks / "stop").touch()
     t = finished(k, "long")["status"]["containerStatuses"][0]["state"]["terminated"]
     assert t["exitCode"] == 3 and t["reason"] == "Error"
     assert (marks / "log").read_text() == "started\n"  # one container all along, not a restart
-    assert not [n for n in engine_names(engine_env) if "_long_" in n]
+    assert not [n for n in engine_names(engine_env) if "_long_" in n or "_short_" in n]

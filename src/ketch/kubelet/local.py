@@ -306,8 +306,8 @@ class LocalKubelet(Kubelet):
                                 w._start_probes(cs, w.spec_of(cs.name), env, cwd)
                             except Exception:
                                 log.exception("kubelet: could not restart probes of %s/%s", w.ns, w.name)
-                    else:
-                        w._exited(cs, None)
+                    else:  # gone while ketch was down: _wait_adopted records how it ended (an OCI container's own exit code)
+                        w.waiters[cs.name] = asyncio.create_task(w._wait_adopted(cs))
             if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
                 w.done = True
             with contextlib.suppress(ConfigError, Exception):

@@ -195,6 +195,7 @@ def test_image_pull_errors_and_policy_never(k):
     assert back["message"].startswith('Back-off pulling image "localhost/ketch-no-such-image:1"')
     never = wait_for(lambda: (w := waiting("never")).get("reason") == "ErrImageNeverPull" and w, what="ErrImageNeverPull")
     assert never["message"] == 'Container image "localhost/ketch-no-such-image:1" is not present with pull policy of Never'
+    k.kubectl("delete", "pod", "nopull", "never", "--wait=true", timeout=60)  # no more pulls behind the next tests
 
 
 def test_a_missing_runtime_class_keeps_the_pod_waiting_and_says_why(k):
@@ -202,6 +203,7 @@ def test_a_missing_runtime_class_keeps_the_pod_waiting_and_says_why(k):
     w = wait_for(lambda: ((k.kjson("get", "pod", "norc")["status"].get("containerStatuses") or [{}])[0].get("state") or {}).get("waiting", {}).get("message"),
                  what="waiting message")
     assert w == 'RuntimeClass "nope" not found'
+    k.kubectl("delete", "pod", "norc", "--wait=true", timeout=60)
 
 
 def test_a_command_missing_from_the_image_cannot_run(k):

@@ -25,7 +25,7 @@ import psutil
 
 from ketch.kinds.meta import now
 from ketch.kinds.resources import GPU, TRACKED, pod_requests, qos_class
-from ketch.kubelet import exits, process, volumes
+from ketch.kubelet import containers, exits, process, volumes
 from ketch.kubelet.base import NODE, POD, CannotRun, Kubelet, Started
 from ketch.kubelet.env import ConfigError
 from ketch.kubelet.images import find_executable
@@ -323,8 +323,9 @@ class LocalKubelet(Kubelet):
             if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
                 w.done = True
             with contextlib.suppress(ConfigError, Exception):
-                w.vols = volumes.prepare(pod, w.dir, self.home, w.lookup, self.allocatable())
+                w.vols = volumes.prepare(pod, w.dir, self.home, w.lookup, self.allocatable(), self.mint_token)
             self.start_worker(w)
+        containers.sweep(self.home, set(self.workers))  # OCI containers of pods deleted while ketch was down
 
     async def shutdown(self) -> None:
         """ketch is stopping. Default: end every pod's processes (SIGTERM, a short grace, SIGKILL) and

@@ -30,6 +30,7 @@ from collections import deque
 from pathlib import Path
 
 from ketch.kubelet import process
+from ketch.kubelet.images import venv_of
 
 log = logging.getLogger(__name__)
 ANNOTATION = "kubelet.ketch.dev/preload"
@@ -75,6 +76,8 @@ class Zygote:
 
     def fits(self, argv: list[str], env: dict[str, str]) -> bool:
         if len(argv) < 3 or argv[1] != "-m" or os.path.realpath(argv[0]) != os.path.realpath(sys.executable):
+            return False
+        if venv_of(argv[0]) != venv_of(sys.executable):  # the same interpreter, started as another environment
             return False
         names = {k for k in (*env, *self.env) if k.startswith("PYTHON") and k not in _PER_CHILD}
         return all(env.get(k) == self.env.get(k) for k in names)

@@ -199,3 +199,7 @@ app.command("resume")(_resume)
 from ketch.cli.lineage import lineage as _lineage  # noqa: E402
 
 app.command("lineage")(_lineage)
+
+from ketch.cli.users import user_app as _user_app  # noqa: E402
+
+app.add_typer(_user_app, name="user")

@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 import ketch
 from ketch.config import Settings
-from ketch.machinery import rbac_defaults
+from ketch.machinery import quota, rbac_defaults
 from ketch.machinery.api import Api
 from ketch.machinery.authn import Authenticator
 from ketch.machinery.authz import GROUP, Authorizer, current_user
@@ -75,6 +75,7 @@ def build_context(settings: Settings) -> Context:
     api.add_validator(GROUP, "ClusterRole", escalation_check(authorizer))
     api.add_validator(GROUP, "RoleBinding", escalation_check(authorizer))
     api.add_validator(GROUP, "ClusterRoleBinding", escalation_check(authorizer))
+    api.add_validator("", "Pod", quota.admitter(api.store))
     register_token_request(ctx)
     register_reviews(ctx, authorizer)
     bootstrap(api)

@@ -1,8 +1,9 @@
-"""What a namespace's ServiceAccounts may do by default: a RoleBinding ``ketch-serviceaccounts-edit`` in
-every namespace gives the group ``system:serviceaccounts:<ns>`` the ClusterRole ``kubeflow-edit`` there, as
-Kubeflow's ``default-editor`` account has in a Profile. So the Pods of a namespace (pipeline tasks, trials
-pushing metrics, model servers reading the registry, kubectl inside a Pod) work within their namespace,
-and nowhere else unless a binding says so.
+"""What a namespace's Pods may do by default: a RoleBinding ``ketch-default-edit`` in every namespace gives
+its ``default`` ServiceAccount (what a Pod runs as unless it names another) the ClusterRole
+``kubeflow-edit`` there, as Kubeflow's ``default-editor`` account has in a Profile. So Pods (pipeline tasks,
+trials pushing metrics, model servers reading the registry, kubectl inside a Pod) work within their
+namespace, and nowhere else unless a binding says so. Any other ServiceAccount (``default-viewer``, one you
+make) gets only what its own bindings give.
 
 It is made once per namespace (the namespace is annotated when it is): delete the binding to take the
 default away, and it stays deleted.
@@ -13,8 +14,8 @@ from __future__ import annotations
 from ketch.machinery.errors import StatusError
 from ketch.runtime import Controller, Key, Result
 
-BINDING = "ketch-serviceaccounts-edit"
-MARK = "rbac.ketch.io/serviceaccounts-edit"
+BINDING = "ketch-default-edit"
+MARK = "rbac.ketch.io/default-edit"
 RB = ("rbac.authorization.k8s.io/v1", "RoleBinding")
 
 
@@ -22,7 +23,7 @@ def binding(ns: str) -> dict:
     return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
             "metadata": {"name": BINDING, "namespace": ns, "labels": {"app.kubernetes.io/managed-by": "ketch"}},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kubeflow-edit"},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": f"system:serviceaccounts:{ns}"}]}
+            "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns}]}
 
 
 class ServiceAccountAccessController(Controller):

@@ -96,7 +96,7 @@ def _kfp_verb(method: str, has_id: bool, action: str) -> str:
 
 
 def _kfp(resource: str) -> Resolver:
-    def resolve(lk: Lookups, m: re.Match, method: str, q: dict, body: Any) -> Attributes:
+    def resolve(lk: Lookups, m: re.Match, method: str, q: dict, body: Any) -> Attributes | None:
         ident, _, action = (m.groupdict().get("id") or "").partition(":")
         ns = (q.get("namespace") or [""])[0]
         if not ns and (q.get("resource_reference_key.type") or [""])[0] == "NAMESPACE":
@@ -112,6 +112,8 @@ def _kfp(resource: str) -> Resolver:
                 ns = lk.experiment_ns(eid) or ns
         if isinstance(body, dict) and not ident and resource == "experiments":
             ns = body.get("namespace") or ns
+        if resource == "pipelines" and not ns:
+            return None  # shared pipelines (no namespace): every authenticated user, as in KFP's multi-user mode
         return Attributes(_kfp_verb(method, bool(ident), action), KFP, resource, "", ns, ident)
     return resolve
 
@@ -143,7 +145,7 @@ ROUTES: list[tuple[re.Pattern, Resolver]] = [
     (re.compile(rf"^/apis/v2beta1/experiments{_ID}$"), _kfp("experiments")),
     (re.compile(rf"^/apis/v2beta1/runs{_ID}$"), _kfp("runs")),
     (re.compile(rf"^/apis/v2beta1/recurringruns{_ID}$"), _kfp("recurringruns")),
-    (re.compile(r"^/apis/v2beta1/pipelines(?:/.*)?$"), _kfp("pipelines")),
+    (re.compile(r"^/apis/v2beta1/pipelines(?:/(?P<id>[^/]+))?(?:/.*)?$"), _kfp("pipelines")),
     (re.compile(r"^/apis/v2beta1/(?:artifacts|executions|contexts)(?:/.*)?$"), _kfp("runs")),
     (re.compile(r"^/notebook/(?P<ns>[^/]+)/(?P<name>[^/]+)(?:/.*)?$"), _simple("kubeflow.org", "notebooks", verb="get")),
     (re.compile(r"^/serving/(?P<ns>[^/]+)/(?P<name>[^/]+)(?:/.*)?$"), _gateway),

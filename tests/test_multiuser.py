@@ -375,3 +375,29 @@ def test_exec_refused_to_a_viewer_allowed_to_an_editor(w):
     assert w.kubectl("carol", "logs", "sh", "-n", "alice").returncode == 0  # view includes pods/log
     w.k.kubectl("delete", "pod", "sh", "-n", "alice", "--wait=false")
     time.sleep(0.1)
+
+
+def test_kfam_bindings_manage_contributors(w):
+    erin = {"user": {"kind": "User", "name": "erin@example.org"}, "referredNamespace": "alice",
+            "RoleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"}}
+    with w.http("carol") as h:
+        r = h.post("/kfam/v1/bindings", json=erin)
+        assert r.status_code == 403 and 'cannot create resource "rolebindings"' in r.json()["message"]
+    with w.http("alice") as h:
+        assert h.post("/kfam/v1/bindings", json=erin).status_code == 200
+        got = h.get("/kfam/v1/bindings", params={"namespace": "alice"}).json()["bindings"]
+        assert {(b["user"]["name"], b["RoleRef"]["name"]) for b in got} >= {("alice", "admin"), ("bob", "edit"), ("carol", "view"),
+                                                                              ("erin@example.org", "view")}
+        assert h.get("/kfam/v1/role/clusteradmin", params={"user": "alice"}).json() is False
+    rb = w.k.kjson("get", "rolebinding", "user-erin-example-org-clusterrole-view", "-n", "alice")
+    assert rb["metadata"]["annotations"] == {"user": "erin@example.org", "role": "view"} and rb["roleRef"]["name"] == "kubeflow-view"
+    sar = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {
+        "user": "erin@example.org", "resourceAttributes": {"namespace": "alice", "verb": "list", "resource": "pods"}}}
+    assert json.loads(w.k.kubectl("create", "-f", "-", "-o", "json", input=json.dumps(sar)).stdout)["status"]["allowed"] is True
+    with w.http("bob") as h:  # a contributor does not manage contributors
+        assert h.request("DELETE", "/kfam/v1/bindings", json=erin).status_code == 403
+        assert h.get("/kfam/v1/bindings", params={"namespace": "alice"}).status_code == 403
+    with w.http("alice") as h:
+        assert h.request("DELETE", "/kfam/v1/bindings", json=erin).status_code == 200
+    assert w.k.kubectl("get", "rolebinding", "user-erin-example-org-clusterrole-view", "-n", "alice", check=False).returncode != 0
+    assert w.k.kfp_client() is not None and w.k.http().get("/kfam/v1/role/clusteradmin", params={"user": "admin"}).json() is True

@@ -13,6 +13,7 @@ The table gives the non-Kubernetes APIs Kubernetes attributes, as Kubeflow does:
   parameter or the namespace of the experiment/run it names), as KFP's multi-user mode does;
 - the notebook proxy: ``get`` on the Notebook; the inference gateway: ``get`` on the InferenceService
   (anyone, even without a token, when the InferenceService is annotated ``serving.ketch.io/public: "true"``);
+- KFAM's ``/kfam/v1/bindings``: ``list``/``create``/``delete`` on ``rolebindings`` in the namespace;
 - Katib's metrics push: ``create`` on ``trials/metrics``; the model registry: ``modelregistry.kubeflow.org``
   resources in the ``kubeflow`` namespace; the dashboard's artifact route: ``readArtifact`` on the run.
 """
@@ -134,6 +135,18 @@ def _gateway(lk: Lookups, m: re.Match, method: str, q: dict, body: Any) -> Attri
     return Attributes("get", "serving.kserve.io", "inferenceservices", "", ns, name)
 
 
+def _kfam(lk: Lookups, m: re.Match, method: str, q: dict, body: Any) -> Attributes:
+    from ketch.ui.kfam import binding_name
+
+    if method == "GET":
+        return Attributes("list", "rbac.authorization.k8s.io", "rolebindings", "", (q.get("namespace") or [""])[0], "")
+    b = body if isinstance(body, dict) else {}
+    user, role = (b.get("user") or {}).get("name") or "", ((b.get("RoleRef") or b.get("roleRef") or {}).get("name") or "")
+    name = binding_name(user, role.removeprefix("kubeflow-")) if method == "DELETE" else ""
+    return Attributes("create" if method == "POST" else "delete", "rbac.authorization.k8s.io", "rolebindings", "",
+                      b.get("referredNamespace") or "", name)
+
+
 def _artifact(lk: Lookups, m: re.Match, method: str, q: dict, body: Any) -> Attributes:
     rid = m.group("name")
     return Attributes("readArtifact", KFP, "runs", "", lk.run_ns(rid), rid)
@@ -158,6 +171,8 @@ ROUTES: list[tuple[re.Pattern, Resolver]] = [
      lambda lk, m, method, q, body: Attributes(
          {"GET": "get" if m.group("name") else "list", "POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}.get(method, "get"),
          "modelregistry.kubeflow.org", m.group("res").replace("_", "").rstrip("s") + "s", "", REGISTRY_NS, "")),
+    (re.compile(r"^/kfam/v1/bindings$"), _kfam),
+    (re.compile(r"^/kfam/v1/role/clusteradmin$"), lambda *a: None),
     (re.compile(r"^/ui/artifacts/(?P<name>[^/]+)/[^/]+$"), _artifact),
 ]
 
@@ -244,7 +259,7 @@ class AuthzMiddleware:
                 continue
             q = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             body = None
-            if path.startswith("/apis/v2beta1/") and method == "POST" and not ws:
+            if (path.startswith("/apis/v2beta1/") and method == "POST" or path.startswith("/kfam/") and method in ("POST", "DELETE")) and not ws:
                 raw, receive = await _buffer(receive)
                 try:
                     body = orjson.loads(raw) if raw else None

@@ -401,3 +401,45 @@ def test_kfam_bindings_manage_contributors(w):
         assert h.request("DELETE", "/kfam/v1/bindings", json=erin).status_code == 200
     assert w.k.kubectl("get", "rolebinding", "user-erin-example-org-clusterrole-view", "-n", "alice", check=False).returncode != 0
     assert w.k.kfp_client() is not None and w.k.http().get("/kfam/v1/role/clusteradmin", params={"user": "admin"}).json() is True
+
+
+def test_dashboard_shows_own_namespaces_and_manages_contributors(w, chromium):
+    def page_as(user: str):
+        ctx = chromium.new_context(viewport={"width": 1400, "height": 900})
+        page = ctx.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.set_default_timeout(15000)
+        r = page.context.request.post(f"{w.k.url}/login", form={"token": w.tokens[user]}, max_redirects=0)
+        assert r.status == 303, r.text()
+        return ctx, page, errors
+
+    ctx, page, errors = page_as("alice")
+    try:
+        page.goto(f"{w.k.url}/#/contributors")
+        page.wait_for_selector("#ns option", state="attached")
+        assert page.eval_on_selector_all("#ns option", "os => os.map(o => o.value)") == ["alice"]  # not bob's, no "All"
+        page.wait_for_selector("#contributors td:has-text('carol')")
+        page.fill("#contrib-user", "frank@example.org")
+        page.select_option("#contrib-role", "view")
+        page.click("#contrib-form button[type=submit]")
+        page.wait_for_selector("#contributors td:has-text('frank@example.org')")
+        rb = w.k.kjson("get", "rolebinding", "user-frank-example-org-clusterrole-view", "-n", "alice")
+        assert rb["subjects"][0]["name"] == "frank@example.org"
+        page.click("#contributors button[data-user='frank@example.org']")
+        page.wait_for_selector("#contributors td:has-text('frank@example.org')", state="detached")
+        assert not errors, errors
+    finally:
+        ctx.close()
+    ctx, page, errors = page_as("bob")
+    try:
+        page.goto(f"{w.k.url}/#/contributors")
+        page.wait_for_selector("#ns option", state="attached")
+        opts = page.eval_on_selector_all("#ns option", "os => os.map(o => o.textContent)")
+        assert sorted(opts) == ["alice (edit)", "bob (owner)"], opts
+        page.select_option("#ns", "alice")
+        page.wait_for_selector("#contrib-readonly")  # a contributor sees who else is there, with no buttons
+        assert page.locator("#contrib-form").count() == 0 and page.locator(".contrib-remove").count() == 0
+        assert not errors, errors
+    finally:
+        ctx.close()

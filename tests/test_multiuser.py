@@ -186,7 +186,7 @@ def test_resource_names_subresources_and_nonresource_urls(w):
     k.kubectl("create", "configmap", "public", "-n", "alice", "--from-literal=a=1")
     k.kubectl("create", "configmap", "private", "-n", "alice", "--from-literal=a=2")
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "narrow", "namespace": "alice"},
-            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["public"], "verbs": ["get"]},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["public"], "verbs": ["get", "list", "watch"]},
                       {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}]}
     assert w.kubectl("alice", "apply", "-f", "-", input=json.dumps(role)).returncode == 0
     assert w.kubectl("alice", "create", "rolebinding", "dave-narrow", "--role=narrow", "--user=dave", "-n", "alice").returncode == 0
@@ -195,6 +195,11 @@ def test_resource_names_subresources_and_nonresource_urls(w):
         r = h.get("/api/v1/namespaces/alice/configmaps/private")
         assert r.status_code == 403 and r.json()["message"].startswith('configmaps "private" is forbidden: User "dave" cannot get')
         assert h.get("/api/v1/namespaces/alice/configmaps").status_code == 403  # a name-restricted rule never allows list
+        # ... unless the list or watch names the object, as informers for one object do
+        one = h.get("/api/v1/namespaces/alice/configmaps", params={"fieldSelector": "metadata.name=public"})
+        assert one.status_code == 200 and [i["metadata"]["name"] for i in one.json()["items"]] == ["public"]
+        assert h.get("/api/v1/namespaces/alice/configmaps", params={"watch": "true", "fieldSelector": "metadata.name=private",
+                                                                      "timeoutSeconds": "1"}).status_code == 403
         r = h.get("/api/v1/namespaces/alice/pods/p/log")
         assert r.status_code == 404, r.text  # allowed through RBAC (pods/log), then no such pod
         r = h.get("/api/v1/namespaces/alice/pods/p")
@@ -219,6 +224,18 @@ def test_escalation_is_prevented(w):
     r = w.kubectl("alice", "apply", "-f", "-", input=json.dumps(role))
     assert r.returncode != 0 and '{APIGroups:[""], Resources:["nodes"], Verbs:["get"]}' in r.stderr, r.stderr
     assert w.k.kubectl("get", "role", "nodes", "-n", "alice", check=False).returncode != 0
+    # whoever may create ClusterRoles still may not write an aggregationRule without escalate
+    maker = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "role-maker"},
+             "rules": [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["create"]}]}
+    w.k.kubectl("apply", "-f", "-", input=json.dumps(maker))
+    w.k.kubectl("create", "clusterrolebinding", "dave-maker", "--clusterrole=role-maker", "--user=dave")
+    agg = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "sneaky"},
+           "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"rbac.authorization.k8s.io/aggregate-to-admin": "true"}}]}}
+    r = w.kubectl("dave", "create", "-f", "-", input=json.dumps(agg))
+    assert r.returncode != 0 and 'must have cluster-admin privileges to use the aggregationRule' in r.stderr, r.stderr
+    ok = {**maker, "metadata": {"name": "same-as-mine"}}
+    assert w.kubectl("dave", "create", "-f", "-", input=json.dumps(ok)).returncode == 0  # what he holds, he may grant
+    w.k.kubectl("delete", "clusterrolebinding", "dave-maker")
     # bob (edit) may not touch bindings at all; alice may grant view
     r = w.kubectl("bob", "create", "rolebinding", "x", "--clusterrole=view", "--user=dave", "-n", "alice")
     assert r.returncode != 0 and 'cannot create resource "rolebindings"' in r.stderr

@@ -205,6 +205,9 @@ class Authorizer:
         if kind in ("Role", "ClusterRole"):
             if self.authorize(user, Attributes("escalate", GROUP, plural, "", ns, name)):
                 return
+            if obj.get("aggregationRule"):  # its rules come from other roles: only who may escalate may say which
+                raise StatusError(403, "Forbidden", f'{plural}.{GROUP} "{name}" is forbidden: user "{user.name}" must have '
+                                  "cluster-admin privileges to use the aggregationRule", {"name": name, "group": GROUP, "kind": plural})
             rules = obj.get("rules") or []
         else:
             ref = obj.get("roleRef") or {}

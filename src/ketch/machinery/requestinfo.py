@@ -42,8 +42,10 @@ def non_resource(method: str, path: str) -> Attributes:
     return Attributes(verb={"GET": "get", "HEAD": "get"}.get(method, method.lower()), path=path)
 
 
-def from_request(method: str, path: str, watch: bool = False, websocket: bool = False) -> Attributes:
-    """The attributes of ``method path`` on the Kubernetes API (``watch``: the query had ``watch=true``)."""
+def from_request(method: str, path: str, watch: bool = False, websocket: bool = False, field_selector: str = "") -> Attributes:
+    """The attributes of ``method path`` on the Kubernetes API (``watch``: the query had ``watch=true``;
+    ``field_selector``: a ``metadata.name=X`` in it names the object of a list or watch, as client-go's
+    informers for one object ask, so a rule with ``resourceNames`` can allow it)."""
     parts = [unquote(p) for p in path.strip("/").split("/") if p]
     if not parts or parts[0] not in ("api", "apis"):
         return non_resource(method, path)
@@ -71,8 +73,14 @@ def from_request(method: str, path: str, watch: bool = False, websocket: bool = 
     sub = rest[2] if len(rest) > 2 else ""
     if websocket:
         method = "GET"
+    by_path = bool(name)
+    if not name and method == "GET" and field_selector:
+        for term in field_selector.split(","):
+            k, _, v = term.partition("=")
+            if k.strip() == "metadata.name" and v and not v.startswith("="):
+                name = v.strip()
     if method in ("GET", "HEAD"):
-        verb = "watch" if watch else ("get" if name else "list")
+        verb = "watch" if watch else ("get" if by_path else "list")
         if websocket and sub in CONNECT_SUBRESOURCES:
             verb = "create"
     elif method == "DELETE":

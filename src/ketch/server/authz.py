@@ -252,7 +252,7 @@ class AuthzMiddleware:
         if is_kube_path(path) and not path.startswith("/apis/v2beta1"):
             q = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             watch = (q.get("watch") or [""])[0].lower() in ("true", "1", "t")
-            return from_request(method, path, watch=watch, websocket=ws), receive
+            return from_request(method, path, watch=watch, websocket=ws, field_selector=(q.get("fieldSelector") or [""])[0]), receive
         for pattern, resolve in ROUTES:
             m = pattern.match(path)
             if m is None:

@@ -123,6 +123,20 @@ def test_quota_refuses_a_pod_over_it_with_kubernetes_message(w):
     r = w.kubectl("bob", "create", "-f", "-", input=pod("bare", None))
     assert r.returncode != 0 and "failed quota: kf-resource-quota: must specify requests.cpu" in r.stderr, r.stderr
     assert w.k.kubectl("get", "pod", "big", "-n", "bob", check=False).returncode != 0  # nothing half-written
+    # a LimitRange's defaults fill the request in, so the same Pod is admitted and counted
+    lr = {"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "defaults", "namespace": "bob"},
+          "spec": {"limits": [{"type": "Container", "defaultRequest": {"cpu": "250m"}}]}}
+    r = w.kubectl("bob", "apply", "-f", "-", input=json.dumps(lr))  # the namespace's owner reads limits, the admin sets them
+    assert r.returncode != 0 and 'cannot create resource "limitranges"' in r.stderr
+    w.k.kubectl("apply", "-f", "-", input=json.dumps(lr))
+    assert w.kubectl("bob", "create", "-f", "-", input=pod("bare", None)).returncode == 0
+    assert w.k.kjson("get", "pod", "bare", "-n", "bob")["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "250m"}
+    wait_for(lambda: w.k.kjson("get", "resourcequota", "kf-resource-quota", "-n", "bob")["status"]["used"] == {"requests.cpu": "250m"},
+             what="quota used")
+    r = w.kubectl("bob", "create", "-f", "-", input=pod("big2", "800m"))
+    assert "exceeded quota: kf-resource-quota, requested: requests.cpu=800m, used: requests.cpu=250m, limited: requests.cpu=1" in r.stderr, r.stderr
+    w.k.kubectl("delete", "pod", "bare", "-n", "bob", "--wait=false")
+    w.k.kubectl("delete", "limitrange", "defaults", "-n", "bob")
 
 
 def test_forbidden_messages_are_kube_apiservers(w):

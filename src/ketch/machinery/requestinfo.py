@@ -46,7 +46,7 @@ def from_request(method: str, path: str, watch: bool = False, websocket: bool = 
     """The attributes of ``method path`` on the Kubernetes API (``watch``: the query had ``watch=true``;
     ``field_selector``: a ``metadata.name=X`` in it names the object of a list or watch, as client-go's
     informers for one object ask, so a rule with ``resourceNames`` can allow it)."""
-    parts = [unquote(p) for p in path.strip("/").split("/") if p]
+    parts = [unquote(p) if "%" in p else p for p in path.strip("/").split("/") if p]
     if not parts or parts[0] not in ("api", "apis"):
         return non_resource(method, path)
     if parts[0] == "api":

@@ -474,3 +474,42 @@ def test_dashboard_shows_own_namespaces_and_manages_contributors(w, chromium):
         assert not errors, errors
     finally:
         ctx.close()
+
+
+IN_POD = """
+import json, os, sys, urllib.request, urllib.error
+from ketch.kinds.mounts import bearer
+url = os.environ["KETCH_SERVER"]
+def call(method, path, body=None):
+    req = urllib.request.Request(url + path, method=method, headers={"Content-Type": "application/json", **bearer()},
+                                 data=json.dumps(body).encode() if body is not None else None)
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+ns = sys.argv[1]
+print(json.dumps({"own": call("GET", f"/api/v1/namespaces/{ns}/pods"), "other": call("GET", "/api/v1/namespaces/alice/configmaps"),
+                  "push": call("POST", f"/katib/v1/namespaces/{ns}/trials/t/metrics", {"metrics": {"loss": 1}}),
+                  "registry": call("GET", "/api/model_registry/v1/registered_models")}))
+"""
+
+
+def test_pods_act_as_their_service_account_through_rbac(w, tmp_path):
+    """A Pod's own token, from inside the Pod: the namespace's default account edits its namespace (push metrics,
+    read the registry) and nothing else; a Profile's default-viewer only reads."""
+    script = tmp_path / "inpod.py"
+    script.write_text(IN_POD)
+
+    def run(name: str, ns: str, sa: str) -> dict:
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
+               "spec": {"restartPolicy": "Never", "serviceAccountName": sa, "containers": [{"name": "c", "image": "python:3.11",
+                        "command": [sys.executable, str(script), ns], "env": [{"name": "PYTHONPATH", "value": str(SRC)}],
+                        "resources": {"requests": {"cpu": "100m"}}}]}}
+        w.k.kubectl("apply", "-f", "-", input=json.dumps(pod))
+        wait_for(lambda: w.k.kubectl("get", "pod", name, "-n", ns, "-o", "jsonpath={.status.phase}").stdout in ("Succeeded", "Failed"), timeout=90)
+        logs = w.k.kubectl("logs", name, "-n", ns).stdout
+        return json.loads(logs.strip().splitlines()[-1])
+
+    assert run("as-default", "bob", "default") == {"own": 200, "other": 403, "push": 404, "registry": 200}  # 404: authorized, no trial t
+    assert run("as-viewer", "alice", "default-viewer") == {"own": 200, "other": 200, "push": 403, "registry": 200}

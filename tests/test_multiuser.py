@@ -388,6 +388,10 @@ def test_kfp_runs_belong_to_namespaces(w):
     msg = json.loads(e.value.body)["message"]
     assert msg == 'experiments.pipelines.kubeflow.org is forbidden: User "carol" cannot create resource "experiments" ' \
                   'in API group "pipelines.kubeflow.org" in the namespace "alice"'
+    # experiment names are per namespace: bob may have an "alice-exp" of his own, and sees only his
+    mine = bob.create_experiment("alice-exp", namespace="bob")
+    assert mine.experiment_id != ea.experiment_id
+    assert {e.experiment_id for e in bob.list_experiments(namespace="bob").experiments} == {eb.experiment_id, mine.experiment_id}
     # the admin (system:masters) sees every namespace's runs
     assert {ra, rb} <= {r.run_id for r in (w.k.kfp_client().list_runs(page_size=100).runs or [])}
 

@@ -129,12 +129,15 @@ class KfpApi:
         name = K.g(b, "display_name")
         if not name:
             raise bad("experiment.display_name: required")
-        if any((o.get("spec") or {}).get("displayName") == name for o in self.client.list(K.EXPERIMENT, K.NS)):
+        ns = K.g(b, "namespace", "") or ""
+        # display names are unique within a namespace (KFP's multi-user mode), not across them
+        if any((o.get("spec") or {}).get("displayName") == name and ((o.get("spec") or {}).get("namespace") or "") == ns
+               for o in self.client.list(K.EXPERIMENT, K.NS)):
             raise ApiError(409, f"experiment with display_name {name!r} already exists", 6)
         o = self.client.create({
             "apiVersion": K.GROUP, "kind": "PipelineExperiment",
             "metadata": {"name": K.new_id(), "namespace": K.NS},
-            "spec": {"displayName": name, "description": K.g(b, "description", ""), "namespace": K.g(b, "namespace", "") or "", "storageState": "AVAILABLE"},
+            "spec": {"displayName": name, "description": K.g(b, "description", ""), "namespace": ns, "storageState": "AVAILABLE"},
         })
         return K.experiment_json(o)
 

@@ -149,10 +149,12 @@ class Authorizer:
         self._policy: Policy | None = None
         self._lock = threading.Lock()
         self._cache: dict[tuple, list[Rule]] = {}
+        self._generation = 0  # bumped by every RBAC write; a snapshot read across one is not kept
         store.subscribe(self._changed)
 
     def _changed(self, ch) -> None:  # noqa: ANN001
         if ch.key in KEYS:
+            self._generation += 1
             self._policy = None
 
     def policy(self) -> Policy:
@@ -160,14 +162,21 @@ class Authorizer:
         if p is not None:
             return p
         with self._lock:
-            if self._policy is None:
+            while self._policy is None:
+                gen = self._generation
                 lst = [self.store.list(f"{GROUP}/{k}")[0] for k in ("roles", "clusterroles", "rolebindings", "clusterrolebindings")]
+                built = Policy(*lst)
                 self._cache = {}
-                self._policy = Policy(*lst)
+                if gen == self._generation:
+                    self._policy = built
+                else:
+                    return built  # a write landed meanwhile: answer from this one, rebuild next time
             return self._policy
 
     def rules_for(self, user: UserInfo, namespace: str) -> list[Rule]:
         p = self.policy()
+        if p is not self._policy:  # a snapshot not kept (an RBAC write raced its read): no caching either
+            return p.rules_for(user, namespace)
         key = (id(p), user.name, user.groups, namespace)
         hit = self._cache.get(key)
         if hit is None:

@@ -215,3 +215,7 @@ from ketch.cli.observe import status as _status  # noqa: E402
 app.command("lineage")(_lineage)
 app.command("logs")(_logs)
 app.command("status")(_status)
+
+from ketch.cli.users import user_app as _user_app  # noqa: E402
+
+app.add_typer(_user_app, name="user")

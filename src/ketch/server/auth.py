@@ -15,10 +15,10 @@ Every HTTP request and WebSocket upgrade passes here before routing, in this ord
    cookie-authenticated request must come from ketch's own origin if it changes anything (any method
    but GET/HEAD/OPTIONS) or carries an Origin at all. Bearer requests cannot be forged by a page (it has
    no token), so they need no Origin.
-5. **Namespace binding**: a ServiceAccount's token reaches the Kubernetes API of its own namespace only
-   (plus discovery); what each identity may do beyond that is RBAC's business.
 
-The identity is left in ``scope["ketch.user"]`` for the handlers behind.
+The identity is left in ``scope["ketch.user"]`` for the authorization layer right behind
+(``server/authz.py``), which decides what it may do (RBAC). Without a credential only a public
+InferenceService (``public``, asked of that layer) is served, to ``system:anonymous``.
 """
 
 from __future__ import annotations
@@ -145,19 +145,13 @@ def is_kube_path(path: str) -> bool:
     return path.startswith("/openapi") or path == "/version"
 
 
-def _path_namespace(path: str) -> str | None:
-    parts = path.strip("/").split("/")
-    for i, p in enumerate(parts[:-1]):
-        if p == "namespaces" and i in (2, 3):
-            return parts[i + 1]
-    return None
-
-
 class AuthMiddleware:
     """Pure ASGI (no per-request object allocation beyond a small dict), so it costs microseconds."""
 
-    def __init__(self, app: ASGIApp, authn: Authenticator, bind_host: str, allowed_hosts: list[str]) -> None:
+    def __init__(self, app: ASGIApp, authn: Authenticator, bind_host: str, allowed_hosts: list[str],
+                 public: Callable[[Scope], bool] | None = None) -> None:
         self.app = app
+        self.public = public
         self.authn = authn
         self.hosts = HostPolicy(bind_host, allowed_hosts)
         self._codes: dict[str, float] = {}
@@ -212,24 +206,15 @@ class AuthMiddleware:
                                          f"cross-origin request refused: {scope.get('method', 'GET')} {path} with a session cookie "
                                          f"must come from {own or self._own_origin(scope, host)} (Origin: {origin})", path)
                         return
+        if user is None and not bearer and self.public is not None and self.public(scope):
+            # A public InferenceService: no credential needed; the authorization layer sees the anonymous user.
+            user = UserInfo("system:anonymous", "", ("system:unauthenticated",))
         if user is None:
             if typ == "http" and path == "/" and "text/html" in h.get("accept", ""):
                 await _redirect(send, "/login")
                 return
             await self._deny(scope, send, 401, "Unauthorized", "Unauthorized" if not bearer else "Unauthorized: the token is not valid", path)
             return
-        sa = user.service_account
-        if sa is not None and is_kube_path(path):
-            ns = _path_namespace(path)
-            if ns is None:
-                ok = scope.get("method", "GET") == "GET" and (path in ("/api", "/apis", "/version", "/api/v1") or path.startswith("/openapi")
-                                                             or path.count("/") <= 3 and path.startswith("/apis/"))
-            else:
-                ok = ns == sa[0]
-            if not ok and path.rstrip("/") != f"/api/v1/namespaces/{sa[0]}":
-                await self._deny(scope, send, 403, "Forbidden", f'User "{user.name}" cannot reach {path}: a ServiceAccount token '
-                                 f'is bound to its namespace "{sa[0]}"', path)
-                return
         scope["ketch.user"] = user
         await self.app(scope, receive, send)
 

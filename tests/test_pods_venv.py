@@ -134,3 +134,32 @@ def test_a_pytorchjob_with_bare_python3_runs_in_ketchs_venv(venv_ketch, tmp_path
     k.kubectl("wait", "--for=condition=Succeeded", "pytorchjob/ddp", "--timeout=120s", timeout=140)
     for pod, rank in (("ddp-master-0", 0), ("ddp-worker-0", 1)):
         assert k.kubectl("logs", pod).stdout.split() == [f"rank={rank}", "world=2", "sum=3", f"prefix={venv}"]
+
+
+OBJECTIVE = """
+import argparse, only_in_ketch_venv  # the venv's own module: this is the venv's interpreter
+from ketch.tuning import report
+p = argparse.ArgumentParser(); p.add_argument("--x", type=float); a = p.parse_args()
+print(f"loss={(a.x - 2) ** 2}")
+report(loss=(a.x - 2) ** 2)
+"""
+
+
+def test_katib_trials_running_python3_objective_py_in_ketchs_venv(venv_ketch, tmp_path):
+    """Every Katib trial running ``python3 obj.py`` failed from a venv install; here they run the venv's
+    interpreter, import its packages and push their metric with their ServiceAccount's token."""
+    pytest.importorskip("optuna", reason="needs the tuning extra")
+    k, _, _ = venv_ketch
+    (tmp_path / "obj.py").write_text(OBJECTIVE)
+    exp = {"apiVersion": "kubeflow.org/v1beta1", "kind": "Experiment", "metadata": {"name": "venv-exp", "namespace": "default"},
+           "spec": {"objective": {"type": "minimize", "objectiveMetricName": "loss"}, "algorithm": {"algorithmName": "random"},
+                    "parallelTrialCount": 2, "maxTrialCount": 3, "metricsCollectorSpec": {"collector": {"kind": "Push"}},
+                    "parameters": [{"name": "x", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "4"}}],
+                    "trialTemplate": {"primaryContainerName": "obj", "trialParameters": [{"name": "x", "reference": "x"}],
+                                      "trialSpec": {"apiVersion": "batch/v1", "kind": "Job", "spec": {"backoffLimit": 0, "template": {"spec": {
+                                          "restartPolicy": "Never", "containers": [{"name": "obj", "image": "python:3.11", "workingDir": str(tmp_path),
+                                                                                    "command": ["python3", "obj.py", "--x=${trialParameters.x}"]}]}}}}}}}
+    k.kubectl("apply", "-f", "-", input=json.dumps(exp))
+    k.kubectl("wait", "--for=condition=Succeeded", "experiment/venv-exp", "--timeout=150s", timeout=170)
+    e = k.kjson("get", "experiment", "venv-exp")
+    assert e["status"]["trialsSucceeded"] == 3, e["status"]

@@ -12,23 +12,30 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import TYPE_CHECKING
 
+import orjson
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Receive, Scope, Send
 
 from ketch.serving.router import Router
 from ketch.serving.upstream import Pool, UpstreamError
 
+if TYPE_CHECKING:
+    from ketch.serving.graphrouter import GraphServer
+
 DOMAIN = os.environ.get("KETCH_SERVING_DOMAIN", "localhost")
 SUFFIXES = ("predictor", "transformer", "explainer")
+JSON = [(b"content-type", b"application/json")]
 
 
 class Gateway:
     def __init__(self, router: Router) -> None:
         self.router = router
         self.pool = Pool()
+        self.graphs: GraphServer | None = None  # InferenceGraphs at the same URLs (graphrouter.py)
 
     def resolve(self, ns: str, name: str, rest: str) -> tuple[str, str] | None:
         """(isvc name, component) for a URL name, or None."""
@@ -42,34 +49,45 @@ class Gateway:
             return base, comp
         return None
 
-    async def proxy(self, request: Request, ns: str, name: str, rest: str) -> Response:
+    async def forward(self, ns: str, name: str, rest: str, method: str, query: str, headers: list[tuple[bytes, bytes]],
+                      body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """One request to an InferenceService (or one of its components): (status, headers, body).
+
+        What the HTTP routes call, and what an InferenceGraph's steps call in-process (no second trip
+        through ketch's HTTP server and its authentication for a hop inside the gateway)."""
         found = self.resolve(ns, name, rest)
         if found is None:
-            return JSONResponse({"error": f"InferenceService {ns}/{name} not found"}, 404)
+            return 404, JSON, orjson.dumps({"error": f"InferenceService {ns}/{name} not found"})
         isvc, comp = found
         route = self.router.routes[(ns, isvc)]
         rev, ep = await self.router.wait_endpoint(ns, isvc, comp, route.timeout)
         if ep is None:
-            return JSONResponse({"error": f"no ready replica of {ns}/{isvc} {comp} within {route.timeout:.0f}s"}, 503)
+            return 503, JSON, orjson.dumps({"error": f"no ready replica of {ns}/{isvc} {comp} within {route.timeout:.0f}s"})
         stats = self.router.stat(ns, isvc, comp, rev)
-        body = await request.body()
-        target = "/" + rest + ("?" + request.url.query if request.url.query else "")
+        target = "/" + rest + ("?" + query if query else "")
         stats.start()
         try:
             try:
-                status, headers, content = await self.pool.request(ep, request.method, target, request.headers.raw, body)
+                status, rheaders, content = await self.pool.request(ep, method, target, headers, body)
             except ConnectionRefusedError:
                 rev2, ep2 = self.router.pick(ns, isvc, comp)  # that replica went away: try another once
                 if ep2 is None:
                     raise
                 rev, ep = rev2, ep2
-                status, headers, content = await self.pool.request(ep, request.method, target, request.headers.raw, body)
+                status, rheaders, content = await self.pool.request(ep, method, target, headers, body)
         except (TimeoutError, OSError, asyncio.IncompleteReadError, UpstreamError) as e:
-            return JSONResponse({"error": f"upstream {ep}: {type(e).__name__}: {e}"}, 502)
+            return 502, JSON, orjson.dumps({"error": f"upstream {ep}: {type(e).__name__}: {e}"})
         finally:
             stats.end()
+        return status, [h for h in rheaders if h[0] != b"content-length"] + [(b"x-ketch-revision", rev.encode())], content
+
+    async def proxy(self, request: Request, ns: str, name: str, rest: str) -> Response:
+        if self.resolve(ns, name, rest) is None and self.graphs is not None and (ns, name) in self.router.graphs:
+            return await self.graphs.serve(request, ns, name)
+        body = await request.body()
+        status, headers, content = await self.forward(ns, name, rest, request.method, request.url.query, request.headers.raw, body)
         resp = Response(content, status_code=status)
-        resp.raw_headers = [h for h in headers if h[0] != b"content-length"] + [(b"content-length", str(len(content)).encode()), (b"x-ketch-revision", rev.encode())]
+        resp.raw_headers = [*headers, (b"content-length", str(len(content)).encode())]
         return resp
 
     def routes(self) -> list[BaseRoute]:

@@ -73,9 +73,21 @@ class Route:
     timeout: float = 60.0
 
 
+@dataclass
+class GraphRoute:
+    """An InferenceGraph as the gateway runs it: its nodes, each step's target resolved by the controller
+    (``target``: ``("isvc", namespace, name, path)`` for an in-process hop, ``("url", url)`` otherwise)."""
+
+    namespace: str
+    name: str
+    nodes: dict[str, dict]
+    step_timeout: float | None = None  # routerTimeouts.serviceClient
+
+
 class Router:
     def __init__(self) -> None:
         self.routes: dict[tuple[str, str], Route] = {}
+        self.graphs: dict[tuple[str, str], GraphRoute] = {}
         self.stats: dict[tuple[str, str, str, str], Stats] = {}  # (ns, name, component, revision)
         self.on_demand: Callable[[str, str], None] | None = None  # wakes the controller for a cold start
         self._changed = asyncio.Condition() if _loop() else None

@@ -34,7 +34,8 @@ from ketch.kinds.meta import generate_suffix, owner_reference, set_condition
 from ketch.machinery.errors import StatusError
 from ketch.runtime.controller import Controller, Key, Result
 from ketch.runtime.ports import free_port
-from ketch.serving import runtimes
+from ketch.serving import payloads, runtimes
+from ketch.serving.payloads import SCHEME as PAYLOADS
 from ketch.serving.router import Route, Router, Stats, Target
 from ketch.serving.spec import SpecError, components, revision_hash
 
@@ -406,8 +407,12 @@ class InferenceServiceController(Controller):
             common += ["--max-batch-size", str(b.get("maxBatchSize") or 32), "--max-latency", str(b.get("maxLatency") or 500)]
         if spec.get("logger"):
             lg = spec["logger"]
-            url = lg.get("url") or os.path.join(self.home, "serving", "logs", ns, f"{name}.jsonl")
+            url = lg.get("url") or PAYLOADS + str(payloads.directory(self.home, ns, name))
             common += ["--logger-url", url, "--logger-mode", lg.get("mode") or "all"]
+            if lg.get("batchSize"):
+                common += ["--logger-batch-size", str(int(lg["batchSize"])), "--logger-batch-interval", str(_seconds(lg.get("batchInterval", "1s")))]
+            if lg.get("metadataHeaders"):
+                common += ["--logger-metadata-headers", ",".join(lg["metadataHeaders"])]
         probe = {"httpGet": {"path": "/v2/health/ready", "port": port}, "periodSeconds": 1}
         if "model" in spec:
             model = spec["model"]
@@ -443,6 +448,17 @@ class InferenceServiceController(Controller):
         c["ports"] = [{"containerPort": port, "name": "http1"}]
         c.setdefault("readinessProbe", {"tcpSocket": {"port": port}, "periodSeconds": 1})
         return c
+
+
+def _seconds(v: Any) -> float:
+    """``batchInterval``: a number of seconds or a duration such as ``500ms``, ``2s``."""
+    if isinstance(v, int | float):
+        return float(v)
+    v = str(v).strip()
+    for suffix, mult in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+        if v.endswith(suffix):
+            return float(v[: -len(suffix)]) * mult
+    return float(v)
 
 
 def _ann(obj: dict, key: str) -> str:

@@ -98,6 +98,7 @@ class ModelServerApp:
         self.metrics = registry.metrics
         self.access_log = access_log
         self.reqlog = request_logger
+        self._md: dict[str, dict | None] = {}  # request id -> metadata headers, for its response event
         self.live = True
 
     # -- ASGI ----------------------------------------------------------------------------------------------
@@ -324,12 +325,14 @@ class ModelServerApp:
         if self.reqlog is None:
             return rid or ""
         rid = rid or str(uuid.uuid4())
-        self.reqlog.log("request", rid, body)
+        md = self.reqlog.metadata(scope.get("headers"))
+        self.reqlog.log("request", rid, body, metadata=md)
+        self._md[rid] = md
         return rid
 
     def _log_response(self, rid: str, out: bytes) -> None:
         if self.reqlog is not None:
-            self.reqlog.log("response", rid, out)
+            self.reqlog.log("response", rid, out, metadata=self._md.pop(rid, None))
 
 
 class _MethodNotAllowed(ServingError):

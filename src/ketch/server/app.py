@@ -19,6 +19,7 @@ from ketch.config import Settings
 from ketch.machinery.api import Api
 from ketch.machinery.context import Context
 from ketch.server.k8s import K8sHandler, json_response, openapi_handlers
+from ketch.server.metrics import ApiMetrics, metrics_endpoint
 from ketch.store import open_store
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ def build_app(ctx: Context) -> Starlette:
         Route("/healthz", healthz),
         Route("/livez", healthz),
         Route("/readyz", healthz),
+        Route("/metrics", metrics_endpoint),
         Route("/openapi/v2", oa["v2"]),
         Route("/openapi/v3", oa["v3root"]),
         Route("/openapi/v3/{rest:path}", oa["v3doc"]),
@@ -112,7 +114,9 @@ def build_app(ctx: Context) -> Starlette:
         finally:
             await ctx.stop()
 
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.add_middleware(ApiMetrics)  # outermost: counts every API request, refused ones too
+    return app
 
 
 def serve(settings: Settings) -> None:

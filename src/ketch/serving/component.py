@@ -12,6 +12,12 @@ from ketch.serving.graphrouter import GraphServer
 from ketch.serving.router import Router
 
 
+def _observe_graph(ns: str, graph: str, node: str, seconds: float, code: int) -> None:
+    from ketch.serving import metrics
+
+    metrics.graph_latency.labels(ns, graph, node, str(code)).observe(seconds)
+
+
 def _admit_graph(obj: dict, old: dict | None) -> list[FieldError]:
     from ketch.serving.graphspec import validate
 
@@ -48,6 +54,7 @@ def setup(ctx: Context) -> None:
     router = ctx.services.setdefault("serving-router", Router())
     gateway = Gateway(router)
     gateway.graphs = GraphServer(gateway)
+    gateway.graphs.observe = _observe_graph
     ctx.services["serving-gateway"] = gateway
     ctx.api.add_validator("serving.kserve.io", "InferenceGraph", _admit_graph)
     ctx.add_routes(gateway.routes())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import TYPE_CHECKING
 
 import orjson
@@ -20,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Receive, Scope, Send
 
+from ketch.serving import metrics
 from ketch.serving.router import Router
 from ketch.serving.upstream import Pool, UpstreamError
 
@@ -36,6 +38,7 @@ class Gateway:
         self.router = router
         self.pool = Pool()
         self.graphs: GraphServer | None = None  # InferenceGraphs at the same URLs (graphrouter.py)
+        self._children: dict[tuple, tuple] = {}  # metric label children per (ns, isvc, component, revision, code)
 
     def resolve(self, ns: str, name: str, rest: str) -> tuple[str, str] | None:
         """(isvc name, component) for a URL name, or None."""
@@ -65,6 +68,8 @@ class Gateway:
             return 503, JSON, orjson.dumps({"error": f"no ready replica of {ns}/{isvc} {comp} within {route.timeout:.0f}s"})
         stats = self.router.stat(ns, isvc, comp, rev)
         target = "/" + rest + ("?" + query if query else "")
+        t0 = time.perf_counter()
+        status = 502
         stats.start()
         try:
             try:
@@ -79,7 +84,16 @@ class Gateway:
             return 502, JSON, orjson.dumps({"error": f"upstream {ep}: {type(e).__name__}: {e}"})
         finally:
             stats.end()
+            self._observe(ns, isvc, comp, rev, status, time.perf_counter() - t0)
         return status, [h for h in rheaders if h[0] != b"content-length"] + [(b"x-ketch-revision", rev.encode())], content
+
+    def _observe(self, ns: str, isvc: str, comp: str, rev: str, status: int, dt: float) -> None:
+        k = (ns, isvc, comp, rev, status)
+        c = self._children.get(k)
+        if c is None:
+            c = self._children[k] = (metrics.requests.labels(ns, isvc, comp, rev, str(status)), metrics.latency.labels(ns, isvc, comp, rev))
+        c[0].inc()
+        c[1].observe(dt)
 
     async def proxy(self, request: Request, ns: str, name: str, rest: str) -> Response:
         if self.resolve(ns, name, rest) is None and self.graphs is not None and (ns, name) in self.router.graphs:

@@ -150,3 +150,25 @@ def test_pipeline_and_tuning_series(k, tmp_path):
     m = wait_for(lambda: (m := scrape(k)) and value(m, "ketch_katib_trials", experiment="e1", state="Succeeded") == 1 and m,
                  timeout=60, what="a succeeded trial")
     assert value(m, "ketch_katib_experiment_best_objective", experiment="e1", metric="loss") == 0.25
+
+
+def test_grafana_dashboard_queries_series_ketch_exports(k):
+    """Every metric the shipped dashboard queries is on /metrics (after this module's load), except the
+    ones only a feature's objects create, which their own tests scrape (listed with the test that does)."""
+    import pathlib
+    import re
+
+    dash = json.loads((pathlib.Path(__file__).resolve().parents[1] / "docs" / "monitoring" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    bare = [re.sub(r"by \([^)]*\)|\{[^}]*\}|\[[^\]]*\]", " ", e) for e in exprs]
+    names = {n for e in bare for n in re.findall(r"[a-z_]+", e) if "_" in n and n != "histogram_quantile"}
+    elsewhere = {
+        "ketch_drift_p_value", "ketch_drift_threshold", "ketch_drift_is_drift", "ketch_outlier_instances_total",  # test_serving_monitoring
+        "ketch_inferencegraph_node_duration_seconds_bucket",  # test_serving_graph
+        "kserve_logger_events_dropped_total",  # test_serving_payloads (on the model server)
+        "ketch_model_batch_size_bucket",  # test_serving_modelserver (batching on)
+    }
+    assert {"apiserver_request_total", "revision_request_count_total", "ketch_katib_trials"} <= names
+    got = set(scrape(k))
+    missing = sorted(n for n in names - elsewhere if n not in got)
+    assert not missing, missing

@@ -8,6 +8,7 @@ import collections
 import itertools
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import wait_for
 from serving_helpers import train_sklearn
@@ -214,6 +215,11 @@ def test_splitter_80_20(shared_ketch, served):
             assert r.status_code == 200, r.text
             seen[answers[tuple(r.json()["predictions"])]] += 1
     assert 136 <= seen["lr"] <= 184, seen  # binomial(200, 0.8): more than 4 sd either side would be a bug
+    with k.http() as c:
+        text = c.get("/metrics").text
+    node = [s for fam in text_string_to_metric_families(text) for s in fam.samples
+            if s.name == "ketch_inferencegraph_node_duration_seconds_count" and s.labels.get("inferencegraph") == "split"]
+    assert [(s.labels["node"], s.labels["code"], s.value) for s in node] == [("root", "200", 200.0)]
 
 
 def test_invalid_graphs_are_refused_naming_the_field(shared_ketch, served):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import wait_for
 from serving_helpers import iris, train_sklearn
@@ -117,6 +118,17 @@ spec:
     assert isvc["metadata"]["annotations"]["serving.ketch.io/drift"] == "true"
     events = k.kjson("get", "events", "-n", NS, "--field-selector", "involvedObject.name=iris")["items"]
     assert any(e["reason"] == "DriftDetected" and e["type"] == "Warning" and e["involvedObject"]["kind"] == "InferenceService" for e in events)
+    # the results as metrics on ketch's /metrics, for alert rules
+    with k.http() as c:
+        text = c.get("/metrics").text
+    got = {(s.name, s.labels.get("detector")): s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+           if s.labels.get("inferenceservice") == "iris"}
+    assert got[("ketch_drift_is_drift", "iris-drift")] == 1
+    assert got[("ketch_drift_p_value", "iris-drift")] < got[("ketch_drift_threshold", "iris-drift")]
+    assert got[("ketch_drift_score", "iris-drift")] == pytest.approx(st["drift"]["distance"], rel=1e-3)
+    assert got[("ketch_drift_window_rows", "iris-drift")] == 50
+    assert got[("ketch_outlier_instances_total", "iris-drift")] == st["outliers"]["outliers"]
+    assert got[("ketch_outlier_checked_instances_total", "iris-drift")] >= 100  # every logged row, older ones too
     table = k.kubectl("get", "drift", "-n", NS).stdout.splitlines()
     assert table[0].split()[:4] == ["NAME", "INFERENCESERVICE", "DRIFT", "P-VALUE"] and table[1].split()[:3] == ["iris-drift", "iris", "True"]
 

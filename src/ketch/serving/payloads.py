@@ -49,7 +49,10 @@ class PayloadWriter:
         self.limit, self.keep, self.cap = file_bytes(), rotations(), max_bytes()
 
     def write(self, lines: list[bytes]) -> None:
-        data = b"".join(ln + b"\n" for ln in lines)
+        self.write_bytes(b"".join(ln + b"\n" for ln in lines))
+
+    def write_bytes(self, data: bytes) -> None:
+        """Append whole lines (``data`` ends with a newline)."""
         self._f.write(data)
         self._f.flush()
         self._size += len(data)

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import logging
 import os
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,7 +62,10 @@ class RequestLogger:
         self.batch_interval = batch_interval
         self.metadata_headers = [h.lower() for h in metadata_headers or []]
         self.metrics = metrics
-        self.queue: asyncio.Queue | None = None
+        self._q: collections.deque = collections.deque()
+        self._idle = False
+        self._heads: dict[tuple[str, str], bytes] = {}
+        self._dropped: dict[str, Any] = {}
         self._task: asyncio.Task | None = None
         self._client: Any = None
         self._writer: PayloadWriter | None = None
@@ -79,39 +84,69 @@ class RequestLogger:
                 out.setdefault(name, []).append(v.decode("latin-1"))
         return out or None
 
-    def log(self, kind: str, request_id: str, body: bytes, content_type: str = "application/json", metadata: dict | None = None) -> None:
-        if not self.wants(kind):
+    def log(self, kind: str, request_id: str, body: bytes, content_type: str = "application/json", metadata: dict | None = None,
+            json_ok: bool = False) -> None:
+        """Queue one event. The hot path: an append to a bounded deque (the worker formats everything).
+        ``json_ok``: the body is known to be valid JSON and is spliced into structured events unparsed."""
+        if self.mode != "all" and self.mode != kind:
             return
-        if self.queue is None:
-            self.queue = asyncio.Queue(QUEUE)
-            self._task = asyncio.ensure_future(self._run())
-        try:
-            self.queue.put_nowait((kind, request_id, body, content_type, datetime.now(UTC).isoformat(), metadata))
-        except asyncio.QueueFull:
+        q = self._q
+        if self._task is None:
+            self._start()
+        if len(q) >= QUEUE:
             if self.metrics is not None:
-                self.metrics.dropped.labels(_ce_type(kind)).inc()
+                self._dropped[kind].inc()
             else:
                 log.warning("request logger queue full; dropping a %s event", kind)
+            return
+        q.append((kind, request_id, body, content_type, time.time(), metadata, json_ok))
+        if self._idle:
+            self._idle = False
+            self._wake.set()
+
+    def _start(self) -> None:
+        self._wake = asyncio.Event()
+        self._task = asyncio.ensure_future(self._run())
         if self.metrics is not None:
-            self.metrics.depth.set(self.queue.qsize())
+            self.metrics.depth.set_function(lambda: len(self._q))
+            self._dropped = {k: self.metrics.dropped.labels(_ce_type(k)) for k in ("request", "response")}
+
+    async def _next(self, timeout: float | None = None) -> bool:
+        """Wait until something is queued (or ``timeout`` passed): whether there is."""
+        while not self._q:
+            self._idle = True
+            self._wake.clear()
+            try:
+                if timeout is None:
+                    await self._wake.wait()
+                else:
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                return bool(self._q)
+        return True
 
     async def _run(self) -> None:
-        assert self.queue is not None
+        q = self._q
         loop = asyncio.get_running_loop()
+        http = self.url.startswith(("http://", "https://"))
+        # an HTTP sink without batching gets one POST per event (KServe's binary mode); files take whatever
+        # is queued in one write; a batching HTTP sink waits up to batchInterval for a full batch
+        cap = self.batch_size if http else QUEUE
+        wait = self.batch_interval if http and self.batch_size > 1 else 0.0
+        sent = failed = None
+        if self.metrics is not None:
+            sent = {k: self.metrics.sent.labels(_ce_type(k)) for k in ("request", "response")}
+            failed = {k: self.metrics.failed.labels(_ce_type(k)) for k in ("request", "response")}
         while True:
-            batch = [await self.queue.get()]
-            if self.batch_size > 1:
-                deadline = loop.time() + self.batch_interval
-                while len(batch) < self.batch_size:
+            await self._next()
+            batch = [q.popleft() for _ in range(min(cap, len(q)))]
+            if wait and len(batch) < cap:
+                deadline = loop.time() + wait
+                while len(batch) < cap:
                     left = deadline - loop.time()
-                    if left <= 0:
+                    if left <= 0 or not await self._next(left):
                         break
-                    try:
-                        batch.append(await asyncio.wait_for(self.queue.get(), left))
-                    except TimeoutError:
-                        break
-            if self.metrics is not None:
-                self.metrics.depth.set(self.queue.qsize())
+                    batch.extend(q.popleft() for _ in range(min(cap - len(batch), len(q))))
             t0 = loop.time()
             ok = True
             try:
@@ -120,22 +155,29 @@ class RequestLogger:
                 ok = False
                 log.warning("request logger: cannot deliver %d event(s) to %s: %s", len(batch), self.url, e)
             if self.metrics is not None:
-                dt = loop.time() - t0
-                for item in batch:
-                    t = _ce_type(item[0])
-                    (self.metrics.sent if ok else self.metrics.failed).labels(t).inc()
-                self.metrics.duration.labels(_ce_type(batch[0][0])).observe(dt)
+                counters = sent if ok else failed
+                n_req = sum(1 for item in batch if item[0] == "request")
+                if n_req:
+                    counters["request"].inc(n_req)
+                if len(batch) - n_req:
+                    counters["response"].inc(len(batch) - n_req)
+                self.metrics.duration.labels(_ce_type(batch[0][0])).observe(loop.time() - t0)
 
-    def _structured(self, kind: str, rid: str, body: bytes, ctype: str, ts: str, md: dict | None) -> dict:
-        ev: dict[str, Any] = {"specversion": "1.0", "id": rid, "type": _ce_type(kind), "source": self.source, "time": ts,
-                              "datacontenttype": ctype, **self.ext}
+    def _structured(self, kind: str, rid: str, body: bytes, ctype: str, ts: float, md: dict | None, json_ok: bool) -> bytes:
+        """One structured CloudEvent as JSON bytes; a body known to be JSON is spliced in as ``data``."""
+        head = self._heads.get((kind, ctype))
+        if head is None:
+            ev = {"specversion": "1.0", "type": _ce_type(kind), "source": self.source, "datacontenttype": ctype, **self.ext}
+            head = self._heads[(kind, ctype)] = orjson.dumps(ev)[:-1]
+        out = head + b',"id":' + orjson.dumps(rid) + b',"time":"' + _iso(ts).encode() + b'"'
         if md is not None:
-            ev["metadata"] = orjson.dumps(md).decode()
+            out += b',"metadata":' + orjson.dumps(orjson.dumps(md).decode())
+        if json_ok and b"\n" not in body and b"\r" not in body:  # a pretty-printed body would break a JSON-lines file
+            return out + b',"data":' + body + b"}"
         try:
-            ev["data"] = orjson.loads(body)
+            return out + b',"data":' + orjson.dumps(orjson.loads(body)) + b"}"
         except orjson.JSONDecodeError:
-            ev["data_base64"] = base64.b64encode(body).decode()
-        return ev
+            return out + b',"data_base64":"' + base64.b64encode(body) + b'"}'
 
     async def _send(self, batch: list[tuple]) -> None:
         if self.url.startswith(("http://", "https://")):
@@ -144,27 +186,44 @@ class RequestLogger:
             if self._client is None:
                 self._client = httpx.AsyncClient(timeout=10)
             if self.batch_size == 1:
-                kind, rid, body, ctype, ts, md = batch[0]
+                kind, rid, body, ctype, ts, md, _ok = batch[0]
                 headers = {"ce-specversion": "1.0", "ce-id": rid, "ce-type": _ce_type(kind), "ce-source": self.source,
-                           "ce-time": ts, "content-type": ctype, **{f"ce-{k}": v for k, v in self.ext.items()}}
+                           "ce-time": _iso(ts), "content-type": ctype, **{f"ce-{k}": v for k, v in self.ext.items()}}
                 headers["ce-metadata"] = orjson.dumps(md).decode() if md is not None else "null"
                 r = await self._client.post(self.url, content=body, headers=headers)
             else:
-                data = orjson.dumps([self._structured(*item) for item in batch])
+                data = b"[" + b",".join(self._structured(*item) for item in batch) + b"]"
                 r = await self._client.post(self.url, content=data, headers={"content-type": "application/cloudevents-batch+json"})
             if r.status_code >= 300:
                 raise RuntimeError(f"sink answered {r.status_code}")
             return
-        lines = [orjson.dumps(self._structured(*item)) for item in batch]
+        data = b"".join(self._structured(*item) + b"\n" for item in batch)
         if self.url.startswith(SCHEME):
             if self._writer is None:
                 self._writer = PayloadWriter(self.url[len(SCHEME):], self.component)
-            self._writer.write(lines)
+            self._writer.write_bytes(data)
             return
         path = self.url[len("file://"):] if self.url.startswith("file://") else self.url
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "ab") as f:
-            f.write(b"".join(ln + b"\n" for ln in lines))
+            f.write(data)
+
+
+_second: list = [0, ""]
+
+
+def _iso(ts: float) -> str:
+    """RFC 3339 with microseconds, UTC; the date-time part is formatted once a second."""
+    sec = int(ts)
+    if _second[0] != sec:
+        _second[0], _second[1] = sec, datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_second[1]}.{int((ts - sec) * 1e6):06d}+00:00"
+
+
+def request_id() -> str:
+    """A random (version 4) UUID string, cheaper than ``str(uuid.uuid4())`` on the hot path."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
 
 
 def _ce_type(kind: str) -> str:

@@ -13,8 +13,9 @@ Sinks, by URL:
   detectors and the dashboard read; the default when the logger names no URL;
 - ``file://`` or a path: one structured event per JSON line, appended.
 
-Logging never slows or fails inference: events go through a bounded queue (100, like KServe's) and are
-dropped when the sink cannot keep up, counted in ``kserve_logger_events_dropped_total``; deliveries are
+Logging never slows or fails inference: events go through a bounded queue (100 for HTTP sinks, like
+KServe's; 10,000 for the store and files, which are written in bulk) and are dropped when the sink cannot
+keep up, counted in ``kserve_logger_events_dropped_total``; deliveries are
 counted in ``kserve_logger_events_sent_total`` / ``..._failed_total`` and timed, KServe's logger metrics.
 """
 
@@ -34,7 +35,9 @@ import orjson
 from ketch.serving.payloads import SCHEME, PayloadWriter
 
 log = logging.getLogger("ketch.serving.logger")
-QUEUE = 100
+QUEUE = 100  # HTTP sinks, as KServe's agent
+FILE_QUEUE = 10_000  # the payload store and files: written in bulk, so a deeper queue costs little
+FILE_COALESCE = 0.005  # seconds a file sink gathers events before one write
 
 
 class LoggerMetrics:
@@ -63,6 +66,7 @@ class RequestLogger:
         self.metadata_headers = [h.lower() for h in metadata_headers or []]
         self.metrics = metrics
         self._q: collections.deque = collections.deque()
+        self._bound = QUEUE if url.startswith(("http://", "https://")) else FILE_QUEUE
         self._idle = False
         self._heads: dict[tuple[str, str], bytes] = {}
         self._dropped: dict[str, Any] = {}
@@ -93,7 +97,7 @@ class RequestLogger:
         q = self._q
         if self._task is None:
             self._start()
-        if len(q) >= QUEUE:
+        if len(q) >= self._bound:
             if self.metrics is not None:
                 self._dropped[kind].inc()
             else:
@@ -131,7 +135,7 @@ class RequestLogger:
         http = self.url.startswith(("http://", "https://"))
         # an HTTP sink without batching gets one POST per event (KServe's binary mode); files take whatever
         # is queued in one write; a batching HTTP sink waits up to batchInterval for a full batch
-        cap = self.batch_size if http else QUEUE
+        cap = self.batch_size if http else FILE_QUEUE
         wait = self.batch_interval if http and self.batch_size > 1 else 0.0
         sent = failed = None
         if self.metrics is not None:
@@ -139,6 +143,8 @@ class RequestLogger:
             failed = {k: self.metrics.failed.labels(_ce_type(k)) for k in ("request", "response")}
         while True:
             await self._next()
+            if not http:
+                await asyncio.sleep(FILE_COALESCE)  # one write for what arrives meanwhile, not a syscall per event
             batch = [q.popleft() for _ in range(min(cap, len(q)))]
             if wait and len(batch) < cap:
                 deadline = loop.time() + wait

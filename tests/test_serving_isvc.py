@@ -99,6 +99,32 @@ def test_invalid_specs_are_refused_or_reported(shared_ketch, models):
     assert cond["reason"] == "InvalidSpec" and "No runtime found" in cond["message"]
 
 
+def test_missing_storage_library_named_in_status(shared_ketch):
+    """gs:// (KServe's own samples) without gcsfs: the status says which extra to install, and no Pod starts."""
+    import importlib.util
+
+    k = shared_ketch
+    ns = ns_of(k, "nolib")
+    scheme, lib, extra = next((s, m, e) for s, m, e in (("gs", "gcsfs", "gcs"), ("hf", "huggingface_hub", "hf"), ("az", "adlfs", "azure"))
+                              if importlib.util.find_spec(m) is None)
+    k.kubectl("apply", "-f", "-", input=isvc_yaml("gcs", ns, f"{scheme}://kfserving-examples/models/sklearn/1.0/model"))
+
+    def ready():
+        st = k.kjson("get", "isvc", "gcs", "-n", ns).get("status") or {}
+        return next((c for c in st.get("conditions", []) if c["type"] == "Ready"), None)
+
+    cond = wait_for(ready, what="Ready condition")
+    assert cond["status"] == "False" and cond["reason"] == "StorageUnavailable", cond
+    assert f"needs the {lib} library" in cond["message"] and f"ketch[{extra}]" in cond["message"] and "spec.predictor.model.storageUri" in cond["message"]
+    assert not k.kjson("get", "pods", "-n", ns)["items"]
+    events = k.kjson("get", "events", "-n", ns)["items"]
+    assert any(e["reason"] == "StorageUnavailable" and lib in e["message"] for e in events)
+    k.kubectl("apply", "-f", "-", input=isvc_yaml("modelcar", ns, "oci://quay.io/me/model:1"))
+    cond = wait_for(lambda: (lambda c: c if c and c["reason"] == "StorageUnavailable" else None)(
+        next((c for c in (k.kjson("get", "isvc", "modelcar", "-n", ns).get("status") or {}).get("conditions", []) if c["type"] == "Ready"), None)))
+    assert "modelcars" in cond["message"]
+
+
 def test_canary_split_promote_and_pin(shared_ketch, models):
     k = shared_ketch
     ns = ns_of(k, "canary")

@@ -34,7 +34,7 @@ from ketch.kinds.meta import generate_suffix, owner_reference, set_condition
 from ketch.machinery.errors import StatusError
 from ketch.runtime.controller import Controller, Key, Result
 from ketch.runtime.ports import free_port
-from ketch.serving import payloads, runtimes
+from ketch.serving import payloads, runtimes, storagecheck
 from ketch.serving.payloads import SCHEME as PAYLOADS
 from ketch.serving.router import Route, Router, Stats, Target
 from ketch.serving.spec import SpecError, components, revision_hash
@@ -51,6 +51,10 @@ A_READY = "serving.ketch.io/ready"
 A_FAILED = "serving.ketch.io/failed"
 UNLIMITED = 10  # maxReplicas 0 means "no limit"; on one machine, this many
 STABLE_WINDOW = float(os.environ.get("KETCH_SERVING_STABLE_WINDOW", "10"))
+
+
+class StorageUnavailable(SpecError):
+    """The storageUri's scheme cannot be fetched here (a library is missing); the message says what to install."""
 
 
 def rev_number(name: str) -> int:
@@ -100,6 +104,9 @@ class InferenceServiceController(Controller):
         for cname, cspec in comps.items():
             try:
                 cst, targets, ok, again = await self.reconcile_component(isvc, cname, cspec, comp_status.get(cname) or {})
+            except StorageUnavailable as e:
+                self._invalid(isvc, status, "StorageUnavailable", str(e))
+                return Result(requeue_after=30.0)  # look again: the library may get installed
             except SpecError as e:
                 return self._invalid(isvc, status, "InvalidSpec", str(e))
             comp_status[cname] = cst
@@ -162,6 +169,9 @@ class InferenceServiceController(Controller):
         h = revision_hash(spec)
         if not revs or revs[-1]["data"].get("hash") != h:
             self._check_runtime(isvc, cname, spec)
+            why = storagecheck.problem(((spec.get("model") or {}).get("storageUri")) or "") if cname == "predictor" else None
+            if why:
+                raise StorageUnavailable(f"spec.predictor.model.storageUri: {why}")
             revs.append(self._new_revision(isvc, cname, spec, h, rev_number(revs[-1]["metadata"]["name"]) + 1 if revs else 1))
         latest = revs[-1]
         by_name = {r["metadata"]["name"]: r for r in revs}

@@ -37,7 +37,7 @@ from ketch.runtime.ports import free_port
 from ketch.serving import payloads, runtimes, storagecheck
 from ketch.serving.payloads import SCHEME as PAYLOADS
 from ketch.serving.router import Route, Router, Stats, Target
-from ketch.serving.spec import SpecError, components, revision_hash
+from ketch.serving.spec import SpecError, canaries, components, revision_hash
 
 log = logging.getLogger(__name__)
 ISVC = ("serving.kserve.io/v1beta1", "InferenceService")
@@ -92,16 +92,19 @@ class InferenceServiceController(Controller):
         status["observedGeneration"] = isvc["metadata"].get("generation", 1)
         try:
             comps = components(isvc)
+            canary_list = canaries(isvc, comps["predictor"])
         except SpecError as e:
             return self._invalid(isvc, status, "InvalidSpec", str(e))
         route = Route(key.namespace, key.name, entry="transformer" if "transformer" in comps else "predictor",
                       timeout=float(comps["predictor"].get("timeout") or 60))
         requeue: float | None = None
         comp_status = status.setdefault("components", {})
-        for c in [c for c in comp_status if c not in comps]:
+        keys = set(comps) | {c[0] for c in canary_list}
+        for c in [c for c in comp_status if c not in keys]:
             del comp_status[c]
+        self._remove_unused(isvc, keys)
         ready = {}
-        for cname, cspec in comps.items():
+        for cname, cspec in [*comps.items(), *((c[0], c[2]) for c in canary_list)]:
             try:
                 cst, targets, ok, again = await self.reconcile_component(isvc, cname, cspec, comp_status.get(cname) or {})
             except StorageUnavailable as e:
@@ -114,7 +117,10 @@ class InferenceServiceController(Controller):
             ready[cname] = ok
             if again is not None:
                 requeue = again if requeue is None else min(requeue, again)
+        canary_ready = {c[0]: ready.pop(c[0]) for c in canary_list}
+        route.canaries = [(k, pct) for k, _n, _s, pct in canary_list if canary_ready[k][0] and pct > 0 and route.components.get(k)]
         self.router.set(route)
+        self._canary_status(status, canary_list, canary_ready, comp_status)
         url = f"{self.base_url}/serving/{key.namespace}/{key.name}"
         for cname, (ok, reason, msg) in ready.items():
             set_condition(status, f"{cname.capitalize()}Ready", "True" if ok else "False", "" if ok else reason, "" if ok else msg)
@@ -138,6 +144,38 @@ class InferenceServiceController(Controller):
             isvc["status"] = status
             self.client.update_status(isvc)
         return Result(requeue_after=requeue) if requeue is not None else None
+
+    @staticmethod
+    def _canary_status(status: dict, canary_list: list, canary_ready: dict, comp_status: dict) -> None:
+        """KServe's ``canaryStatuses[]`` and ``CanaryPredictorReady`` (only while canaries exist)."""
+        if not canary_list:
+            status.pop("canaryStatuses", None)
+            status["conditions"] = [c for c in status.get("conditions") or [] if c.get("type") != "CanaryPredictorReady"]
+            return
+        out = []
+        for k, name, _spec, pct in canary_list:
+            ok = canary_ready[k]
+            out.append({"name": name, "ready": ok[0], "trafficPercent": pct if ok[0] else 0,
+                        "modelStatus": InferenceServiceController._model_status(comp_status.get(k) or {}, ok)})
+        status["canaryStatuses"] = out
+        bad = [(k, v) for k, v in canary_ready.items() if not v[0]]
+        if bad:
+            set_condition(status, "CanaryPredictorReady", "False", bad[0][1][1], bad[0][1][2])
+        else:
+            set_condition(status, "CanaryPredictorReady", "True")
+
+    def _remove_unused(self, isvc: dict, keys: set[str]) -> None:
+        """Pods and revisions of components no longer in the spec (a canary deleted to roll back or promote)."""
+        ns, name = isvc["metadata"]["namespace"], isvc["metadata"]["name"]
+        for ref in (POD, CM):
+            for o in self.client.list(ref, ns, {L_ISVC: name}):
+                comp = (o["metadata"].get("labels") or {}).get(L_COMP)
+                if comp and comp not in keys and not o["metadata"].get("deletionTimestamp"):
+                    try:
+                        self.client.delete(ref, ns, o["metadata"]["name"])
+                    except StatusError as e:
+                        if e.code != 404:
+                            raise
 
     def _invalid(self, isvc: dict, status: dict, reason: str, msg: str) -> None:
         for t in ("PredictorReady", "Ready"):
@@ -169,7 +207,7 @@ class InferenceServiceController(Controller):
         h = revision_hash(spec)
         if not revs or revs[-1]["data"].get("hash") != h:
             self._check_runtime(isvc, cname, spec)
-            why = storagecheck.problem(((spec.get("model") or {}).get("storageUri")) or "") if cname == "predictor" else None
+            why = storagecheck.problem(((spec.get("model") or {}).get("storageUri")) or "") if _predictor_like(cname) else None
             if why:
                 raise StorageUnavailable(f"spec.predictor.model.storageUri: {why}")
             revs.append(self._new_revision(isvc, cname, spec, h, rev_number(revs[-1]["metadata"]["name"]) + 1 if revs else 1))
@@ -303,7 +341,7 @@ class InferenceServiceController(Controller):
         return out, targets, state, again
 
     def _check_runtime(self, isvc: dict, cname: str, spec: dict) -> None:
-        if cname != "predictor" or "model" not in spec:
+        if not _predictor_like(cname) or "model" not in spec:
             return
         ns = isvc["metadata"]["namespace"]
         try:
@@ -452,7 +490,7 @@ class InferenceServiceController(Controller):
         c["command"] = [runtimes.python() if x in ("python", "python3") else x for x in c.get("command") or []]
         if "ketch.serving.modelserver" in " ".join(c.get("command", []) + c.get("args", [])):
             c["args"] = list(c.get("args") or []) + common
-            if cname != "predictor":
+            if cname in ("transformer", "explainer"):
                 c["args"] += ["--predictor-host", f"{self.base_url}/serving/{ns}/{name}-predictor"]
         c["env"] = env + (c.get("env") or [])
         c["ports"] = [{"containerPort": port, "name": "http1"}]
@@ -469,6 +507,10 @@ def _seconds(v: Any) -> float:
         if v.endswith(suffix):
             return float(v[: -len(suffix)]) * mult
     return float(v)
+
+
+def _predictor_like(cname: str) -> bool:
+    return cname == "predictor" or cname.startswith("canary-")
 
 
 def _ann(obj: dict, key: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import time
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Receive, Scope, Send
 
 from ketch.serving import metrics
+from ketch.serving.router import Route as GatewayRoute
 from ketch.serving.router import Router
 from ketch.serving.upstream import Pool, UpstreamError
 
@@ -46,10 +48,10 @@ class Gateway:
         if route is not None:
             if rest.endswith(":explain") and "explainer" in route.components:
                 return name, "explainer"
-            return name, route.entry
+            return name, _split(route, route.entry)
         base, _, comp = name.rpartition("-")
         if comp in SUFFIXES and (ns, base) in self.router.routes and comp in self.router.routes[(ns, base)].components:
-            return base, comp
+            return base, _split(self.router.routes[(ns, base)], comp)
         return None
 
     async def forward(self, ns: str, name: str, rest: str, method: str, query: str, headers: list[tuple[bytes, bytes]],
@@ -118,6 +120,18 @@ class Gateway:
 
     async def close(self) -> None:
         self.pool.close()
+
+
+def _split(route: GatewayRoute, comp: str) -> str:
+    """The predictor, or one of its ready ``spec.canary[]`` entries by their traffic percent."""
+    if comp != "predictor" or not route.canaries:
+        return comp
+    r = random.uniform(0, 100)
+    for key, pct in route.canaries:
+        r -= pct
+        if r < 0:
+            return key
+    return comp
 
 
 class HostRoute(BaseRoute):

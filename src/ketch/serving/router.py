@@ -71,6 +71,7 @@ class Route:
     components: dict[str, list[Target]] = field(default_factory=dict)  # component -> weighted targets
     entry: str = "predictor"  # transformer when there is one
     timeout: float = 60.0
+    canaries: list[tuple[str, int]] = field(default_factory=list)  # ready spec.canary[] entries: (component key, percent)
 
 
 @dataclass

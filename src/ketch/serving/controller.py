@@ -47,6 +47,7 @@ L_ISVC = "serving.kserve.io/inferenceservice"
 L_COMP = "component"
 L_REV = "serving.knative.dev/revision"
 A_PORT = "serving.ketch.io/port"
+A_GRPC_PORT = "serving.ketch.io/grpc-port"
 A_READY = "serving.ketch.io/ready"
 A_FAILED = "serving.ketch.io/failed"
 UNLIMITED = 10  # maxReplicas 0 means "no limit"; on one machine, this many
@@ -314,7 +315,9 @@ class InferenceServiceController(Controller):
                 for p in pods_by_rev[rname]:
                     self.client.delete(POD, ns, p["metadata"]["name"])
 
-        targets = [Target(t["revisionName"], t["percent"], ready_eps.get(t["revisionName"], [])) for t in traffic]
+        grpc_of = {_endpoint(p): _grpc_endpoint(p) for p in pods if _grpc_endpoint(p)}
+        targets = [Target(t["revisionName"], t["percent"], ready_eps.get(t["revisionName"], []),
+                          [grpc_of[e] for e in ready_eps.get(t["revisionName"], []) if e in grpc_of]) for t in traffic]
         out = {k: v for k, v in cst.items() if k not in ("traffic",)}
         out.update({"url": comp_url, "restUrl": comp_url, "address": {"url": comp_url}, "latestCreatedRevision": lname,
                     "replicas": replicas})
@@ -434,10 +437,12 @@ class InferenceServiceController(Controller):
         spec = orjson.loads(rev["data"]["spec"])
         port = free_port()
         container = self._container(isvc, cname, spec, rname, port)
+        args = container.get("args") or []
+        grpc = {A_GRPC_PORT: args[args.index("--grpc-port") + 1]} if "--grpc-port" in args[:-1] else {}
         pod = {"apiVersion": "v1", "kind": "Pod",
                "metadata": {"name": f"{rname}-deployment-{generate_suffix(5)}", "namespace": ns,
                             "labels": {L_ISVC: name, L_COMP: cname, L_REV: rname, "app": f"{rname}", **(spec.get("labels") or {})},
-                            "annotations": {A_PORT: str(port), **(spec.get("annotations") or {})},
+                            "annotations": {A_PORT: str(port), **grpc, **(spec.get("annotations") or {})},
                             "ownerReferences": [owner_reference(isvc)]},
                "spec": {"containers": [container], "restartPolicy": "Never",
                         **({"serviceAccountName": spec["serviceAccountName"]} if spec.get("serviceAccountName") else {})}}
@@ -527,6 +532,13 @@ def _endpoint(pod: dict) -> str | None:
         return None
     ip = (pod.get("status") or {}).get("podIP") or "127.0.0.1"
     return f"{ip}:{port}"
+
+
+def _grpc_endpoint(pod: dict) -> str | None:
+    port = (pod["metadata"].get("annotations") or {}).get(A_GRPC_PORT)
+    if not port:
+        return None
+    return f"{(pod.get('status') or {}).get('podIP') or '127.0.0.1'}:{port}"
 
 
 def _termination(pod: dict) -> str:

@@ -21,6 +21,7 @@ class Target:
     revision: str
     percent: int
     endpoints: list[str]  # "127.0.0.1:port" of ready replicas
+    grpc_endpoints: list[str] = field(default_factory=list)  # their gRPC ports, for those serving gRPC
 
 
 @dataclass
@@ -127,10 +128,11 @@ class Router:
         except RuntimeError:
             pass
 
-    def pick(self, ns: str, name: str, component: str) -> tuple[str, str | None]:
-        """(revision, endpoint) by traffic weight; endpoint None when that revision has no ready replica."""
+    def pick(self, ns: str, name: str, component: str, grpc: bool = False) -> tuple[str, str | None]:
+        """(revision, endpoint) by traffic weight; endpoint None when that revision has no ready replica
+        (``grpc``: only revisions whose replicas serve gRPC, and their gRPC endpoints)."""
         route = self.routes.get((ns, name))
-        targets = [t for t in (route.components.get(component, []) if route else []) if t.percent > 0]
+        targets = [t for t in (route.components.get(component, []) if route else []) if t.percent > 0 and (not grpc or t.grpc_endpoints)]
         if not targets:
             return "", None
         r = random.uniform(0, sum(t.percent for t in targets))
@@ -138,9 +140,10 @@ class Router:
             r -= t.percent
             if r <= 0:
                 break
-        if not t.endpoints:
+        eps = t.grpc_endpoints if grpc else t.endpoints
+        if not eps:
             return t.revision, None
-        return t.revision, random.choice(t.endpoints)
+        return t.revision, random.choice(eps)
 
     async def wait_endpoint(self, ns: str, name: str, component: str, timeout: float) -> tuple[str, str | None]:
         """Hold a request while its revision scales from zero (the activator's job in Knative)."""

@@ -126,6 +126,10 @@ spec:
                  timeout=15, what="federated model server series")
     assert value(m, "request_predict_seconds_count", model_name="iris", namespace="default", revision="iris-predictor-00001") >= 0
     assert value(m, "ketch_model_request_duration_seconds_count", inferenceservice="iris", component="predictor") >= 7
+    # the kubelet's container usage (cAdvisor's names) for the predictor Pod
+    pod = k.kjson("get", "pods", "-l", "serving.kserve.io/inferenceservice=iris")["items"][0]["metadata"]["name"]
+    assert value(m, "container_memory_working_set_bytes", namespace="default", pod=pod, container="kserve-container") > 20e6
+    assert value(m, "container_cpu_usage_seconds_total", namespace="default", pod=pod, container="kserve-container") > 0.1
 
 
 def test_pipeline_and_tuning_series(k, tmp_path):

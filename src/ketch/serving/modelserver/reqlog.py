@@ -13,9 +13,9 @@ Sinks, by URL:
   detectors and the dashboard read; the default when the logger names no URL;
 - ``file://`` or a path: one structured event per JSON line, appended.
 
-Logging never slows or fails inference: events go through a bounded queue (100 for HTTP sinks, like
-KServe's; 10,000 for the store and files, which are written in bulk) and are dropped when the sink cannot
-keep up, counted in ``kserve_logger_events_dropped_total``; deliveries are
+Logging never slows or fails inference: events go through a bounded queue (100 for an HTTP sink posting
+each event, like KServe's; 10,000 for batching HTTP sinks, the store and files, which send in bulk) and
+are dropped when the sink cannot keep up, counted in ``kserve_logger_events_dropped_total``; deliveries are
 counted in ``kserve_logger_events_sent_total`` / ``..._failed_total`` and timed, KServe's logger metrics.
 """
 
@@ -66,7 +66,8 @@ class RequestLogger:
         self.metadata_headers = [h.lower() for h in metadata_headers or []]
         self.metrics = metrics
         self._q: collections.deque = collections.deque()
-        self._bound = QUEUE if url.startswith(("http://", "https://")) else FILE_QUEUE
+        # KServe's bound for one-POST-per-event; a batching or bulk-written sink buffers more
+        self._bound = QUEUE if url.startswith(("http://", "https://")) and self.batch_size == 1 else FILE_QUEUE
         self._idle = False
         self._heads: dict[tuple[str, str], bytes] = {}
         self._dropped: dict[str, Any] = {}

@@ -5,8 +5,8 @@
 ``benchmarks/auth.py`` measures what authentication costs per request by comparing this with a real
 ``ketch up``. To make the layer the only difference, this goes through ketch's own ``serve()`` (same
 ``build_context``, same routes, same uvicorn settings, same one-port TLS/HTTP listener) and swaps only
-what ``build_app`` returns: the Starlette app that ``AuthMiddleware`` wraps (``ctx.services["auth"].app``)
-instead of the middleware. Nothing in ketch itself can turn authentication off; this file is not shipped
+what ``build_app`` returns: the Starlette app behind ``AuthMiddleware`` and the authorization layer, still
+inside the request-metrics layer. Nothing in ketch itself can turn authentication off; this file is not shipped
 and must never be used to serve anything but a benchmark on loopback.
 """
 
@@ -27,10 +27,14 @@ _build_app = server_app.build_app
 
 
 def build_app_without_auth(ctx):  # noqa: ANN001, ANN201
-    guard = _build_app(ctx)
-    if not isinstance(guard, AuthMiddleware) or ctx.services.get("auth") is not guard:
-        raise SystemExit("build_app no longer returns the AuthMiddleware: update benchmarks/_noauth.py")
-    return guard.app
+    """The same stack (request metrics outermost) with authentication and authorization both left out:
+    the reference is ketch without its door, so the figure is their cost together."""
+    outer = _build_app(ctx)
+    guard = ctx.services.get("auth")
+    if not isinstance(guard, AuthMiddleware) or getattr(outer, "app", None) is not guard or not hasattr(guard.app, "app"):
+        raise SystemExit("build_app no longer returns metrics -> AuthMiddleware -> AuthzMiddleware: update benchmarks/_noauth.py")
+    outer.app = guard.app.app  # the Starlette app behind authentication and authorization
+    return outer
 
 
 def main() -> None:

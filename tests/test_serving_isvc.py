@@ -99,6 +99,82 @@ def test_invalid_specs_are_refused_or_reported(shared_ketch, models):
     assert cond["reason"] == "InvalidSpec" and "No runtime found" in cond["message"]
 
 
+def test_missing_storage_library_named_in_status(shared_ketch):
+    """gs:// (KServe's own samples) without gcsfs: the status says which extra to install, and no Pod starts."""
+    import importlib.util
+
+    k = shared_ketch
+    ns = ns_of(k, "nolib")
+    scheme, lib, extra = next((s, m, e) for s, m, e in (("gs", "gcsfs", "gcs"), ("hf", "huggingface_hub", "hf"), ("az", "adlfs", "azure"))
+                              if importlib.util.find_spec(m) is None)
+    k.kubectl("apply", "-f", "-", input=isvc_yaml("gcs", ns, f"{scheme}://kfserving-examples/models/sklearn/1.0/model"))
+
+    def ready():
+        st = k.kjson("get", "isvc", "gcs", "-n", ns).get("status") or {}
+        return next((c for c in st.get("conditions", []) if c["type"] == "Ready"), None)
+
+    cond = wait_for(ready, what="Ready condition")
+    assert cond["status"] == "False" and cond["reason"] == "StorageUnavailable", cond
+    assert f"needs the {lib} library" in cond["message"] and f"ketch[{extra}]" in cond["message"] and "spec.predictor.model.storageUri" in cond["message"]
+    assert not k.kjson("get", "pods", "-n", ns)["items"]
+    events = k.kjson("get", "events", "-n", ns)["items"]
+    assert any(e["reason"] == "StorageUnavailable" and lib in e["message"] for e in events)
+    k.kubectl("apply", "-f", "-", input=isvc_yaml("modelcar", ns, "oci://quay.io/me/model:1"))
+    cond = wait_for(lambda: (lambda c: c if c and c["reason"] == "StorageUnavailable" else None)(
+        next((c for c in (k.kjson("get", "isvc", "modelcar", "-n", ns).get("status") or {}).get("conditions", []) if c["type"] == "Ready"), None)))
+    assert "modelcars" in cond["message"]
+
+
+def test_named_canaries_spec_canary_list(shared_ketch, models):
+    """KServe's spec.canary[] (Standard mode): a named canary predictor (the stable spec with its fields on
+    top) takes its trafficPercent once ready; canaryStatuses and CanaryPredictorReady report it; deleting
+    the entry rolls back and removes its Pods."""
+    k = shared_ketch
+    ns = ns_of(k, "canarylist")
+    manifest = isvc_yaml("iris", ns, str(models["lr"][0]), extra="    name: stable\n") + f"""  canary:
+  - trafficPercent: 25
+    predictor:
+      name: v2
+      sklearn:
+        storageUri: {models['dt'][0]}
+"""
+    k.kubectl("apply", "-f", "-", input=manifest)
+    k.kubectl("wait", "--for=condition=CanaryPredictorReady", "isvc/iris", "-n", ns, "--timeout=90s")
+    st = k.kjson("get", "isvc", "iris", "-n", ns)["status"]
+    assert st["canaryStatuses"][0]["name"] == "v2" and st["canaryStatuses"][0]["ready"] is True and st["canaryStatuses"][0]["trafficPercent"] == 25
+    assert st["components"]["canary-v2"]["latestReadyRevision"] == "iris-canary-v2-00001"
+    seen = collections.Counter()
+    with k.http() as c:
+        for _ in range(160):
+            r = c.post(f"/serving/{ns}/iris/v1/models/iris:predict", json={"instances": [IRIS_ROW]})
+            assert r.status_code == 200, r.text
+            seen[r.headers["x-ketch-revision"]] += 1
+    assert set(seen) == {"iris-predictor-00001", "iris-canary-v2-00001"}, seen
+    assert 20 <= seen["iris-canary-v2-00001"] <= 64, seen  # binomial(160, 0.25): mean 40, sd 5.5
+    pods = k.kjson("get", "pods", "-n", ns, "-l", "component=canary-v2")["items"]
+    assert len(pods) == 1 and "--model-format" in pods[0]["spec"]["containers"][0]["args"]
+    # rollback: delete the entry
+    k.kubectl("apply", "-f", "-", input=isvc_yaml("iris", ns, str(models["lr"][0]), extra="    name: stable\n"))
+    wait_for(lambda: not k.kjson("get", "pods", "-n", ns, "-l", "component=canary-v2")["items"], timeout=30, what="canary pods removed")
+    st = k.kjson("get", "isvc", "iris", "-n", ns)["status"]
+    assert "canaryStatuses" not in st and not any(c["type"] == "CanaryPredictorReady" for c in st["conditions"])
+    with k.http() as c:
+        revs = {c.post(f"/serving/{ns}/iris/v1/models/iris:predict", json={"instances": [IRIS_ROW]}).headers["x-ketch-revision"] for _ in range(20)}
+    assert revs == {"iris-predictor-00001"}
+    # refused or reported, naming the field
+    r = k.kubectl("apply", "-f", "-", check=False, input=isvc_yaml("bad", ns, str(models["lr"][0])) + """  canary:
+  - trafficPercent: 120
+    predictor: {name: v2}
+""")
+    assert r.returncode != 0 and "trafficPercent" in r.stderr
+    k.kubectl("apply", "-f", "-", input=isvc_yaml("bad", ns, str(models["lr"][0])) + """  canary:
+  - trafficPercent: 10
+    predictor: {name: v2, maxReplicas: 3}
+""")
+    cond = wait_for(lambda: next((c for c in (k.kjson("get", "isvc", "bad", "-n", ns).get("status") or {}).get("conditions", []) if c["type"] == "Ready"), None))
+    assert cond["reason"] == "InvalidSpec" and "spec.canary[0].predictor.maxReplicas" in cond["message"]
+
+
 def test_canary_split_promote_and_pin(shared_ketch, models):
     k = shared_ketch
     ns = ns_of(k, "canary")

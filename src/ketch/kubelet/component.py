@@ -94,6 +94,9 @@ def setup(ctx: Context) -> None:
     else:
         kubelet = LocalKubelet(ctx)
     ctx.services["kubelet"] = kubelet
+    from ketch.kubelet.prometheus import register
+
+    register(kubelet)  # container CPU and memory on /metrics
     if kubelet.local_processes:
         from starlette.routing import WebSocketRoute
 

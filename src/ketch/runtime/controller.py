@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from ketch.machinery.api import Api
 from ketch.machinery.client import Client, KindRef
 from ketch.machinery.errors import StatusError
+from ketch.runtime.controller_metrics import QueueMetrics, ReconcileMetrics
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +116,10 @@ class Informer:
 class WorkQueue:
     """A rate-limited, deduplicating queue of keys (client-go's workqueue, in asyncio)."""
 
-    def __init__(self, base_delay: float = 0.005, max_delay: float = 60.0) -> None:
+    def __init__(self, base_delay: float = 0.005, max_delay: float = 60.0, name: str = "") -> None:
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._m = QueueMetrics.named(name or "unnamed")
+        self._added: dict[Key, float] = {}
         self._dirty: set[Key] = set()
         self._processing: set[Key] = set()
         self._failures: dict[Key, int] = {}
@@ -128,8 +131,14 @@ class WorkQueue:
         if key in self._dirty:
             return
         self._dirty.add(key)
+        self._m.adds.inc()
         if key not in self._processing:
-            self._queue.put_nowait(key)
+            self._enqueue(key)
+
+    def _enqueue(self, key: Key) -> None:
+        self._added.setdefault(key, time.monotonic())
+        self._queue.put_nowait(key)
+        self._m.depth.set(self._queue.qsize())
 
     def add_after(self, key: Key, delay: float) -> None:
         if delay <= 0:
@@ -150,6 +159,7 @@ class WorkQueue:
     def add_rate_limited(self, key: Key) -> None:
         n = self._failures.get(key, 0)
         self._failures[key] = n + 1
+        self._m.retries.inc()
         self.add_after(key, min(self.base_delay * (2**n), self.max_delay))
 
     def forget(self, key: Key) -> None:
@@ -157,6 +167,10 @@ class WorkQueue:
 
     async def get(self) -> Key:
         key = await self._queue.get()
+        self._m.depth.set(self._queue.qsize())
+        t = self._added.pop(key, None)
+        if t is not None:
+            self._m.queue_duration.observe(time.monotonic() - t)
         self._dirty.discard(key)
         self._processing.add(key)
         return key
@@ -164,7 +178,7 @@ class WorkQueue:
     def done(self, key: Key) -> None:
         self._processing.discard(key)
         if key in self._dirty:
-            self._queue.put_nowait(key)
+            self._enqueue(key)
 
     def shutdown(self) -> None:
         for t in self._timers.values():
@@ -200,7 +214,8 @@ class Controller:
     def __init__(self, api: Api) -> None:
         self.api = api
         self.client = Client(api, manager=f"ketch-{self.name}")
-        self.queue = WorkQueue()
+        self.queue = WorkQueue(name=self.name)
+        self._rm = ReconcileMetrics.named(self.name)
         self.watches: list[Watch] = [Watch(self.kind, lambda o: [key_of(o)], cache=self.cache_primary)]
         for ref in self.owns:
             self.watches.append(Watch(ref, owner_mapper(self.kind[1], self.kind[0]), self.owned_predicate, cache=True))
@@ -301,14 +316,19 @@ class Controller:
             await asyncio.sleep(0.2)
 
     async def _work(self, i: int) -> None:
+        m = self._rm
         while True:
             key = await self.queue.get()
             t0 = time.perf_counter()
+            m.active.inc()
             try:
                 res = await self.reconcile(key)
                 self.queue.forget(key)
                 if res is not None and res.requeue_after is not None:
                     self.queue.add_after(key, res.requeue_after)
+                    m.requeue_after.inc()
+                else:
+                    m.success.inc()
             except asyncio.CancelledError:
                 raise
             except StatusError as e:
@@ -316,17 +336,23 @@ class Controller:
                     log.debug("%s: conflict reconciling %s; retrying", self.name, key)
                 else:
                     log.warning("%s: reconcile %s failed: %s", self.name, key, e.message)
+                m.error.inc()
+                m.errors.inc()
                 self.queue.add_rate_limited(key)
             except Exception:
                 log.exception("%s: reconcile %s failed", self.name, key)
+                m.error.inc()
+                m.errors.inc()
                 self.queue.add_rate_limited(key)
             finally:
+                m.active.dec()
                 self.reconciles += 1
                 self.queue.done(key)
                 dt = time.perf_counter() - t0
+                m.time.observe(dt)
+                self.queue._m.work_duration.observe(dt)
                 if dt > 1.0:
                     log.info("%s: slow reconcile of %s: %.2fs", self.name, key, dt)
-
 
 
 @dataclass

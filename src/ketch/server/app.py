@@ -27,6 +27,7 @@ from ketch.machinery.context import Context
 from ketch.server.auth import AuthMiddleware
 from ketch.server.authz import AuthzMiddleware, Lookups
 from ketch.server.k8s import K8sHandler, json_response, openapi_handlers
+from ketch.server.metrics import ApiMetrics, metrics_endpoint
 from ketch.server.reviews import register_reviews
 from ketch.server.tokens import register_token_request
 from ketch.store import open_store
@@ -157,6 +158,7 @@ def build_app(ctx: Context) -> Starlette:
         Route("/healthz", healthz),
         Route("/livez", healthz),
         Route("/readyz", healthz),
+        Route("/metrics", metrics_endpoint),
         Route("/openapi/v2", oa["v2"]),
         Route("/openapi/v3", oa["v3root"]),
         Route("/openapi/v3/{rest:path}", oa["v3doc"]),
@@ -183,6 +185,8 @@ def build_app(ctx: Context) -> Starlette:
     guard = AuthMiddleware(authz, ctx.services["authn"], s.host, s.allowed_hosts, public=authz.public)
     ctx.services["auth"] = guard
     return guard  # type: ignore[return-value]  # an ASGI app in front of the Starlette one
+    app.add_middleware(ApiMetrics)  # outermost: counts every API request, refused ones too
+    return app
 
 
 def serve(settings: Settings, banner: Callable[[str], None] | None = None) -> None:

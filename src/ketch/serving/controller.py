@@ -34,9 +34,10 @@ from ketch.kinds.meta import generate_suffix, owner_reference, set_condition
 from ketch.machinery.errors import StatusError
 from ketch.runtime.controller import Controller, Key, Result
 from ketch.runtime.ports import free_port
-from ketch.serving import runtimes
+from ketch.serving import payloads, runtimes, storagecheck
+from ketch.serving.payloads import SCHEME as PAYLOADS
 from ketch.serving.router import Route, Router, Stats, Target
-from ketch.serving.spec import SpecError, components, revision_hash
+from ketch.serving.spec import SpecError, canaries, components, revision_hash
 
 log = logging.getLogger(__name__)
 ISVC = ("serving.kserve.io/v1beta1", "InferenceService")
@@ -46,10 +47,15 @@ L_ISVC = "serving.kserve.io/inferenceservice"
 L_COMP = "component"
 L_REV = "serving.knative.dev/revision"
 A_PORT = "serving.ketch.io/port"
+A_GRPC_PORT = "serving.ketch.io/grpc-port"
 A_READY = "serving.ketch.io/ready"
 A_FAILED = "serving.ketch.io/failed"
 UNLIMITED = 10  # maxReplicas 0 means "no limit"; on one machine, this many
 STABLE_WINDOW = float(os.environ.get("KETCH_SERVING_STABLE_WINDOW", "10"))
+
+
+class StorageUnavailable(SpecError):
+    """The storageUri's scheme cannot be fetched here (a library is missing); the message says what to install."""
 
 
 def rev_number(name: str) -> int:
@@ -87,18 +93,24 @@ class InferenceServiceController(Controller):
         status["observedGeneration"] = isvc["metadata"].get("generation", 1)
         try:
             comps = components(isvc)
+            canary_list = canaries(isvc, comps["predictor"])
         except SpecError as e:
             return self._invalid(isvc, status, "InvalidSpec", str(e))
         route = Route(key.namespace, key.name, entry="transformer" if "transformer" in comps else "predictor",
                       timeout=float(comps["predictor"].get("timeout") or 60))
         requeue: float | None = None
         comp_status = status.setdefault("components", {})
-        for c in [c for c in comp_status if c not in comps]:
+        keys = set(comps) | {c[0] for c in canary_list}
+        for c in [c for c in comp_status if c not in keys]:
             del comp_status[c]
+        self._remove_unused(isvc, keys)
         ready = {}
-        for cname, cspec in comps.items():
+        for cname, cspec in [*comps.items(), *((c[0], c[2]) for c in canary_list)]:
             try:
                 cst, targets, ok, again = await self.reconcile_component(isvc, cname, cspec, comp_status.get(cname) or {})
+            except StorageUnavailable as e:
+                self._invalid(isvc, status, "StorageUnavailable", str(e))
+                return Result(requeue_after=30.0)  # look again: the library may get installed
             except SpecError as e:
                 return self._invalid(isvc, status, "InvalidSpec", str(e))
             comp_status[cname] = cst
@@ -106,7 +118,10 @@ class InferenceServiceController(Controller):
             ready[cname] = ok
             if again is not None:
                 requeue = again if requeue is None else min(requeue, again)
+        canary_ready = {c[0]: ready.pop(c[0]) for c in canary_list}
+        route.canaries = [(k, pct) for k, _n, _s, pct in canary_list if canary_ready[k][0] and pct > 0 and route.components.get(k)]
         self.router.set(route)
+        self._canary_status(status, canary_list, canary_ready, comp_status)
         url = f"{self.base_url}/serving/{key.namespace}/{key.name}"
         for cname, (ok, reason, msg) in ready.items():
             set_condition(status, f"{cname.capitalize()}Ready", "True" if ok else "False", "" if ok else reason, "" if ok else msg)
@@ -130,6 +145,38 @@ class InferenceServiceController(Controller):
             isvc["status"] = status
             self.client.update_status(isvc)
         return Result(requeue_after=requeue) if requeue is not None else None
+
+    @staticmethod
+    def _canary_status(status: dict, canary_list: list, canary_ready: dict, comp_status: dict) -> None:
+        """KServe's ``canaryStatuses[]`` and ``CanaryPredictorReady`` (only while canaries exist)."""
+        if not canary_list:
+            status.pop("canaryStatuses", None)
+            status["conditions"] = [c for c in status.get("conditions") or [] if c.get("type") != "CanaryPredictorReady"]
+            return
+        out = []
+        for k, name, _spec, pct in canary_list:
+            ok = canary_ready[k]
+            out.append({"name": name, "ready": ok[0], "trafficPercent": pct if ok[0] else 0,
+                        "modelStatus": InferenceServiceController._model_status(comp_status.get(k) or {}, ok)})
+        status["canaryStatuses"] = out
+        bad = [(k, v) for k, v in canary_ready.items() if not v[0]]
+        if bad:
+            set_condition(status, "CanaryPredictorReady", "False", bad[0][1][1], bad[0][1][2])
+        else:
+            set_condition(status, "CanaryPredictorReady", "True")
+
+    def _remove_unused(self, isvc: dict, keys: set[str]) -> None:
+        """Pods and revisions of components no longer in the spec (a canary deleted to roll back or promote)."""
+        ns, name = isvc["metadata"]["namespace"], isvc["metadata"]["name"]
+        for ref in (POD, CM):
+            for o in self.client.list(ref, ns, {L_ISVC: name}):
+                comp = (o["metadata"].get("labels") or {}).get(L_COMP)
+                if comp and comp not in keys and not o["metadata"].get("deletionTimestamp"):
+                    try:
+                        self.client.delete(ref, ns, o["metadata"]["name"])
+                    except StatusError as e:
+                        if e.code != 404:
+                            raise
 
     def _invalid(self, isvc: dict, status: dict, reason: str, msg: str) -> None:
         for t in ("PredictorReady", "Ready"):
@@ -161,6 +208,9 @@ class InferenceServiceController(Controller):
         h = revision_hash(spec)
         if not revs or revs[-1]["data"].get("hash") != h:
             self._check_runtime(isvc, cname, spec)
+            why = storagecheck.problem(((spec.get("model") or {}).get("storageUri")) or "") if _predictor_like(cname) else None
+            if why:
+                raise StorageUnavailable(f"spec.predictor.model.storageUri: {why}")
             revs.append(self._new_revision(isvc, cname, spec, h, rev_number(revs[-1]["metadata"]["name"]) + 1 if revs else 1))
         latest = revs[-1]
         by_name = {r["metadata"]["name"]: r for r in revs}
@@ -265,7 +315,9 @@ class InferenceServiceController(Controller):
                 for p in pods_by_rev[rname]:
                     self.client.delete(POD, ns, p["metadata"]["name"])
 
-        targets = [Target(t["revisionName"], t["percent"], ready_eps.get(t["revisionName"], [])) for t in traffic]
+        grpc_of = {_endpoint(p): _grpc_endpoint(p) for p in pods if _grpc_endpoint(p)}
+        targets = [Target(t["revisionName"], t["percent"], ready_eps.get(t["revisionName"], []),
+                          [grpc_of[e] for e in ready_eps.get(t["revisionName"], []) if e in grpc_of]) for t in traffic]
         out = {k: v for k, v in cst.items() if k not in ("traffic",)}
         out.update({"url": comp_url, "restUrl": comp_url, "address": {"url": comp_url}, "latestCreatedRevision": lname,
                     "replicas": replicas})
@@ -292,7 +344,7 @@ class InferenceServiceController(Controller):
         return out, targets, state, again
 
     def _check_runtime(self, isvc: dict, cname: str, spec: dict) -> None:
-        if cname != "predictor" or "model" not in spec:
+        if not _predictor_like(cname) or "model" not in spec:
             return
         ns = isvc["metadata"]["namespace"]
         try:
@@ -385,10 +437,12 @@ class InferenceServiceController(Controller):
         spec = orjson.loads(rev["data"]["spec"])
         port = free_port()
         container = self._container(isvc, cname, spec, rname, port)
+        args = container.get("args") or []
+        grpc = {A_GRPC_PORT: args[args.index("--grpc-port") + 1]} if "--grpc-port" in args[:-1] else {}
         pod = {"apiVersion": "v1", "kind": "Pod",
                "metadata": {"name": f"{rname}-deployment-{generate_suffix(5)}", "namespace": ns,
                             "labels": {L_ISVC: name, L_COMP: cname, L_REV: rname, "app": f"{rname}", **(spec.get("labels") or {})},
-                            "annotations": {A_PORT: str(port), **(spec.get("annotations") or {})},
+                            "annotations": {A_PORT: str(port), **grpc, **(spec.get("annotations") or {})},
                             "ownerReferences": [owner_reference(isvc)]},
                "spec": {"containers": [container], "restartPolicy": "Never",
                         **({"serviceAccountName": spec["serviceAccountName"]} if spec.get("serviceAccountName") else {})}}
@@ -406,8 +460,12 @@ class InferenceServiceController(Controller):
             common += ["--max-batch-size", str(b.get("maxBatchSize") or 32), "--max-latency", str(b.get("maxLatency") or 500)]
         if spec.get("logger"):
             lg = spec["logger"]
-            url = lg.get("url") or os.path.join(self.home, "serving", "logs", ns, f"{name}.jsonl")
+            url = lg.get("url") or PAYLOADS + str(payloads.directory(self.home, ns, name))
             common += ["--logger-url", url, "--logger-mode", lg.get("mode") or "all"]
+            if lg.get("batchSize"):
+                common += ["--logger-batch-size", str(int(lg["batchSize"])), "--logger-batch-interval", str(_seconds(lg.get("batchInterval", "1s")))]
+            if lg.get("metadataHeaders"):
+                common += ["--logger-metadata-headers", ",".join(lg["metadataHeaders"])]
         probe = {"httpGet": {"path": "/v2/health/ready", "port": port}, "periodSeconds": 1}
         if "model" in spec:
             model = spec["model"]
@@ -437,12 +495,27 @@ class InferenceServiceController(Controller):
         c["command"] = [runtimes.python() if x in ("python", "python3") else x for x in c.get("command") or []]
         if "ketch.serving.modelserver" in " ".join(c.get("command", []) + c.get("args", [])):
             c["args"] = list(c.get("args") or []) + common
-            if cname != "predictor":
+            if cname in ("transformer", "explainer"):
                 c["args"] += ["--predictor-host", f"{self.base_url}/serving/{ns}/{name}-predictor"]
         c["env"] = env + (c.get("env") or [])
         c["ports"] = [{"containerPort": port, "name": "http1"}]
         c.setdefault("readinessProbe", {"tcpSocket": {"port": port}, "periodSeconds": 1})
         return c
+
+
+def _seconds(v: Any) -> float:
+    """``batchInterval``: a number of seconds or a duration such as ``500ms``, ``2s``."""
+    if isinstance(v, int | float):
+        return float(v)
+    v = str(v).strip()
+    for suffix, mult in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+        if v.endswith(suffix):
+            return float(v[: -len(suffix)]) * mult
+    return float(v)
+
+
+def _predictor_like(cname: str) -> bool:
+    return cname == "predictor" or cname.startswith("canary-")
 
 
 def _ann(obj: dict, key: str) -> str:
@@ -459,6 +532,13 @@ def _endpoint(pod: dict) -> str | None:
         return None
     ip = (pod.get("status") or {}).get("podIP") or "127.0.0.1"
     return f"{ip}:{port}"
+
+
+def _grpc_endpoint(pod: dict) -> str | None:
+    port = (pod["metadata"].get("annotations") or {}).get(A_GRPC_PORT)
+    if not port:
+        return None
+    return f"{(pod.get('status') or {}).get('podIP') or '127.0.0.1'}:{port}"
 
 
 def _termination(pod: dict) -> str:

@@ -12,23 +12,35 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
+import time
+from typing import TYPE_CHECKING
 
+import orjson
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Receive, Scope, Send
 
+from ketch.serving import metrics
+from ketch.serving.router import Route as GatewayRoute
 from ketch.serving.router import Router
 from ketch.serving.upstream import Pool, UpstreamError
 
+if TYPE_CHECKING:
+    from ketch.serving.graphrouter import GraphServer
+
 DOMAIN = os.environ.get("KETCH_SERVING_DOMAIN", "localhost")
 SUFFIXES = ("predictor", "transformer", "explainer")
+JSON = [(b"content-type", b"application/json")]
 
 
 class Gateway:
     def __init__(self, router: Router) -> None:
         self.router = router
         self.pool = Pool()
+        self.graphs: GraphServer | None = None  # InferenceGraphs at the same URLs (graphrouter.py)
+        self._children: dict[tuple, tuple] = {}  # metric label children per (ns, isvc, component, revision, code)
 
     def resolve(self, ns: str, name: str, rest: str) -> tuple[str, str] | None:
         """(isvc name, component) for a URL name, or None."""
@@ -36,40 +48,62 @@ class Gateway:
         if route is not None:
             if rest.endswith(":explain") and "explainer" in route.components:
                 return name, "explainer"
-            return name, route.entry
+            return name, _split(route, route.entry)
         base, _, comp = name.rpartition("-")
         if comp in SUFFIXES and (ns, base) in self.router.routes and comp in self.router.routes[(ns, base)].components:
-            return base, comp
+            return base, _split(self.router.routes[(ns, base)], comp)
         return None
 
-    async def proxy(self, request: Request, ns: str, name: str, rest: str) -> Response:
+    async def forward(self, ns: str, name: str, rest: str, method: str, query: str, headers: list[tuple[bytes, bytes]],
+                      body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """One request to an InferenceService (or one of its components): (status, headers, body).
+
+        What the HTTP routes call, and what an InferenceGraph's steps call in-process (no second trip
+        through ketch's HTTP server and its authentication for a hop inside the gateway)."""
         found = self.resolve(ns, name, rest)
         if found is None:
-            return JSONResponse({"error": f"InferenceService {ns}/{name} not found"}, 404)
+            return 404, JSON, orjson.dumps({"error": f"InferenceService {ns}/{name} not found"})
         isvc, comp = found
         route = self.router.routes[(ns, isvc)]
         rev, ep = await self.router.wait_endpoint(ns, isvc, comp, route.timeout)
         if ep is None:
-            return JSONResponse({"error": f"no ready replica of {ns}/{isvc} {comp} within {route.timeout:.0f}s"}, 503)
+            return 503, JSON, orjson.dumps({"error": f"no ready replica of {ns}/{isvc} {comp} within {route.timeout:.0f}s"})
         stats = self.router.stat(ns, isvc, comp, rev)
-        body = await request.body()
-        target = "/" + rest + ("?" + request.url.query if request.url.query else "")
+        target = "/" + rest + ("?" + query if query else "")
+        t0 = time.perf_counter()
+        status = 502
         stats.start()
         try:
             try:
-                status, headers, content = await self.pool.request(ep, request.method, target, request.headers.raw, body)
+                status, rheaders, content = await self.pool.request(ep, method, target, headers, body)
             except ConnectionRefusedError:
                 rev2, ep2 = self.router.pick(ns, isvc, comp)  # that replica went away: try another once
                 if ep2 is None:
                     raise
                 rev, ep = rev2, ep2
-                status, headers, content = await self.pool.request(ep, request.method, target, request.headers.raw, body)
+                status, rheaders, content = await self.pool.request(ep, method, target, headers, body)
         except (TimeoutError, OSError, asyncio.IncompleteReadError, UpstreamError) as e:
-            return JSONResponse({"error": f"upstream {ep}: {type(e).__name__}: {e}"}, 502)
+            return 502, JSON, orjson.dumps({"error": f"upstream {ep}: {type(e).__name__}: {e}"})
         finally:
             stats.end()
+            self._observe(ns, isvc, comp, rev, status, time.perf_counter() - t0)
+        return status, [h for h in rheaders if h[0] != b"content-length"] + [(b"x-ketch-revision", rev.encode())], content
+
+    def _observe(self, ns: str, isvc: str, comp: str, rev: str, status: int, dt: float) -> None:
+        k = (ns, isvc, comp, rev, status)
+        c = self._children.get(k)
+        if c is None:
+            c = self._children[k] = (metrics.requests.labels(ns, isvc, comp, rev, str(status)), metrics.latency.labels(ns, isvc, comp, rev))
+        c[0].inc()
+        c[1].observe(dt)
+
+    async def proxy(self, request: Request, ns: str, name: str, rest: str) -> Response:
+        if self.resolve(ns, name, rest) is None and self.graphs is not None and (ns, name) in self.router.graphs:
+            return await self.graphs.serve(request, ns, name)
+        body = await request.body()
+        status, headers, content = await self.forward(ns, name, rest, request.method, request.url.query, request.headers.raw, body)
         resp = Response(content, status_code=status)
-        resp.raw_headers = [h for h in headers if h[0] != b"content-length"] + [(b"content-length", str(len(content)).encode()), (b"x-ketch-revision", rev.encode())]
+        resp.raw_headers = [*headers, (b"content-length", str(len(content)).encode())]
         return resp
 
     def routes(self) -> list[BaseRoute]:
@@ -86,6 +120,18 @@ class Gateway:
 
     async def close(self) -> None:
         self.pool.close()
+
+
+def _split(route: GatewayRoute, comp: str) -> str:
+    """The predictor, or one of its ready ``spec.canary[]`` entries by their traffic percent."""
+    if comp != "predictor" or not route.canaries:
+        return comp
+    r = random.uniform(0, 100)
+    for key, pct in route.canaries:
+        r -= pct
+        if r < 0:
+            return key
+    return comp
 
 
 class HostRoute(BaseRoute):

@@ -21,6 +21,7 @@ class Target:
     revision: str
     percent: int
     endpoints: list[str]  # "127.0.0.1:port" of ready replicas
+    grpc_endpoints: list[str] = field(default_factory=list)  # their gRPC ports, for those serving gRPC
 
 
 @dataclass
@@ -71,11 +72,24 @@ class Route:
     components: dict[str, list[Target]] = field(default_factory=dict)  # component -> weighted targets
     entry: str = "predictor"  # transformer when there is one
     timeout: float = 60.0
+    canaries: list[tuple[str, int]] = field(default_factory=list)  # ready spec.canary[] entries: (component key, percent)
+
+
+@dataclass
+class GraphRoute:
+    """An InferenceGraph as the gateway runs it: its nodes, each step's target resolved by the controller
+    (``target``: ``("isvc", namespace, name, path)`` for an in-process hop, ``("url", url)`` otherwise)."""
+
+    namespace: str
+    name: str
+    nodes: dict[str, dict]
+    step_timeout: float | None = None  # routerTimeouts.serviceClient
 
 
 class Router:
     def __init__(self) -> None:
         self.routes: dict[tuple[str, str], Route] = {}
+        self.graphs: dict[tuple[str, str], GraphRoute] = {}
         self.stats: dict[tuple[str, str, str, str], Stats] = {}  # (ns, name, component, revision)
         self.on_demand: Callable[[str, str], None] | None = None  # wakes the controller for a cold start
         self._changed = asyncio.Condition() if _loop() else None
@@ -114,10 +128,11 @@ class Router:
         except RuntimeError:
             pass
 
-    def pick(self, ns: str, name: str, component: str) -> tuple[str, str | None]:
-        """(revision, endpoint) by traffic weight; endpoint None when that revision has no ready replica."""
+    def pick(self, ns: str, name: str, component: str, grpc: bool = False) -> tuple[str, str | None]:
+        """(revision, endpoint) by traffic weight; endpoint None when that revision has no ready replica
+        (``grpc``: only revisions whose replicas serve gRPC, and their gRPC endpoints)."""
         route = self.routes.get((ns, name))
-        targets = [t for t in (route.components.get(component, []) if route else []) if t.percent > 0]
+        targets = [t for t in (route.components.get(component, []) if route else []) if t.percent > 0 and (not grpc or t.grpc_endpoints)]
         if not targets:
             return "", None
         r = random.uniform(0, sum(t.percent for t in targets))
@@ -125,9 +140,10 @@ class Router:
             r -= t.percent
             if r <= 0:
                 break
-        if not t.endpoints:
+        eps = t.grpc_endpoints if grpc else t.endpoints
+        if not eps:
             return t.revision, None
-        return t.revision, random.choice(t.endpoints)
+        return t.revision, random.choice(eps)
 
     async def wait_endpoint(self, ns: str, name: str, component: str, timeout: float) -> tuple[str, str | None]:
         """Hold a request while its revision scales from zero (the activator's job in Knative)."""

@@ -75,3 +75,59 @@ def components(isvc: dict) -> dict[str, dict]:
 def revision_hash(spec: dict) -> str:
     s = {k: v for k, v in spec.items() if k not in TRAFFIC_ONLY}
     return hashlib.sha256(orjson.dumps(s, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+CANARY_FORBIDDEN = ("maxReplicas", "scaleTarget", "scaleMetric", "autoScaling", "workerSpec")
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """``over`` on top of ``base``, objects merged key by key, anything else replaced (mergo's override)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def canaries(isvc: dict, stable: dict) -> list[tuple[str, str, dict, int]]:
+    """KServe's ``spec.canary[]`` (Standard mode): (component key ``canary-<name>``, name, the canary's
+    predictor spec, traffic percent) for each entry. A canary's predictor is the stable one with the
+    entry's fields on top (a per-framework form is read as ``model``), its autoscaling fields dropped and a
+    fixed replica count: its ``minReplicas``, else ``ceil(stable minReplicas x percent / 100)`` (at least 1)."""
+    entries = (isvc.get("spec") or {}).get("canary") or []
+    out: list[tuple[str, str, dict, int]] = []
+    total = 0
+    seen: set[str] = set()
+    stable_name = ((isvc.get("spec") or {}).get("predictor") or {}).get("name") or ""
+    for i, e in enumerate(entries):
+        path = f"spec.canary[{i}]"
+        pred = copy.deepcopy(e.get("predictor") or {})
+        name = pred.pop("name", None)
+        if not name:
+            raise SpecError(f"{path}.predictor.name: Required value (a canary is named)")
+        if name in seen:
+            raise SpecError(f"{path}.predictor.name: Duplicate value: {name!r}")
+        if stable_name and name == stable_name:
+            raise SpecError(f"{path}.predictor.name: Invalid value: {name!r}: must differ from spec.predictor.name")
+        seen.add(name)
+        for f in CANARY_FORBIDDEN:
+            if f in pred:
+                raise SpecError(f"{path}.predictor.{f}: Forbidden: a canary has a fixed replica count")
+        pct = int(e.get("trafficPercent") or 0)
+        total += pct
+        for f in FRAMEWORKS:
+            if pred.get(f) is not None:
+                pred["model"] = {"modelFormat": {"name": f}, **(pred.pop(f) or {})}
+        merged = _merge({k: v for k, v in stable.items() if k not in ("canaryTrafficPercent", *CANARY_FORBIDDEN)}, pred)
+        if "model" in pred and "containers" in merged:
+            merged.pop("containers")
+        try:
+            merged = normalize_predictor(merged)
+        except SpecError as err:
+            raise SpecError(str(err).replace("spec.predictor", f"{path}.predictor")) from None
+        lo = pred.get("minReplicas")
+        n = int(lo) if lo is not None else max(1, -(-int(stable.get("minReplicas") if stable.get("minReplicas") is not None else 1) * pct // 100))
+        merged["minReplicas"] = merged["maxReplicas"] = n
+        out.append((f"canary-{name}", name, merged, pct))
+    if total > 100:
+        raise SpecError(f"spec.canary: Invalid value: {total}: the canaries' trafficPercent must sum to at most 100")
+    return out

@@ -31,7 +31,7 @@ from ketch.serving.modelserver.errors import (
 )
 from ketch.serving.modelserver.metrics import Metrics
 from ketch.serving.modelserver.model import ArrayModel, Model, v1_instances
-from ketch.serving.modelserver.reqlog import RequestLogger
+from ketch.serving.modelserver.reqlog import RequestLogger, request_id
 from ketch.serving.modelserver.tensors import (
     InferOutput,
     InferRequest,
@@ -261,7 +261,7 @@ class ModelServerApp:
                 doc = orjson.loads(body)
             except orjson.JSONDecodeError as e:
                 raise InvalidInput(f"Unrecognized request format: {e}") from None
-            rid = self._log_request(scope, body)
+            rid, md = self._log_request(scope, body, json_ok=True)
             if _fast(model):
                 y = await self._predict_array(model, v1_instances(doc))  # type: ignore[arg-type]
                 out = orjson.dumps({"predictions": y if y.dtype.kind in "biuf" else y.tolist()}, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -269,7 +269,7 @@ class ModelServerApp:
                 res = await self._pipeline(model, doc, _headers(scope))
                 out = res if isinstance(res, bytes) else orjson.dumps(res, option=orjson.OPT_SERIALIZE_NUMPY)
             code = 200
-            self._log_response(rid, out)
+            self._log_response(rid, md, out, json_ok=True)
             return 200, out, []
         except ServingError as e:
             code = e.status
@@ -300,7 +300,7 @@ class ModelServerApp:
             req = parse_infer_request(name, body, hlen)
             if req.id is None:
                 req.id = str(uuid.uuid4())
-            rid = self._log_request(scope, body, req.id)
+            rid, md = self._log_request(scope, body, req.id, json_ok=hlen is None)
             if _fast(model):
                 y = await self._predict_array(model, req.as_numpy())  # type: ignore[arg-type]
                 resp = InferResponse(name, [InferOutput.from_numpy("output-0", y)], req.id, version)
@@ -310,7 +310,7 @@ class ModelServerApp:
                     resp = _dict_response(name, resp, req.id)
             out, n = encode_infer_response(resp, req)
             code = 200
-            self._log_response(rid, out)
+            self._log_response(rid, md, out, json_ok=n is None)
             if n is None:
                 return 200, out, []
             return 200, out, [(b"content-type", b"application/octet-stream"), (b"inference-header-content-length", str(n).encode())]
@@ -320,16 +320,18 @@ class ModelServerApp:
         finally:
             self._done(name, "v2", code, t0)
 
-    def _log_request(self, scope: dict, body: bytes, rid: str | None = None) -> str:
+    def _log_request(self, scope: dict, body: bytes, rid: str | None = None, json_ok: bool = False) -> tuple[str, dict | None]:
+        """Log a request (``json_ok``: the body is known to be valid JSON); (request id, metadata) for its response."""
         if self.reqlog is None:
-            return rid or ""
-        rid = rid or str(uuid.uuid4())
-        self.reqlog.log("request", rid, body)
-        return rid
+            return rid or "", None
+        rid = rid or _header(scope, b"x-request-id") or request_id()
+        md = self.reqlog.metadata(scope.get("headers"))
+        self.reqlog.log("request", rid, body, metadata=md, json_ok=json_ok)
+        return rid, md
 
-    def _log_response(self, rid: str, out: bytes) -> None:
+    def _log_response(self, rid: str, md: dict | None, out: bytes, json_ok: bool = False) -> None:
         if self.reqlog is not None:
-            self.reqlog.log("response", rid, out)
+            self.reqlog.log("response", rid, out, metadata=md, json_ok=json_ok)
 
 
 class _MethodNotAllowed(ServingError):
@@ -337,6 +339,13 @@ class _MethodNotAllowed(ServingError):
 
     def __init__(self) -> None:
         super().__init__("Method Not Allowed")
+
+
+def _header(scope: dict, name: bytes) -> str | None:
+    for k, v in scope["headers"]:
+        if k == name:
+            return v.decode("latin-1")
+    return None
 
 
 def _headers(scope: dict) -> dict[str, str]:

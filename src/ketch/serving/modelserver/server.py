@@ -16,7 +16,7 @@ import sys
 
 from ketch.serving.modelserver.metrics import Metrics
 from ketch.serving.modelserver.model import Model
-from ketch.serving.modelserver.reqlog import RequestLogger
+from ketch.serving.modelserver.reqlog import LoggerMetrics, RequestLogger
 from ketch.serving.modelserver.rest import ModelServerApp, Registry
 
 log = logging.getLogger("ketch.serving.modelserver")
@@ -38,6 +38,9 @@ def parser() -> argparse.ArgumentParser:
     a("--max-latency", type=float, default=500.0, help="adaptive batching: most ms a request waits to be merged")
     a("--logger-url", default=None, help="log requests/responses as CloudEvents to this URL, or as JSON lines to a file")
     a("--logger-mode", default="all", choices=["all", "request", "response"])
+    a("--logger-batch-size", type=int, default=1, help="HTTP sinks: events per POST (>1: CloudEvents batched content mode)")
+    a("--logger-batch-interval", type=float, default=1.0, help="HTTP sinks: most seconds an event waits for its batch to fill")
+    a("--logger-metadata-headers", default="", help="comma-separated request headers sent along as the events' metadata")
     a("--predictor-host", "--predictor_host", default=None, help="transformer: the predictor to forward to")
     a("--protocol", default="v1", help="transformer: the predictor's protocol")
     a("--no-access-log", action="store_true")
@@ -104,7 +107,11 @@ def run(model: Model, args: argparse.Namespace) -> None:
     metrics = Metrics()
     reg = Registry(metrics)
     reg.add(model, args.max_batch_size, args.max_latency)
-    rl = RequestLogger(args.logger_url, args.logger_mode, model.name, args.service_name, args.namespace, args.component) if args.logger_url else None
+    rl = None
+    if args.logger_url:
+        rl = RequestLogger(args.logger_url, args.logger_mode, model.name, args.service_name, args.namespace, args.component,
+                           batch_size=args.logger_batch_size, batch_interval=args.logger_batch_interval,
+                           metadata_headers=[h for h in args.logger_metadata_headers.split(",") if h], metrics=LoggerMetrics(metrics.registry))
     app = ModelServerApp(reg, access_log=not args.no_access_log, request_logger=rl)
     try:
         import uvloop  # noqa: F401

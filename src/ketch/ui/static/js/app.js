@@ -9,11 +9,12 @@ import * as tuning from "./pages/tuning.js";
 import * as serving from "./pages/serving.js";
 import * as home from "./pages/home.js";
 import * as contributors from "./pages/contributors.js";
+import * as monitoring from "./pages/monitoring.js";
 
 const NAV = [
   ["Pipelines", "#/pipelines"], ["Runs", "#/runs"], ["Experiments", "#/experiments"],
   ["Recurring runs", "#/recurringruns"], ["Training jobs", "#/training"], ["Tuning experiments", "#/tuning"],
-  ["Models", "#/models"], ["Notebooks", "#/notebooks"], ["Resources", "#/resources"], ["Events", "#/events"],
+  ["Models", "#/models"], ["Notebooks", "#/notebooks"], ["Resources", "#/resources"], ["Events", "#/events"], ["Monitoring", "#/monitoring"],
   ["Contributors", "#/contributors"],
 ];
 
@@ -28,7 +29,7 @@ const ROUTES = [
   ["/training/:group/:plural/:ns/:name", training.details], ["/training", training.list],
   ["/tuning/:ns/:name", tuning.details], ["/tuning", tuning.list],
   ["/models/:ns/:name", serving.details], ["/models", serving.list],
-  ["/notebooks", resources.notebooks], ["/contributors", contributors.contributors],
+  ["/notebooks", resources.notebooks], ["/contributors", contributors.contributors], ["/monitoring", monitoring.page],
   ["/resources/:group/:plural/:ns/:name", resources.details], ["/resources/:group/:plural", resources.list],
   ["/resources", resources.index], ["/events", resources.events], ["/search", resources.search],
   ["/create", resources.create], ["/", home.home],

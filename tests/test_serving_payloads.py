@@ -1,0 +1,166 @@
+"""Payload logging of a real model server process to real sinks on loopback: KServe's CloudEvent headers on
+an HTTP sink, CloudEvents batches, drops counted in a metric when the sink is slow, and the built-in store's
+bounds and rotation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import wait_for
+from serving_helpers import IRIS_ROW, ModelServer, train_sklearn
+
+
+class Sink:
+    """A real HTTP server recording what it is sent (headers, body); ``delay`` makes it slow."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.got: list[tuple[dict, bytes]] = []
+        sink = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                if delay:
+                    time.sleep(delay)
+                sink.got.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/sink"
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def sink():
+    s = Sink()
+    yield s
+    s.close()
+
+
+def metric(server_url: str, name: str) -> dict[tuple, float]:
+    text = httpx.get(server_url + "/metrics").text
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name:
+                out[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def test_http_sink_gets_kserve_cloudevent_headers(tmp_path, sink):
+    train_sklearn(tmp_path / "m")
+    s = ModelServer(tmp_path, "--model-name", "iris", "--model-dir", str(tmp_path / "m"), "--logger-url", sink.url,
+                    "--service-name", "demo", "--namespace", "ns1", "--logger-metadata-headers", "x-user,x-tenant").wait_ready()
+    try:
+        r = httpx.post(f"{s.url}/v1/models/iris:predict", json={"instances": [IRIS_ROW]}, headers={"x-user": "ann", "x-other": "no"})
+        assert r.json() == {"predictions": [1]}
+        wait_for(lambda: len(sink.got) >= 2, timeout=10, what="two events")
+        (req_h, req_b), (resp_h, resp_b) = sorted(sink.got, key=lambda g: g[0]["ce-type"])
+        assert req_h["ce-type"] == "org.kubeflow.serving.inference.request" and resp_h["ce-type"] == "org.kubeflow.serving.inference.response"
+        for h in (req_h, resp_h):
+            assert h["ce-specversion"] == "1.0" and h["ce-inferenceservicename"] == "demo" and h["ce-namespace"] == "ns1"
+            assert h["ce-component"] == "predictor" and h["ce-endpoint"] == "default" and h["ce-source"] == "http://localhost/demo"
+            assert h["ce-time"] and h["content-type"] == "application/json"
+            assert json.loads(h["ce-metadata"]) == {"x-user": ["ann"]}
+        assert req_h["ce-id"] == resp_h["ce-id"]
+        assert json.loads(req_b) == {"instances": [IRIS_ROW]} and json.loads(resp_b) == {"predictions": [1]}
+        want = {(("type", "org.kubeflow.serving.inference.request"),): 1.0, (("type", "org.kubeflow.serving.inference.response"),): 1.0}
+        # counted once the sink has answered, which is just after it recorded the event
+        wait_for(lambda: metric(s.url, "kserve_logger_events_sent_total") == want, timeout=10, what="sent counters")
+    finally:
+        s.stop()
+
+
+def test_http_sink_batches_as_cloudevents_batch(tmp_path, sink):
+    train_sklearn(tmp_path / "m")
+    s = ModelServer(tmp_path, "--model-name", "iris", "--model-dir", str(tmp_path / "m"), "--logger-url", sink.url, "--service-name", "demo",
+                    "--logger-batch-size", "4", "--logger-batch-interval", "2", "--logger-mode", "request").wait_ready()
+    try:
+        with httpx.Client() as c:
+            for i in range(6):
+                c.post(f"{s.url}/v1/models/iris:predict", json={"instances": [[i, 2.8, 4.8, 1.4]]})
+        wait_for(lambda: sum(len(json.loads(b)) for _, b in sink.got) >= 6, timeout=10, what="six events")
+        assert all(h["content-type"] == "application/cloudevents-batch+json" for h, _ in sink.got)
+        events = [e for _, b in sink.got for e in json.loads(b)]
+        assert [e["data"]["instances"][0][0] for e in events] == list(range(6))
+        assert all(e["type"] == "org.kubeflow.serving.inference.request" and e["specversion"] == "1.0" and e["inferenceservicename"] == "demo"
+                   for e in events)
+        assert len(sink.got) < 6 and max(len(json.loads(b)) for _, b in sink.got) == 4  # batched, at most batchSize per POST
+    finally:
+        s.stop()
+
+
+def test_slow_sink_drops_are_counted(tmp_path):
+    slow = Sink(delay=0.5)
+    train_sklearn(tmp_path / "m")
+    s = ModelServer(tmp_path, "--model-name", "iris", "--model-dir", str(tmp_path / "m"), "--logger-url", slow.url, "--no-access-log").wait_ready()
+
+    async def flood() -> list[int]:
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=32)) as c:
+            rs = await asyncio.gather(*(c.post(f"{s.url}/v1/models/iris:predict", json={"instances": [IRIS_ROW]}) for _ in range(150)))
+            return [r.status_code for r in rs]
+
+    try:
+        codes = asyncio.run(flood())
+        assert codes == [200] * 150  # inference never fails for the logger
+        dropped = sum(metric(s.url, "kserve_logger_events_dropped_total").values())
+        depth = sum(metric(s.url, "kserve_logger_work_queue_depth").values())
+        sent = sum(metric(s.url, "kserve_logger_events_sent_total").values())
+        # 300 events, a queue of 100 and a sink taking two a second: most are dropped, and every one is accounted for
+        assert dropped >= 150 and dropped + sent + depth <= 300 + 1, (dropped, sent, depth)
+    finally:
+        s.stop()
+        slow.close()
+
+
+def test_builtin_store_is_bounded_and_rotated(tmp_path):
+    from ketch.serving import payloads
+
+    m = train_sklearn(tmp_path / "m")
+    store = tmp_path / "payloads" / "ns1" / "demo"
+    s = ModelServer(tmp_path, "--model-name", "demo", "--model-dir", str(tmp_path / "m"), "--logger-url", f"payloads://{store}",
+                    "--no-access-log", env={"KETCH_PAYLOAD_FILE_BYTES": "4000", "KETCH_PAYLOAD_ROTATIONS": "1",
+                                            "KETCH_PAYLOAD_MAX_BYTES": "12000"}).wait_ready()
+    # another replica's leftovers, older than anything this one writes: pruned first
+    (store).mkdir(parents=True, exist_ok=True)
+    (store / "predictor-1.jsonl").write_bytes(b'{"id": "old"}\n' * 700)
+    try:
+        with httpx.Client() as c:
+            for i in range(120):
+                c.post(f"{s.url}/v1/models/demo:predict", json={"instances": [[float(i), 2.8, 4.8, 1.4]]})
+        wait_for(lambda: any(e.get("data", {}).get("instances", [[0]])[0][0] == 119.0 for e in payloads.read(store, 5, "request")),
+                 timeout=10, what="the last request stored")
+        files = sorted(p.name for p in store.iterdir())
+        assert "predictor-1.jsonl" not in files  # pruned to stay under the cap
+        assert len(files) == 2 and files[1].endswith(".jsonl.1"), files  # this replica's file and one rotation
+        assert sum(p.stat().st_size for p in store.iterdir()) <= 12000 + 4000
+        newest = payloads.read(store, 4)
+        assert [e["type"].rsplit(".", 1)[1] for e in newest] == ["request", "response", "request", "response"]
+        assert newest[-1]["data"] == {"predictions": m.predict([[119.0, 2.8, 4.8, 1.4]]).tolist()} and newest[-2]["inferenceservicename"] == "demo"
+        # a reader following the store sees each event once across a rotation
+        offsets: dict = {}
+        first = list(payloads.events_since(store, offsets))
+        with httpx.Client() as c:
+            for i in range(6):
+                c.post(f"{s.url}/v1/models/demo:predict", json={"instances": [[1000.0 + i, 2.8, 4.8, 1.4]]})
+        wait_for(lambda: any(e.get("data", {}).get("instances", [[0]])[0][0] == 1005.0 for e in payloads.read(store, 5, "request")), timeout=10)
+        more = [e["data"]["instances"][0][0] for e in payloads.events_since(store, offsets) if e["type"].endswith("request")]
+        assert more == [1000.0 + i for i in range(6)] and first
+    finally:
+        s.stop()

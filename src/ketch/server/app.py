@@ -184,9 +184,8 @@ def build_app(ctx: Context) -> Starlette:
     authz = AuthzMiddleware(app, ctx.services["authz"], Lookups(ctx.api), DOMAIN)
     guard = AuthMiddleware(authz, ctx.services["authn"], s.host, s.allowed_hosts, public=authz.public)
     ctx.services["auth"] = guard
-    return guard  # type: ignore[return-value]  # an ASGI app in front of the Starlette one
-    app.add_middleware(ApiMetrics)  # outermost: counts every API request, refused ones too
-    return app
+    # outermost: the API's request metrics count every request, refused ones too
+    return ApiMetrics(guard)  # type: ignore[return-value]  # ASGI apps in front of the Starlette one
 
 
 def serve(settings: Settings, banner: Callable[[str], None] | None = None) -> None:

@@ -19,6 +19,7 @@ from ketch.kubelet.base import Kubelet
 from ketch.kubelet.local import LocalKubelet
 from ketch.machinery.context import Context
 from ketch.machinery.errors import StatusError, bad_request
+from ketch.machinery.params import query_bool
 
 
 def log_handler(ctx: Context, kubelet: Kubelet):  # noqa: ANN201
@@ -42,9 +43,9 @@ def log_handler(ctx: Context, kubelet: Kubelet):  # noqa: ANN201
         if container not in names:
             raise bad_request(f"container {container} is not valid for pod {name}")
         opts = logs.LogOptions(
-            previous=q.get("previous") in ("true", "1"),
-            follow=q.get("follow") in ("true", "1"),
-            timestamps=q.get("timestamps") in ("true", "1"),
+            previous=query_bool(q, "previous"),
+            follow=query_bool(q, "follow"),
+            timestamps=query_bool(q, "timestamps"),
         )
         try:
             if q.get("tailLines"):

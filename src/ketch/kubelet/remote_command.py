@@ -23,6 +23,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ketch.kinds import mounts
 from ketch.kubelet.base import POD
 from ketch.kubelet.images import find_executable
+from ketch.machinery.params import parse_bool
 
 log = logging.getLogger(__name__)
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
@@ -87,8 +88,11 @@ async def serve(ws: WebSocket, kubelet: object) -> None:
     exe = find_executable(command[0], env.get("PATH", ""), cwd)
     if exe is None:
         return await fail(f'exec: "{command[0]}": executable file not found in $PATH')
-    tty = q.get("tty") in ("true", "1")
-    want_in = q.get("stdin") in ("true", "1")
+    try:
+        tty = parse_bool(q.get("tty") or "false")
+        want_in = parse_bool(q.get("stdin") or "false")
+    except ValueError as e:
+        return await fail(str(e))
     master = None
     if tty:
         import pty

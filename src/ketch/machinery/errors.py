@@ -18,6 +18,8 @@ class StatusError(Exception):
         self.details = details or {}
 
     def status(self) -> dict:
+        """The Status body, its fields in kube-apiserver's order (kind, apiVersion, metadata, status,
+        message, reason, details, code): clients comparing JSON text notice the order."""
         out: dict[str, Any] = {
             "kind": "Status",
             "apiVersion": "v1",
@@ -25,10 +27,10 @@ class StatusError(Exception):
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,
-            "code": self.code,
         }
         if self.details:
             out["details"] = self.details
+        out["code"] = self.code
         return out
 
 

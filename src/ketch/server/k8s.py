@@ -25,6 +25,7 @@ from ketch.machinery.errors import (
     too_large,
     unsupported_media,
 )
+from ketch.machinery.params import query_bool
 from ketch.server import discovery, openapi
 from ketch.server.tables import to_table, wants_table
 
@@ -52,8 +53,9 @@ class Target:
     path: str
 
 
-def parse_path(api: Api, path: str) -> Target | None:
-    """Resolve /api/v1/... or /apis/g/v/... into (kind, namespace, name, subresource)."""
+def parse_path(api: Api, path: str, method: str = "GET") -> Target | None:
+    """Resolve /api/v1/... or /apis/g/v/... into (kind, namespace, name, subresource). An unknown
+    resource is a 404 naming the request's verb and resource, as kubectl reports it ("post deployments.apps")."""
     parts = [unquote(p) for p in path.strip("/").split("/")]
     if parts[0] == "api":
         if len(parts) < 2:
@@ -74,7 +76,7 @@ def parse_path(api: Api, path: str) -> Target | None:
     plural = rest[0]
     rd = api.registry.lookup(group, version, plural)
     if rd is None:
-        raise no_resource(f"get {plural}")
+        raise no_resource(f"{method.lower()} {plural}.{group}" if group else f"{method.lower()} {plural}")
     name = rest[1] if len(rest) > 1 else None
     sub = rest[2] if len(rest) > 2 else None
     if len(rest) > 3:
@@ -86,7 +88,7 @@ def parse_path(api: Api, path: str) -> Target | None:
 
 def _flag(q: Any, name: str) -> bool:
     """A boolean query parameter as Go's strconv.ParseBool reads it (the Python client sends "True")."""
-    return (q.get(name) or "").lower() in ("true", "1", "t")
+    return query_bool(q, name)
 
 
 def _options(q: Any) -> Options:
@@ -183,7 +185,7 @@ class K8sHandler:
             if g is None:
                 raise no_resource(path)
             return json_response(g)
-        t = parse_path(self.api, path)
+        t = parse_path(self.api, path, request.method)
         if t is None:
             raise no_resource(path)
         if t.rd is None:
@@ -195,6 +197,8 @@ class K8sHandler:
         rd = t.rd
         q = request.query_params
         m = request.method
+        if t.sub == "scale" and t.name:
+            return await self._scale(request, rd, t)
         if t.sub and t.sub not in ("status",):
             h = self.subs.get((rd.key, t.sub))
             if h is None:
@@ -256,6 +260,23 @@ class K8sHandler:
             obj = self.api.delete(rd, ns, name, prop, _grace(q, body), body.get("preconditions"), opts)
             return json_response(obj)
         raise method_not_allowed(f"the server does not allow this method on the requested resource ({path})")
+
+    async def _scale(self, request: Request, rd: ResourceDefinition, t: Target) -> Response:
+        from ketch.machinery import scale
+
+        ns, name, m = t.namespace or "", t.name or "", request.method
+        scale.scale_spec(rd, t.version)  # 404 for kinds without one
+        if m == "GET":
+            return json_response(scale.get_scale(self.api, rd, ns, name, t.version))
+        opts = _options(request.query_params)
+        if m == "PUT":
+            out = scale.update_scale(self.api, rd, ns, name, await read_body(request), t.version, opts)
+        elif m == "PATCH":
+            ct = request.headers.get("content-type", "application/merge-patch+json")
+            out = scale.patch_scale(self.api, rd, ns, name, ct, await read_body(request, allow_yaml=False), t.version, opts)
+        else:
+            raise method_not_allowed(f"the server does not allow this method on the requested resource ({t.path})")
+        return json_response(out, 200, _warn_headers(opts))
 
     def _list(self, request: Request, rd: ResourceDefinition, t: Target) -> Response:
         q = request.query_params

@@ -59,7 +59,7 @@ def _label_selector_matches(sel: dict, labels: dict) -> bool:
     return True
 
 
-def validate_workload(obj: dict, old: dict | None, restart_always: bool = True) -> list[FieldError]:
+def validate_workload(obj: dict, old: dict | None, restart_always: bool = True, claim_volumes: list[str] | None = None) -> list[FieldError]:
     """What every pod-template workload checks: a non-empty selector that selects the template's labels,
     a valid pod template, non-negative counts, and (apps/v1) a selector that never changes."""
     errs: list[FieldError] = []
@@ -71,7 +71,11 @@ def validate_workload(obj: dict, old: dict | None, restart_always: bool = True) 
         errs.append(FieldError("spec.selector", "FieldValueRequired", ""))
     elif not _label_selector_matches(sel, labels):
         errs.append(FieldError("spec.template.metadata.labels", "FieldValueInvalid", "`selector` does not match template `labels`", labels))
-    errs.extend(validate_pod_spec(tmpl.get("spec") or {}, "spec.template.spec"))
+    pspec = tmpl.get("spec") or {}
+    if claim_volumes and isinstance(pspec, dict):  # a StatefulSet's claims are volumes its Pods will have
+        have = {(v or {}).get("name") for v in pspec.get("volumes") or []}
+        pspec = {**pspec, "volumes": [*(pspec.get("volumes") or []), *({"name": n} for n in claim_volumes if n not in have)]}
+    errs.extend(validate_pod_spec(pspec, "spec.template.spec"))
     rp = (tmpl.get("spec") or {}).get("restartPolicy")
     if restart_always and rp != "Always":
         errs.append(FieldError("spec.template.spec.restartPolicy", "FieldValueNotSupported", 'supported values: "Always"', rp))
@@ -160,8 +164,9 @@ def _sts_default(obj: dict) -> None:
 
 
 def _sts_validate(obj: dict, old: dict | None) -> list[FieldError]:
-    errs = validate_workload(obj, old)
     spec = obj.get("spec") or {}
+    claims = [((t or {}).get("metadata") or {}).get("name") for t in spec.get("volumeClaimTemplates") or []]
+    errs = validate_workload(obj, old, claim_volumes=[n for n in claims if n])
     if spec.get("podManagementPolicy") not in ("OrderedReady", "Parallel"):
         errs.append(FieldError("spec.podManagementPolicy", "FieldValueNotSupported", 'supported values: "OrderedReady", "Parallel"', spec.get("podManagementPolicy")))
     us = spec.get("updateStrategy") or {}

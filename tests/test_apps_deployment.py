@@ -201,3 +201,31 @@ def test_rolling_update_stays_within_surge_and_unavailable(shared_ketch, surge, 
     assert min(sum(s.values()) for s in steps) >= replicas - unavailable, steps
     rss = _rs(k, ns, "r")
     assert sorted(r["spec"]["replicas"] for r in rss) == [0, replicas]
+
+
+def test_eviction_honours_pod_disruption_budget(shared_ketch):
+    k = shared_ketch
+    ns = _ns(k, "dep-pdb")
+    k.kubectl("create", "deployment", "guarded", "--image=busybox", "--replicas=2", "-n", ns, "--", "sleep", "3600")
+    k.kubectl("rollout", "status", "deployment/guarded", "-n", ns, "--timeout=60s")
+    k.kubectl("create", "pdb", "guard", "--selector=app=guarded", "--min-available=1", "-n", ns)
+    st = wait_for(lambda: (s := k.kjson("get", "pdb", "guard", "-n", ns).get("status") or {}).get("disruptionsAllowed") == 1 and s, 20, 0.2, "pdb status")
+    assert (st["expectedPods"], st["currentHealthy"], st["desiredHealthy"]) == (2, 2, 1)
+    assert "1" in k.kubectl("get", "pdb", "guard", "-n", ns).stdout.splitlines()[1]
+    p1, p2 = (p["metadata"]["name"] for p in _live_pods(k, ns, "app=guarded"))
+    with k.http() as c:
+        def evict(name: str):
+            return c.post(f"/api/v1/namespaces/{ns}/pods/{name}/eviction",
+                          json={"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": ns}})
+        r = evict(p1)
+        assert r.status_code == 201, r.text
+        r = evict(p2)  # the budget has no disruption left until the replacement is Ready
+        assert r.status_code == 429, r.text
+        assert r.json()["details"]["causes"][0]["reason"] == "DisruptionBudget"
+        assert "disruption budget" in r.json()["message"]
+        wait_for(lambda: (k.kjson("get", "pdb", "guard", "-n", ns)["status"]).get("disruptionsAllowed") == 1, 30, 0.2, "budget restored")
+        assert evict(p2).status_code == 201
+        # discovery tells kubectl drain that evictions are policy/v1
+        res = c.get("/api/v1").json()["resources"]
+        ev = next(x for x in res if x["name"] == "pods/eviction")
+        assert (ev["group"], ev["version"], ev["kind"], ev["verbs"]) == ("policy", "v1", "Eviction", ["create"])

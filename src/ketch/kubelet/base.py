@@ -207,13 +207,15 @@ class Kubelet(abc.ABC):
 
     @abc.abstractmethod
     async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int, preload: tuple[str, ...] = (),
-                    requests: dict[str, float] | None = None) -> Started:
+                    requests: dict[str, float] | None = None, stdin: int | None = None) -> Started:
         """Start one container process in its own process group, output to the given descriptors;
         raise CannotRun with Kubernetes' message when the executable cannot be found or started.
         ``preload`` (the Pod's ``kubelet.ketch.dev/preload`` modules) is a hint that a ``python -m``
         container may be forked from an interpreter that has imported them; a kubelet may ignore it.
         ``requests`` (cpu cores, memory bytes, GPUs) is where a kubelet that places processes on other
-        machines finds what the container needs; the local kubelet has admitted the Pod already."""
+        machines finds what the container needs; the local kubelet has admitted the Pod already.
+        ``stdin`` (a container with ``stdin: true``) is the read end of its stdin FIFO; a kubelet whose
+        processes run elsewhere may leave it unconnected."""
 
     @abc.abstractmethod
     def alive(self, pid: int, create_time: float | None) -> bool:

@@ -98,13 +98,23 @@ def setup(ctx: Context) -> None:
     if kubelet.local_processes:
         from starlette.routing import WebSocketRoute
 
-        from ketch.kubelet import remote_command
+        from ketch.kubelet import port_forward, remote_command
 
         async def exec_ws(ws):  # noqa: ANN001, ANN202
             await remote_command.serve(ws, kubelet)
 
-        # kubectl exec speaks WebSocket (v5.channel.k8s.io); the route sits before the Kubernetes API's
-        ctx.add_routes([WebSocketRoute("/api/v1/namespaces/{namespace}/pods/{name}/exec", exec_ws)])
+        async def portforward_ws(ws):  # noqa: ANN001, ANN202
+            await port_forward.serve(ws, kubelet)
+
+        async def attach_ws(ws):  # noqa: ANN001, ANN202
+            await remote_command.serve_attach(ws, kubelet)
+
+        # kubectl exec and port-forward speak WebSocket; the routes sit before the Kubernetes API's
+        ctx.add_routes([
+            WebSocketRoute("/api/v1/namespaces/{namespace}/pods/{name}/exec", exec_ws),
+            WebSocketRoute("/api/v1/namespaces/{namespace}/pods/{name}/portforward", portforward_ws),
+            WebSocketRoute("/api/v1/namespaces/{namespace}/pods/{name}/attach", attach_ws),
+        ])
     ctx.services.setdefault("subresources", {})[("/pods", "log")] = log_handler(ctx, kubelet)
     ctx.add_task(kubelet.run)
     ctx.on_shutdown(kubelet.shutdown)

@@ -205,8 +205,11 @@ class PodWorker:
             self._start_failed(cs, ship, cannot_run)
             return
         fds = ship.open_raw()
+        if c.get("stdin"):
+            fds["stdin"] = ship.open_stdin()
         try:
-            started = await self.k.spawn(argv, env, cwd, fds["stdout"], fds["stderr"], preload_of(self.pod), container_requests(c))
+            started = await self.k.spawn(argv, env, cwd, fds["stdout"], fds["stderr"], preload_of(self.pod), container_requests(c),
+                                         stdin=fds.get("stdin"))
         except CannotRun as e:
             self._start_failed(cs, ship, str(e))
             return

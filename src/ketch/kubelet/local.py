@@ -86,18 +86,18 @@ class LocalKubelet(Kubelet):
     # -- process supervision: local processes, each a session leader ----------------------------------
 
     async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int, preload: tuple[str, ...] = (),
-                    requests: dict[str, float] | None = None) -> Started:
+                    requests: dict[str, float] | None = None, stdin: int | None = None) -> Started:
         exe = find_executable(argv[0], env.get("PATH", ""), cwd)
         if exe is None:
             raise CannotRun(f'exec: "{argv[0]}": executable file not found in $PATH')
-        if preload:
+        if preload and stdin is None:
             forked = await self.warm.spawn(preload, [exe, *argv[1:]], env, cwd, stdout, stderr)
             if forked is not None:
                 pid, ended = forked
                 return Started(pid, process.create_time(pid), lambda: asyncio.shield(ended))
         try:
             proc = await asyncio.create_subprocess_exec(
-                exe, *argv[1:], stdin=asyncio.subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                exe, *argv[1:], stdin=asyncio.subprocess.DEVNULL if stdin is None else stdin, stdout=stdout, stderr=stderr,
                 cwd=cwd, env=env, start_new_session=True,
             )
         except OSError as e:

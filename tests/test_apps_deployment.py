@@ -120,7 +120,7 @@ def test_set_image_rollout_status_undo_and_history(shared_ketch):
     assert first["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"  # the old ReplicaSet revived
     assert first["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"] == "1"
     assert len(_rs(k, ns, "app")) == 2
-    assert pods  # noqa: the image-2 pods existed before the undo
+    assert pods  # the image-2 pods existed before the undo
 
 
 def test_rollout_restart_and_pause(shared_ketch):

@@ -115,6 +115,13 @@ def setup(ctx: Context) -> None:
             WebSocketRoute("/api/v1/namespaces/{namespace}/pods/{name}/portforward", portforward_ws),
             WebSocketRoute("/api/v1/namespaces/{namespace}/pods/{name}/attach", attach_ws),
         ])
+    if kubelet.local_processes:
+        from ketch.kubelet import metrics
+
+        sampler = metrics.MetricsSampler(kubelet)
+        ctx.services["metrics"] = sampler  # what the HorizontalPodAutoscaler reads
+        ctx.add_routes(metrics.routes(sampler))
+        ctx.add_task(sampler.run)
     ctx.services.setdefault("subresources", {})[("/pods", "log")] = log_handler(ctx, kubelet)
     ctx.add_task(kubelet.run)
     ctx.on_shutdown(kubelet.shutdown)

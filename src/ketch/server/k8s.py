@@ -207,6 +207,9 @@ class K8sHandler:
         ns = t.namespace or ""
         if rd.namespaced and t.name is not None and t.namespace is None:
             raise no_resource(path)
+        verb = _verb(m, t.name is not None, _flag(q, "watch") if m == "GET" else False)
+        if verb not in rd.verbs:
+            raise method_not_allowed(f"the server does not allow this method on the requested resource ({path})")
         if t.name is None:
             if m == "GET":
                 if _flag(q, "watch"):
@@ -339,6 +342,15 @@ class K8sHandler:
                 await gen.aclose()
 
         return StreamingResponse(stream(), media_type="application/json", headers={"Transfer-Encoding": "chunked", "Cache-Control": "no-cache"})
+
+
+def _verb(method: str, named: bool, watch: bool) -> str:
+    """The Kubernetes verb of a request (what a kind's ``verbs`` allow)."""
+    if method == "GET":
+        return "watch" if watch else ("get" if named else "list")
+    if method == "DELETE":
+        return "delete" if named else "deletecollection"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, method.lower())
 
 
 def _grace(q: Any, body: dict) -> int | None:

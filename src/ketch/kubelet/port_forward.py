@@ -216,15 +216,19 @@ async def _channels(ws: WebSocket, ns: str, name: str) -> None:
                 with contextlib.suppress(ConnectionError):
                     await w.drain()
 
-    feeder = asyncio.create_task(feed())
-    try:
+    async def outputs() -> None:
         if pumps:
-            await asyncio.wait([feeder, asyncio.gather(*pumps)], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(pumps)
         else:
-            await feeder
+            await asyncio.Event().wait()  # nothing to relay: the session lasts until the client leaves
+
+    feeder = asyncio.create_task(feed())
+    relays = asyncio.create_task(outputs())
+    try:
+        await asyncio.wait([feeder, relays], return_when=asyncio.FIRST_COMPLETED)
     finally:
-        feeder.cancel()
-        for p in pumps:
-            p.cancel()
+        for t in [feeder, relays, *pumps]:
+            t.cancel()
+        await asyncio.gather(feeder, relays, *pumps, return_exceptions=True)
         for w in writers.values():
             w.close()

@@ -35,7 +35,8 @@ JSON_CT = "application/json"
 
 
 def json_response(data: Any, status: int = 200, headers: dict | None = None, content_type: str = JSON_CT) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type=content_type, headers=headers)
+    # A newline ends the body, as Go's json.Encoder writes it: clients comparing error text expect it.
+    return Response(orjson.dumps(data) + b"\n", status_code=status, media_type=content_type, headers=headers)
 
 
 def status_response(err: StatusError) -> Response:

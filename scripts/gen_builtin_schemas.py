@@ -26,6 +26,9 @@ ROOTS = {
     "apps/v1/DaemonSet": "V1DaemonSet", "apps/v1/ControllerRevision": "V1ControllerRevision",
     "coordination.k8s.io/v1/Lease": "V1Lease", "policy/v1/PodDisruptionBudget": "V1PodDisruptionBudget",
     "events.k8s.io/v1/Event": "EventsV1Event", "autoscaling/v2/HorizontalPodAutoscaler": "V2HorizontalPodAutoscaler",
+    "rbac.authorization.k8s.io/v1/Role": "V1Role", "rbac.authorization.k8s.io/v1/ClusterRole": "V1ClusterRole",
+    "rbac.authorization.k8s.io/v1/RoleBinding": "V1RoleBinding", "rbac.authorization.k8s.io/v1/ClusterRoleBinding": "V1ClusterRoleBinding",
+    "apiregistration.k8s.io/v1/APIService": "V1APIService",
 }
 OUT = Path(__file__).resolve().parents[1] / "src/ketch/kinds/schemas/builtin.json"
 PRIMITIVES = {

@@ -169,7 +169,9 @@ def test_rolling_update_stays_within_surge_and_unavailable(shared_ketch, surge, 
     k.kubectl("rollout", "status", "deployment/r", "-n", ns, "--timeout=60s")
     steps: list[dict[str, int]] = []
     stop = threading.Event()
-    rv = k.kjson("get", "rs", "-n", ns)["metadata"]["resourceVersion"]
+    listed = k.kjson("get", "rs", "-n", ns)
+    rv = listed["metadata"]["resourceVersion"]
+    start = {r["metadata"]["name"]: r["spec"]["replicas"] for r in listed["items"]}  # what the watch starts from
 
     def watch() -> None:
         try:
@@ -178,7 +180,7 @@ def test_rolling_update_stays_within_surge_and_unavailable(shared_ketch, surge, 
             return
 
     def _watch() -> None:
-        seen: dict[str, int] = {}
+        seen: dict[str, int] = dict(start)
         with k.http(timeout=90) as c, c.stream("GET", f"/apis/apps/v1/namespaces/{ns}/replicasets", params={"watch": "1", "resourceVersion": rv}) as r:
             for line in r.iter_lines():
                 if stop.is_set():

@@ -185,11 +185,19 @@ class Kubelet(abc.ABC):
         node = spec.get("nodeName")
         if node and node != self.node_name:
             return f"pod is bound to node {node!r}"
+        if not node and self.cordoned():
+            return "0/1 nodes are available: 1 node(s) were unschedulable."
         labels = self.node_labels()
         for k, v in (spec.get("nodeSelector") or {}).items():
             if labels.get(k) != v:
                 return "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."
         return None
+
+    def cordoned(self) -> bool:
+        """``kubectl cordon`` (and drain) set the Node's ``spec.unschedulable``: no new Pods are scheduled
+        here, while Pods already bound to it (a DaemonSet's) still run, as with Kubernetes' scheduler."""
+        node = self.client.get(NODE, "", self.node_name)
+        return bool(((node or {}).get("spec") or {}).get("unschedulable"))
 
     def fits(self, pod: dict, used: dict[str, float]) -> str | None:
         """None when the pod's requests fit into what is left of allocatable; else the scheduler's message."""

@@ -237,6 +237,7 @@ class LocalKubelet(Kubelet):
         self.register_node()
         hb = asyncio.create_task(self.heartbeat())
         shipping = asyncio.create_task(self.ship_logs())
+        uncordon = asyncio.create_task(self.watch_uncordon())
         try:
             self.recover()
             rd = self.ctx.api.rd(*POD)
@@ -252,6 +253,22 @@ class LocalKubelet(Kubelet):
         finally:
             hb.cancel()
             shipping.cancel()
+            uncordon.cancel()
+
+    async def watch_uncordon(self) -> None:
+        """When the Node becomes schedulable again (``kubectl uncordon``), the Pods held Pending for it are
+        considered again."""
+        rd = self.ctx.api.rd(*NODE)
+        while True:
+            try:
+                async for typ, node in self.ctx.api.watch(rd, field_selector=f"metadata.name={self.node_name}"):
+                    if typ == "MODIFIED" and not (node.get("spec") or {}).get("unschedulable") and self.pending:
+                        self.pod_finished(None)  # type: ignore[arg-type]
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("kubelet: watching node %s failed", self.node_name)
+            await asyncio.sleep(1.0)
 
     async def ship_logs(self, every: float = 0.2) -> None:
         """Move running containers' new output into their stamped logs, a few times a second."""

@@ -161,7 +161,8 @@ def test_rolling_update_stays_within_surge_and_unavailable(shared_ketch, surge, 
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}},
             "template": {"metadata": {"labels": {"app": "r"}}, "spec": {"containers": [{
                 "name": "c", "image": "busybox", "command": ["sleep", "3600"],
-                "readinessProbe": {"exec": {"command": ["true"]}, "initialDelaySeconds": 1, "periodSeconds": 1},
+                "readinessProbe": {"exec": {"command": ["true"]}, "initialDelaySeconds": 1, "periodSeconds": 1,
+                                   "timeoutSeconds": 10, "failureThreshold": 30},  # no flapping on a loaded machine
             }]}},
         },
     }

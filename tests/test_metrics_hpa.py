@@ -82,9 +82,9 @@ def test_kubectl_autoscale_scales_out_and_back_in(fast, tmp_path):
         {"spec": {"behavior": {"scaleDown": {"stabilizationWindowSeconds": 2}, "scaleUp": {"stabilizationWindowSeconds": 0}}}}))
     hpa = k.kjson("get", "hpa", "burn")
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "burn"}
-    # idle: stays at 1 with a valid metric
+    # idle: 1 replica with a valid metric
     wait_for(lambda: any(c["type"] == "ScalingActive" and c["status"] == "True" for c in (k.kjson("get", "hpa", "burn").get("status") or {}).get("conditions") or []), 30, 0.5, "metrics valid")
-    assert k.kjson("get", "deployment", "burn")["spec"]["replicas"] == 1
+    wait_for(lambda: k.kjson("get", "deployment", "burn")["spec"]["replicas"] == 1, 30, 0.5, "idle at 1")
     load.touch()
     wait_for(lambda: k.kjson("get", "deployment", "burn")["spec"]["replicas"] == 3, 60, 0.5, "scaled out to 3")
     st = k.kjson("get", "hpa", "burn")["status"]

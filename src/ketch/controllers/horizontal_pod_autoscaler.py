@@ -4,8 +4,10 @@ metrics (``ctx.services["metrics"]``, the same samples metrics.k8s.io serves), a
 toward what the metrics ask for, as Kubernetes' HPA controller does:
 
 - **Resource / ContainerResource** metrics: ``Utilization`` (usage / requests, per cent) or
-  ``AverageValue``; the proposal is ``ceil(ratio * pods)``, unchanged within the 10% tolerance. Pods with
-  no sample yet count as using nothing when scaling up and their full target when scaling down (the
+  ``AverageValue``; the proposal is ``ceil(ratio * pods)``, unchanged within the 10% tolerance. A CPU
+  sample counts once the Pod is Ready and, in its first ``KETCH_HPA_CPU_INITIALIZATION_PERIOD`` seconds
+  (300, Kubernetes' cpu-initialization-period), only if its window began after the Pod became Ready (a
+  starting process burns CPU it will not keep). Pods with no usable sample count as using nothing when scaling up and their full target when scaling down (the
   conservative choice); a Pod without a request for the resource makes a Utilization target fail.
 - The largest proposal wins; the result is bounded by minReplicas/maxReplicas.
 - **behavior**: a stabilization window per direction (scale-up 0 s, scale-down 300 s by default: the
@@ -27,7 +29,7 @@ import math
 import os
 import time
 
-from ketch.controllers.workload_pods import POD, active, ready
+from ketch.controllers.workload_pods import POD, active
 from ketch.kinds.meta import now, set_condition
 from ketch.kinds.resources import container_requests, parse_quantity
 from ketch.machinery import scale
@@ -43,6 +45,33 @@ DOWN_DEFAULT = {"stabilizationWindowSeconds": 300, "selectPolicy": "Max", "polic
 
 def sync_period() -> float:
     return float(os.environ.get("KETCH_HPA_SYNC_PERIOD", "15"))
+
+
+def cpu_initialization_period() -> float:
+    return float(os.environ.get("KETCH_HPA_CPU_INITIALIZATION_PERIOD", "300"))
+
+
+def _cpu_sample_usable(pod: dict, usage: object) -> bool:
+    """Kubernetes' rule for CPU: in a Pod's first ``cpuInitializationPeriod``, a sample counts only when
+    its whole window lies after the Pod became Ready (a starting process burns CPU it will not keep)."""
+    import datetime as dt
+
+    from ketch.kinds.meta import get_condition, parse_time
+
+    start = parse_time((pod.get("status") or {}).get("startTime"))
+    c = get_condition(pod, "Ready")
+    if c is None or c.get("status") != "True":
+        return False
+    now_ = dt.datetime.now(dt.UTC)
+    if start is None or (now_ - start).total_seconds() >= cpu_initialization_period():
+        return True
+    ready_at = parse_time(c.get("lastTransitionTime"))
+    sampled = parse_time(getattr(usage, "timestamp", None))
+    window = float(getattr(usage, "window", 0.0))
+    if ready_at is None or sampled is None:
+        return False
+    # timestamps have second precision: a window must start a second after the transition to be sure
+    return (sampled - ready_at).total_seconds() - window >= 1.0
 
 
 class MetricError(Exception):
@@ -168,7 +197,7 @@ class HorizontalPodAutoscalerController(Controller):
                     req += r
                 requests[n] = req
             u = sampler.pod(ns, n)
-            if u is None or (res == "cpu" and not ready(p)):
+            if u is None or (res == "cpu" and not _cpu_sample_usable(p, u)):
                 unready.add(n)
                 continue
             usage[n] = sum(cores if res == "cpu" else mem for cname, (cores, mem) in u.containers.items() if container is None or cname == container)

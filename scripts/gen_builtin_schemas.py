@@ -21,10 +21,14 @@ ROOTS = {
     "v1/Pod": "V1Pod", "v1/Service": "V1Service", "v1/ConfigMap": "V1ConfigMap", "v1/Secret": "V1Secret",
     "v1/Namespace": "V1Namespace", "v1/ServiceAccount": "V1ServiceAccount", "v1/Event": "CoreV1Event",
     "v1/PersistentVolumeClaim": "V1PersistentVolumeClaim", "v1/Node": "V1Node", "v1/Endpoints": "V1Endpoints",
-    "batch/v1/Job": "V1Job",
+    "batch/v1/Job": "V1Job", "v1/ReplicationController": "V1ReplicationController",
+    "apps/v1/Deployment": "V1Deployment", "apps/v1/ReplicaSet": "V1ReplicaSet", "apps/v1/StatefulSet": "V1StatefulSet",
+    "apps/v1/DaemonSet": "V1DaemonSet", "apps/v1/ControllerRevision": "V1ControllerRevision",
+    "coordination.k8s.io/v1/Lease": "V1Lease", "policy/v1/PodDisruptionBudget": "V1PodDisruptionBudget",
+    "events.k8s.io/v1/Event": "EventsV1Event", "autoscaling/v2/HorizontalPodAutoscaler": "V2HorizontalPodAutoscaler",
     "rbac.authorization.k8s.io/v1/Role": "V1Role", "rbac.authorization.k8s.io/v1/ClusterRole": "V1ClusterRole",
-    "rbac.authorization.k8s.io/v1/RoleBinding": "V1RoleBinding",
-    "rbac.authorization.k8s.io/v1/ClusterRoleBinding": "V1ClusterRoleBinding",
+    "rbac.authorization.k8s.io/v1/RoleBinding": "V1RoleBinding", "rbac.authorization.k8s.io/v1/ClusterRoleBinding": "V1ClusterRoleBinding",
+    "apiregistration.k8s.io/v1/APIService": "V1APIService",
     "authorization.k8s.io/v1/SelfSubjectAccessReview": "V1SelfSubjectAccessReview",
     "authorization.k8s.io/v1/SubjectAccessReview": "V1SubjectAccessReview",
     "authorization.k8s.io/v1/LocalSubjectAccessReview": "V1LocalSubjectAccessReview",
@@ -53,8 +57,16 @@ def type_schema(t: str, defs: dict) -> dict:
 
 
 def name_of(cls_name: str) -> str:
-    """V1PodSpec -> io.k8s.api.PodSpec: the version prefix dropped, as kubectl explain shows type names."""
-    return "io.k8s.api." + re.sub(r"^(?:[A-Z][a-z]+)?V\d+(?:(?:alpha|beta)\d+)?", "", cls_name)
+    """V1PodSpec -> io.k8s.api.PodSpec: the version prefix dropped, as kubectl explain shows type names.
+    A group prefix (CoreV1Event) is dropped too, unless another group has a type of that name
+    (events.k8s.io's Event): then it stays (CoreEvent, EventsEvent)."""
+    m = re.match(r"^([A-Z][a-z]+)?(V\d+(?:(?:alpha|beta)\d+)?)(.*)$", cls_name)
+    if m is None:
+        return "io.k8s.api." + cls_name
+    prefix, version, rest = m.groups()
+    if prefix and any(hasattr(client, f"{p}{version}{rest}") for p in ("", "Core", "Events") if p != prefix):
+        return "io.k8s.api." + prefix + rest
+    return "io.k8s.api." + rest
 
 
 def model(cls_name: str, defs: dict) -> None:

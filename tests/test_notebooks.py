@@ -95,7 +95,11 @@ def test_notebook_runs_jupyter_behind_the_notebook_path(k):
     assert nb["status"]["containerState"].get("running") and any(c["type"] == "Ready" and c["status"] == "True" for c in nb["status"]["conditions"])
     pod = k.kjson("get", "pod", "lab-0")
     assert pod["metadata"]["labels"]["statefulset"] == "lab" and pod["metadata"]["labels"]["notebook-name"] == "lab"
-    assert pod["metadata"]["ownerReferences"][0]["kind"] == "Notebook"
+    # as Kubeflow's: the Notebook owns a one-replica StatefulSet, which owns the Pod
+    assert pod["metadata"]["ownerReferences"][0]["kind"] == "StatefulSet" and pod["metadata"]["ownerReferences"][0]["name"] == "lab"
+    sts = k.kjson("get", "statefulset", "lab")
+    assert sts["metadata"]["ownerReferences"][0]["kind"] == "Notebook" and sts["spec"]["replicas"] == 1
+    assert sts["status"]["readyReplicas"] == 1
     env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
     assert env["NB_PREFIX"] == "/notebook/default/lab"
     svc = k.kjson("get", "service", "lab")

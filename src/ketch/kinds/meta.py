@@ -168,3 +168,21 @@ def set_condition(
         }
     )
     return True
+
+
+def selector_string(sel: dict | None) -> str:
+    """A LabelSelector as its string form (``app=web,tier in (a,b)``): what Scale's status.selector and
+    kubectl's SELECTOR column show."""
+    sel = sel or {}
+    parts = [f"{k}={v}" for k, v in sorted((sel.get("matchLabels") or {}).items())]
+    for e in sel.get("matchExpressions") or []:
+        op, key, vals = e.get("operator"), e.get("key", ""), sorted(e.get("values") or [])
+        if op == "In":
+            parts.append(f"{key} in ({','.join(vals)})")
+        elif op == "NotIn":
+            parts.append(f"{key} notin ({','.join(vals)})")
+        elif op == "Exists":
+            parts.append(key)
+        elif op == "DoesNotExist":
+            parts.append(f"!{key}")
+    return ",".join(parts)

@@ -201,11 +201,19 @@ class Kubelet(abc.ABC):
         node = spec.get("nodeName")
         if node and node != self.node_name:
             return f"pod is bound to node {node!r}"
+        if not node and self.cordoned():
+            return "0/1 nodes are available: 1 node(s) were unschedulable."
         labels = self.node_labels()
         for k, v in (spec.get("nodeSelector") or {}).items():
             if labels.get(k) != v:
                 return "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."
         return None
+
+    def cordoned(self) -> bool:
+        """``kubectl cordon`` (and drain) set the Node's ``spec.unschedulable``: no new Pods are scheduled
+        here, while Pods already bound to it (a DaemonSet's) still run, as with Kubernetes' scheduler."""
+        node = self.client.get(NODE, "", self.node_name)
+        return bool(((node or {}).get("spec") or {}).get("unschedulable"))
 
     def fits(self, pod: dict, used: dict[str, float]) -> str | None:
         """None when the pod's requests fit into what is left of allocatable; else the scheduler's message."""
@@ -223,7 +231,8 @@ class Kubelet(abc.ABC):
 
     @abc.abstractmethod
     async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int, preload: tuple[str, ...] = (),
-                    requests: dict[str, float] | None = None, exit_file: str | None = None) -> Started:
+                    requests: dict[str, float] | None = None, exit_file: str | None = None,
+                    stdin: int | None = None) -> Started:
         """Start one container process in its own process group, output to the given descriptors;
         raise CannotRun with Kubernetes' message when the executable cannot be found or started.
         ``exit_file`` is where something that outlives ketch should record how the process ended
@@ -231,7 +240,9 @@ class Kubelet(abc.ABC):
         ``preload`` (the Pod's ``kubelet.ketch.dev/preload`` modules) is a hint that a ``python -m``
         container may be forked from an interpreter that has imported them; a kubelet may ignore it.
         ``requests`` (cpu cores, memory bytes, GPUs) is where a kubelet that places processes on other
-        machines finds what the container needs; the local kubelet has admitted the Pod already."""
+        machines finds what the container needs; the local kubelet has admitted the Pod already.
+        ``stdin`` (a container with ``stdin: true``) is the read end of its stdin FIFO; a kubelet whose
+        processes run elsewhere may leave it unconnected."""
 
     @abc.abstractmethod
     def alive(self, pid: int, create_time: float | None) -> bool:

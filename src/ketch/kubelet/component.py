@@ -19,6 +19,7 @@ from ketch.kubelet.base import Kubelet
 from ketch.kubelet.local import LocalKubelet
 from ketch.machinery.context import Context
 from ketch.machinery.errors import StatusError, bad_request
+from ketch.machinery.params import query_bool
 
 
 def log_handler(ctx: Context, kubelet: Kubelet):  # noqa: ANN201
@@ -42,9 +43,9 @@ def log_handler(ctx: Context, kubelet: Kubelet):  # noqa: ANN201
         if container not in names:
             raise bad_request(f"container {container} is not valid for pod {name}")
         opts = logs.LogOptions(
-            previous=q.get("previous") in ("true", "1"),
-            follow=q.get("follow") in ("true", "1"),
-            timestamps=q.get("timestamps") in ("true", "1"),
+            previous=query_bool(q, "previous"),
+            follow=query_bool(q, "follow"),
+            timestamps=query_bool(q, "timestamps"),
         )
         try:
             if q.get("tailLines"):
@@ -100,13 +101,30 @@ def setup(ctx: Context) -> None:
     if kubelet.local_processes:
         from starlette.routing import WebSocketRoute
 
-        from ketch.kubelet import remote_command
+        from ketch.kubelet import port_forward, remote_command
 
         async def exec_ws(ws):  # noqa: ANN001, ANN202
             await remote_command.serve(ws, kubelet)
 
-        # kubectl exec speaks WebSocket (v5.channel.k8s.io); the route sits before the Kubernetes API's
-        ctx.add_routes([WebSocketRoute("/api/v1/namespaces/{namespace}/pods/{name}/exec", exec_ws)])
+        async def portforward_ws(ws):  # noqa: ANN001, ANN202
+            await port_forward.serve(ws, kubelet)
+
+        async def attach_ws(ws):  # noqa: ANN001, ANN202
+            await remote_command.serve_attach(ws, kubelet)
+
+        # kubectl exec and port-forward speak WebSocket; the routes sit before the Kubernetes API's
+        ctx.add_routes([
+            WebSocketRoute("/api/v1/namespaces/{namespace}/pods/{name}/exec", exec_ws),
+            WebSocketRoute("/api/v1/namespaces/{namespace}/pods/{name}/portforward", portforward_ws),
+            WebSocketRoute("/api/v1/namespaces/{namespace}/pods/{name}/attach", attach_ws),
+        ])
+    if kubelet.local_processes:
+        from ketch.kubelet import metrics
+
+        sampler = metrics.MetricsSampler(kubelet)
+        ctx.services["metrics"] = sampler  # what the HorizontalPodAutoscaler reads
+        ctx.add_routes(metrics.routes(sampler))
+        ctx.add_task(sampler.run)
     ctx.services.setdefault("subresources", {})[("/pods", "log")] = log_handler(ctx, kubelet)
     ctx.add_task(kubelet.run)
     ctx.on_shutdown(kubelet.shutdown)

@@ -328,12 +328,14 @@ class PodWorker:
             return
         fds = ship.open_raw()
         record = exits.exit_file(self.dir, cs.name, cs.run)
+        if c.get("stdin"):
+            fds["stdin"] = ship.open_stdin()
         try:
             if not self._exits_made:
                 record.parent.mkdir(parents=True, exist_ok=True)
                 self._exits_made = True
             started = await self.k.spawn(argv, env, cwd, fds["stdout"], fds["stderr"], preload_of(self.pod), container_requests(c),
-                                         exit_file=str(record))
+                                         exit_file=str(record), stdin=fds.get("stdin"))
         except CannotRun as e:
             self._start_failed(cs, ship, str(e))
             return

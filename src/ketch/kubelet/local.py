@@ -87,26 +87,30 @@ class LocalKubelet(Kubelet):
     # -- process supervision: local processes, each a session leader ----------------------------------
 
     async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int, preload: tuple[str, ...] = (),
-                    requests: dict[str, float] | None = None, exit_file: str | None = None) -> Started:
+                    requests: dict[str, float] | None = None, exit_file: str | None = None,
+                    stdin: int | None = None) -> Started:
         """Fork it from a warm zygote, or exec it through the supervisor (both record its exit status in
-        ``exit_file``, beyond ketch's life); exec it directly only when neither can be had."""
+        ``exit_file``, beyond ketch's life); exec it directly only when neither can be had, or when the
+        container reads a stdin of its own (``stdin: true``, for ``kubectl attach -i``), which the
+        supervisor does not pass on."""
         exe = find_executable(argv[0], env.get("PATH", ""), cwd)
         if exe is None:
             raise CannotRun(f'exec: "{argv[0]}": executable file not found in $PATH')
         started = None
-        if preload:
-            started = await self.warm.spawn(preload, [exe, *argv[1:]], env, cwd, stdout, stderr, exit_file)
-        if started is None:
-            try:
-                started = await self.warm.exec([exe, *argv[1:]], env, cwd, stdout, stderr, exit_file)
-            except ExecFailed as e:
-                raise CannotRun(f"failed to start {argv[0]!r}: {e}") from e
+        if stdin is None:
+            if preload:
+                started = await self.warm.spawn(preload, [exe, *argv[1:]], env, cwd, stdout, stderr, exit_file)
+            if started is None:
+                try:
+                    started = await self.warm.exec([exe, *argv[1:]], env, cwd, stdout, stderr, exit_file)
+                except ExecFailed as e:
+                    raise CannotRun(f"failed to start {argv[0]!r}: {e}") from e
         if started is not None:
             pid, ended = started
             return Started(pid, process.create_time(pid), lambda: asyncio.shield(ended))
         try:
             proc = await asyncio.create_subprocess_exec(
-                exe, *argv[1:], stdin=asyncio.subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                exe, *argv[1:], stdin=asyncio.subprocess.DEVNULL if stdin is None else stdin, stdout=stdout, stderr=stderr,
                 cwd=cwd, env=env, start_new_session=True,
             )
         except OSError as e:
@@ -246,6 +250,7 @@ class LocalKubelet(Kubelet):
         self.register_node()
         hb = asyncio.create_task(self.heartbeat())
         shipping = asyncio.create_task(self.ship_logs())
+        uncordon = asyncio.create_task(self.watch_uncordon())
         try:
             self.warm.start_supervisor()
             self.recover()
@@ -262,6 +267,22 @@ class LocalKubelet(Kubelet):
         finally:
             hb.cancel()
             shipping.cancel()
+            uncordon.cancel()
+
+    async def watch_uncordon(self) -> None:
+        """When the Node becomes schedulable again (``kubectl uncordon``), the Pods held Pending for it are
+        considered again."""
+        rd = self.ctx.api.rd(*NODE)
+        while True:
+            try:
+                async for typ, node in self.ctx.api.watch(rd, field_selector=f"metadata.name={self.node_name}"):
+                    if typ == "MODIFIED" and not (node.get("spec") or {}).get("unschedulable") and self.pending:
+                        self.pod_finished(None)  # type: ignore[arg-type]
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("kubelet: watching node %s failed", self.node_name)
+            await asyncio.sleep(1.0)
 
     async def ship_logs(self, every: float = 0.2) -> None:
         """Move running containers' new output into their stamped logs, a few times a second."""

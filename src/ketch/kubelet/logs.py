@@ -53,6 +53,18 @@ class Shipper:
         self.log.touch()
         return {s: os.open(self.raw[s], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) for s in STREAMS}
 
+    @property
+    def stdin_path(self) -> Path:
+        return self.dir / "stdin"
+
+    def open_stdin(self) -> int:
+        """The container's stdin (``stdin: true``): a FIFO beside its logs that ``kubectl attach`` writes
+        to. Opened read-write, so the process never sees end-of-file while nobody is attached, as a
+        container's open stdin behaves. The caller closes the descriptor after the spawn."""
+        if not self.stdin_path.exists():
+            os.mkfifo(self.stdin_path, 0o600)
+        return os.open(self.stdin_path, os.O_RDWR)
+
     def ship(self, final: bool = False) -> None:
         out: list[str] = []
         moved = False

@@ -23,6 +23,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ketch.kinds import mounts
 from ketch.kubelet.base import POD
 from ketch.kubelet.images import find_executable
+from ketch.machinery.params import parse_bool
 
 log = logging.getLogger(__name__)
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
@@ -78,8 +79,11 @@ async def serve(ws: WebSocket, kubelet: object) -> None:
         return await fail("you must specify at least one command for the container")
     if worker is None or cs is None or not cs.running:
         return await fail(f'unable to upgrade connection: container not found ("{container}")')
-    tty = q.get("tty") in ("true", "1")
-    want_in = q.get("stdin") in ("true", "1")
+    try:
+        tty = parse_bool(q.get("tty") or "false")
+        want_in = parse_bool(q.get("stdin") or "false")
+    except ValueError as e:
+        return await fail(str(e))
     if worker.runtime is not None:  # an OCI container: the engine runs the command inside it
         name_in_engine = worker.runtime.container_name(worker.pod, container, cs.run)
         command = worker.runtime.exec_argv(name_in_engine, command, tty=tty, stdin=want_in)
@@ -166,3 +170,96 @@ async def serve(ws: WebSocket, kubelet: object) -> None:
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+async def serve_attach(ws: WebSocket, kubelet: object) -> None:
+    """``kubectl attach``: the running container's output from now on (stdout on channel 1, stderr on 2,
+    read from its raw output files as they grow), and, for a container with ``stdin: true``, channel 0
+    written into its stdin FIFO (``logs.Shipper.open_stdin``). Ends with a Success status when the
+    container's run ends; detaching (closing the WebSocket) leaves the container running. A TTY is not
+    allocated (the container's output is a file, not a terminal); ``stdinOnce`` does not close stdin."""
+    from ketch.kubelet import logs
+
+    ns, name = ws.path_params["namespace"], ws.path_params["name"]
+    q = ws.query_params
+    protocol = next((p for p in ws.scope.get("subprotocols") or [] if p in PROTOCOLS), None)
+    if protocol is None:
+        await ws.close(code=1002, reason=f"unsupported subprotocol; this server speaks {', '.join(PROTOCOLS)}")
+        return
+    await ws.accept(subprotocol=protocol)
+
+    async def fail(msg: str) -> None:
+        with contextlib.suppress(Exception):
+            await ws.send_bytes(bytes([ERROR]) + _status(None, msg))
+            await ws.close()
+
+    pod = kubelet.client.get(POD, ns, name)  # type: ignore[attr-defined]
+    if pod is None:
+        return await fail(f'pods "{name}" not found')
+    specs = {c["name"]: c for c in (pod.get("spec") or {}).get("containers") or []}
+    container = q.get("container") or next(iter(specs), "")
+    worker = next((w for w in getattr(kubelet, "workers", {}).values() if w.ns == ns and w.name == name), None)
+    cs = worker.cs.get(container) if worker is not None else None
+    if container not in specs or worker is None or cs is None or not cs.running:
+        return await fail(f'unable to upgrade connection: container {container} not found in pod {name}')
+    try:
+        want_in = parse_bool(q.get("stdin") or "false")
+    except ValueError as e:
+        return await fail(str(e))
+    log_dir = kubelet.log_dir(ns, name, container)  # type: ignore[attr-defined]
+    run = logs.runs(log_dir)[-1]
+    files = {STDOUT: log_dir / f"{run}.stdout", STDERR: log_dir / f"{run}.stderr"}
+    done = log_dir / f"{run}.done"
+    offsets = {ch: (p.stat().st_size if p.exists() else 0) for ch, p in files.items()}
+    fifo = log_dir / "stdin"
+    if want_in and not specs[container].get("stdin"):
+        return await fail(f"Unable to use a TTY - container {container} did not allocate one" if parse_bool(q.get("tty") or "false")
+                          else f"container {container} in pod {name} does not accept stdin (set stdin: true)")
+
+    async def tail() -> None:
+        while True:
+            moved = False
+            for ch, p in files.items():
+                with contextlib.suppress(FileNotFoundError):
+                    with open(p, "rb") as f:
+                        f.seek(offsets[ch])
+                        data = f.read(65536)
+                    if data:
+                        offsets[ch] += len(data)
+                        moved = True
+                        await ws.send_bytes(bytes([ch]) + data)
+            if not moved:
+                if done.exists():
+                    return
+                await asyncio.sleep(0.05)
+
+    async def feed() -> None:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK) if want_in and fifo.exists() else None
+        try:
+            while True:
+                msg = await ws.receive()
+                if msg["type"] == "websocket.disconnect":
+                    return
+                data = msg.get("bytes") or (msg.get("text") or "").encode()
+                if data[:1] == bytes([STDIN]) and fd is not None:
+                    body = data[1:]
+                    while body:
+                        try:
+                            body = body[os.write(fd, body):]
+                        except BlockingIOError:
+                            await asyncio.sleep(0.01)
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    outputs = asyncio.create_task(tail())
+    feeder = asyncio.create_task(feed())
+    try:
+        finished, _ = await asyncio.wait({outputs, feeder}, return_when=asyncio.FIRST_COMPLETED)
+        if outputs in finished:
+            with contextlib.suppress(Exception, WebSocketDisconnect):
+                await ws.send_bytes(bytes([ERROR]) + _status(0))
+                await ws.close()
+    finally:
+        outputs.cancel()
+        feeder.cancel()

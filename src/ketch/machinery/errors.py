@@ -18,6 +18,8 @@ class StatusError(Exception):
         self.details = details or {}
 
     def status(self) -> dict:
+        """The Status body, its fields in kube-apiserver's order (kind, apiVersion, metadata, status,
+        message, reason, details, code): clients comparing JSON text notice the order."""
         out: dict[str, Any] = {
             "kind": "Status",
             "apiVersion": "v1",
@@ -25,10 +27,10 @@ class StatusError(Exception):
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,
-            "code": self.code,
         }
         if self.details:
             out["details"] = self.details
+        out["code"] = self.code
         return out
 
 
@@ -41,9 +43,11 @@ def qualified_kind(rd: ResourceDefinition) -> str:
 
 
 def _details(rd: ResourceDefinition, name: str) -> dict:
-    d = {"name": name, "kind": rd.plural}
+    """Status details in kube-apiserver's order: name, group (when not core), kind."""
+    d = {"name": name}
     if rd.group:
         d["group"] = rd.group
+    d["kind"] = rd.plural
     return d
 
 
@@ -68,14 +72,12 @@ def conflict(rd: ResourceDefinition, name: str, why: str | None = None) -> Statu
 def invalid(rd: ResourceDefinition, name: str, errors: list[FieldError]) -> StatusError:
     rendered = [e.render() for e in errors]
     body = rendered[0] if len(rendered) == 1 else "[" + ", ".join(rendered) + "]"
-    details = {
-        "name": name,
-        "kind": rd.kind,
-        # As in Kubernetes, a cause's message leaves the field out (kubectl prints "field: message").
-        "causes": [{"reason": e.reason, "message": e.render().removeprefix(f"{e.path}: "), "field": e.path} for e in errors],
-    }
+    details: dict[str, Any] = {"name": name}
     if rd.group:
         details["group"] = rd.group
+    details["kind"] = rd.kind
+    # As in Kubernetes, a cause's message leaves the field out (kubectl prints "field: message").
+    details["causes"] = [{"reason": e.reason, "message": e.render().removeprefix(f"{e.path}: "), "field": e.path} for e in errors]
     return StatusError(422, "Invalid", f'{qualified_kind(rd)} "{name}" is invalid: {body}', details)
 
 

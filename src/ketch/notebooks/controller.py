@@ -1,8 +1,8 @@
-"""The Notebook controller: a kubeflow.org/v1 Notebook becomes the Pod ``<name>-0`` and the Service ``<name>``.
-
-Kubeflow's notebook controller makes a one-replica StatefulSet, a Service (port 80 to the notebook's 8888)
-and an Istio route for ``/notebook/<namespace>/<name>/``; here the controller makes the Pod itself (what the
-StatefulSet would make, with its name and labels) and ketch's port serves that path (``proxy.py``).
+"""The Notebook controller: a kubeflow.org/v1 Notebook becomes the StatefulSet ``<name>`` (one replica, the
+Pod ``<name>-0``) and the Service ``<name>``, as Kubeflow's notebook controller makes them; instead of an
+Istio route for ``/notebook/<namespace>/<name>/``, ketch's port serves that path (``proxy.py``). The
+StatefulSet controller (``ketch/controllers/statefulset.py``) runs the Pod; a change of the Notebook's
+template rolls it, and stopping scales the set to 0.
 
 What the Pod gets, as in Kubeflow: labels ``statefulset: <name>`` and ``notebook-name: <name>``, the
 environment ``NB_PREFIX=/notebook/<namespace>/<name>`` in the notebook container (the one named like the
@@ -27,15 +27,17 @@ import datetime as dt
 import logging
 import os
 
+from ketch.kinds.builtin.apps import default_template
 from ketch.kinds.meta import owner_reference
 from ketch.machinery.errors import StatusError
-from ketch.runtime import Controller, Key, Result
+from ketch.runtime import Controller, Key, Result, Watch
 from ketch.runtime.ports import free_port
 
 log = logging.getLogger(__name__)
 
 NOTEBOOK = ("kubeflow.org/v1", "Notebook")
 POD = ("v1", "Pod")
+STATEFULSET = ("apps/v1", "StatefulSet")
 SERVICE = ("v1", "Service")
 STOPPED = "kubeflow-resource-stopped"
 PORT_ANNOTATION = "notebooks.kubeflow.org/port"
@@ -124,6 +126,28 @@ def desired_pod(nb: dict, port: int | None = None) -> dict:
     }
 
 
+def desired_statefulset(nb: dict, port: int | None = None, stopped: bool = False) -> dict:
+    """The one-replica StatefulSet whose Pod is :func:`desired_pod` (0 replicas while stopped)."""
+    pod = desired_pod(nb, port)
+    md = nb["metadata"]
+    pmd = pod["metadata"]
+    return {
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": md["name"], "namespace": md["namespace"], "labels": {"notebook-name": md["name"]},
+                     "ownerReferences": [owner_reference(nb)]},
+        "spec": {
+            "replicas": 0 if stopped else 1, "serviceName": "",
+            "selector": {"matchLabels": {"statefulset": md["name"]}},
+            "template": {"metadata": {"labels": pmd["labels"], "annotations": pmd["annotations"]}, "spec": pod["spec"]},
+        },
+    }
+
+
+def set_port(sts: dict) -> int | None:
+    ann = ((((sts.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("annotations")) or {}
+    return int(ann[PORT_ANNOTATION]) if ann.get(PORT_ANNOTATION, "").isdigit() else None
+
+
 def desired_service(nb: dict, port: int) -> dict:
     md = nb["metadata"]
     return {
@@ -160,7 +184,15 @@ def _parse(ts: object) -> dt.datetime | None:
 class NotebookController(Controller):
     name = "notebook"
     kind = NOTEBOOK
-    owns = [POD, SERVICE]
+    owns = [STATEFULSET, SERVICE]
+
+    def extra_watches(self) -> list[Watch]:
+        # The Pod's state is the Notebook's status: its events (through the notebook-name label) wake it.
+        def to_notebook(pod: dict) -> list[Key]:
+            n = (pod["metadata"].get("labels") or {}).get("notebook-name")
+            return [Key(pod["metadata"].get("namespace", ""), n)] if n else []
+
+        return [Watch(POD, to_notebook)]
 
     async def reconcile(self, key: Key) -> Result | None:
         nb = self.get(key)
@@ -168,41 +200,41 @@ class NotebookController(Controller):
             return None
         md = nb["metadata"]
         stopped = STOPPED in (md.get("annotations") or {})
-        owned = {(o["kind"], o["metadata"]["name"]): o for ref in (POD, SERVICE) for o in self.owned(ref, nb)}
-        pod = owned.get(("Pod", pod_name(key.name))) or self.client.get(POD, key.namespace, pod_name(key.name))
-        if pod is not None and not any(o.get("uid") == md["uid"] for o in pod["metadata"].get("ownerReferences") or []):
-            return self._status(nb, None, f"a Pod named {pod_name(key.name)} exists and is not this Notebook's")
-        svc = owned.get(("Service", key.name))
-        if stopped:
-            if pod is not None and not pod["metadata"].get("deletionTimestamp"):
-                self.client.delete(POD, key.namespace, pod["metadata"]["name"])
-            return self._status(nb, None)
-        if pod is not None and ((pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")):
-            # a StatefulSet replaces a replica that ended; so does this controller
-            self.client.delete(POD, key.namespace, pod["metadata"]["name"], grace=0)
-            return Result(requeue_after=0.5)
-        if pod is not None and pod["metadata"].get("deletionTimestamp"):
-            return Result(requeue_after=0.5)
-        if pod is None:
-            if self.client.get(SECRET, key.namespace, token_secret_name(key.name)) is None:
-                try:
-                    self.client.create(desired_token_secret(nb), key.namespace)
-                except StatusError as e:
-                    if e.code != 409:
-                        raise
-            want = desired_pod(nb)
+        if self.client.get(SECRET, key.namespace, token_secret_name(key.name)) is None:
+            try:  # the notebook server's own token, before anything that starts it
+                self.client.create(desired_token_secret(nb), key.namespace)
+            except StatusError as e:
+                if e.code != 409:
+                    raise
+        sts = self.client.get(STATEFULSET, key.namespace, key.name)
+        if sts is not None and not any(o.get("uid") == md["uid"] for o in sts["metadata"].get("ownerReferences") or []):
+            return self._status(nb, None, f"a StatefulSet named {key.name} exists and is not this Notebook's")
+        if sts is None:
+            want = desired_statefulset(nb, stopped=stopped)
             try:
-                pod = self.client.create(want, key.namespace)
+                sts = self.client.create(want, key.namespace)
             except StatusError as e:
                 if e.code == 409:
                     return Result(requeue_after=0.2)
-                self.client.event(nb, "Warning", "FailedCreate", f"cannot create pod {want['metadata']['name']}: {e.message}", "notebook-controller")
+                self.client.event(nb, "Warning", "FailedCreate", f"cannot create statefulset {key.name}: {e.message}", "notebook-controller")
                 return self._status(nb, None, e.message)
-            self.client.event(nb, "Normal", "SuccessfulCreate", f"create Pod {pod['metadata']['name']} in StatefulSet {key.name} successful", "notebook-controller")
-            if culling():  # a (re)started notebook is active now, not as idle as before it was stopped
-                stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-                nb = self.client.patch(NOTEBOOK, key.namespace, key.name, {"metadata": {"annotations": {LAST_ACTIVITY: stamp}}})
-        port = int((pod["metadata"].get("annotations") or {}).get(PORT_ANNOTATION) or DEFAULT_PORT)
+            self.client.event(nb, "Normal", "SuccessfulCreate", f"create StatefulSet {key.name} successful", "notebook-controller")
+        else:
+            want = desired_statefulset(nb, set_port(sts), stopped)
+            default_template(want["spec"])  # compared as stored: with the API's defaults
+            if (sts["spec"].get("replicas"), sts["spec"].get("template")) != (want["spec"]["replicas"], want["spec"]["template"]):
+                if not stopped and sts["spec"].get("replicas") == 0 and culling():
+                    # a restarted notebook is active now, not as idle as before it was stopped
+                    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                    nb = self.client.patch(NOTEBOOK, key.namespace, key.name, {"metadata": {"annotations": {LAST_ACTIVITY: stamp}}})
+                sts = self.client.patch(STATEFULSET, key.namespace, key.name, {"spec": {"replicas": want["spec"]["replicas"], "template": want["spec"]["template"]}})
+        port = set_port(sts) or DEFAULT_PORT
+        pod = self.client.get(POD, key.namespace, pod_name(key.name))
+        if pod is not None and not any(o.get("uid") == sts["metadata"]["uid"] for o in pod["metadata"].get("ownerReferences") or []):
+            pod = None
+        if stopped:
+            return self._status(nb, None)
+        svc = next(iter(o for o in self.owned(SERVICE, nb) if o["metadata"]["name"] == key.name), None)
         want_svc = desired_service(nb, port)
         if svc is None:
             try:
@@ -213,7 +245,7 @@ class NotebookController(Controller):
         elif svc["spec"].get("ports") != want_svc["spec"]["ports"] or svc["spec"].get("selector") != want_svc["spec"]["selector"]:
             self.client.patch(SERVICE, key.namespace, key.name, {"spec": {"ports": want_svc["spec"]["ports"], "selector": want_svc["spec"]["selector"]}})
         self._status(nb, pod)
-        if culling() and (pod.get("status") or {}).get("phase") == "Running":
+        if culling() and pod is not None and (pod.get("status") or {}).get("phase") == "Running":
             await self._cull(nb, port)
             return Result(requeue_after=check_period())
         return None

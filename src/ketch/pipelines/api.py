@@ -19,12 +19,21 @@ from starlette.routing import Route
 from ketch.machinery.client import Client
 from ketch.machinery.context import Context
 from ketch.machinery.errors import StatusError
+from ketch.machinery.params import parse_bool
 from ketch.pipelines import compile_py, ir, lineage
 from ketch.pipelines import kfp_objects as K
 
 log = logging.getLogger(__name__)
 P = "/apis/v2beta1"
 
+
+
+def _cascade(request: Request) -> bool:
+    """``cascade`` as the KFP API server's gateway reads it (Go's strconv.ParseBool; malformed: false)."""
+    try:
+        return parse_bool(request.query_params.get("cascade") or "false")
+    except ValueError:
+        return False
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str, code: int = 3) -> None:
@@ -256,7 +265,7 @@ class KfpApi:
         if request.method == "GET":
             return ok(K.pipeline_json(o))
         versions = self.client.list(K.VERSION, K.NS, labels={K.LABEL_PIPELINE: pid})
-        if versions and request.query_params.get("cascade", "").lower() != "true":
+        if versions and not _cascade(request):
             raise ApiError(400, f"pipeline {pid!r} has {len(versions)} version(s); delete them first or pass cascade=true", 9)
         for v in versions:
             self.client.delete(K.VERSION, K.NS, v["metadata"]["name"])

@@ -205,6 +205,9 @@ def serve(settings: Settings, banner: Callable[[str], None] | None = None) -> No
         access_log=False,
         timeout_graceful_shutdown=5,
         lifespan="on",
+        # wsproto, not websockets: kubectl port-forward offers the subprotocol "SPDY/3.1+portforward.k8s.io",
+        # which websockets refuses (not an HTTP token) and Go's servers accept.
+        ws="wsproto",
     )
     from ketch.server.listener import Server, tls_context
 

@@ -31,8 +31,18 @@ def _subresources(rd: ResourceDefinition, version: str, extra: dict[tuple[str, s
         out.append(("scale", ["get", "patch", "update"]))
     for (key, sub), _h in extra.items():
         if key == rd.key:
-            out.append((sub, ["get"] if sub != "exec" else ["create", "get"]))
+            out.append((sub, SUB_VERBS.get(sub, ["get"])))
     return out
+
+
+# Verbs and response kinds of subresources served by components (what kubectl checks before using them:
+# drain looks for pods/eviction of kind policy/v1 Eviction).
+SUB_VERBS = {"exec": ["create", "get"], "attach": ["create", "get"], "portforward": ["create", "get"], "eviction": ["create"]}
+SUB_KINDS = {"scale": ("autoscaling", "v1", "Scale"), "eviction": ("policy", "v1", "Eviction")}
+
+
+def _sub_kind(rd: ResourceDefinition, group: str, version: str, sub: str) -> tuple[str, str, str]:
+    return SUB_KINDS.get(sub, (group, version, rd.kind))
 
 
 def resource_list(registry: Registry, group: str, version: str, extra: dict) -> dict:
@@ -51,7 +61,11 @@ def resource_list(registry: Registry, group: str, version: str, extra: dict) -> 
             r["categories"] = rd.categories
         resources.append(r)
         for sub, verbs in _subresources(rd, version, extra):
-            resources.append({"name": f"{rd.plural}/{sub}", "singularName": "", "namespaced": rd.namespaced, "kind": rd.kind if sub != "scale" else "Scale", "verbs": verbs})
+            g, v, k = _sub_kind(rd, group, version, sub)
+            entry = {"name": f"{rd.plural}/{sub}", "singularName": "", "namespaced": rd.namespaced, "kind": k, "verbs": verbs}
+            if sub in SUB_KINDS:
+                entry.update({"group": g, "version": v})
+            resources.append(entry)
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}" if group else version, "resources": resources}
 
 
@@ -95,7 +109,7 @@ def aggregated(registry: Registry, core: bool, extra: dict, content_type: str) -
                 if rd.categories:
                     r["categories"] = rd.categories
                 subs = [
-                    {"subresource": s, "responseKind": {"group": g if s != "scale" else "autoscaling", "version": v if s != "scale" else "v1", "kind": rd.kind if s != "scale" else "Scale"}, "verbs": verbs}
+                    {"subresource": s, "responseKind": dict(zip(("group", "version", "kind"), _sub_kind(rd, g, v, s), strict=True)), "verbs": verbs}
                     for s, verbs in _subresources(rd, v, extra)
                 ]
                 if subs:

@@ -25,6 +25,7 @@ from ketch.machinery.errors import (
     too_large,
     unsupported_media,
 )
+from ketch.machinery.params import query_bool
 from ketch.server import discovery, openapi
 from ketch.server.tables import to_table, wants_table
 
@@ -34,7 +35,8 @@ JSON_CT = "application/json"
 
 
 def json_response(data: Any, status: int = 200, headers: dict | None = None, content_type: str = JSON_CT) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type=content_type, headers=headers)
+    # A newline ends the body, as Go's json.Encoder writes it: clients comparing error text expect it.
+    return Response(orjson.dumps(data) + b"\n", status_code=status, media_type=content_type, headers=headers)
 
 
 def status_response(err: StatusError) -> Response:
@@ -52,8 +54,9 @@ class Target:
     path: str
 
 
-def parse_path(api: Api, path: str) -> Target | None:
-    """Resolve /api/v1/... or /apis/g/v/... into (kind, namespace, name, subresource)."""
+def parse_path(api: Api, path: str, method: str = "GET") -> Target | None:
+    """Resolve /api/v1/... or /apis/g/v/... into (kind, namespace, name, subresource). An unknown
+    resource is a 404 naming the request's verb and resource, as kubectl reports it ("post deployments.apps")."""
     parts = [unquote(p) for p in path.strip("/").split("/")]
     if parts[0] == "api":
         if len(parts) < 2:
@@ -74,7 +77,7 @@ def parse_path(api: Api, path: str) -> Target | None:
     plural = rest[0]
     rd = api.registry.lookup(group, version, plural)
     if rd is None:
-        raise no_resource(f"get {plural}")
+        raise no_resource(f"{method.lower()} {plural}.{group}" if group else f"{method.lower()} {plural}")
     name = rest[1] if len(rest) > 1 else None
     sub = rest[2] if len(rest) > 2 else None
     if len(rest) > 3:
@@ -86,7 +89,7 @@ def parse_path(api: Api, path: str) -> Target | None:
 
 def _flag(q: Any, name: str) -> bool:
     """A boolean query parameter as Go's strconv.ParseBool reads it (the Python client sends "True")."""
-    return (q.get(name) or "").lower() in ("true", "1", "t")
+    return query_bool(q, name)
 
 
 def _options(q: Any) -> Options:
@@ -192,7 +195,7 @@ class K8sHandler:
             if g is None:
                 raise no_resource(path)
             return json_response(g)
-        t = parse_path(self.api, path)
+        t = parse_path(self.api, path, request.method)
         if t is None:
             raise no_resource(path)
         if t.rd is None:
@@ -209,6 +212,8 @@ class K8sHandler:
             if m != "POST" or t.name is not None:
                 raise method_not_allowed(f"the server does not allow this method on the requested resource ({path})")
             return await creator(request, rd, t.namespace or "")
+        if t.sub == "scale" and t.name:
+            return await self._scale(request, rd, t)
         if t.sub and t.sub not in ("status",):
             h = self.subs.get((rd.key, t.sub))
             if h is None:
@@ -217,6 +222,9 @@ class K8sHandler:
         ns = t.namespace or ""
         if rd.namespaced and t.name is not None and t.namespace is None:
             raise no_resource(path)
+        verb = _verb(m, t.name is not None, _flag(q, "watch") if m == "GET" else False)
+        if verb not in rd.verbs:
+            raise method_not_allowed(f"the server does not allow this method on the requested resource ({path})")
         if t.name is None:
             if m == "GET":
                 if _flag(q, "watch"):
@@ -270,6 +278,23 @@ class K8sHandler:
             obj = self.api.delete(rd, ns, name, prop, _grace(q, body), body.get("preconditions"), opts)
             return json_response(obj)
         raise method_not_allowed(f"the server does not allow this method on the requested resource ({path})")
+
+    async def _scale(self, request: Request, rd: ResourceDefinition, t: Target) -> Response:
+        from ketch.machinery import scale
+
+        ns, name, m = t.namespace or "", t.name or "", request.method
+        scale.scale_spec(rd, t.version)  # 404 for kinds without one
+        if m == "GET":
+            return json_response(scale.get_scale(self.api, rd, ns, name, t.version))
+        opts = _options(request.query_params)
+        if m == "PUT":
+            out = scale.update_scale(self.api, rd, ns, name, await read_body(request), t.version, opts)
+        elif m == "PATCH":
+            ct = request.headers.get("content-type", "application/merge-patch+json")
+            out = scale.patch_scale(self.api, rd, ns, name, ct, await read_body(request, allow_yaml=False), t.version, opts)
+        else:
+            raise method_not_allowed(f"the server does not allow this method on the requested resource ({t.path})")
+        return json_response(out, 200, _warn_headers(opts))
 
     def _list(self, request: Request, rd: ResourceDefinition, t: Target) -> Response:
         q = request.query_params
@@ -332,6 +357,15 @@ class K8sHandler:
                 await gen.aclose()
 
         return StreamingResponse(stream(), media_type="application/json", headers={"Transfer-Encoding": "chunked", "Cache-Control": "no-cache"})
+
+
+def _verb(method: str, named: bool, watch: bool) -> str:
+    """The Kubernetes verb of a request (what a kind's ``verbs`` allow)."""
+    if method == "GET":
+        return "watch" if watch else ("get" if named else "list")
+    if method == "DELETE":
+        return "delete" if named else "deletecollection"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, method.lower())
 
 
 def _grace(q: Any, body: dict) -> int | None:

@@ -13,7 +13,7 @@ import datetime as _dt
 from typing import Any
 
 # A field spec: (json name, type, sub-schema). Types: str, bytes, int, bool, msg, map_ss, map_sb,
-# rep_str, rep_msg, time, quantity_map, intstr.
+# rep_str, rep_msg, time, quantity_map, intstr, optint (a pointer: zero kept).
 Schema = dict[int, tuple[str, str, Any]]
 
 TIME: Schema = {1: ("seconds", "int", None), 2: ("nanos", "int", None)}
@@ -95,6 +95,30 @@ JOB_SPEC: Schema = {
     7: ("backoffLimit", "int", None), 8: ("ttlSecondsAfterFinished", "int", None), 9: ("completionMode", "str", None),
     10: ("suspend", "bool", None), 15: ("managedBy", "str", None),
 }
+DEPLOYMENT_SPEC: Schema = {
+    1: ("replicas", "optint", None), 2: ("selector", "msg", LABEL_SELECTOR), 3: ("template", "msg", POD_TEMPLATE),
+    4: ("strategy", "msg", {1: ("type", "str", None), 2: ("rollingUpdate", "msg", {1: ("maxUnavailable", "intstr", None), 2: ("maxSurge", "intstr", None)})}),
+    5: ("minReadySeconds", "int", None), 6: ("revisionHistoryLimit", "optint", None), 7: ("paused", "flag", None),
+    9: ("progressDeadlineSeconds", "optint", None),
+}
+PDB_SPEC: Schema = {
+    1: ("minAvailable", "intstr", None), 2: ("selector", "msg", LABEL_SELECTOR), 3: ("maxUnavailable", "intstr", None),
+    4: ("unhealthyPodEvictionPolicy", "str", None),
+}
+SCALE_TARGET: Schema = {1: ("kind", "str", None), 2: ("name", "str", None), 3: ("apiVersion", "str", None)}
+METRIC_TARGET: Schema = {1: ("type", "str", None), 2: ("value", "quantity", None), 3: ("averageValue", "quantity", None), 4: ("averageUtilization", "optint", None)}
+HPA_V2_SPEC: Schema = {
+    1: ("scaleTargetRef", "msg", SCALE_TARGET), 2: ("minReplicas", "optint", None), 3: ("maxReplicas", "int", None),
+    4: ("metrics", "rep_msg", {
+        1: ("type", "str", None),
+        4: ("resource", "msg", {1: ("name", "str", None), 2: ("target", "msg", METRIC_TARGET)}),
+        7: ("containerResource", "msg", {1: ("name", "str", None), 2: ("target", "msg", METRIC_TARGET), 3: ("container", "str", None)}),
+    }),
+}
+HPA_V1_SPEC: Schema = {
+    1: ("scaleTargetRef", "msg", SCALE_TARGET), 2: ("minReplicas", "optint", None), 3: ("maxReplicas", "int", None),
+    4: ("targetCPUUtilizationPercentage", "optint", None),
+}
 
 RESOURCE_ATTRIBUTES: Schema = {1: ("namespace", "str", None), 2: ("verb", "str", None), 3: ("group", "str", None), 4: ("version", "str", None),
                                5: ("resource", "str", None), 6: ("subresource", "str", None), 7: ("name", "str", None)}
@@ -107,6 +131,10 @@ BINDING: Schema = {1: ("metadata", "msg", OBJECT_META),
                    2: ("subjects", "rep_msg", {1: ("kind", "str", None), 2: ("apiGroup", "str", None), 3: ("name", "str", None), 4: ("namespace", "str", None)}),
                    3: ("roleRef", "msg", {1: ("apiGroup", "str", None), 2: ("kind", "str", None), 3: ("name", "str", None)})}
 SCHEMAS: dict[tuple[str, str], Schema] = {
+    ("apps/v1", "Deployment"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", DEPLOYMENT_SPEC)},
+    ("policy/v1", "PodDisruptionBudget"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", PDB_SPEC)},
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", HPA_V2_SPEC)},
+    ("autoscaling/v1", "HorizontalPodAutoscaler"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", HPA_V1_SPEC)},
     ("v1", "Pod"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", POD_SPEC)},
     ("v1", "Service"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", SERVICE_SPEC)},
     ("batch/v1", "Job"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", JOB_SPEC)},
@@ -187,6 +215,8 @@ def decode_message(buf: bytes, schema: Schema) -> dict:
         elif typ == "int":
             if v:
                 out[name] = v - (1 << 64) if v >= 1 << 63 else v
+        elif typ == "optint":  # a pointer in Go (*int32): present means set, zero included
+            out[name] = v - (1 << 64) if v >= 1 << 63 else v
         elif typ == "bool":  # a pointer in Go: present means set, false included
             out[name] = bool(v)
         elif typ == "flag":  # a plain Go bool: always written, false is the default JSON would omit

@@ -239,6 +239,8 @@ DEFINITIONS = [
             status=True,
         ),
         defaulter=_service_default,
+        # Created with an empty load balancer status, as kube-apiserver answers a create.
+        initial_status=lambda obj: {"loadBalancer": {}},
         merge_keys={**META_MERGE_KEYS, "spec.ports": "port"},
     ),
     ResourceDefinition(

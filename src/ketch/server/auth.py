@@ -104,11 +104,20 @@ def _headers(scope: Scope) -> dict[str, str]:
     return out
 
 
+def is_own(origin: str, own: str) -> bool:
+    """``origin`` names this very server: the same host and port (ketch serves http and https on one
+    port, and a TLS-terminating proxy in front changes only the scheme)."""
+    if origin == own:
+        return True
+    o, w = origin.partition("://"), own.partition("://")
+    return bool(o[1]) and o[0] in ("http", "https") and o[2].lower() == w[2].lower()
+
+
 def same_origin(h: dict[str, str], own: str) -> bool:
     """The request comes from ketch's own pages: its Origin is ketch's, or the browser (which alone sets
     Sec-Fetch-Site) says same-origin where it sends ``Origin: null`` (form posts under no-referrer)."""
     origin = h.get("origin")
-    if origin == own:
+    if origin is not None and is_own(origin, own):
         return True
     return origin in (None, "null") and h.get("sec-fetch-site") == "same-origin"
 
@@ -178,7 +187,7 @@ class AuthMiddleware:
             return
         origin = h.get("origin")
         own = self._own_origin(scope, host) if origin is not None or path in OPEN else ""  # needed only then
-        if typ == "websocket" and origin is not None and origin != own:
+        if typ == "websocket" and origin is not None and not is_own(origin, own):
             await self._deny(scope, send, 403, "Forbidden", f"websocket from origin {origin!r} refused: only {own} may open one", path)
             return
         if path in OPEN:

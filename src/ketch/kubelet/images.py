@@ -90,6 +90,7 @@ class Images:
                     tmp.replace(d / n)
                 except FileExistsError:
                     pass
+        _torchrun_shim(d, python)
         return str(d)
 
     def resolve(self, image: str) -> Image:
@@ -113,6 +114,31 @@ class Images:
         prefix.insert(0, self._shims(python))
         env.update({str(k): str(v) for k, v in (rule.get("env") or {}).items()})
         return Image(image, python, prefix, env, [str(x) for x in rule.get("command") or known.get("command") or []])
+
+
+def _torchrun_shim(d: Path, python: str) -> None:
+    """``torchrun`` next to the python shims whenever that interpreter can import torch: the console
+    script lives in the environment's bin, which is not on PATH for a user-site or bare-interpreter torch."""
+    shim = d / "torchrun"
+    if shim.exists():
+        return
+    if python == sys.executable:
+        import importlib.util
+
+        has_torch = importlib.util.find_spec("torch") is not None
+    else:
+        import subprocess
+
+        probe = [python, "-c", "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is None)"]
+        try:
+            has_torch = subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            has_torch = False
+    if has_torch:
+        tmp = d / f".torchrun.{os.getpid()}"
+        tmp.write_text(f'#!/bin/sh\nexec "{python}" -m torch.distributed.run "$@"\n')
+        tmp.chmod(0o755)
+        tmp.replace(shim)
 
 
 def find_executable(cmd: str, path: str, cwd: str) -> str | None:

@@ -25,6 +25,7 @@ from ketch.kinds.resources import GPU, container_requests, memory_limit, pod_req
 from ketch.kubelet import volumes
 from ketch.kubelet.base import KINDS, POD, CannotRun, Kubelet, Started
 from ketch.kubelet.env import ConfigError, container_env, expand
+from ketch.kubelet.images import find_executable
 from ketch.kubelet.logs import Shipper
 from ketch.kubelet.probes import run_probe
 from ketch.kubelet.warm import preload_of
@@ -169,14 +170,22 @@ class PodWorker:
         env = {k: rw(v) for k, v in env.items()}
         if mounts:
             env[MOUNTS_ENV] = json.dumps(mounts)  # after rewriting: its keys are the mountPaths themselves
+        # Kubernetes' rule: args alone run the image's ENTRYPOINT with them appended. An image without
+        # one runs its args as the program (Docker replaces CMD), which is all ketch can do when it does
+        # not know the entrypoint; if that "program" is not one, say so instead of a bare exec error.
         command = list(c.get("command") or image.entrypoint)
         args = list(c.get("args") or [])
+        only_args = not command and bool(args)
         if not command:
             command, args = args, []
         argv = [rw(expand(x, env)) for x in command + args]
         if not argv:
             raise CannotRun(f'no command specified and image "{c.get("image")}" has no entrypoint known to ketch (map it in images.yaml)')
         cwd = rw(c["workingDir"]) if c.get("workingDir") else str(self.dir / "work")
+        if only_args and find_executable(argv[0], env.get("PATH", ""), cwd) is None:
+            raise CannotRun(f'container "{c.get("name")}" sets only args, and image "{c.get("image")}" has no entrypoint '
+                            f'known to ketch, so its first argument "{argv[0]}" would be the program: set command, or give '
+                            f'the image a command (its ENTRYPOINT) in KETCH_HOME/images.yaml')
         os.makedirs(cwd, exist_ok=True)
         return argv, env, cwd
 

@@ -1,0 +1,101 @@
+"""Training kinds and container rules beyond the PyTorchJob basics, run for real through the local kubelet:
+args-only containers (the image's entrypoint from images.yaml with args appended), torchrun on PATH for an
+interpreter that has torch, PaddleJob peers reaching each other, and MPIJob over OpenMPI and mpi4py."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import make_ketch, wait_for
+
+SCRIPTS = Path(__file__).parent / "training_scripts"
+PY = sys.executable
+
+
+@pytest.fixture(scope="module")
+def k(tmp_path_factory):
+    kk = make_ketch(tmp_path_factory.mktemp("training-kinds")).start()
+    try:
+        yield kk
+    finally:
+        kk.stop()
+
+
+def create(k, ns: str, obj: dict) -> None:
+    k.kubectl("create", "-n", ns, "-f", "-", input=yaml.safe_dump(obj))
+
+
+def ns_(k, name: str) -> str:
+    k.kubectl("create", "namespace", name)
+    return name
+
+
+def logs(k, ns: str, pod: str, container: str | None = None) -> str:
+    return k.kubectl("logs", pod, "-n", ns, *(["-c", container] if container else [])).stdout
+
+
+def add_images(k, rules: list[dict]) -> None:
+    p = k.home / "images.yaml"
+    old = (yaml.safe_load(p.read_text()) or {}).get("images", []) if p.exists() else []
+    p.write_text(yaml.safe_dump({"images": old + rules}))
+
+
+def test_xgboostjob_with_args_only_runs_the_image_entrypoint(k):
+    image = "docker.io/kubeflow/xgboost-dist-iris:latest"
+    add_images(k, [{"match": "docker.io/kubeflow/xgboost-dist-iris*", "command": [PY, str(SCRIPTS / "xgb_iris_args.py")]}])
+    args = ["--job_type=Train", "--xgboost_parameter=objective:multi:softprob,num_class:3", "--n_estimators=10", "--learning_rate=0.1"]
+    rs = lambda n: {"replicas": n, "restartPolicy": "Never",  # noqa: E731
+                    "template": {"spec": {"containers": [{"name": "xgboost", "image": image, "args": args}]}}}
+    ns = ns_(k, "xgb-args")
+    create(k, ns, {"apiVersion": "kubeflow.org/v1", "kind": "XGBoostJob", "metadata": {"name": "iris"},
+                   "spec": {"xgbReplicaSpecs": {"Master": rs(1), "Worker": rs(2)}}})
+    k.kubectl("wait", "--for=condition=Succeeded", "xgboostjob/iris", "-n", ns, "--timeout=120s", timeout=140)
+    digests = set()
+    for rank, pod in enumerate(("iris-master-0", "iris-worker-0", "iris-worker-1")):
+        m = re.search(r"job_type=Train rank=(\d) world=3 loss_first=([\d.]+) loss_last=([\d.]+) model=(\w+)", logs(k, ns, pod))
+        assert m and int(m.group(1)) == rank and float(m.group(3)) < float(m.group(2)), logs(k, ns, pod)
+        digests.add(m.group(4))
+    assert len(digests) == 1
+
+
+def test_args_only_with_unknown_entrypoint_says_so(k):
+    ns = ns_(k, "args-unknown")
+    create(k, ns, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                   "spec": {"restartPolicy": "Never",
+                            "containers": [{"name": "main", "image": "example.com/no-such-image:1", "args": ["--job_type=Train"]}]}})
+
+    def terminated():
+        st = k.kjson("get", "pod", "p", "-n", ns).get("status") or {}
+        for cs in st.get("containerStatuses") or []:
+            t = (cs.get("state") or {}).get("terminated")
+            if t:
+                return t
+        return None
+
+    t = wait_for(terminated, timeout=30, what="container terminated")
+    assert t["reason"] == "ContainerCannotRun"
+    assert 'image "example.com/no-such-image:1" has no entrypoint known to ketch' in t["message"]
+    assert '"--job_type=Train"' in t["message"] and "images.yaml" in t["message"]
+
+
+def test_torchrun_on_path_when_torch_is_importable(k, tmp_path):
+    pytest.importorskip("torch", reason="needs the torch extra")
+    venv = tmp_path / "venv"  # an interpreter that imports torch (system site) but has no torchrun script
+    subprocess.run([PY, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
+    assert not (venv / "bin" / "torchrun").exists()
+    add_images(k, [{"match": "local/torch-env", "python": str(venv / "bin" / "python"), "env": {"PATH": "/usr/bin:/bin"}}])
+    ns = ns_(k, "torchrun")
+    create(k, ns, {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "tr"},
+                   "spec": {"nprocPerNode": "1", "pytorchReplicaSpecs": {"Master": {"replicas": 1, "template": {"spec": {"containers": [
+                       {"name": "pytorch", "image": "local/torch-env",
+                        "command": ["sh", "-c", f"command -v torchrun && exec torchrun {SCRIPTS / 'ddp_train.py'}"]}]}}}}}})
+    k.kubectl("wait", "--for=condition=Succeeded", "pytorchjob/tr", "-n", ns, "--timeout=120s", timeout=140)
+    out = logs(k, ns, "tr-master-0")
+    assert "/kubelet/shims/" in out.splitlines()[0], out
+    assert "rank=0 world=1" in out, out

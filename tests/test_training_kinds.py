@@ -99,3 +99,34 @@ def test_torchrun_on_path_when_torch_is_importable(k, tmp_path):
     out = logs(k, ns, "tr-master-0")
     assert "/kubelet/shims/" in out.splitlines()[0], out
     assert "rank=0 world=1" in out, out
+
+
+def paddle_replica(n: int) -> dict:
+    return {"replicas": n, "template": {"spec": {"containers": [
+        {"name": "paddle", "image": "registry.baidubce.com/paddlepaddle/paddle:2.4.0-cpu", "command": [PY, str(SCRIPTS / "paddle_peers.py")]}]}}}
+
+
+@pytest.mark.parametrize("mode", ["collective", "ps"])
+def test_paddlejob_peers_reach_each_other(k, mode):
+    ns = ns_(k, f"paddle-{mode}")
+    specs = {"Worker": paddle_replica(3)} if mode == "collective" else {"Master": paddle_replica(1), "Worker": paddle_replica(2)}
+    create(k, ns, {"apiVersion": "kubeflow.org/v1", "kind": "PaddleJob", "metadata": {"name": "pd"},
+                   "spec": {"paddleReplicaSpecs": specs}})
+    k.kubectl("wait", "--for=condition=Succeeded", "paddlejob/pd", "-n", ns, "--timeout=90s", timeout=100)
+    names = sorted(f"pd-{rt.lower()}-{i}" for rt, rs in specs.items() for i in range(rs["replicas"]))
+    for pod in names:
+        out = logs(k, ns, pod)
+        m = re.search(r"job=pd me=(\S+) peers=(\[.*?\]) (\{.*\})", out)
+        assert m and m.group(1) == pod, out
+        assert yaml.safe_load(m.group(2)) == names
+        extra = yaml.safe_load(m.group(3))
+        if mode == "ps":
+            assert extra == ({"PADDLE_SERVER_NUM": "1"} if "master" in pod else {"PADDLE_TRAINER_NUM": "1"})
+        else:
+            assert extra == {}
+    pod = k.kjson("get", "pod", names[0], "-n", ns)
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    assert env["PADDLE_NNODES"]["value"] == "3" and env["PADDLE_JOB_ID"]["value"] == "pd"
+    assert env["POD_IP_DUMMY"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert re.fullmatch(r"\$\(POD_IP_DUMMY\):\d+", env["PADDLE_MASTER"]["value"])
+    assert pod["metadata"]["labels"]["training.kubeflow.org/operator-name"] == "paddlejob-controller"

@@ -7,6 +7,11 @@ if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && [ "$(id -u)" = 
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
     || echo "warning: could not install postgresql; its test will be skipped" >&2
 fi
+# MPIJob tests run Debian's OpenMPI (mpi4py, in the test extra, builds against it): install it first (root).
+if ! command -v mpirun >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin libopenmpi-dev >/dev/null) \
+    || echo "warning: could not install OpenMPI; the MPIJob tests will fail" >&2
+fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 # Distributed-training tests use torch's CPU build (the `torch` extra); this release installs from the
 # machine's local wheel cache rather than a multi-GB download.

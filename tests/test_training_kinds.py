@@ -5,6 +5,7 @@ interpreter that has torch, PaddleJob peers reaching each other, and MPIJob over
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -130,3 +131,63 @@ def test_paddlejob_peers_reach_each_other(k, mode):
     assert env["POD_IP_DUMMY"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert re.fullmatch(r"\$\(POD_IP_DUMMY\):\d+", env["PADDLE_MASTER"]["value"])
     assert pod["metadata"]["labels"]["training.kubeflow.org/operator-name"] == "paddlejob-controller"
+
+
+def mpijob(name: str, workers: int, launcher_cmd: list[str], **spec) -> dict:
+    image = "mpioperator/mpi-pi:openmpi"
+    return {"apiVersion": "kubeflow.org/v2beta1", "kind": "MPIJob", "metadata": {"name": name},
+            "spec": {"runPolicy": {"cleanPodPolicy": "Running"}, **spec, "mpiReplicaSpecs": {
+                "Launcher": {"replicas": 1, "template": {"spec": {"containers": [{"name": "mpi-launcher", "image": image, "command": launcher_cmd}]}}},
+                "Worker": {"replicas": workers, "template": {"spec": {"containers": [
+                    {"name": "mpi-worker", "image": image, "command": ["/usr/sbin/sshd"], "args": ["-De"]}]}}}}}}
+
+
+@pytest.mark.parametrize("launcher_as_worker", [True, False])
+def test_mpijob_mpi4py_allreduce(k, launcher_as_worker):
+    import mpi4py  # noqa: F401 - the test extra; scripts/test.sh installs OpenMPI before it
+
+    assert shutil.which("mpirun"), "OpenMPI is missing: apt-get install -y openmpi-bin libopenmpi-dev (scripts/test.sh does it)"
+    np_ = 3 if launcher_as_worker else 4
+    ns = ns_(k, f"mpi-{str(launcher_as_worker).lower()}")
+    cmd = ["mpirun", "-np", str(np_), PY, str(SCRIPTS / "mpi_allreduce.py")]
+    create(k, ns, mpijob("ar", 2, cmd, slotsPerWorker=1 if launcher_as_worker else 2, runLauncherAsWorker=launcher_as_worker))
+    k.kubectl("wait", "--for=condition=Succeeded", "mpijob/ar", "-n", ns, "--timeout=120s", timeout=140)
+    out = logs(k, ns, "ar-launcher")
+    ranks = {int(m.group(1)): m.groups() for m in re.finditer(r"rank=(\d+) size=(\d+) sum=(\d+) pod=(\S+)", out)}
+    assert sorted(ranks) == list(range(np_)), out
+    want = np_ * (np_ + 1) // 2
+    assert all(int(size) == np_ and int(s) == want for _, size, s, _ in ranks.values()), out
+    pods = {pod for *_, pod in ranks.values()}
+    assert pods == ({"ar-launcher", "ar-worker-0", "ar-worker-1"} if launcher_as_worker else {"ar-worker-0", "ar-worker-1"}), out
+    cm = k.kjson("get", "configmap", "ar-config", "-n", ns)
+    hosts = [f"ar-worker-{i}.ar.{ns}.svc slots={1 if launcher_as_worker else 2}" for i in range(2)]
+    if launcher_as_worker:
+        hosts.insert(0, f"ar-launcher.ar.{ns}.svc slots=1")
+    assert cm["data"]["hostfile"].splitlines() == hosts
+    assert k.kjson("get", "secret", "ar-ssh", "-n", ns)["type"] == "kubernetes.io/ssh-auth"
+    j = k.kjson("get", "mpijob", "ar", "-n", ns)
+    assert j["status"]["conditions"][-1]["reason"] == "MPIJobSucceeded"
+    wait_for(lambda: not [p for p in k.kjson("get", "pods", "-n", ns)["items"] if p["status"].get("phase") == "Running"],
+             timeout=30, what="workers cleaned up (cleanPodPolicy Running)")
+
+
+def test_mpijob_hostfile_formats_and_env(k):
+    ns = ns_(k, "mpi-impl")
+    for impl in ("Intel", "MPICH"):
+        name = impl.lower()
+        create(k, ns, mpijob(name, 2, ["sh", "-c", "cat $I_MPI_HYDRA_HOST_FILE $HYDRA_HOST_FILE; ls ~/.ssh 2>/dev/null; ls $KETCH_VOLUME_SSH_AUTH"],
+                             mpiImplementation=impl, slotsPerWorker=4, sshAuthMountPath="/home/mpiuser/.ssh"))
+    for impl in ("Intel", "MPICH"):
+        name = impl.lower()
+        k.kubectl("wait", "--for=condition=Succeeded", f"mpijob/{name}", "-n", ns, "--timeout=60s", timeout=70)
+        out = logs(k, ns, f"{name}-launcher")
+        assert f"{name}-worker-0.{name}.{ns}.svc:4\n{name}-worker-1.{name}.{ns}.svc:4" in out, out
+        assert "authorized_keys" in out and "id_rsa.pub" in out, out
+        env = {e["name"]: e["value"] for e in k.kjson("get", "pod", f"{name}-launcher", "-n", ns)["spec"]["containers"][0]["env"]}
+        if impl == "Intel":
+            assert env["I_MPI_HYDRA_BOOTSTRAP"] == "rsh" and env["I_MPI_HYDRA_BOOTSTRAP_EXEC"] == "/etc/mpi/kubexec.sh" and env["I_MPI_PERHOST"] == "4"
+        else:
+            assert env["HYDRA_LAUNCHER"] == "rsh" and env["HYDRA_LAUNCHER_EXEC"] == "/etc/mpi/kubexec.sh"
+    r = k.kubectl("create", "-n", ns, "-f", "-", check=False,
+                  input=yaml.safe_dump(mpijob("bad", 1, ["true"], mpiImplementation="LAM")))
+    assert r.returncode != 0 and "mpiImplementation" in r.stderr, r.stderr

@@ -50,6 +50,9 @@ BUILTIN: list[dict] = [
         "--ServerApp.token=", "--ServerApp.password=", "--ServerApp.allow_origin=*",
         "--ServerApp.base_url=$(NB_PREFIX)", "--ServerApp.authenticate_prometheus=False",
     ]},
+    # Kubeflow Trainer's initializer images: fetch STORAGE_URI into the runtime's shared /workspace volume.
+    {"match": "*kubeflow/trainer/dataset-initializer*", "command": ["python", "-m", "ketch.training.initializers", "dataset", "/workspace/dataset"]},
+    {"match": "*kubeflow/trainer/model-initializer*", "command": ["python", "-m", "ketch.training.initializers", "model", "/workspace/model"]},
 ]
 
 

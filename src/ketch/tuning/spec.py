@@ -21,6 +21,7 @@ TWO_GROUPS = re.compile(r".*\(.*\).*\(.*\).*")
 JOB_SUCCESS = 'status.conditions.#(type=="Complete")#|#(status=="True")#'
 JOB_FAILURE = 'status.conditions.#(type=="Failed")#|#(status=="True")#'
 TRAINING_SUCCESS = 'status.conditions.#(type=="Succeeded")#|#(status=="True")#'
+NAS_PARAMETERS = ("architecture", "nn_config")  # what ENAS hands its trials (Katib's names)
 COLLECTORS = ("StdOut", "File", "Push", "Custom", "TensorFlowEvent")
 TRAINING_KINDS = {"TFJob", "PyTorchJob", "XGBoostJob", "MPIJob", "JAXJob", "PaddleJob"}
 # Trainer v2: a TrainJob completes like a Job; its rank-0 pod is the JobSet's `node` replicated job, index 0.
@@ -217,11 +218,22 @@ def validate_experiment(exp: dict, old: dict | None) -> list[FieldError]:
     if mx is not None and mf is not None and mf > mx:
         errs.append(FieldError("spec.maxFailedTrialCount", "FieldValueInvalid", f"maxFailedTrialCount {mf} must not exceed maxTrialCount {mx}", mf))
     params = spec.get("parameters") or []
-    perrs = validate_parameters(params)
+    nas = spec.get("nasConfig")
+    algo = ALGORITHMS.get((spec.get("algorithm") or {}).get("algorithmName") or "")
+    if nas:
+        from ketch.tuning.algorithms import nas_space
+
+        perrs = nas_space.validate(nas) + (validate_parameters(params) if params else [])
+        if algo is not None and not getattr(algo, "nas", False):
+            perrs.append(FieldError("spec.nasConfig", "FieldValueForbidden", f"algorithm {spec['algorithm']['algorithmName']!r} does not search architectures; nasConfig is for enas and darts"))
+    else:
+        perrs = validate_parameters(params)
+        if algo is not None and getattr(algo, "nas", False):
+            perrs.append(FieldError("spec.nasConfig", "FieldValueRequired", f"algorithm {spec['algorithm']['algorithmName']!r} needs spec.nasConfig"))
     errs.extend(perrs)
     if not perrs:
         errs.extend(_validate_algorithm(spec, params))
-    errs.extend(_validate_template(spec, params))
+    errs.extend(_validate_template(spec, params + ([{"name": n} for n in NAS_PARAMETERS] if nas else [])))
     mc = spec.get("metricsCollectorSpec") or {}
     kind = (mc.get("collector") or {}).get("kind")
     if kind not in COLLECTORS:

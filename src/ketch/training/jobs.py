@@ -1,4 +1,4 @@
-"""The shared replica-job engine: one reconcile for PyTorchJob, TFJob, XGBoostJob and JAXJob.
+"""The shared replica-job engine: one reconcile for PyTorchJob, TFJob, XGBoostJob, JAXJob, PaddleJob and MPIJob.
 
 Reads the job, its Pods and Services, and steps toward the spec the way Kubeflow's training operator v1
 does: a Service (with its own port on this host) and a Pod per replica, env wired by the framework module,

@@ -6,18 +6,20 @@ the command in the worker Pod through the ``pods/exec`` subresource (the way mpi
 ``kubectl exec``), with the worker container's environment and working directory. ``<host>`` is a
 hostfile entry, ``<pod>.<job>.<namespace>.svc`` or a bare pod name (then the launcher's namespace).
 Output is relayed and the remote exit code becomes this process's; a worker that is not running yet is
-retried for a while (ssh's ConnectionAttempts), and an unreachable one exits 255 as ssh does.
+retried for a while (ssh's ConnectionAttempts), and an unreachable one exits 255 as ssh does. The server,
+credential and TLS trust come from the Pod's KUBECONFIG (``ketch.kinds.incluster``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import ssl
 import sys
 import time
 from urllib.parse import urlencode
 
-import yaml
+from ketch.kinds import incluster
 
 STDOUT, STDERR, ERROR = 1, 2, 3
 RETRY_SECONDS = float(os.environ.get("KETCH_MPI_EXEC_RETRY_SECONDS") or 60)
@@ -29,27 +31,14 @@ def target(host: str) -> tuple[str, str]:
     return labels[0], ns
 
 
-def server_and_token() -> tuple[str, str | None]:
-    with open(os.environ["KUBECONFIG"]) as f:
-        kc = yaml.safe_load(f) or {}
-    ctx = next(c["context"] for c in kc.get("contexts") or [] if c.get("name") == kc.get("current-context"))
-    cluster = next(c["cluster"] for c in kc.get("clusters") or [] if c.get("name") == ctx.get("cluster"))
-    user = next((u.get("user") or {} for u in kc.get("users") or [] if u.get("name") == ctx.get("user")), {})
-    token = user.get("token")
-    if not token and user.get("tokenFile"):
-        with open(user["tokenFile"]) as f:
-            token = f.read().strip()
-    return cluster["server"], token
-
-
-def run_once(url: str, headers: dict[str, str]) -> tuple[int | None, str | None]:
+def run_once(url: str, headers: dict[str, str], tls: ssl.SSLContext | None = None) -> tuple[int | None, str | None]:
     """(exit code, None) when the command ran; (None, why) when it could not be started."""
     from websockets.exceptions import ConnectionClosed, InvalidHandshake
     from websockets.sync.client import connect
 
     try:
         ws = connect(url, subprotocols=["v5.channel.k8s.io", "v4.channel.k8s.io"], additional_headers=headers,
-                     max_size=None, open_timeout=10)
+                     max_size=None, open_timeout=10, **({"ssl": tls} if tls is not None else {}))
     except (OSError, InvalidHandshake) as e:
         return None, f"cannot reach the API server for exec: {e}"
     with ws:
@@ -84,13 +73,12 @@ def main(argv: list[str]) -> int:
         print("usage: mpi_exec <host> <command...>", file=sys.stderr)
         return 255
     pod, ns = target(argv[0])
-    server, token = server_and_token()
+    api = incluster.load()
     q = [("command", "/bin/sh"), ("command", "-c"), ("command", " ".join(argv[1:])), ("stdout", "true"), ("stderr", "true")]
-    url = server.replace("http", "ws", 1).rstrip("/") + f"/api/v1/namespaces/{ns}/pods/{pod}/exec?" + urlencode(q)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    url = api.server.replace("http", "ws", 1) + f"/api/v1/namespaces/{ns}/pods/{pod}/exec?" + urlencode(q)
     deadline = time.time() + RETRY_SECONDS
     while True:
-        code, why = run_once(url, headers)
+        code, why = run_once(url, api.headers, api.ssl_context)
         if code is not None:
             return code
         if time.time() > deadline:

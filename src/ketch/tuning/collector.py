@@ -15,27 +15,17 @@ import os
 import urllib.request
 
 
-def _api() -> tuple[str, dict[str, str]]:
-    import yaml
-
-    with open(os.environ["KUBECONFIG"]) as f:
-        kc = yaml.safe_load(f) or {}
-    ctx = next(c["context"] for c in kc.get("contexts") or [] if c.get("name") == kc.get("current-context"))
-    server = next(c["cluster"]["server"] for c in kc.get("clusters") or [] if c.get("name") == ctx.get("cluster"))
-    user = next((u.get("user") or {} for u in kc.get("users") or [] if u.get("name") == ctx.get("user")), {})
-    token = user.get("token")
-    return server.rstrip("/"), ({"Authorization": f"Bearer {token}"} if token else {})
-
-
 def primary_finished() -> bool:
     """Whether this pod's primary container has terminated (False while it runs or has not started)."""
     primary = os.environ.get("KATIB_PRIMARY_CONTAINER")
     ns, pod = os.environ.get("KETCH_POD_NAMESPACE"), os.environ.get("KETCH_POD_NAME")
     if not (primary and ns and pod):
         raise RuntimeError("primary_finished() runs in a Custom collector sidecar (KATIB_PRIMARY_CONTAINER, KETCH_POD_* unset)")
-    server, headers = _api()
-    req = urllib.request.Request(f"{server}/api/v1/namespaces/{ns}/pods/{pod}", headers=headers)
-    with urllib.request.urlopen(req, timeout=30) as r:
+    from ketch.kinds import incluster
+
+    api = incluster.load()
+    req = urllib.request.Request(f"{api.server}/api/v1/namespaces/{ns}/pods/{pod}", headers=api.headers)
+    with urllib.request.urlopen(req, timeout=30, context=api.ssl_context) as r:
         status = json.loads(r.read()).get("status") or {}
     for cs in status.get("containerStatuses") or []:
         if cs.get("name") == primary:

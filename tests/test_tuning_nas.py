@@ -78,15 +78,24 @@ def test_enas_controller_learns_from_rewards():
         assert torch.allclose(p, q)
 
 
-def test_enas_experiment_finds_an_architecture_above_the_baseline(k):
+@pytest.fixture(scope="module")
+def baseline(k) -> float:
+    """The baseline accuracy: the pooling-only network (nothing learned beyond the stem), trained the same way."""
+    from ketch.tuning.algorithms import nas_space
+
+    k.kubectl("create", "namespace", "nas-baseline")
+    base = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "baseline", "annotations": PRELOAD},
+            "spec": {"restartPolicy": "Never", "containers": [container(json.dumps(POOLING_ONLY), nas_space.nn_config(NAS))]}}
+    k.kubectl("create", "-n", "nas-baseline", "-f", "-", input=yaml.safe_dump(base))
+    k.kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/baseline", "-n", "nas-baseline", "--timeout=180s", timeout=190)
+    return float(re.search(r"Validation-Accuracy=([\d.]+)", k.kubectl("logs", "baseline", "-n", "nas-baseline").stdout).group(1))
+
+
+def test_enas_experiment_finds_an_architecture_above_the_baseline(k, baseline):
     ns = "enas"
     k.kubectl("create", "namespace", ns)
     from ketch.tuning.algorithms import nas_space
 
-    # the baseline: the pooling-only network (no learned feature beyond the stem), trained the same way
-    base = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "baseline", "annotations": PRELOAD},
-            "spec": {"restartPolicy": "Never", "containers": [container(json.dumps(POOLING_ONLY), nas_space.nn_config(NAS))]}}
-    k.kubectl("create", "-n", ns, "-f", "-", input=yaml.safe_dump(base))
     exp = {"apiVersion": "kubeflow.org/v1beta1", "kind": "Experiment", "metadata": {"name": "enas-digits"},
            "spec": {"objective": {"type": "maximize", "objectiveMetricName": "Validation-Accuracy"},
                     "algorithm": {"algorithmName": "enas", "algorithmSettings": [{"name": "random_state", "value": "3"}]},
@@ -109,6 +118,44 @@ def test_enas_experiment_finds_an_architecture_above_the_baseline(k):
     archs = {next(a["value"] for a in t["spec"]["parameterAssignments"] if a["name"] == "architecture")
              for t in k.kjson("get", "trials", "-n", ns)["items"]}
     assert len(archs) > 1  # the controller samples, not a fixed answer
-    k.kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/baseline", "-n", ns, "--timeout=120s", timeout=130)
-    baseline = float(re.search(r"Validation-Accuracy=([\d.]+)", k.kubectl("logs", "baseline", "-n", ns).stdout).group(1))
     assert best_acc > baseline + 0.2 and best_acc > 0.5, (best_acc, baseline, arch)
+
+
+DARTS_NAS = {"graphConfig": {"numLayers": 2},
+             "operations": [
+                 {"operationType": "separable_convolution", "parameters": [
+                     {"name": "filter_size", "parameterType": "categorical", "feasibleSpace": {"list": ["3", "5"]}}]},
+                 {"operationType": "max_pooling", "parameters": [
+                     {"name": "filter_size", "parameterType": "categorical", "feasibleSpace": {"list": ["3"]}}]},
+                 {"operationType": "skip_connection"}]}
+
+
+def test_darts_trial_searches_the_supernet_on_digits(k, baseline):
+    ns = "darts"
+    k.kubectl("create", "namespace", ns)
+    settings = {"num_epochs": 10, "init_channels": 12, "batch_size": 64, "alpha_lr": 0.01, "w_lr": 0.1}
+    names = ["algorithm-settings", "search-space", "num-layers"]
+    exp = {"apiVersion": "kubeflow.org/v1beta1", "kind": "Experiment", "metadata": {"name": "darts-digits"},
+           "spec": {"objective": {"type": "maximize", "objectiveMetricName": "Validation-Accuracy"},
+                    "algorithm": {"algorithmName": "darts", "algorithmSettings": [{"name": n, "value": str(v)} for n, v in settings.items()]},
+                    "maxTrialCount": 1, "parallelTrialCount": 1, "nasConfig": DARTS_NAS,
+                    "trialTemplate": {"primaryContainerName": "training", "retain": True,
+                                      "trialParameters": [{"name": n.replace("-", "_"), "reference": n} for n in names],
+                                      "trialSpec": {"apiVersion": "batch/v1", "kind": "Job", "spec": {"backoffLimit": 0, "template": {
+                                          "metadata": {"annotations": PRELOAD},
+                                          "spec": {"restartPolicy": "Never", "containers": [{
+                                              "name": "training", "image": "python:3.11", "env": [{"name": "PYTHONPATH", "value": str(SCRIPTS)}],
+                                              "command": [PY, "-m", "darts_digits", *(f"--{n}=${{trialParameters.{n.replace('-', '_')}}}" for n in names)]}]}}}}}}}
+    k.kubectl("create", "-n", ns, "-f", "-", input=yaml.safe_dump(exp))
+    k.kubectl("wait", "--for=condition=Succeeded", "experiment/darts-digits", "-n", ns, "--timeout=300s", timeout=310)
+    e = k.kjson("get", "experiment", "darts-digits", "-n", ns)
+    assert e["status"]["trials"] == 1 and e["status"]["trialsSucceeded"] == 1, e["status"]
+    best = e["status"]["currentOptimalTrial"]
+    got = {a["name"]: a["value"] for a in best["parameterAssignments"]}
+    assert json.loads(got["search-space"].replace("'", '"')) == ["separable_convolution_3x3", "separable_convolution_5x5", "max_pooling_3x3", "skip_connection"]
+    assert got["num-layers"] == "2" and json.loads(got["algorithm-settings"].replace("'", '"'))["num_epochs"] == "10"
+    acc = float(best["observation"]["metrics"][0]["latest"])
+    pod = k.kjson("get", "pods", "-n", ns)["items"][0]["metadata"]["name"]
+    genotype = json.loads(re.search(r"Best-Genotype=(\[.*\])", k.kubectl("logs", pod, "-n", ns).stdout).group(1))
+    assert len(genotype) == 2 and any("convolution" in g for g in genotype), genotype
+    assert acc > baseline + 0.2 and acc > 0.8, (acc, baseline, genotype)

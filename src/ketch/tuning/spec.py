@@ -21,7 +21,7 @@ TWO_GROUPS = re.compile(r".*\(.*\).*\(.*\).*")
 JOB_SUCCESS = 'status.conditions.#(type=="Complete")#|#(status=="True")#'
 JOB_FAILURE = 'status.conditions.#(type=="Failed")#|#(status=="True")#'
 TRAINING_SUCCESS = 'status.conditions.#(type=="Succeeded")#|#(status=="True")#'
-NAS_PARAMETERS = ("architecture", "nn_config")  # what ENAS hands its trials (Katib's names)
+NAS_PARAMETERS = ("architecture", "nn_config", "algorithm-settings", "search-space", "num-layers")  # ENAS's and DARTS's (Katib's names)
 COLLECTORS = ("StdOut", "File", "Push", "Custom", "TensorFlowEvent")
 TRAINING_KINDS = {"TFJob", "PyTorchJob", "XGBoostJob", "MPIJob", "JAXJob", "PaddleJob"}
 # Trainer v2: a TrainJob completes like a Job; its rank-0 pod is the JobSet's `node` replicated job, index 0.

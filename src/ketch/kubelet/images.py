@@ -50,9 +50,6 @@ BUILTIN: list[dict] = [
         "--ServerApp.token=", "--ServerApp.password=", "--ServerApp.allow_origin=*",
         "--ServerApp.base_url=$(NB_PREFIX)", "--ServerApp.authenticate_prometheus=False",
     ]},
-    # Kubeflow Trainer's initializer images: fetch STORAGE_URI into the runtime's shared /workspace volume.
-    {"match": "*kubeflow/trainer/dataset-initializer*", "command": ["python", "-m", "ketch.training.initializers", "dataset", "/workspace/dataset"]},
-    {"match": "*kubeflow/trainer/model-initializer*", "command": ["python", "-m", "ketch.training.initializers", "model", "/workspace/model"]},
 ]
 
 
@@ -93,7 +90,6 @@ class Images:
                     tmp.replace(d / n)
                 except FileExistsError:
                     pass
-        _torchrun_shim(d, python)
         return str(d)
 
     def resolve(self, image: str) -> Image:
@@ -117,31 +113,6 @@ class Images:
         prefix.insert(0, self._shims(python))
         env.update({str(k): str(v) for k, v in (rule.get("env") or {}).items()})
         return Image(image, python, prefix, env, [str(x) for x in rule.get("command") or known.get("command") or []])
-
-
-def _torchrun_shim(d: Path, python: str) -> None:
-    """``torchrun`` next to the python shims whenever that interpreter can import torch: the console
-    script lives in the environment's bin, which is not on PATH for a user-site or bare-interpreter torch."""
-    shim = d / "torchrun"
-    if shim.exists():
-        return
-    if python == sys.executable:
-        import importlib.util
-
-        has_torch = importlib.util.find_spec("torch") is not None
-    else:
-        import subprocess
-
-        probe = [python, "-c", "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is None)"]
-        try:
-            has_torch = subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
-        except (OSError, subprocess.SubprocessError):
-            has_torch = False
-    if has_torch:
-        tmp = d / f".torchrun.{os.getpid()}"
-        tmp.write_text(f'#!/bin/sh\nexec "{python}" -m torch.distributed.run "$@"\n')
-        tmp.chmod(0o755)
-        tmp.replace(shim)
 
 
 def find_executable(cmd: str, path: str, cwd: str) -> str | None:

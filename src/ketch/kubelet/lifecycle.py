@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from ketch.kinds.meta import now, parse_time
 from ketch.kinds.mounts import ENV as MOUNTS_ENV
 from ketch.kinds.resources import GPU, container_requests, memory_limit, pod_requests, qos_class
-from ketch.kubelet import volumes
+from ketch.kubelet import torchrun, volumes
 from ketch.kubelet.base import KINDS, POD, CannotRun, Kubelet, Started
 from ketch.kubelet.env import ConfigError, container_env, expand
 from ketch.kubelet.images import find_executable
@@ -157,7 +157,7 @@ class PodWorker:
         image = self.k.images.resolve(c.get("image") or "")
         base = self._base_env()
         base.update(image.env)
-        base["PATH"] = os.pathsep.join([*image.path_prefix, base.get("PATH", os.defpath)])
+        base["PATH"] = os.pathsep.join([*image.path_prefix, *torchrun.path_for(self.k.home, image.python), base.get("PATH", os.defpath)])
         base["PYTHONUNBUFFERED"] = base.get("PYTHONUNBUFFERED", "1")
         if self.gpus or pod_requests(self.pod).get(GPU):
             base["CUDA_VISIBLE_DEVICES"] = base["NVIDIA_VISIBLE_DEVICES"] = ",".join(map(str, self.gpus))
@@ -179,13 +179,13 @@ class PodWorker:
         if not command:
             command, args = args, []
         argv = [rw(expand(x, env)) for x in command + args]
-        if not argv:
-            raise CannotRun(f'no command specified and image "{c.get("image")}" has no entrypoint known to ketch (map it in images.yaml)')
-        cwd = rw(c["workingDir"]) if c.get("workingDir") else str(self.dir / "work")
-        if only_args and find_executable(argv[0], env.get("PATH", ""), cwd) is None:
+        if only_args and "/" not in argv[0] and find_executable(argv[0], env.get("PATH", ""), "") is None:
             raise CannotRun(f'container "{c.get("name")}" sets only args, and image "{c.get("image")}" has no entrypoint '
                             f'known to ketch, so its first argument "{argv[0]}" would be the program: set command, or give '
                             f'the image a command (its ENTRYPOINT) in KETCH_HOME/images.yaml')
+        if not argv:
+            raise CannotRun(f'no command specified and image "{c.get("image")}" has no entrypoint known to ketch (map it in images.yaml)')
+        cwd = rw(c["workingDir"]) if c.get("workingDir") else str(self.dir / "work")
         os.makedirs(cwd, exist_ok=True)
         return argv, env, cwd
 

@@ -10,6 +10,7 @@ PET_MASTER_ADDR/PORT; jax: JAX_*; xgboost: DMLC_*), with a real port per job on 
 from __future__ import annotations
 
 import copy
+import fnmatch
 import math
 
 from ketch.kinds.meta import age_seconds, now, owner_reference
@@ -228,6 +229,9 @@ class TrainJobController(Controller):
         for c in pspec.get("containers") or []:
             if kind is None or c.get("name") != step:
                 continue
+            if not c.get("command") and not c.get("args") and fnmatch.fnmatchcase(c.get("image") or "", f"*kubeflow/trainer/{kind}-initializer*"):
+                # Trainer's initializer images: their entrypoint is ketch's initializer, fetching into /workspace
+                c["command"] = ["python", "-m", "ketch.training.initializers", kind, f"/workspace/{kind}"]
             extra = ([{"name": "STORAGE_URI", "value": str(init["storageUri"])}] if init.get("storageUri") else []) + list(init.get("env") or [])
             names = {e.get("name") for e in extra}
             c["env"] = [e for e in c.get("env") or [] if e.get("name") not in names] + extra

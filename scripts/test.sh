@@ -7,6 +7,11 @@ if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && [ "$(id -u)" = 
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
     || echo "warning: could not install postgresql; its test will be skipped" >&2
 fi
+# MPIJob tests run Debian's OpenMPI (mpi4py, in the test extra, builds against it): install it first (root).
+if ! command -v mpirun >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin libopenmpi-dev >/dev/null) \
+    || echo "warning: could not install OpenMPI; the MPIJob tests will fail" >&2
+fi
 # The suite runs from a fresh virtualenv, installed as users install ketch, so that what only works with the
 # system interpreter (a shim that loses the venv's site-packages, a dependency missing from pyproject.toml)
 # cannot pass unseen. tests/test_pods_venv.py covers the non-venv interpreter as well.

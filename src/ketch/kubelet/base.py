@@ -157,8 +157,10 @@ class Kubelet(abc.ABC):
         path = pod_dir / "kubeconfig"
         # HTTPS: client-go (kubectl) sends a token only over TLS; the certificate is ketch's own.
         cluster: dict = {"server": self.ctx.settings.kube_url}
-        if self.ctx.settings.tls_cert:
-            cluster["certificate-authority"] = str(self.ctx.settings.tls_cert)
+        if self.ctx.settings.tls_cert:  # inline, so the file alone is enough (a container mounts only it)
+            import base64
+
+            cluster["certificate-authority-data"] = base64.b64encode(Path(self.ctx.settings.tls_cert).read_bytes()).decode()
         user: dict = {}
         if token_file and os.path.exists(token_file):
             user["token"] = Path(token_file).read_text().strip()

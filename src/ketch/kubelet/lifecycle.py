@@ -24,9 +24,10 @@ from ketch.kinds.builtin.pod import SA_VOLUME_PREFIX
 from ketch.kinds.meta import now, parse_time
 from ketch.kinds.mounts import ENV as MOUNTS_ENV
 from ketch.kinds.resources import GPU, container_requests, memory_limit, pod_requests, qos_class
-from ketch.kubelet import containers, exits, images, logs, process, volumes
+from ketch.kubelet import containers, exits, images, logs, process, torchrun, volumes
 from ketch.kubelet.base import KINDS, POD, CannotRun, Kubelet, Started
 from ketch.kubelet.env import ConfigError, container_env, expand
+from ketch.kubelet.images import find_executable
 from ketch.kubelet.logs import Shipper
 from ketch.kubelet.probes import run_probe
 from ketch.kubelet.warm import preload_of
@@ -210,7 +211,7 @@ class PodWorker:
         image = self.k.images.resolve(c.get("image") or "")
         base = self._base_env()
         base.update(image.env)
-        base["PATH"] = os.pathsep.join([*image.path_prefix, base.get("PATH", os.defpath)])
+        base["PATH"] = os.pathsep.join([*image.path_prefix, *torchrun.path_for(self.k.home, image.python), base.get("PATH", os.defpath)])
         base["PYTHONUNBUFFERED"] = base.get("PYTHONUNBUFFERED", "1")
         if self.gpus or pod_requests(self.pod).get(GPU):
             base["CUDA_VISIBLE_DEVICES"] = base["NVIDIA_VISIBLE_DEVICES"] = ",".join(map(str, self.gpus))
@@ -223,11 +224,19 @@ class PodWorker:
         env = {k: rw(v) for k, v in env.items()}
         if mounts:
             env[MOUNTS_ENV] = json.dumps(mounts)  # after rewriting: its keys are the mountPaths themselves
+        # Kubernetes' rule: args alone run the image's ENTRYPOINT with them appended. An image without
+        # one runs its args as the program (Docker replaces CMD), which is all ketch can do when it does
+        # not know the entrypoint; if that "program" is not one, say so instead of a bare exec error.
         command = list(c.get("command") or image.entrypoint)
         args = list(c.get("args") or [])
+        only_args = not command and bool(args)
         if not command:
             command, args = args, []
         argv = [rw(expand(x, env)) for x in command + args]
+        if only_args and "/" not in argv[0] and find_executable(argv[0], env.get("PATH", ""), "") is None:
+            raise CannotRun(f'container "{c.get("name")}" sets only args, and image "{c.get("image")}" has no entrypoint '
+                            f'known to ketch, so its first argument "{argv[0]}" would be the program: set command, or give '
+                            f'the image a command (its ENTRYPOINT) in KETCH_HOME/images.yaml')
         if not argv:
             raise CannotRun(f'no command specified and image "{c.get("image")}" has no entrypoint known to ketch (map it in images.yaml)')
         wd = c.get("workingDir") or image.working_dir
@@ -245,7 +254,7 @@ class PodWorker:
         (containers.py): Kubernetes' variables only, volumes at their real mountPaths, nothing rewritten."""
         rt = self.runtime
         assert rt is not None
-        kubeconfig = self.k.kubeconfig(self.ns)
+        kubeconfig = self.k.kubeconfig(self.dir, self.ns, self.token_file())
         base = {
             "HOSTNAME": self.name, "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(self.k.ctx.settings.port),
             "KUBECONFIG": kubeconfig, "KETCH_SERVER": self.k.ctx.settings.url,

@@ -1,1 +1,1 @@
-"""Training operators: PyTorchJob, TFJob, XGBoostJob, JAXJob, MPIJob and Trainer v2 TrainJob."""
+"""Training operators: PyTorchJob, TFJob, XGBoostJob, JAXJob, PaddleJob, MPIJob and Trainer v2 TrainJob."""

@@ -1,4 +1,4 @@
-"""The shared replica-job engine: one reconcile for PyTorchJob, TFJob, XGBoostJob and JAXJob.
+"""The shared replica-job engine: one reconcile for PyTorchJob, TFJob, XGBoostJob, JAXJob, PaddleJob and MPIJob.
 
 Reads the job, its Pods and Services, and steps toward the spec the way Kubeflow's training operator v1
 does: a Service (with its own port on this host) and a Pod per replica, env wired by the framework module,
@@ -107,14 +107,14 @@ class ReplicaJobController(Controller):
             restarts = len(counted)
             for p in pods:
                 rt = self._rtype_of(p)
-                if rt in specs and self._policy(specs[rt]) in ("OnFailure", "Always") and phase(p) in ("Pending", "Running"):
+                if rt in specs and self._policy(specs[rt], rt) in ("OnFailure", "Always") and phase(p) in ("Pending", "Running"):
                     restarts += restart_count(p)
             if (restarts > 0 if bl == 0 else restarts >= bl) and (counted or any(restart_count(p) for p in pods)):
                 return self._fail(job, status, orig, pods, "BackoffLimitExceeded",
                                   f"{fw.kind} {name} has failed because it has reached the specified backoff limit ({bl}).")
 
         # Services first: they hold each replica's port, which every replica's env needs.
-        want = {pod_name(name, rt, i): (rt, i) for rt, rs in specs.items() for i in range(int(rs.get("replicas", 1)))}
+        want = {self._pod_name(name, rt, i): (rt, i) for rt, rs in specs.items() for i in range(int(rs.get("replicas", 1)))}
         addrs: dict[tuple[str, int], tuple[str, int]] = {}
         have_svc = {s["metadata"]["name"]: s for s in services}
         taken = None
@@ -139,9 +139,9 @@ class ReplicaJobController(Controller):
                 self._delete_pod(job, p)  # scaled down (elastic) or a replica type removed
                 continue
             rt, _ = want[pname]
-            policy = self._policy(specs[rt])
+            policy = self._policy(specs[rt], rt)
             if phase(p) == "Failed":
-                code = exit_code(p, fw.container)
+                code = exit_code(p, fw.main_container(p["spec"].get("containers") or []))
                 retryable = code is not None and code >= 128
                 if policy == "Never" or (policy == "ExitCode" and not retryable):
                     why = f"exit code {code}" if code is not None else (p.get("status") or {}).get("reason") or "failed"
@@ -175,8 +175,17 @@ class ReplicaJobController(Controller):
                                              for rt, v in self._replica_statuses(job, specs, pods).items()}
                 self._write(job, status, orig)
                 return Result(requeue_after=1.0)
+        if missing:
+            self._ensure_objects(job, topo)
+        by_name = {p["metadata"]["name"]: p for p in pods if p["metadata"]["name"] in live}
+        deferred = False
         for _pname, rt, i in missing:
-            self._create_pod(job, topo, rt, i, specs[rt])
+            if fw.defer(topo, rt, i, by_name):
+                deferred = True  # waits for its peers (e.g. an MPI launcher for Running workers)
+            else:
+                self._create_pod(job, topo, rt, i, specs[rt])
+        if deferred and result is None:
+            result = Result(requeue_after=0.5)
         if missing and not status.get("startTime"):
             status["startTime"] = now()
             if ads is not None:
@@ -205,14 +214,20 @@ class ReplicaJobController(Controller):
 
     # -- helpers ------------------------------------------------------------------------------------------
 
-    def _policy(self, rs: dict) -> str:
-        return rs.get("restartPolicy") or ((rs.get("template") or {}).get("spec") or {}).get("restartPolicy") or self.framework.default_restart
+    def _policy(self, rs: dict, rt: str) -> str:
+        fw = self.framework
+        return (rs.get("restartPolicy") or ((rs.get("template") or {}).get("spec") or {}).get("restartPolicy")
+                or fw.default_restarts.get(rt) or fw.default_restart)
+
+    def _pod_name(self, job: str, rt: str, i: int) -> str:
+        return (self.framework.pod_name or pod_name)(job, rt, i)
 
     def _rtype_of(self, obj: dict) -> str | None:
         return self.framework.canonical(obj["metadata"].get("labels", {}).get(RTYPE, ""))
 
     def _labels(self, job: dict, rt: str, i: int | None = None) -> dict[str, str]:
-        out = {JOB_NAME: job["metadata"]["name"], OPERATOR: f"{self.framework.kind.lower()}-controller", RTYPE: rt.lower()}
+        operator = self.framework.extra.get("operator_name") or f"{self.framework.kind.lower()}-controller"
+        out = {JOB_NAME: job["metadata"]["name"], OPERATOR: operator, RTYPE: rt.lower()}
         if i is not None:
             out[RINDEX] = str(i)
         return out
@@ -240,7 +255,7 @@ class ReplicaJobController(Controller):
         labels = self._labels(job, rt, i)
         svc = {
             "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": pod_name(md["name"], rt, i), "namespace": md["namespace"], "labels": labels,
+            "metadata": {"name": self._pod_name(md["name"], rt, i), "namespace": md["namespace"], "labels": labels,
                          "ownerReferences": [owner_reference(job)]},
             "spec": {"clusterIP": "None", "selector": labels,
                      "ports": [{"name": self.framework.port_name, "port": port, "targetPort": port, "protocol": "TCP"}]},
@@ -266,23 +281,25 @@ class ReplicaJobController(Controller):
         if fw.master_role(topo.specs, rt, i):
             labels[ROLE] = "master"
         spec = tmpl.get("spec") or {}
-        policy = self._policy(rs)
+        policy = self._policy(rs, rt)
         spec["restartPolicy"] = "Never" if policy == "ExitCode" else policy
         wired = fw.env(topo, rt, i)
         names = {e["name"] for e in wired}
         port = topo.addr(rt, i)[1]
+        main = fw.main_container(spec.get("containers") or [])
         for c in spec.get("containers") or []:
-            if fw.env_all_containers or c.get("name") == fw.container:
+            if fw.env_all_containers or c.get("name") == main:
                 c["env"] = [e for e in c.get("env") or [] if e.get("name") not in names] + wired
-            if c.get("name") == fw.container:
+            if c.get("name") == main:
                 ports = [p for p in c.get("ports") or [] if p.get("name") != fw.port_name]
                 c["ports"] = ports + [{"name": fw.port_name, "containerPort": port, "protocol": "TCP"}]
         pod = {
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": pod_name(md["name"], rt, i), "namespace": md["namespace"], "labels": labels,
+            "metadata": {"name": self._pod_name(md["name"], rt, i), "namespace": md["namespace"], "labels": labels,
                          "annotations": tmd.get("annotations") or {}, "ownerReferences": [owner_reference(job)]},
             "spec": spec,
         }
+        fw.decorate(topo, rt, i, pod)
         try:
             self.client.create(pod)
         except StatusError as e:
@@ -290,6 +307,23 @@ class ReplicaJobController(Controller):
                 return  # the old pod is still going away; its deletion requeues us
             raise
         self.client.event(job, "Normal", "SuccessfulCreatePod", f"Created pod: {pod['metadata']['name']}")
+
+    def _ensure_objects(self, job: dict, topo: Topology) -> None:
+        """The ConfigMaps/Secrets the framework's pods mount, owned by the job; ConfigMaps follow the spec."""
+        md = job["metadata"]
+        for obj in self.framework.objects(topo):
+            obj = copy.deepcopy(obj)
+            obj["metadata"] = {**obj.get("metadata", {}), "namespace": md["namespace"], "ownerReferences": [owner_reference(job)]}
+            kind = (obj["apiVersion"], obj["kind"])
+            have = self.client.get(kind, md["namespace"], obj["metadata"]["name"])
+            if have is None:
+                try:
+                    self.client.create(obj)
+                except StatusError as e:
+                    if e.code != 409:
+                        raise
+            elif obj["kind"] == "ConfigMap" and have.get("data") != obj.get("data"):
+                self.client.update({**have, "data": obj.get("data")})
 
     def _delete_pod(self, job: dict, p: dict) -> None:
         if p["metadata"].get("deletionTimestamp"):

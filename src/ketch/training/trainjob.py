@@ -10,13 +10,14 @@ PET_MASTER_ADDR/PORT; jax: JAX_*; xgboost: DMLC_*), with a real port per job on 
 from __future__ import annotations
 
 import copy
+import fnmatch
 import math
 
 from ketch.kinds.meta import age_seconds, now, owner_reference
 from ketch.machinery.errors import StatusError
 from ketch.runtime import Controller, Key, Result, Watch
 from ketch.runtime.ports import free_port
-from ketch.training.pods import phase, quantity
+from ketch.training.pods import exit_code, gang_fits, phase, pod_requests, quantity
 from ketch.training.ports import service_ports
 
 POD = ("v1", "Pod")
@@ -50,6 +51,45 @@ def node_job(runtime: dict) -> dict | None:
         if (((rj.get("template") or {}).get("metadata") or {}).get("labels") or {}).get(ANCESTOR) == "trainer":
             return rj
     return next((rj for rj in rjobs if rj.get("name") == "node"), None)
+
+
+def replicated_jobs(runtime: dict) -> list[dict]:
+    return ((((runtime.get("spec") or {}).get("template") or {}).get("spec") or {}).get("replicatedJobs")) or []
+
+
+def _initializer_kind(step: str, rj: dict) -> str | None:
+    """"dataset" or "model" for Trainer's initializer jobs (by ancestor label or name), else None."""
+    label = (((rj.get("template") or {}).get("metadata") or {}).get("labels") or {}).get(ANCESTOR, "")
+    for kind in ("dataset", "model"):
+        if label == f"{kind}-initializer" or step == f"{kind}-initializer":
+            return kind
+    return None
+
+
+def _deps_met(rj: dict, by_step: dict[str, list[dict]], names: dict[str, list[str]]) -> bool:
+    """JobSet's dependsOn: each named replicated job Complete (all pods Succeeded) or Ready (all up)."""
+    for dep in rj.get("dependsOn") or []:
+        mine = by_step.get(dep.get("name", ""))
+        if mine is None:
+            continue  # a dependency the runtime does not define cannot hold the job
+        want = len(names.get(dep.get("name", ""), []))
+        ok = ("Succeeded",) if (dep.get("status") or "Complete") == "Complete" else ("Running", "Succeeded")
+        if sum(1 for p in mine if phase(p) in ok) < want:
+            return False
+    return True
+
+
+def _failure(step: str, rj: dict, pod: dict, spec: dict) -> tuple[str, str]:
+    code = exit_code(pod)
+    pname, ns = pod["metadata"]["name"], pod["metadata"]["namespace"]
+    why = f"exit code {code}" if code is not None else (pod.get("status") or {}).get("reason") or "failed"
+    kind = _initializer_kind(step, rj)
+    if kind is None:
+        return "JobSetFailed", f"{step} pod {pname} failed ({why})"
+    uri = (((spec.get("initializer") or {}).get(kind)) or {}).get("storageUri")
+    src = f" fetching {uri}" if uri else ""
+    return (f"{kind.capitalize()}InitializerFailed",
+            f"the {kind} initializer failed{src}: pod {pname} {why}; the trainer nodes were not started (kubectl logs {pname} -n {ns} says why)")
 
 
 def _nproc(trainer: dict, torch: dict, resources: dict) -> str:
@@ -89,8 +129,7 @@ class TrainJobController(Controller):
         spec = job.get("spec") or {}
         status = copy.deepcopy(job.get("status") or {})
         orig = copy.deepcopy(status)
-        sel = {JOBSET: name}
-        pods = [p for p in self.client.list(POD, ns, sel) if any(o.get("uid") == uid for o in p["metadata"].get("ownerReferences") or [])]
+        pods = self._pods(job)
         if _true(status, "Complete") or _true(status, "Failed"):
             return self._write(job, status, orig)
         runtime = self._runtime(job)
@@ -119,24 +158,97 @@ class TrainJobController(Controller):
         ml = (runtime.get("spec") or {}).get("mlPolicy") or {}
         trainer = spec.get("trainer") or {}
         n = int(trainer.get("numNodes") or ml.get("numNodes") or 1)
-        names = [f"{name}-node-0-{i}" for i in range(n)]
-        port = self._master_port(job, names[0])
-        have = {p["metadata"]["name"]: p for p in pods}
-        failed = [p for p in pods if phase(p) == "Failed"]
-        if failed:
-            return self._finish(job, status, orig, pods, "Failed", "JobSetFailed", f"node pod {failed[0]['metadata']['name']} failed")
-        for i, pname in enumerate(names):
-            if pname not in have:
-                self._create_pod(job, runtime, rj, ml, trainer, i, n, pname, port)
-        pods = [p for p in self.client.list(POD, ns, sel) if any(o.get("uid") == uid for o in p["metadata"].get("ownerReferences") or [])]
-        node = [p for p in pods if p["metadata"]["name"] in names]
-        counts = {ph: sum(1 for p in node if phase(p) == ph) for ph in ("Running", "Succeeded", "Failed", "Pending")}
-        status["jobsStatus"] = [{"name": rj.get("name", "node"), "ready": counts["Running"], "succeeded": counts["Succeeded"],
-                                 "failed": counts["Failed"], "active": counts["Running"] + counts["Pending"], "suspended": 0}]
-        if counts["Succeeded"] == n:
+        node = rj.get("name", "node")
+        # Every replicated job of the runtime, in JobSet's dependsOn order: initializers before the nodes.
+        steps = {r.get("name", ""): r for r in replicated_jobs(runtime)}
+        names = {step: ([f"{name}-{step}-0-{i}" for i in range(n)] if step == node else [f"{name}-{step}-0-0"]) for step in steps}
+        by_step = {step: [p for p in pods if p["metadata"]["name"] in names[step]] for step in steps}
+        for step, mine in by_step.items():
+            bad = next((p for p in mine if phase(p) == "Failed"), None)
+            if bad is not None:
+                reason, msg = _failure(step, steps[step], bad, spec)
+                return self._finish(job, status, orig, pods, "Failed", reason, msg)
+        port = self._master_port(job, names[node][0])
+        for step, r in steps.items():
+            have = {p["metadata"]["name"] for p in by_step[step]}
+            missing = [i for i, pname in enumerate(names[step]) if pname not in have]
+            if not missing or not _deps_met(r, by_step, names):
+                continue
+            if step == node and not have:
+                # Gang start, as for v1 jobs: all node pods fit at once or none is created.
+                need: dict[str, float] = {}
+                for _ in missing:
+                    for k, v in pod_requests(self._node_spec(rj, trainer)).items():
+                        need[k] = need.get(k, 0.0) + v
+                ok, why = gang_fits(self.client, need, uid)
+                if not ok:
+                    self.client.event(job, "Warning", "GangNotAdmitted",
+                                      f"TrainJob {name} is waiting for resources to start all {n} nodes together: {why}")
+                    result = Result(requeue_after=1.0)
+                    continue
+            for i in missing:
+                if step == node:
+                    self._create_pod(job, runtime, rj, ml, trainer, i, n, names[step][i], port)
+                else:
+                    self._create_step_pod(job, r, step, names[step][0])
+        pods = self._pods(job)
+        status["jobsStatus"] = []
+        for step in steps:
+            mine = [p for p in pods if p["metadata"]["name"] in names[step]]
+            counts = {ph: sum(1 for p in mine if phase(p) == ph) for ph in ("Running", "Succeeded", "Failed", "Pending")}
+            status["jobsStatus"].append({"name": step, "ready": counts["Running"], "succeeded": counts["Succeeded"],
+                                         "failed": counts["Failed"], "active": counts["Running"] + counts["Pending"], "suspended": 0})
+        if sum(1 for p in pods if p["metadata"]["name"] in names[node] and phase(p) == "Succeeded") == n:
             return self._finish(job, status, orig, pods, "Complete", "JobSetCompleted", "jobset completed successfully")
         self._write(job, status, orig)
+        if result is None and any(not _deps_met(r, {s: [p for p in pods if p["metadata"]["name"] in names[s]] for s in steps}, names)
+                                  for r in steps.values()):
+            result = Result(requeue_after=1.0)  # a step waits on another; pod events wake us sooner
         return result
+
+    def _pods(self, job: dict) -> list[dict]:
+        md = job["metadata"]
+        return [p for p in self.client.list(POD, md["namespace"], {JOBSET: md["name"]})
+                if any(o.get("uid") == md["uid"] for o in p["metadata"].get("ownerReferences") or [])]
+
+    def _node_spec(self, rj: dict, trainer: dict) -> dict:
+        pspec = copy.deepcopy(((((rj.get("template") or {}).get("spec") or {}).get("template")) or {}).get("spec") or {})
+        for c in pspec.get("containers") or []:
+            if c.get("name") == "node" and trainer.get("resourcesPerNode"):
+                c["resources"] = trainer["resourcesPerNode"]
+        return pspec
+
+    def _create_step_pod(self, job: dict, rj: dict, step: str, pname: str) -> None:
+        """A pod of a non-trainer replicated job (an initializer), with the TrainJob's initializer config."""
+        md = job["metadata"]
+        ptmpl = copy.deepcopy((((rj.get("template") or {}).get("spec") or {}).get("template")) or {})
+        pspec = ptmpl.get("spec") or {}
+        pspec["restartPolicy"] = "OnFailure" if pspec.get("restartPolicy") == "OnFailure" else "Never"
+        kind = _initializer_kind(step, rj)
+        init = ((job.get("spec") or {}).get("initializer") or {}).get(kind or "") or {}
+        for c in pspec.get("containers") or []:
+            if kind is None or c.get("name") != step:
+                continue
+            if not c.get("command") and not c.get("args") and fnmatch.fnmatchcase(c.get("image") or "", f"*kubeflow/trainer/{kind}-initializer*"):
+                # Trainer's initializer images: their entrypoint is ketch's initializer, fetching into /workspace
+                c["command"] = ["python", "-m", "ketch.training.initializers", kind, f"/workspace/{kind}"]
+            extra = ([{"name": "STORAGE_URI", "value": str(init["storageUri"])}] if init.get("storageUri") else []) + list(init.get("env") or [])
+            names = {e.get("name") for e in extra}
+            c["env"] = [e for e in c.get("env") or [] if e.get("name") not in names] + extra
+            if (init.get("secretRef") or {}).get("name"):
+                c["envFrom"] = list(c.get("envFrom") or []) + [{"secretRef": {"name": init["secretRef"]["name"]}}]
+        labels = {**((ptmpl.get("metadata") or {}).get("labels") or {}), **((job.get("spec") or {}).get("labels") or {}),
+                  JOBSET: md["name"], RJOB: step, INDEX: "0", "trainer.kubeflow.org/trainjob-name": md["name"]}
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": pname, "namespace": md["namespace"], "labels": labels,
+                            "annotations": {INDEX: "0"}, "ownerReferences": [owner_reference(job)]},
+               "spec": pspec}
+        try:
+            self.client.create(pod)
+            self.client.event(job, "Normal", "SuccessfulCreatePod", f"Created pod: {pname}")
+        except StatusError as e:
+            if e.code != 409:
+                raise
 
     def _master_port(self, job: dict, svc_name: str) -> int:
         md = job["metadata"]

@@ -45,7 +45,7 @@ def validator_for(fw: Framework):  # noqa: ANN201 - returns an admission validat
             if not containers:
                 errs.append(FieldError(f"{p}.template.spec.containers", "FieldValueRequired", "a replica needs at least one container"))
                 continue
-            if not any(isinstance(c, dict) and c.get("name") == fw.container for c in containers):
+            if fw.container and not any(isinstance(c, dict) and c.get("name") == fw.container for c in containers):
                 errs.append(FieldError(f"{p}.template.spec.containers", "FieldValueRequired", f"there is no container named {fw.container!r} in {canon}: the operator wires that one"))
             for i, c in enumerate(containers):
                 if isinstance(c, dict) and not c.get("image"):

@@ -21,6 +21,8 @@ TWO_GROUPS = re.compile(r".*\(.*\).*\(.*\).*")
 JOB_SUCCESS = 'status.conditions.#(type=="Complete")#|#(status=="True")#'
 JOB_FAILURE = 'status.conditions.#(type=="Failed")#|#(status=="True")#'
 TRAINING_SUCCESS = 'status.conditions.#(type=="Succeeded")#|#(status=="True")#'
+NAS_PARAMETERS = ("architecture", "nn_config", "algorithm-settings", "search-space", "num-layers")  # ENAS's and DARTS's (Katib's names)
+COLLECTORS = ("StdOut", "File", "Push", "Custom", "TensorFlowEvent")
 TRAINING_KINDS = {"TFJob", "PyTorchJob", "XGBoostJob", "MPIJob", "JAXJob", "PaddleJob"}
 # Trainer v2: a TrainJob completes like a Job; its rank-0 pod is the JobSet's `node` replicated job, index 0.
 TRAINJOB_PRIMARY = {"jobset.sigs.k8s.io/replicatedjob-name": "node", "batch.kubernetes.io/job-completion-index": "0"}
@@ -52,6 +54,10 @@ def default_experiment(exp: dict) -> dict:
         src.setdefault("path", "/var/log/katib/metrics.log")
         src.setdefault("kind", "File")
         src.setdefault("format", "TEXT")
+    elif coll["kind"] == "TensorFlowEvent":
+        src = mc.setdefault("source", {}).setdefault("fileSystemPath", {})
+        src.setdefault("path", "/var/log/katib/tfevent/")
+        src.setdefault("kind", "Directory")
     tt = spec.setdefault("trialTemplate", {})
     kind = (tt.get("trialSpec") or {}).get("kind")
     if kind in ("Job", "TrainJob"):
@@ -212,15 +218,36 @@ def validate_experiment(exp: dict, old: dict | None) -> list[FieldError]:
     if mx is not None and mf is not None and mf > mx:
         errs.append(FieldError("spec.maxFailedTrialCount", "FieldValueInvalid", f"maxFailedTrialCount {mf} must not exceed maxTrialCount {mx}", mf))
     params = spec.get("parameters") or []
-    perrs = validate_parameters(params)
+    nas = spec.get("nasConfig")
+    algo = ALGORITHMS.get((spec.get("algorithm") or {}).get("algorithmName") or "")
+    if nas:
+        from ketch.tuning.algorithms import nas_space
+
+        perrs = nas_space.validate(nas) + (validate_parameters(params) if params else [])
+        if algo is not None and not getattr(algo, "nas", False):
+            perrs.append(FieldError("spec.nasConfig", "FieldValueForbidden", f"algorithm {spec['algorithm']['algorithmName']!r} does not search architectures; nasConfig is for enas and darts"))
+    else:
+        perrs = validate_parameters(params)
+        if algo is not None and getattr(algo, "nas", False):
+            perrs.append(FieldError("spec.nasConfig", "FieldValueRequired", f"algorithm {spec['algorithm']['algorithmName']!r} needs spec.nasConfig"))
     errs.extend(perrs)
     if not perrs:
         errs.extend(_validate_algorithm(spec, params))
-    errs.extend(_validate_template(spec, params))
+    errs.extend(_validate_template(spec, params + ([{"name": n} for n in NAS_PARAMETERS] if nas else [])))
     mc = spec.get("metricsCollectorSpec") or {}
     kind = (mc.get("collector") or {}).get("kind")
-    if kind not in ("StdOut", "File", "Push"):
-        errs.append(FieldError("spec.metricsCollectorSpec.collector.kind", "FieldValueNotSupported", 'supported values: "StdOut", "File", "Push"', kind))
+    if kind not in COLLECTORS:
+        errs.append(FieldError("spec.metricsCollectorSpec.collector.kind", "FieldValueNotSupported", "supported values: " + ", ".join(f'"{c}"' for c in COLLECTORS), kind))
+    if kind == "Custom":
+        cc = (mc.get("collector") or {}).get("customCollector")
+        if not isinstance(cc, dict) or not cc.get("image") or not (cc.get("command") or cc.get("args")):
+            errs.append(FieldError("spec.metricsCollectorSpec.collector.customCollector", "FieldValueRequired",
+                                   "a Custom collector needs customCollector, a container with image and command (it runs as a sidecar of the primary pod and pushes metrics)"))
+    if kind == "TensorFlowEvent":
+        fsp = (mc.get("source") or {}).get("fileSystemPath") or {}
+        if not fsp.get("path") or fsp.get("kind", "Directory") != "Directory":
+            errs.append(FieldError("spec.metricsCollectorSpec.source.fileSystemPath", "FieldValueRequired",
+                                   "the TensorFlowEvent collector needs source.fileSystemPath with kind Directory and the path of the event files"))
     fmts = ((mc.get("source") or {}).get("filter") or {}).get("metricsFormat") or []
     for f in fmts:
         try:

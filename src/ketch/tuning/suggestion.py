@@ -5,17 +5,27 @@ the reconcile. Each reconcile rebuilds the history from the Experiment's Trials 
 observed objective), asks the algorithm for what is still owed, and appends the answers, each naming its
 future trial (``<experiment>-<8 random chars>``), to ``status.suggestions``. An algorithm that cannot give
 more (a finished grid) marks the Suggestion ``Exhausted``.
+
+``resumePolicy`` decides what happens to the algorithm's live state (Katib's suggestion Deployment) when
+the Experiment ends: ``Never`` releases it; ``LongRunning`` keeps it in memory, so a restarted Experiment
+continues with the same sampler; ``FromVolume`` writes it to the PersistentVolumeClaim
+``<suggestion>-<algorithm>`` (Katib's name; its directory ``KETCH_HOME/volumes/<ns>/<claim>``, as the kubelet
+lays claims out) after every round and releases it on completion; a restart, or a restart of ketch, reads it
+back from there instead of rebuilding it from the trials.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import pickle
 import secrets
 import string
-from typing import Any
+from pathlib import Path
 
-from ketch.kinds.meta import now, set_condition
+from ketch.kinds.meta import now, owner_reference, set_condition
+from ketch.machinery.context import Context
+from ketch.machinery.errors import StatusError
 from ketch.runtime import Controller, Key, Result, Watch
 from ketch.tuning.algorithms import ALGORITHMS, Entry
 from ketch.tuning.metrics import objective_value
@@ -59,9 +69,52 @@ class SuggestionController(Controller):
         return [Watch(TRIAL, lambda t: [Key(t["metadata"].get("namespace", ""), n)] if (n := (t["metadata"].get("labels") or {}).get(EXPERIMENT_LABEL)) else []),
                 Watch(EXPERIMENT, lambda e: [Key(e["metadata"].get("namespace", ""), e["metadata"]["name"])])]
 
-    def __init__(self, api: Any) -> None:
-        super().__init__(api)
+    needs_context = True
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx.api)
+        self.home = Path(ctx.settings.home)
         self.caches: dict[str, dict] = {}  # experiment uid -> the algorithm's live state (rebuildable)
+
+    # -- resumePolicy: FromVolume ------------------------------------------------------------------------
+
+    def _claim(self, sug: dict, exp: dict) -> tuple[str, Path]:
+        claim = f"{sug['metadata']['name']}-{exp['spec']['algorithm']['algorithmName']}"
+        return claim, self.home / "volumes" / sug["metadata"]["namespace"] / claim
+
+    def _save(self, sug: dict, exp: dict, cache: dict) -> None:
+        claim, d = self._claim(sug, exp)
+        if self.client.get(("v1", "PersistentVolumeClaim"), sug["metadata"]["namespace"], claim) is None:
+            pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                   "metadata": {"name": claim, "namespace": sug["metadata"]["namespace"], "ownerReferences": [owner_reference(sug)],
+                                "labels": {EXPERIMENT_LABEL: exp["metadata"]["name"]}},
+                   "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
+            try:
+                self.client.create(pvc)
+            except StatusError as e:
+                if e.code != 409:
+                    raise
+        try:
+            data = pickle.dumps(cache)
+        except Exception as e:  # noqa: BLE001 - an algorithm whose state cannot be saved is rebuilt from the trials
+            log.warning("suggestion %s: cannot save the algorithm state: %s", sug["metadata"]["name"], e)
+            return
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / "state.pkl.tmp"
+        tmp.write_bytes(data)
+        tmp.replace(d / "state.pkl")
+
+    def _load(self, sug: dict, exp: dict) -> dict | None:
+        p = self._claim(sug, exp)[1] / "state.pkl"
+        if not p.exists():
+            return None
+        try:
+            cache = pickle.loads(p.read_bytes())
+        except Exception as e:  # noqa: BLE001 - a damaged state: rebuild from the trials instead
+            log.warning("suggestion %s: cannot read %s: %s", sug["metadata"]["name"], p, e)
+            return None
+        self.client.event(sug, "Normal", "SuggestionStateRestored", f"algorithm state read back from volume {p.parent.name}")
+        return cache
 
     async def reconcile(self, key: Key) -> Result | None:
         sug = self.get(key)
@@ -77,10 +130,16 @@ class SuggestionController(Controller):
             set_condition(status, "Created", "True", "SuggestionCreated", "Suggestion is created")
             set_condition(status, "Running", "True", "SuggestionRunning", "Suggestion is running")
         ended = true_condition(exp, "Succeeded", "Failed")
+        policy = exp["spec"].get("resumePolicy") or "Never"
+        uid = exp["metadata"]["uid"]
         if ended and true_condition(sug, "Succeeded") is None:
             set_condition(status, "Running", "False", "SuggestionSucceeded", f"Experiment has {ended.lower()}")
             set_condition(status, "Succeeded", "True", "SuggestionSucceeded", "Suggestion is succeeded")
             status["completionTime"] = now()
+            if policy == "FromVolume" and uid in self.caches:
+                self._save(sug, exp, self.caches[uid])
+            if policy != "LongRunning":
+                self.caches.pop(uid, None)  # the suggestion "Deployment" goes away
         elif not ended and true_condition(sug, "Succeeded"):  # a restarted experiment
             set_condition(status, "Succeeded", "False", "SuggestionRunning", "Suggestion is running")
             set_condition(status, "Running", "True", "SuggestionRunning", "Suggestion is running")
@@ -91,9 +150,13 @@ class SuggestionController(Controller):
             algo = ALGORITHMS[exp["spec"]["algorithm"]["algorithmName"]]
             trials = self.client.list(TRIAL, key.namespace, {EXPERIMENT_LABEL: key.name})
             names = [trial_name(key.name) for _ in range(owed)]
-            cache = self.caches.setdefault(exp["metadata"]["uid"], {})
+            if uid not in self.caches and policy == "FromVolume":
+                self.caches[uid] = self._load(sug, exp) or {}
+            cache = self.caches.setdefault(uid, {})
             history = history_of(exp, trials, suggestions)
             new = algo.suggest(exp, history, names, cache)
+            if policy == "FromVolume":
+                self._save(sug, exp, cache)
             for n, item in zip(names, new, strict=False):
                 a, labels = item if isinstance(item, tuple) else (item, {})
                 s = {"name": n, "parameterAssignments": [{"name": k, "value": v} for k, v in a.items()]}

@@ -39,6 +39,7 @@ from ketch.tuning.names import (
     true_condition,
 )
 from ketch.tuning.observations import ObservationStore
+from ketch.tuning.tfevents import TFEventReaderMissing, read_tfevents
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,35 @@ def pod_templates(obj: Any) -> list[dict]:
         for v in obj:
             out.extend(pod_templates(v))
     return out
+
+
+METRICS_VOLUME = "metrics-volume"
+
+
+def add_custom_collector(pod_spec: dict, mc: dict, primary: str, env: list[dict]) -> None:
+    """Katib's Custom collector: the user's collector container as a sidecar of the primary pod.
+
+    It gets the trial env (so ``ketch.tuning.report`` pushes for this trial), ``KATIB_PRIMARY_CONTAINER``
+    (``ketch.tuning.collector.primary_finished()`` tells it when to stop), and, when the collector spec
+    names a ``source.fileSystemPath``, the same ``metrics-volume`` emptyDir as the primary container at
+    that path (its directory for kind File), as Katib mounts it.
+    """
+    cc = copy.deepcopy((mc.get("collector") or {}).get("customCollector") or {})
+    cc.setdefault("name", "custom-metrics-logger-and-collector")
+    own = env + [{"name": "KATIB_PRIMARY_CONTAINER", "value": primary}]
+    cc["env"] = [e for e in cc.get("env") or [] if e.get("name") not in {x["name"] for x in own}] + own
+    fsp = (mc.get("source") or {}).get("fileSystemPath") or {}
+    if fsp.get("path"):
+        path = str(fsp["path"]).rstrip("/") or "/"
+        mount = path if fsp.get("kind") == "Directory" else (path.rsplit("/", 1)[0] or "/")
+        vols = pod_spec.setdefault("volumes", [])
+        if not any(v.get("name") == METRICS_VOLUME for v in vols):
+            vols.append({"name": METRICS_VOLUME, "emptyDir": {}})
+        for c in [cc, *(c for c in pod_spec["containers"] if c.get("name") == primary)]:
+            mounts = c.setdefault("volumeMounts", [])
+            if not any(m.get("mountPath") == mount for m in mounts):
+                mounts.append({"name": METRICS_VOLUME, "mountPath": mount})
+    pod_spec["containers"] = [c for c in pod_spec["containers"] if c.get("name") != cc["name"]] + [cc]
 
 
 def metric_names(trial: dict) -> list[str]:
@@ -219,6 +249,7 @@ class TrialController(Controller):
             rs["labels"] = {**(rs.get("labels") or {}), EXPERIMENT_LABEL: exp, TRIAL_LABEL: md["name"]}
             tr = rs.setdefault("trainer", {})
             tr["env"] = [e for e in tr.get("env") or [] if e.get("name") not in {x["name"] for x in env}] + env
+        mc = spec.get("metricsCollector") or {}
         for tmpl in pod_templates(run):
             tmd = tmpl.setdefault("metadata", {})
             tmd["labels"] = {**(tmd.get("labels") or {}), EXPERIMENT_LABEL: exp, TRIAL_LABEL: md["name"]}
@@ -227,6 +258,8 @@ class TrialController(Controller):
             for c in tmpl["spec"]["containers"]:
                 if c.get("name") == primary:
                     c["env"] = [e for e in c.get("env") or [] if e.get("name") not in {x["name"] for x in env}] + env
+            if (mc.get("collector") or {}).get("kind") == "Custom" and any(c.get("name") == primary for c in tmpl["spec"]["containers"]):
+                add_custom_collector(tmpl["spec"], mc, primary, env)
         return run
 
     @staticmethod
@@ -293,6 +326,14 @@ class TrialController(Controller):
             path = Path(str(fsp.get("path", "")).replace("$(KATIB_TRIAL_NAME)", md["name"]))
             text = path.read_text(errors="replace") if path.is_file() else ""
             records = parse_json(text, names) if fsp.get("format") == "JSON" else parse_text(text, names, filters)
+        elif kind == "TensorFlowEvent":
+            fsp = src.get("fileSystemPath") or {}
+            path = Path(str(fsp.get("path", "")).replace("$(KATIB_TRIAL_NAME)", md["name"]))
+            try:
+                records = read_tfevents(path, names)
+            except TFEventReaderMissing as e:
+                self.client.event(trial, "Warning", "MetricsCollectorUnavailable", str(e))
+                records = []
         if records is not None:
             self.store.replace_collected(md["namespace"], md["name"], records)
         obs = observation(self.store.read(md["namespace"], md["name"]), names)

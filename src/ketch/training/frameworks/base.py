@@ -66,6 +66,16 @@ class Framework:
     env_all_containers: bool = True  # TFJob wires only the "tensorflow" container
     master_role: Callable[[dict[str, dict], str, int], bool] = lambda specs, rt, i: False
     extra: dict = field(default_factory=dict)
+    version: str = VERSION
+    # Hooks for kinds whose operator does more than env wiring (MPIJob): the replica's pod/service name,
+    # the restart policy a replica type defaults to, owned ConfigMaps/Secrets the pods mount (created
+    # before the pods; ConfigMaps kept up to date), a last touch on each pod, and replicas that wait for
+    # others (created only once ``defer`` says so).
+    pod_name: Callable[[str, str, int], str] | None = None
+    default_restarts: dict[str, str] = field(default_factory=dict)
+    objects: Callable[[Topology], list[dict]] = lambda topo: []
+    decorate: Callable[[Topology, str, int, dict], None] = lambda topo, rt, i, pod: None
+    defer: Callable[[Topology, str, int, dict[str, dict]], bool] = lambda topo, rt, i, pods: False
 
     @property
     def plural(self) -> str:
@@ -73,7 +83,13 @@ class Framework:
 
     @property
     def api_version(self) -> str:
-        return f"{GROUP}/{VERSION}"
+        return f"{GROUP}/{self.version}"
+
+    def main_container(self, containers: list[dict]) -> str | None:
+        """The container the operator wires: the named one, or (``container=""``) the first."""
+        if self.container:
+            return self.container
+        return containers[0].get("name") if containers and isinstance(containers[0], dict) else None
 
     def canonical(self, rtype: str) -> str | None:
         """Replica type keys are case-insensitive, as the operator's defaulter normalizes them."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ketch.tuning.algorithms import priors
 from ketch.tuning.algorithms.base import Algorithm, Entry, as_float, as_int, fmt, one_of, parse, settings_of
 
 
@@ -21,7 +22,9 @@ def _dists(params: list[dict]) -> dict[str, Any]:
     for p in params:
         fs = p.get("feasibleSpace") or {}
         log = fs.get("distribution") == "logUniform"
-        if p["parameterType"] == "int":
+        if priors.is_normal(p):
+            out[p["name"]] = FloatDistribution(0.0, 1.0)  # the unit position under the prior (priors.py)
+        elif p["parameterType"] == "int":
             step = int(float(fs.get("step") or 1))
             out[p["name"]] = IntDistribution(int(float(fs["min"])), int(float(fs["max"])), log=log and step == 1, step=step if not log else 1)
         elif p["parameterType"] == "double":
@@ -66,7 +69,7 @@ class OptunaAlgorithm(Algorithm):
             done = e.state in ("complete", "failed")
             if e.name not in numbers:
                 try:
-                    values = {k: parse(by_name[k], v) for k, v in e.assignments.items() if k in by_name}
+                    values = {k: _to_sampler(by_name[k], parse(by_name[k], v)) for k, v in e.assignments.items() if k in by_name}
                     state = TrialState.COMPLETE if e.state == "complete" and e.value is not None else TrialState.FAIL if done else TrialState.RUNNING
                     study.add_trial(create_trial(params=values, distributions={k: dists[k] for k in values}, state=state,
                                                  value=e.value if state == TrialState.COMPLETE else None))
@@ -85,12 +88,21 @@ class OptunaAlgorithm(Algorithm):
         for name in names:
             t = study.ask(dists)
             numbers[name] = t.number
-            out.append({k: fmt(by_name[k], t.params[k]) for k in by_name})
+            out.append({k: fmt(by_name[k], _from_sampler(by_name[k], t.params[k])) for k in by_name})
         return out
+
+
+def _to_sampler(p: dict, v: Any) -> Any:
+    return priors.to_unit(p, float(v)) if priors.is_normal(p) else v
+
+
+def _from_sampler(p: dict, v: Any) -> Any:
+    return priors.to_value(p, v) if priors.is_normal(p) else v
 
 
 class Random(OptunaAlgorithm):
     settings = {"random_state": as_int(0)}
+    distributions = ("uniform", "logUniform", *priors.NORMAL)
 
     def sampler(self, settings, seed, params):  # noqa: ANN001, ANN201
         import optuna
@@ -103,6 +115,7 @@ class TPE(OptunaAlgorithm):
 
     settings = {"gamma": as_float(0, 1, open_lo=True, open_hi=True), "prior_weight": as_float(0, open_lo=True),
                 "n_EI_candidates": as_int(1), "n_startup_trials": as_int(0), "random_state": as_int(0)}
+    distributions = ("uniform", "logUniform", *priors.NORMAL)
 
     def sampler(self, settings, seed, params):  # noqa: ANN001, ANN201
         import optuna

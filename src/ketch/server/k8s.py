@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ketch.kinds.definitions import ResourceDefinition
+from ketch.machinery import bounds
 from ketch.machinery.api import Api, Options
 from ketch.machinery.errors import (
     StatusError,
@@ -121,15 +122,15 @@ async def read_body(request: Request, allow_yaml: bool = True) -> Any:
         )
     if "yaml" in ct and allow_yaml:
         try:
-            return yaml.safe_load(raw)
+            return bounds.load_yaml(raw)
         except yaml.YAMLError as e:
             raise bad_request(f"error decoding YAML: {e}") from e
     try:
-        return orjson.loads(raw)
+        return bounds.load_json(raw)
     except orjson.JSONDecodeError:
         if allow_yaml:
             try:
-                return yaml.safe_load(raw)
+                return bounds.load_yaml(raw)
             except yaml.YAMLError:
                 pass
         raise bad_request("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml") from None

@@ -27,8 +27,8 @@ from ketch.kinds.meta import (
 from ketch.machinery import errors
 from ketch.machinery.bounds import non_finite
 from ketch.machinery.errors import StatusError, bad_request
-from ketch.machinery.metatypes import meta_type_errors
 from ketch.machinery.jsoncopy import clone
+from ketch.machinery.metatypes import meta_type_errors
 from ketch.machinery.patch import (
     APPLY,
     APPLY_CBOR,
@@ -40,7 +40,7 @@ from ketch.machinery.patch import (
     strategic_merge_patch,
 )
 from ketch.machinery.registry import Registry
-from ketch.machinery.selectors import equality_requirements, parse_field_selector, parse_label_selector
+from ketch.machinery.selectors import equality_requirements, field_labels, parse_field_selector, parse_label_selector
 from ketch.machinery.validation import validate
 from ketch.machinery.watch import WatchHub
 from ketch.store.base import Change, Gone, Store, StoreConflict, StoreExists, StoreNotFound
@@ -201,7 +201,8 @@ class Api:
         if early:
             raise errors.invalid(rd, name, early)
         if rd.defaulter:
-            rd.defaulter(obj)
+            defaulter = rd.defaulter
+            _guarded(rd, lambda o, _old: defaulter(o) or [], obj, old)
         vdef = rd.version(version)
         schema = vdef.schema if vdef else None
         errs: list[FieldError] = []
@@ -287,7 +288,7 @@ class Api:
         continue_: str | None = None,
     ) -> dict:
         lpred = parse_label_selector(label_selector)
-        fpred = parse_field_selector(field_selector)
+        fpred = parse_field_selector(field_selector, field_labels(rd.group, rd.kind))
         items, rv = self.store.list(rd.key, ns if rd.namespaced else None, equality_requirements(label_selector) or None)
         start: tuple[str, str] | None = None
         if continue_:
@@ -653,7 +654,7 @@ class Api:
         every change after it is replayed from the change log, or 410 Gone if it was compacted away.
         """
         lpred = parse_label_selector(label_selector)
-        fpred = parse_field_selector(field_selector)
+        fpred = parse_field_selector(field_selector, field_labels(rd.group, rd.kind))
         nsf = ns if rd.namespaced and ns else None
         sub = self.hub.subscribe(rd.key, nsf)
 

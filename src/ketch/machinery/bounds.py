@@ -121,6 +121,20 @@ def load_yaml(raw: bytes | str) -> Any:
         loader.dispose()
 
 
+def load_yaml_all(raw: bytes | str) -> list[Any]:
+    """Every document of a YAML stream, each within the budgets (a KFP package holds two)."""
+    loader = _Counted(raw)
+    out = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            _measure(node)
+            out.append(loader.construct_document(node))
+    finally:
+        loader.dispose()
+    return out
+
+
 def non_finite(obj: Any, path: str = "") -> list[FieldError]:
     """Every float in ``obj`` that is inf or nan (YAML's .inf/.nan), as a field error naming where: JSON
     cannot carry them, so nothing stored may hold one."""

@@ -7,6 +7,7 @@ kfp_server_api turns into an ApiException carrying the message.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import logging
@@ -169,7 +170,8 @@ class KfpApi:
             except compile_py.CompileError as e:
                 raise bad(f"uploadfile: {e}") from e
         try:
-            return ir.parse_text(data), fname
+            # off the event loop: a package of several MiB takes seconds to parse
+            return await asyncio.to_thread(ir.parse_text, data), fname
         except ir.IRError as e:
             raise bad(str(e)) from e
 

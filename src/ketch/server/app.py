@@ -10,6 +10,7 @@ import logging
 import pkgutil
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -19,6 +20,7 @@ from ketch.config import Settings
 from ketch.machinery.api import Api
 from ketch.machinery.context import Context
 from ketch.server.k8s import K8sHandler, json_response, openapi_handlers
+from ketch.server.limits import BodyLimit
 from ketch.store import open_store
 
 log = logging.getLogger(__name__)
@@ -112,7 +114,8 @@ def build_app(ctx: Context) -> Starlette:
         finally:
             await ctx.stop()
 
-    return Starlette(routes=routes, lifespan=lifespan)
+    # Body limits sit outermost: no handler (nor other middleware) reads a body past its cap.
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(BodyLimit)])
 
 
 def serve(settings: Settings) -> None:

@@ -18,6 +18,7 @@ from starlette.responses import Response, StreamingResponse
 from ketch.kinds.definitions import ResourceDefinition
 from ketch.machinery import bounds
 from ketch.machinery.api import Api, Options
+from ketch.machinery.selectors import field_labels, parse_field_selector, parse_label_selector
 from ketch.machinery.errors import (
     StatusError,
     bad_request,
@@ -88,6 +89,32 @@ def parse_path(api: Api, path: str) -> Target | None:
 def _flag(q: Any, name: str) -> bool:
     """A boolean query parameter as Go's strconv.ParseBool reads it (the Python client sends "True")."""
     return (q.get(name) or "").lower() in ("true", "1", "t")
+
+
+def _int_param(q: Any, name: str, minimum: int | None = None) -> int | None:
+    """An integer query parameter, or a 400 naming it (Kubernetes' query decoding refuses ``limit=abc``)."""
+    v = q.get(name)
+    if v is None or v == "":
+        return None
+    try:
+        n = int(v)
+    except ValueError:
+        raise bad_request(f'{name}: Invalid value: "{v[:64]}": must be an integer') from None
+    if minimum is not None and n < minimum:
+        raise bad_request(f'{name}: Invalid value: {n}: must be greater than or equal to {minimum}')
+    return n
+
+
+def _check_reads(api: Api, rd: ResourceDefinition, q: Any) -> None:
+    """Refuse bad list/watch parameters up front, before a watch stream is opened (a stream that starts
+    200 and then breaks tells a client nothing)."""
+    _int_param(q, "limit")
+    _int_param(q, "timeoutSeconds", 0)
+    rv = q.get("resourceVersion")
+    if rv not in (None, "") and not rv.isdigit():
+        raise bad_request(f'resourceVersion: Invalid value: "{rv[:64]}": must be a non-negative integer')
+    parse_label_selector(q.get("labelSelector"))
+    parse_field_selector(q.get("fieldSelector"), field_labels(rd.group, rd.kind))
 
 
 def _options(q: Any) -> Options:
@@ -215,7 +242,7 @@ class K8sHandler:
                 obj = self.api.create(rd, ns, body, t.version, opts)
                 return json_response(obj, 201, _warn_headers(opts))
             if m == "DELETE":
-                body = await read_body(request) or {}
+                body = _delete_options(await read_body(request))
                 opts = _options(q)
                 res = self.api.delete_collection(
                     rd, ns or None, q.get("labelSelector"), q.get("fieldSelector"),
@@ -247,7 +274,7 @@ class K8sHandler:
             obj = self.api.patch(rd, ns, name, ct, body, t.version, t.sub, opts)
             return json_response(obj, 200, _warn_headers(opts))
         if m == "DELETE":
-            body = await read_body(request) or {}
+            body = _delete_options(await read_body(request))
             opts = _options(q)
             if body.get("dryRun") == ["All"]:
                 opts.dry_run = True
@@ -260,7 +287,8 @@ class K8sHandler:
 
     def _list(self, request: Request, rd: ResourceDefinition, t: Target) -> Response:
         q = request.query_params
-        limit = int(q["limit"]) if q.get("limit", "").isdigit() else None
+        _check_reads(self.api, rd, q)
+        limit = _int_param(q, "limit")
         lst = self.api.list(rd, t.namespace, t.version, q.get("labelSelector"), q.get("fieldSelector"), limit, q.get("continue"))
         if wants_table(request.headers.get("accept", "")):
             return json_response(to_table(rd, t.version, lst["items"], lst["metadata"], q.get("includeObject", "Metadata")))
@@ -268,7 +296,8 @@ class K8sHandler:
 
     def _watch(self, request: Request, rd: ResourceDefinition, t: Target) -> Response:
         q = request.query_params
-        timeout = float(q["timeoutSeconds"]) if q.get("timeoutSeconds", "").isdigit() else None
+        _check_reads(self.api, rd, q)
+        timeout = _int_param(q, "timeoutSeconds")
         table = wants_table(request.headers.get("accept", ""))
         bookmarks = _flag(q, "allowWatchBookmarks")
         send_initial = _flag(q, "sendInitialEvents")
@@ -321,12 +350,32 @@ class K8sHandler:
         return StreamingResponse(stream(), media_type="application/json", headers={"Transfer-Encoding": "chunked", "Cache-Control": "no-cache"})
 
 
+def _delete_options(body: Any) -> dict:
+    """A DELETE body is a DeleteOptions object: its fields' types are checked before they are used."""
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise bad_request("the body of a delete request must be a DeleteOptions object")
+    for k in ("propagationPolicy", "kind", "apiVersion"):
+        if body.get(k) is not None and not isinstance(body[k], str):
+            raise bad_request(f"DeleteOptions.{k}: Invalid value: must be a string")
+    pre = body.get("preconditions")
+    if pre is not None and not (isinstance(pre, dict) and all(isinstance(pre.get(k), str | type(None)) for k in ("uid", "resourceVersion"))):
+        raise bad_request("DeleteOptions.preconditions: Invalid value: must be an object with string uid and resourceVersion")
+    dr = body.get("dryRun")
+    if dr is not None and not (isinstance(dr, list) and all(isinstance(x, str) for x in dr)):
+        raise bad_request("DeleteOptions.dryRun: Invalid value: must be a list of strings")
+    return body
+
+
 def _grace(q: Any, body: dict) -> int | None:
-    v = q.get("gracePeriodSeconds")
-    if v is not None and v.lstrip("-").isdigit():
-        return int(v)
+    v = _int_param(q, "gracePeriodSeconds")
+    if v is not None:
+        return v
     b = body.get("gracePeriodSeconds")
-    return int(b) if isinstance(b, int) else None
+    if b is not None and (isinstance(b, bool) or not isinstance(b, int)):
+        raise bad_request("gracePeriodSeconds: Invalid value: must be an integer")
+    return b
 
 
 def openapi_handlers(api: Api) -> dict[str, Callable]:

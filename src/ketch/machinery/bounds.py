@@ -64,6 +64,18 @@ class _Counted(yaml.SafeLoader):
     """A safe loader that measures the composed node graph (aliases expanded, depth) before it builds
     any Python object: aliases share nodes, so composing a bomb is cheap; expanding it is what costs."""
 
+    _depth = 0
+
+    def compose_node(self, parent, index):  # noqa: ANN001, ANN201
+        # PyYAML composes recursively: refuse depth while composing, long before Python's recursion limit
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise bad_request(f"the request body is nested more than {MAX_DEPTH} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
     def get_single_node(self):  # noqa: ANN201
         node = super().get_single_node()
         if node is not None:

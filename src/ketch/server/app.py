@@ -19,6 +19,7 @@ import ketch
 from ketch.config import Settings
 from ketch.machinery.api import Api
 from ketch.machinery.context import Context
+from ketch.server import health
 from ketch.server.k8s import K8sHandler, json_response, openapi_handlers
 from ketch.server.limits import BodyLimit
 from ketch.store import open_store
@@ -95,7 +96,7 @@ def build_app(ctx: Context) -> Starlette:
         Route("/version", version),
         Route("/healthz", healthz),
         Route("/livez", healthz),
-        Route("/readyz", healthz),
+        Route("/readyz", health.readyz(ctx.api)),
         Route("/openapi/v2", oa["v2"]),
         Route("/openapi/v3", oa["v3root"]),
         Route("/openapi/v3/{rest:path}", oa["v3doc"]),

@@ -18,7 +18,6 @@ from starlette.responses import Response, StreamingResponse
 from ketch.kinds.definitions import ResourceDefinition
 from ketch.machinery import bounds
 from ketch.machinery.api import Api, Options
-from ketch.machinery.selectors import field_labels, parse_field_selector, parse_label_selector
 from ketch.machinery.errors import (
     StatusError,
     bad_request,
@@ -27,6 +26,7 @@ from ketch.machinery.errors import (
     too_large,
     unsupported_media,
 )
+from ketch.machinery.selectors import field_labels, parse_field_selector, parse_label_selector
 from ketch.server import discovery, openapi
 from ketch.server.tables import to_table, wants_table
 

@@ -40,7 +40,12 @@ from ketch.machinery.patch import (
     strategic_merge_patch,
 )
 from ketch.machinery.registry import Registry
-from ketch.machinery.selectors import equality_requirements, field_labels, parse_field_selector, parse_label_selector
+from ketch.machinery.selectors import (
+    equality_requirements,
+    field_labels,
+    parse_field_selector,
+    parse_label_selector,
+)
 from ketch.machinery.validation import validate
 from ketch.machinery.watch import WatchHub
 from ketch.store.base import Change, Gone, Store, StoreConflict, StoreExists, StoreNotFound

@@ -521,20 +521,31 @@ def _unpack(data: bytes, fname: str) -> bytes:
     import io
     import tarfile
     import zipfile
+    import zlib
 
-    if fname.endswith(".zip"):
-        with zipfile.ZipFile(io.BytesIO(data)) as z:
-            names = [n for n in z.namelist() if n.endswith((".yaml", ".yml", ".json"))]
-            if not names:
-                raise bad("uploadfile: the archive holds no .yaml or .json pipeline")
-            return z.read(names[0])
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as t:
-        for m in t.getmembers():
-            if m.isfile() and m.name.endswith((".yaml", ".yml", ".json")):
-                f = t.extractfile(m)
-                if f is not None:
-                    return f.read()
+    try:
+        if fname.endswith(".zip"):
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                names = [n for n in z.namelist() if n.endswith((".yaml", ".yml", ".json"))]
+                if not names:
+                    raise bad("uploadfile: the archive holds no .yaml or .json pipeline")
+                if z.getinfo(names[0]).file_size > _MAX_UNPACKED:
+                    raise bad(f"uploadfile: {names[0]} unpacks to more than {_MAX_UNPACKED} bytes")
+                return z.read(names[0])
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as t:
+            for m in t.getmembers():
+                if m.isfile() and m.name.endswith((".yaml", ".yml", ".json")):
+                    if m.size > _MAX_UNPACKED:
+                        raise bad(f"uploadfile: {m.name} unpacks to more than {_MAX_UNPACKED} bytes")
+                    f = t.extractfile(m)
+                    if f is not None:
+                        return f.read()
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        raise bad(f"uploadfile: {fname} is not a readable {'zip' if fname.endswith('.zip') else 'tar.gz'} archive: {e}") from None
     raise bad("uploadfile: the archive holds no .yaml or .json pipeline")
+
+
+_MAX_UNPACKED = 16 * 1024 * 1024  # a pipeline inside an archive: as big as an upload may be, no zip bomb
 
 
 def _wrap(fn):
@@ -545,6 +556,12 @@ def _wrap(fn):
             return JSONResponse({"error": e.message, "code": e.code, "message": e.message, "details": []}, status_code=e.status)
         except StatusError as e:
             return JSONResponse({"error": e.message, "code": 13, "message": e.message, "details": []}, status_code=e.code)
+        except (TypeError, AttributeError, KeyError, ValueError, IndexError) as e:
+            # a field of the request with a type or shape the handler did not expect: the client's error
+            # (3 = INVALID_ARGUMENT); logged, so a handler that should have said which field is found
+            log.warning("KFP %s %s: malformed request (%s: %s)", request.method, request.url.path, type(e).__name__, e, exc_info=True)
+            msg = f"invalid request: a field has a value of the wrong type or shape ({type(e).__name__}: {e})"
+            return JSONResponse({"error": msg, "code": 3, "message": msg, "details": []}, status_code=400)
 
     handler.__name__ = fn.__name__
     return handler

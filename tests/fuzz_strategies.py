@@ -26,8 +26,9 @@ MAX_DEPTH = 6
 class SchemaStrategies:
     """Strategies for the schemas of one OpenAPI v3 document (``components.schemas``), memoised."""
 
-    def __init__(self, doc: dict) -> None:
+    def __init__(self, doc: dict, wrong_every: int = 12) -> None:
         self.components = (doc.get("components") or {}).get("schemas") or {}
+        self.wrong_every = wrong_every  # 0: only values of the schema's types
         self._memo: dict[tuple[int, int], st.SearchStrategy] = {}
 
     def resolve(self, s: Any) -> dict:
@@ -44,8 +45,10 @@ class SchemaStrategies:
         memo_key = (id(s), depth)
         if memo_key not in self._memo:
             proper = self._proper(s, depth, key)
-            # one node in twelve gets a value of any type instead: wrong types, nulls, odd numbers
-            self._memo[memo_key] = st.integers(0, 11).flatmap(lambda i, p=proper: ANY_JSON if i == 0 else p)
+            if self.wrong_every:
+                # one node in ``wrong_every`` gets a value of any type instead: wrong types, nulls, odd numbers
+                proper = st.integers(0, self.wrong_every - 1).flatmap(lambda i, p=proper: ANY_JSON if i == 0 else p)
+            self._memo[memo_key] = proper
         return self._memo[memo_key]
 
     def _proper(self, s: dict, depth: int, key: str) -> st.SearchStrategy:

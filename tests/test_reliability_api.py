@@ -259,3 +259,19 @@ def test_chunked_bodies_are_counted_as_they_stream(k):
         r = h.post("/api/model_registry/v1/registered_models", json={"name": "x" * (4 * 1024 * 1024)})
         assert r.status_code == 413
         assert h.get("/healthz").status_code == 200
+
+
+def test_null_metadata_is_no_metadata(k):
+    """Found by the fuzz: ``metadata: null`` in a status PUT or a JSON patch was a 500."""
+    n = ns(k, "nullmeta")
+    with k.http() as h:
+        assert h.post(f"/apis/batch/v1/namespaces/{n}/jobs", json={"metadata": {"name": "j"}, "spec": {"suspend": True, "template": {"spec": {
+            "restartPolicy": "Never", "containers": [{"name": "c", "image": "python"}]}}}}).status_code == 201
+        r = h.put(f"/apis/batch/v1/namespaces/{n}/jobs/j/status", json={"metadata": None, "status": {}})
+        assert r.status_code < 500, r.text
+        r = h.patch(f"/apis/batch/v1/namespaces/{n}/jobs/j", content=json.dumps([{"op": "replace", "path": "/metadata", "value": None}]),
+                    headers={"Content-Type": "application/json-patch+json"})
+        assert 400 <= r.status_code < 500, r.text
+        r = h.patch(f"/apis/batch/v1/namespaces/{n}/jobs/j", content=json.dumps([{"op": "replace", "path": "/metadata", "value": [1]}]),
+                    headers={"Content-Type": "application/json-patch+json"})
+        assert r.status_code == 422, r.text

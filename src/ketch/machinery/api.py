@@ -370,6 +370,8 @@ class Api:
         return self._out(rd, version, clone(obj))
 
     def _check_type(self, rd: ResourceDefinition, version: str, obj: dict) -> None:
+        if "metadata" in obj and obj["metadata"] is None:
+            obj["metadata"] = {}  # null metadata is no metadata, as Kubernetes' decoder reads it
         shape = meta_type_errors(obj)
         if shape:  # before anything reads metadata: a list of labels or an int name is a 422, not a crash
             md = obj.get("metadata")
@@ -532,7 +534,11 @@ class Api:
                 raise errors.unsupported_media(f"the body of the request was in an unknown format - accepted media types include: {JSON}, {MERGE}, {STRATEGIC}, {APPLY}")
             if not isinstance(new, dict):
                 raise bad_request("the patch did not produce an object")
-            md = new.setdefault("metadata", {})
+            if new.get("metadata") is None:
+                new["metadata"] = {}
+            if not isinstance(new["metadata"], dict):
+                raise errors.invalid(rd, name, meta_type_errors(new))
+            md = new["metadata"]
             prv = (patch.get("metadata") or {}).get("resourceVersion") if isinstance(patch, dict) else None
             if prv and str(prv) != old["metadata"]["resourceVersion"]:
                 raise errors.conflict(rd, name)

@@ -275,3 +275,11 @@ def test_null_metadata_is_no_metadata(k):
         r = h.patch(f"/apis/batch/v1/namespaces/{n}/jobs/j", content=json.dumps([{"op": "replace", "path": "/metadata", "value": [1]}]),
                     headers={"Content-Type": "application/json-patch+json"})
         assert r.status_code == 422, r.text
+
+
+def test_apply_patch_that_is_not_utf8_is_a_400(k):
+    """Found by the fuzz: a server-side apply body of arbitrary bytes was a 500."""
+    n = ns(k, "utf8")
+    with k.http() as h:
+        r = h.patch(CM.format(ns=n) + "/x", params={"fieldManager": "t"}, content=b"EK\xb7", headers={"Content-Type": "application/apply-patch+yaml"})
+    assert r.status_code == 400, r.text

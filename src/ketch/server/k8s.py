@@ -268,7 +268,10 @@ class K8sHandler:
                 raw = await request.body()
                 if len(raw) > MAX_BODY:
                     raise too_large("the request is too large")
-                body: Any = raw.decode()
+                try:
+                    body: Any = raw.decode()
+                except UnicodeDecodeError as e:
+                    raise bad_request(f"error decoding YAML: the apply configuration is not UTF-8 text ({e.reason} at byte {e.start})") from None
             else:
                 body = await read_body(request, allow_yaml=False)
             obj = self.api.patch(rd, ns, name, ct, body, t.version, t.sub, opts)

@@ -222,6 +222,13 @@ class Dashboard:
         return [u for u in self.requests if urlsplit(u).scheme in ("http", "https", "ws", "wss") and urlsplit(u).netloc != host]
 
 
+def login(page, k: Ketch) -> None:
+    """Log the browser context in: the login form posted with the token, so the context holds the session
+    cookie, without loading the app yet (tests open their own first page; test_security drives the form)."""
+    r = page.context.request.post(f"{k.url}/login", form={"token": k.token or ""}, max_redirects=0)
+    assert r.status == 303, r.text()
+
+
 @pytest.fixture
 def dashboard(chromium, ketch):
     """The dashboard of a fresh ketch in a fresh browser context; fails the test on any request to another
@@ -232,6 +239,7 @@ def dashboard(chromium, ketch):
     page.on("request", lambda r: d.requests.append(r.url))
     page.on("pageerror", lambda e: d.errors.append(str(e)))
     page.set_default_timeout(15000)
+    login(page, ketch)
     try:
         yield d
         assert not d.foreign_requests(), f"requests left the host: {d.foreign_requests()}"

@@ -181,7 +181,7 @@ def test_live_watch_sees_new_objects(shared_ketch):
         c.post("/api/v1/namespaces", json={"metadata": {"name": "live"}})
 
         def watcher():
-            with httpx.Client(base_url=shared_ketch.url, timeout=30) as wc, wc.stream(
+            with httpx.Client(base_url=shared_ketch.url, timeout=30, headers=shared_ketch.headers) as wc, wc.stream(
                 "GET", "/api/v1/namespaces/live/configmaps", params={"watch": "true", "timeoutSeconds": "5"}
             ) as s:
                 for line in s.iter_lines():

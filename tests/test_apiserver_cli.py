@@ -11,7 +11,7 @@ from conftest import SRC
 
 
 def ketch_cli(k, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "KETCH_SERVER": k.url, "PYTHONPATH": str(SRC)}
+    env = {**os.environ, "KETCH_SERVER": k.url, "KUBECONFIG": str(k.kubeconfig), "PYTHONPATH": str(SRC)}
     return subprocess.run([sys.executable, "-m", "ketch", *args], input=input, env=env, capture_output=True, text=True, timeout=60)
 
 

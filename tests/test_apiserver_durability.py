@@ -13,9 +13,9 @@ import httpx
 from conftest import make_ketch
 
 
-def _writer(url: str, ns: str, wid: int, stop: threading.Event, created: list[str], counters: dict[int, int]) -> None:
+def _writer(url: str, ns: str, wid: int, stop: threading.Event, created: list[str], counters: dict[int, int], headers: dict | None = None) -> None:
     """Create objects and bump a counter object; record only what the server acknowledged."""
-    with httpx.Client(base_url=url, timeout=10) as h:
+    with httpx.Client(base_url=url, timeout=10, headers=headers) as h:
         i = 0
         while not stop.is_set():
             i += 1
@@ -47,7 +47,7 @@ def test_kill9_during_concurrent_writes_loses_nothing_acknowledged(tmp_path):
         for _round in range(3):
             stop = threading.Event()
             created: list[str] = []
-            threads = [threading.Thread(target=_writer, args=(k.url, ns, wid + 10 * _round, stop, created, counters)) for wid in range(4)]
+            threads = [threading.Thread(target=_writer, args=(k.url, ns, wid + 10 * _round, stop, created, counters, k.headers)) for wid in range(4)]
             if _round:
                 with k.http() as h:  # counters for this round's writer ids
                     for wid in range(4):
@@ -103,7 +103,7 @@ def test_watch_open_across_restart_resumes(tmp_path):
         def watch() -> None:
             nonlocal last_rv
             try:
-                with httpx.Client(base_url=k.url, timeout=None) as h, h.stream("GET", "/api/v1/namespaces/default/configmaps", params={"watch": "true", "resourceVersion": rv}) as r:
+                with httpx.Client(base_url=k.url, timeout=None, headers=k.headers) as h, h.stream("GET", "/api/v1/namespaces/default/configmaps", params={"watch": "true", "resourceVersion": rv}) as r:
                     for line in r.iter_lines():
                         if line.strip():
                             e = json.loads(line)

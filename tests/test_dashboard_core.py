@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 
-import httpx
 from playwright.sync_api import expect
 
 CRD = """
@@ -208,7 +207,7 @@ def test_user_strings_are_escaped(ketch, dashboard):
     page = dashboard.open("/resources/core/configmaps/default/xss")
     expect(page.locator("#yaml-text")).to_have_value(re.compile(re.escape("<img src=x onerror=alert(1)>")))
     assert page.locator("img").count() == 0
-    with httpx.Client() as c:
+    with ketch.http() as c:
         assert c.get(dashboard.base + "/").headers["x-content-type-options"] == "nosniff"
 
 

@@ -5,7 +5,6 @@ links kfp.Client prints, compare two runs, and create an experiment and a recurr
 
 import re
 
-import kfp
 from kfp import compiler
 from playwright.sync_api import expect
 

@@ -18,7 +18,7 @@ warnings.filterwarnings("ignore")
 def registry(shared_ketch):
     from model_registry import ModelRegistry
 
-    return ModelRegistry(server_address="http://127.0.0.1", port=shared_ketch.port, author="ada", is_secure=False)
+    return ModelRegistry(server_address="http://127.0.0.1", port=shared_ketch.port, author="ada", is_secure=False, user_token=shared_ketch.token)
 
 
 def test_register_find_list_and_update_with_the_client(registry, shared_ketch):
@@ -89,7 +89,7 @@ def test_inference_service_serves_a_registered_model(shared_ketch, registry, tmp
         "spec:\n  predictor:\n    model:\n      modelFormat: {name: sklearn}\n      storageUri: model-registry://iris/v1\n"))
     k.kubectl("wait", "--for=condition=Ready", "inferenceservice/from-registry", "--timeout=120s", timeout=130)
     url = k.kubectl("get", "inferenceservice", "from-registry", "-o", "jsonpath={.status.url}").stdout
-    r = httpx.post(f"{url}/v1/models/from-registry:predict", json={"instances": [IRIS_ROW]}, timeout=30)
+    r = httpx.post(f"{url}/v1/models/from-registry:predict", json={"instances": [IRIS_ROW]}, timeout=30, headers=k.headers)
     assert r.json() == {"predictions": model.predict([IRIS_ROW]).tolist()}
     # a version the registry does not have: the predictor fails to load and says why
     k.kubectl("apply", "-f", "-", input=(

@@ -64,14 +64,14 @@ def ready(k) -> int:
     return (k.kjson("get", "notebook", "lab").get("status") or {}).get("readyReplicas", 0)
 
 
-def run_code(url: str, kernel: str, code: str, cookies: dict) -> str:
+def run_code(url: str, kernel: str, code: str, cookies: dict, headers: dict | None = None) -> str:
     """Execute ``code`` in a kernel through the proxied channels WebSocket, as JupyterLab's frontend does.
     (The synchronous client: Playwright's fixtures may hold an event loop in this thread.)"""
     from websockets.sync.client import connect
 
     cookie = "; ".join(f"{a}={b}" for a, b in cookies.items())
     msg_id = uuid.uuid4().hex
-    with connect(f"{url.replace('http', 'ws', 1)}/api/kernels/{kernel}/channels", additional_headers={"Cookie": cookie}) as ws:
+    with connect(f"{url.replace('http', 'ws', 1)}/api/kernels/{kernel}/channels", additional_headers={"Cookie": cookie, **(headers or {})}) as ws:
         ws.send(json.dumps({
             "header": {"msg_id": msg_id, "username": "t", "session": uuid.uuid4().hex, "msg_type": "execute_request", "version": "5.3"},
             "parent_header": {}, "metadata": {}, "channel": "shell",
@@ -102,7 +102,7 @@ def test_notebook_runs_jupyter_behind_the_notebook_path(k):
     assert svc["spec"]["ports"][0]["port"] == 80 and svc["spec"]["selector"] == {"statefulset": "lab"}
 
     url = f"{k.url}/notebook/default/lab"
-    with httpx.Client(timeout=30) as http:
+    with httpx.Client(timeout=30, headers=k.headers) as http:
         st = http.get(f"{url}/api/status")
         assert st.status_code == 200 and "started" in st.json(), st.text
         page = http.get(f"{url}/lab")  # the JupyterLab page itself, through the proxy; sets the _xsrf cookie
@@ -116,19 +116,34 @@ def test_notebook_runs_jupyter_behind_the_notebook_path(k):
         assert (claim_dir / "hello.txt").read_text() == "from the notebook"
         kernel = http.post(f"{url}/api/kernels", json={"name": "python3"}, headers=xsrf)
         assert kernel.status_code == 201, kernel.text
-        out = run_code(url, kernel.json()["id"], "import os\nprint(6 * 7, os.path.exists('hello.txt'))", dict(http.cookies))
+        out = run_code(url, kernel.json()["id"], "import os\nprint(6 * 7, os.path.exists('hello.txt'))", dict(http.cookies), k.headers)
         assert out.strip() == "42 True"
         assert http.get(f"{k.url}/notebook/default/nope/api/status").status_code == 503
+    # a second client with cookies of its own creates a kernel too (the proxy keeps no shared cookie jar)
+    with httpx.Client(timeout=30, headers=k.headers) as other:
+        other.get(f"{url}/lab")
+        r = other.post(f"{url}/api/kernels", json={"name": "python3"}, headers={"X-XSRFToken": other.cookies.get("_xsrf", "")})
+        assert r.status_code == 201, r.text
+    # the notebook's server has a token of its own: its port refuses anyone without it (another local
+    # user, a page in the browser), and there is no allow_origin=*
+    port = int(k.kjson("get", "pod", "lab-0")["metadata"]["annotations"]["notebooks.kubeflow.org/port"])
+    direct = httpx.get(f"http://127.0.0.1:{port}/notebook/default/lab/api/kernels", headers={"Origin": "http://evil.example"}, timeout=30)
+    assert direct.status_code == 403, direct.text
+    assert "access-control-allow-origin" not in direct.headers
+    cmd = " ".join(k.kjson("get", "pod", "lab-0")["spec"]["containers"][0].get("command") or [])
+    assert "allow_origin" not in cmd
+    # ketch's own door: no credential, no notebook
+    assert httpx.get(f"{url}/api/kernels", timeout=30).status_code == 401
 
 
 def test_stop_and_start_with_kubeflows_annotation(k):
     wait_for(lambda: ready(k) == 1, timeout=120, what="lab ready")
     k.kubectl("annotate", "notebook", "lab", "kubeflow-resource-stopped=2026-11-23T00:00:00Z")
     wait_for(lambda: ready(k) == 0 and k.kubectl("get", "pod", "lab-0", check=False).returncode != 0, timeout=60, what="lab stopped")
-    assert httpx.get(f"{k.url}/notebook/default/lab/api/status").status_code == 503
+    assert httpx.get(f"{k.url}/notebook/default/lab/api/status", headers=k.headers).status_code == 503
     k.kubectl("annotate", "notebook", "lab", "kubeflow-resource-stopped-")
     wait_for(lambda: ready(k) == 1, timeout=120, what="lab started again")
-    assert httpx.get(f"{k.url}/notebook/default/lab/api/status", timeout=30).status_code == 200
+    assert httpx.get(f"{k.url}/notebook/default/lab/api/status", timeout=30, headers=k.headers).status_code == 200
     # deleting the Notebook takes its Pod and Service with it; the workspace claim stays
     k.kubectl("delete", "notebook", "lab", "--wait=true", timeout=90)
     wait_for(lambda: k.kubectl("get", "pod", "lab-0", check=False).returncode != 0 and k.kubectl("get", "svc", "lab", check=False).returncode != 0,
@@ -196,7 +211,7 @@ def test_v1beta1_notebook_with_its_own_command_keeps_its_port(k):
     nb = k.kjson("get", "notebooks.v1beta1.kubeflow.org", "web")
     assert nb["apiVersion"] == "kubeflow.org/v1beta1"
     assert k.kjson("get", "service", "web")["spec"]["ports"][0]["targetPort"] == port
-    r = httpx.get(f"{k.url}/notebook/default/web/", timeout=30)
+    r = httpx.get(f"{k.url}/notebook/default/web/", timeout=30, headers=k.headers)
     assert "SimpleHTTP" in r.headers.get("server", ""), r.headers  # the notebook's own server answered
     k.kubectl("delete", "notebook", "web")
 

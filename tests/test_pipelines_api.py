@@ -111,7 +111,7 @@ def test_run_through_kfp_client_pods_artifacts_lineage(shared_ketch) -> None:
     assert [e["task_name"] for e in lin["consumed_by"]] == ["measure"]
     ex = shared_ketch.http().get("/apis/v2beta1/executions", params={"run_id": res.run_id}).json()["executions"]
     assert {e["task_name"] for e in ex} == {"make", "measure"}
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env = {**os.environ, "PYTHONPATH": str(SRC), "KETCH_TOKEN": shared_ketch.token}
     cli = subprocess.run([sys.executable, "-m", "ketch", "lineage", art["uri"], "--server", shared_ketch.url], capture_output=True, text=True, env=env, timeout=60)
     assert cli.returncode == 0, cli.stderr
     assert "produced by" in cli.stdout and "task make" in cli.stdout and "consumed by" in cli.stdout and "task measure" in cli.stdout
@@ -265,7 +265,7 @@ def doubling(x: int = 1) -> int:
 def test_ketch_run_cli(shared_ketch, tmp_path: Path) -> None:
     src = tmp_path / "doubling.py"
     src.write_text(PIPELINE_PY)
-    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONWARNINGS": "ignore", "KETCH_TOKEN": shared_ketch.token}
     r = subprocess.run([sys.executable, "-m", "ketch", "run", str(src), "-p", "x=5", "--server", shared_ketch.url], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SUCCEEDED" in r.stdout and '"Output": 20' in r.stdout
@@ -371,7 +371,7 @@ def test_pause_lets_running_tasks_finish_and_starts_nothing_until_resumed(shared
     flag = tmp_path / "started"
     rid = c.create_run_from_pipeline_func(two_phases, arguments={"flag": str(flag)}).run_id
     wait_for(flag.exists, what="first task running")
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env = {**os.environ, "PYTHONPATH": str(SRC), "KETCH_TOKEN": shared_ketch.token}
     cli = subprocess.run([sys.executable, "-m", "ketch", "pause", rid, "--server", shared_ketch.url], capture_output=True, text=True, env=env, timeout=60)
     assert cli.returncode == 0, cli.stderr
     assert wait_run(c, rid, states={"PAUSED"}).state == "PAUSED"

@@ -123,7 +123,7 @@ def test_ketch_run_cli_with_artifact_input(shared_ketch, tmp_path: Path) -> None
     src.write_text(PIPELINE_PY)
     f = tmp_path / "in.txt"
     f.write_text("abcd")
-    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONWARNINGS": "ignore", "KETCH_TOKEN": shared_ketch.token}
     r = subprocess.run([sys.executable, "-m", "ketch", "run", str(src), "-p", f"data={f}", "--server", shared_ketch.url], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SUCCEEDED" in r.stdout and '"Output": 4' in r.stdout

@@ -3,7 +3,6 @@ and tasks that mount the claim share its directory, through kfp.Client against a
 
 import warnings
 
-import kfp
 from kfp import dsl, kubernetes
 
 from conftest import wait_for

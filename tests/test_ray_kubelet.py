@@ -6,7 +6,6 @@ import sys
 import textwrap
 import warnings
 
-import kfp
 import pytest
 from kfp import dsl
 

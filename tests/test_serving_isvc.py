@@ -42,9 +42,9 @@ def ns_of(shared_ketch, name: str) -> str:
     return name
 
 
-def revisions_seen(url: str, n: int) -> collections.Counter:
+def revisions_seen(url: str, n: int, headers: dict | None = None) -> collections.Counter:
     c = collections.Counter()
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, headers=headers) as client:
         for _ in range(n):
             r = client.post(f"{url}/v1/models/{url.rsplit('/', 1)[1]}:predict", json={"instances": [IRIS_ROW]})
             assert r.status_code == 200, r.text
@@ -58,13 +58,13 @@ def test_seed_flow_with_kubectl_and_curl(shared_ketch, models):
     k.kubectl("wait", "--for=condition=Ready", "inferenceservice/demo", "--timeout=90s")
     url = k.kubectl("get", "inferenceservice", "demo", "-o", "jsonpath={.status.url}").stdout
     assert url == f"{k.url}/serving/default/demo"
-    out = subprocess.run(["curl", "-s", "-d", json.dumps({"instances": [IRIS_ROW, [5.1, 3.5, 1.4, 0.2]]}), f"{url}/v1/models/demo:predict"],
+    out = subprocess.run(["curl", "-s", "-H", f"Authorization: Bearer {k.token}", "-H", "Content-Type: application/json", "-d", json.dumps({"instances": [IRIS_ROW, [5.1, 3.5, 1.4, 0.2]]}), f"{url}/v1/models/demo:predict"],
                          capture_output=True, text=True, timeout=30).stdout
     assert json.loads(out) == {"predictions": models["lr"][1].predict([IRIS_ROW, [5.1, 3.5, 1.4, 0.2]]).tolist()}
     # V2 through the same URL, and virtual-host routing on ketch's port
-    r = httpx.post(f"{url}/v2/models/demo/infer", json={"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": IRIS_ROW}]})
+    r = httpx.post(f"{url}/v2/models/demo/infer", json={"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": IRIS_ROW}]}, headers=k.headers)
     assert r.json()["outputs"][0]["data"] == [1]
-    r = httpx.post(f"{k.url}/v1/models/demo:predict", json={"instances": [IRIS_ROW]}, headers={"Host": "demo.default.localhost"})
+    r = httpx.post(f"{k.url}/v1/models/demo:predict", json={"instances": [IRIS_ROW]}, headers={"Host": "demo.default.localhost", **k.headers})
     assert r.json() == {"predictions": [1]}
     table = k.kubectl("get", "isvc").stdout.splitlines()
     assert table[0].split() == ["NAME", "URL", "READY", "PREV", "LATEST", "AGE"]
@@ -80,7 +80,7 @@ def test_seed_flow_with_kubectl_and_curl(shared_ketch, models):
     wait_for(lambda: "POST /v1/models/demo:predict" in k.kubectl("logs", pods[0]["metadata"]["name"]).stdout, timeout=20,
              what="the access log in kubectl logs")
     # unknown services answer 404 in KServe's error shape
-    r = httpx.post(f"{k.url}/serving/default/nope/v1/models/nope:predict", json={})
+    r = httpx.post(f"{k.url}/serving/default/nope/v1/models/nope:predict", json={}, headers=k.headers)
     assert r.status_code == 404 and "error" in r.json()
 
 
@@ -114,17 +114,17 @@ def test_canary_split_promote_and_pin(shared_ketch, models):
     assert wait_for(lambda: split() == {"iris-predictor-00002": 30, "iris-predictor-00001": 70}, timeout=60, what="30/70 split")
     table = k.kubectl("get", "isvc", "iris", "-n", ns).stdout.splitlines()[1].split()
     assert table[3:5] == ["70", "30"]  # PREV, LATEST
-    seen = revisions_seen(url, 300)
+    seen = revisions_seen(url, 300, k.headers)
     assert set(seen) == {"iris-predictor-00001", "iris-predictor-00002"}
     assert 0.18 < seen["iris-predictor-00002"] / 300 < 0.42, seen
     # pin: all traffic back to the previous revision, the canary kept for inspection
     k.kubectl("patch", "isvc", "iris", "-n", ns, "--type", "merge", "-p", '{"spec":{"predictor":{"canaryTrafficPercent":0}}}')
     assert wait_for(lambda: split() == {"iris-predictor-00002": 0, "iris-predictor-00001": 100}, timeout=30)
-    assert revisions_seen(url, 50) == {"iris-predictor-00001": 50}
+    assert revisions_seen(url, 50, k.headers) == {"iris-predictor-00001": 50}
     # promote: remove canaryTrafficPercent; the old revision's replicas go away
     k.kubectl("patch", "isvc", "iris", "-n", ns, "--type", "json", "-p", '[{"op":"remove","path":"/spec/predictor/canaryTrafficPercent"}]')
     assert wait_for(lambda: split() == {"iris-predictor-00002": 100}, timeout=30)
-    assert revisions_seen(url, 30) == {"iris-predictor-00002": 30}
+    assert revisions_seen(url, 30, k.headers) == {"iris-predictor-00002": 30}
     p = k.kjson("get", "isvc", "iris", "-n", ns)["status"]["components"]["predictor"]
     assert p["latestRolledoutRevision"] == "iris-predictor-00002" and p["previousRolledoutRevision"] == "iris-predictor-00001"
     wait_for(lambda: not k.kjson("get", "pods", "-n", ns, "-l", "serving.knative.dev/revision=iris-predictor-00001")["items"], timeout=30,
@@ -153,11 +153,11 @@ def test_failing_revision_never_takes_traffic(shared_ketch, models, tmp_path):
              what="the load error in kubectl logs")
     assert st["components"]["predictor"]["traffic"][0]["revisionName"] == "iris-predictor-00001"
     assert st["modelStatus"]["transitionStatus"] == "BlockedByFailedLoad"
-    assert revisions_seen(url, 40) == {"iris-predictor-00001": 40}  # still served by the good revision
+    assert revisions_seen(url, 40, k.headers) == {"iris-predictor-00001": 40}  # still served by the good revision
     # roll forward with a fixed spec: a new revision takes over
     k.kubectl("apply", "-f", "-", input=isvc_yaml("iris", ns, str(models["dt"][0])))
     k.kubectl("wait", "--for=condition=Ready", "isvc/iris", "-n", ns, "--timeout=90s")
-    wait_for(lambda: revisions_seen(url, 5) == {"iris-predictor-00003": 5}, timeout=30)
+    wait_for(lambda: revisions_seen(url, 5, k.headers) == {"iris-predictor-00003": 5}, timeout=30)
 
 
 def test_scale_to_zero_and_back(shared_ketch, models):
@@ -174,7 +174,7 @@ def test_scale_to_zero_and_back(shared_ketch, models):
     wait_for(lambda: not pods(), timeout=60, what="scale to zero")
     assert k.kjson("get", "isvc", "iris", "-n", ns)["status"]["conditions"][-1]["status"] == "True"  # still Ready at zero
     # requests during the cold start are held, not failed
-    with httpx.Client(timeout=60) as c:
+    with httpx.Client(timeout=60, headers=k.headers) as c:
         r = c.post(f"{url}/v1/models/iris:predict", json={"instances": [IRIS_ROW]})
     assert r.status_code == 200 and r.json() == {"predictions": [1]}
     assert len(pods()) == 1
@@ -197,7 +197,7 @@ def test_kubernetes_client_custom_objects_like_kserve_sdk(shared_ketch, models):
         return st.get("observedGeneration", 0) >= gen and any(c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions", [])) and o
 
     o = wait_for(lambda: ready(1), timeout=90, what="Ready")
-    r = httpx.post(f"{o['status']['url']}/v2/models/sdk-iris/infer", json={"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": IRIS_ROW}]})
+    r = httpx.post(f"{o['status']['url']}/v2/models/sdk-iris/infer", json={"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": IRIS_ROW}]}, headers=k.headers)
     assert r.json()["outputs"][0]["data"] == [1]
     api.patch_namespaced_custom_object("serving.kserve.io", "v1beta1", ns, "inferenceservices", "sdk-iris",
                                        {"spec": {"predictor": {"model": {"storageUri": str(models["dt"][0])}}}})
@@ -205,7 +205,7 @@ def test_kubernetes_client_custom_objects_like_kserve_sdk(shared_ketch, models):
     assert o["status"]["components"]["predictor"]["latestReadyRevision"] == "sdk-iris-predictor-00002"
     api.delete_namespaced_custom_object("serving.kserve.io", "v1beta1", ns, "inferenceservices", "sdk-iris")
     wait_for(lambda: not k.kjson("get", "pods", "-n", ns)["items"], timeout=30, what="pods garbage-collected")
-    assert httpx.post(f"{k.url}/serving/{ns}/sdk-iris/v2/models/sdk-iris/infer", json={}).status_code == 404
+    assert httpx.post(f"{k.url}/serving/{ns}/sdk-iris/v2/models/sdk-iris/infer", json={}, headers=k.headers).status_code == 404
     time.sleep(0)
 
 
@@ -238,13 +238,13 @@ def test_transformer_in_front_of_predictor(shared_ketch, models, tmp_path):
     k.kubectl("wait", "--for=condition=Ready", "isvc/iris", "-n", ns, "--timeout=90s")
     st = k.kjson("get", "isvc", "iris", "-n", ns)["status"]
     assert {c["type"] for c in st["conditions"]} >= {"PredictorReady", "TransformerReady", "IngressReady", "Ready"}
-    r = httpx.post(f"{st['url']}/v1/models/iris:predict", json={"instances": [[6.8, 2.8, 4.8]]}, timeout=30)
+    r = httpx.post(f"{st['url']}/v1/models/iris:predict", json={"instances": [[6.8, 2.8, 4.8]]}, timeout=30, headers=k.headers)
     assert r.status_code == 200, r.text
     want = ["setosa", "versicolor", "virginica"][int(models["lr"][1].predict([[6.8, 2.8, 4.8, 1.4]])[0])]
     assert r.json() == {"predictions": [want]}
     assert r.headers["x-ketch-revision"] == "iris-transformer-00001"
     # the predictor alone, by its component URL, still wants four features
-    r = httpx.post(f"{k.url}/serving/{ns}/iris-predictor/v1/models/iris:predict", json={"instances": [IRIS_ROW]})
+    r = httpx.post(f"{k.url}/serving/{ns}/iris-predictor/v1/models/iris:predict", json={"instances": [IRIS_ROW]}, headers=k.headers)
     assert r.json() == {"predictions": [1]}
 
 
@@ -283,7 +283,7 @@ spec:
     assert pod["spec"]["containers"][0]["image"] == "me/my-server"
     assert "--model-name=rt" in pod["spec"]["containers"][0]["args"]
     url = k.kjson("get", "isvc", "rt", "-n", ns)["status"]["url"]
-    assert httpx.post(f"{url}/v1/models/rt:predict", json={"instances": [IRIS_ROW]}).json() == {"predictions": [1]}
+    assert httpx.post(f"{url}/v1/models/rt:predict", json={"instances": [IRIS_ROW]}, headers=k.headers).json() == {"predictions": [1]}
 
 
 def test_autoscale_up_under_concurrency(shared_ketch, models):
@@ -298,7 +298,7 @@ def test_autoscale_up_under_concurrency(shared_ketch, models):
     done = []
 
     def hammer(_):
-        with httpx.Client(timeout=30) as c:
+        with httpx.Client(timeout=30, headers=k.headers) as c:
             while time.time() < stop and not done:
                 assert c.post(f"{url}/v1/models/iris:predict", json={"instances": [IRIS_ROW] * 200}).status_code == 200
 
@@ -350,10 +350,10 @@ def test_explainer_logger_and_batcher_from_spec(shared_ketch, models, tmp_path):
     k.kubectl("apply", "-f", "-", input=manifest)
     k.kubectl("wait", "--for=condition=Ready", "isvc/iris", "-n", ns, "--timeout=90s")
     url = k.kjson("get", "isvc", "iris", "-n", ns)["status"]["url"]
-    r = httpx.post(f"{url}/v1/models/iris:explain", json={"instances": [IRIS_ROW]}, timeout=30)
+    r = httpx.post(f"{url}/v1/models/iris:explain", json={"instances": [IRIS_ROW]}, timeout=30, headers=k.headers)
     assert r.status_code == 200 and r.json()["explanations"][0] == {"feature": 0, "weight": 6.8}
     assert r.headers["x-ketch-revision"] == "iris-explainer-00001"
-    r = httpx.post(f"{url}/v1/models/iris:predict", json={"instances": [IRIS_ROW]})
+    r = httpx.post(f"{url}/v1/models/iris:predict", json={"instances": [IRIS_ROW]}, headers=k.headers)
     assert r.json() == {"predictions": [1]} and r.headers["x-ketch-revision"] == "iris-predictor-00001"
     lines = wait_for(lambda: events.exists() and len(events.read_text().splitlines()) >= 2 and events.read_text().splitlines(), timeout=20)
     kinds = [json.loads(ln)["type"] for ln in lines]

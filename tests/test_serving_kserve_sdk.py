@@ -22,7 +22,8 @@ import asyncio, sys
 from kubernetes import client
 from kserve import (KServeClient, constants, V1beta1InferenceService, V1beta1InferenceServiceSpec, V1beta1PredictorSpec,
                     V1beta1SKLearnSpec, InferenceRESTClient, RESTConfig)
-kubeconfig, lr, dt = sys.argv[1:4]
+kubeconfig, lr, dt, token = sys.argv[1:5]
+auth = {"Authorization": f"Bearer {token}"}
 kc = KServeClient(config_file=kubeconfig)
 isvc = V1beta1InferenceService(api_version=constants.KSERVE_V1BETA1, kind=constants.KSERVE_KIND_INFERENCESERVICE,
     metadata=client.V1ObjectMeta(name="sdk-iris", namespace="default"),
@@ -41,9 +42,9 @@ assert sorted(t["percent"] for t in traffic) == [20, 80], traffic
 async def infer():
     for proto in ("v1", "v2"):
         c = InferenceRESTClient(RESTConfig(protocol=proto))
-        assert await c.is_model_ready(url, "sdk-iris")
+        assert await c.is_model_ready(url, "sdk-iris", headers=auth)
         if proto == "v1":
-            r = await c.infer(url, {"instances": [[6.8, 2.8, 4.8, 1.4]]}, model_name="sdk-iris")
+            r = await c.infer(url, {"instances": [[6.8, 2.8, 4.8, 1.4]]}, model_name="sdk-iris", headers=auth)
             assert r == {"predictions": [1]}, r
         await c.close()
 asyncio.run(infer())
@@ -56,6 +57,6 @@ print("OK")
 def test_kserve_sdk_against_ketch(ketch, tmp_path):
     train_sklearn(tmp_path / "lr")
     train_sklearn(tmp_path / "dt", "dt")
-    r = subprocess.run([PY, "-c", SCRIPT, str(ketch.kubeconfig), str(tmp_path / "lr"), str(tmp_path / "dt")],
+    r = subprocess.run([PY, "-c", SCRIPT, str(ketch.kubeconfig), str(tmp_path / "lr"), str(tmp_path / "dt"), ketch.token],
                        capture_output=True, text=True, timeout=240)
     assert r.returncode == 0 and r.stdout.strip().endswith("OK"), f"{r.stdout}\n{r.stderr[-3000:]}\n{ketch.log()[-2000:]}"

@@ -23,12 +23,12 @@ def test_kill9_mid_canary_keeps_serving(tmp_path):
         pods = sorted(p["metadata"]["uid"] for p in k.kjson("get", "pods")["items"])
         k.kill9()
         k.start()
-        wait_for(lambda: httpx.post(f"{url}/v1/models/iris:predict", json={"instances": [IRIS_ROW]}).status_code == 200, timeout=60,
+        wait_for(lambda: httpx.post(f"{url}/v1/models/iris:predict", json={"instances": [IRIS_ROW]}, headers=k.headers).status_code == 200, timeout=60,
                  what="serving after restart")
-        seen = revisions_seen(url, 100)
+        seen = revisions_seen(url, 100, k.headers)
         assert set(seen) == {"iris-predictor-00001", "iris-predictor-00002"}, seen
         assert sorted(p["metadata"]["uid"] for p in k.kjson("get", "pods")["items"]) == pods  # adopted, not recreated
         k.kubectl("patch", "isvc", "iris", "--type", "json", "-p", '[{"op":"remove","path":"/spec/predictor/canaryTrafficPercent"}]')
-        wait_for(lambda: revisions_seen(url, 10) == {"iris-predictor-00002": 10}, timeout=60, what="promotion after restart")
+        wait_for(lambda: revisions_seen(url, 10, k.headers) == {"iris-predictor-00002": 10}, timeout=60, what="promotion after restart")
     finally:
         k.stop()

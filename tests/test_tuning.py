@@ -17,10 +17,13 @@ import pytest
 
 from conftest import make_ketch, wait_for
 
+TOKEN: list[str] = [""]
+
 
 @pytest.fixture(scope="module")
 def k(tmp_path_factory: pytest.TempPathFactory):
     kk = make_ketch(tmp_path_factory.mktemp("tuning"), env={"KETCH_DISABLE": "kubelet", "KETCH_JOB_BACKOFF_SECONDS": "0"}).start()
+    TOKEN[:] = [kk.token]
     try:
         yield kk
     finally:
@@ -113,6 +116,7 @@ def push_branin(pod: dict, args: dict, env: dict) -> int:
     assert env["KATIB_TRIAL_NAME"] == args["name"] == pod["metadata"]["labels"]["katib.kubeflow.org/trial"]
     saved = dict(os.environ)
     os.environ.update({k: v for k, v in env.items() if k in ("KATIB_TRIAL_NAME", "KETCH_TRIAL_NAMESPACE", "KETCH_URL")})
+    os.environ["KETCH_TOKEN"] = TOKEN[0]  # the credential a pod would have (this test plays kubelet)
     try:
         report(loss=branin(float(args["x1"]), float(args["x2"])))
     finally:
@@ -155,7 +159,7 @@ def test_search_finds_good_branin_region(k, algorithm, budget, good, settings):
     assert "Succeeded" in out and str(budget) in out
     assert "Succeeded" in k.kubectl("get", "trials", "-n", ns).stdout
     # observation logs are queryable per trial
-    with httpx.Client(base_url=k.url) as h:
+    with httpx.Client(base_url=k.url, headers=k.headers) as h:
         r = h.get(f"/katib/v1/namespaces/{ns}/trials/{best['bestTrialName']}/observations")
         logs = r.json()["observationLog"]["metricLogs"]
         assert [m["metric"]["name"] for m in logs] == ["loss"] and float(logs[0]["metric"]["value"]) == value
@@ -255,7 +259,7 @@ def test_bad_experiments_refused_with_named_problem(k, mutate, message):
 
 
 def test_push_endpoint_rejects_bad_input(k):
-    with httpx.Client(base_url=k.url) as h:
+    with httpx.Client(base_url=k.url, headers=k.headers) as h:
         r = h.post("/katib/v1/namespaces/default/trials/nope/metrics", json={"metrics": {"loss": 1}})
         assert r.status_code == 404
         r = h.post("/katib/v1/namespaces/default/trials/nope/metrics", json={"metrics": {"loss": "abc"}})
@@ -271,7 +275,7 @@ def test_medianstop_stops_a_bad_running_trial(k):
     k.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(body))
 
     def push(trial: str, *values: float) -> None:
-        with httpx.Client(base_url=k.url) as h:
+        with httpx.Client(base_url=k.url, headers=k.headers) as h:
             for v in values:
                 assert h.post(f"/katib/v1/namespaces/{ns}/trials/{trial}/metrics", json={"metrics": {"loss": v}}).status_code == 200
 
@@ -330,6 +334,7 @@ def push_branin_value(env: dict, value: float) -> int:
 
     saved = dict(os.environ)
     os.environ.update({k: v for k, v in env.items() if k in ("KATIB_TRIAL_NAME", "KETCH_TRIAL_NAMESPACE", "KETCH_URL")})
+    os.environ["KETCH_TOKEN"] = TOKEN[0]  # the credential a pod would have (this test plays kubelet)
     try:
         report(loss=value)
     finally:

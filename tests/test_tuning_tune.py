@@ -37,7 +37,7 @@ def test_tune_a_function_with_live_view(k):
 
     out = io.StringIO()
     res = tune(objective, {"lr": (1e-4, 1.0, "log"), "layers": (1, 6), "act": ["relu", "tanh"]}, max_trials=5, parallel=2,
-               algorithm="random", random_state=1, url=k.url, console=Console(file=out, force_terminal=True, width=160))
+               algorithm="random", random_state=1, url=k.url, token=k.token, console=Console(file=out, force_terminal=True, width=160))
     assert res["status"] == "Succeeded"
     trials = res["trials"]
     assert len(trials) == 5
@@ -59,7 +59,7 @@ def test_tune_dict_metrics_maximize(k):
     from ketch.tuning.tune import tune
 
     res = tune(metrics, {"x": (0.0, 1.0)}, objective="accuracy", direction="maximize", max_trials=3, algorithm="random",
-               random_state=2, url=k.url, progress=False)
+               random_state=2, url=k.url, token=k.token, progress=False)
     assert res["status"] == "Succeeded"
     accs = [float(next(m["latest"] for m in t["status"]["observation"]["metrics"] if m["name"] == "accuracy")) for t in res["trials"]]
     assert res["value"] == pytest.approx(max(accs)) and 0 <= res["parameters"]["x"] <= 1
@@ -69,6 +69,6 @@ def test_tune_refuses_bad_space(k):
     from ketch.tuning.tune import tune
 
     with pytest.raises(ValueError, match=r"space\['x'\]"):
-        tune(metrics, {"x": "wide"}, url=k.url, progress=False)
+        tune(metrics, {"x": "wide"}, url=k.url, token=k.token, progress=False)
     with pytest.raises(ValueError, match="ketch refused the Experiment"):
-        tune(metrics, {"x": (1.0, 0.0)}, url=k.url, progress=False)
+        tune(metrics, {"x": (1.0, 0.0)}, url=k.url, token=k.token, progress=False)

@@ -22,6 +22,13 @@ class Settings:
     node_name: str | None = None
     # Change-log entries kept for watches to resume from; older resourceVersions get 410 Gone.
     watch_history: int = 100_000
+    # Host names (besides loopback names and IP literals) that requests may name (DNS rebinding guard).
+    allowed_hosts: list[str] = field(default_factory=list)
+    # TLS on the one port (a self-signed pair under the home unless given); plain HTTP is served to
+    # loopback peers only, unless ``insecure``.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    insecure: bool = False
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -30,6 +37,8 @@ class Settings:
             s.database_url = os.environ["KETCH_DATABASE_URL"]
         if os.environ.get("KETCH_WATCH_HISTORY"):
             s.watch_history = int(os.environ["KETCH_WATCH_HISTORY"])
+        if os.environ.get("KETCH_ALLOWED_HOSTS"):
+            s.allowed_hosts = [x.strip() for x in os.environ["KETCH_ALLOWED_HOSTS"].split(",") if x.strip()]
         if os.environ.get("KETCH_DISABLE"):
             s.disabled = {x.strip() for x in os.environ["KETCH_DISABLE"].split(",") if x.strip()}
         for k, v in overrides.items():
@@ -42,10 +51,25 @@ class Settings:
     def db(self) -> str:
         return self.database_url or str(self.home / "ketch.db")
 
+    def _local_host(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        return f"[{host}]" if ":" in host else host
+
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        return f"http://{host}:{self.port}"
+        """How this machine's own clients (pods, the CLI, browsers) reach ketch: plain HTTP."""
+        return f"http://{self._local_host()}:{self.port}"
+
+    @property
+    def kube_url(self) -> str:
+        """The same port over TLS: what kubeconfigs name, since client-go sends tokens only over TLS."""
+        return f"https://{self._local_host()}:{self.port}"
+
+    @property
+    def artifact_root(self) -> str:
+        """Where pipeline artifacts live unless a run names another pipeline root; what routes that read
+        artifacts may serve from (besides object stores)."""
+        return os.environ.get("KETCH_PIPELINE_ROOT") or str(self.home / "pipelines" / "artifacts")
 
     def path(self, *parts: str) -> Path:
         p = self.home.joinpath(*parts)

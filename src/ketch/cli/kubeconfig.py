@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 
@@ -21,7 +22,9 @@ def _upsert(items: list, name: str, key: str, value: dict) -> list:
     return out
 
 
-def write_kubeconfig(server: str, path: Path | None = None, name: str = "ketch", use: bool = True, namespace: str = "default") -> Path:
+def write_kubeconfig(server: str, path: Path | None = None, name: str = "ketch", use: bool = True, namespace: str = "default",
+                     token: str | None = None, ca: Path | None = None) -> Path:
+    """Merge cluster, user (bearer ``token``) and context ``name`` into the kubeconfig at ``path``."""
     path = path or default_path()
     cfg: dict = {}
     if path.exists():
@@ -29,8 +32,11 @@ def write_kubeconfig(server: str, path: Path | None = None, name: str = "ketch",
     cfg.setdefault("apiVersion", "v1")
     cfg.setdefault("kind", "Config")
     cfg.setdefault("preferences", {})
-    cfg["clusters"] = _upsert(cfg.get("clusters"), name, "cluster", {"server": server})
-    cfg["users"] = _upsert(cfg.get("users"), name, "user", {"token": "ketch"})
+    cluster: dict = {"server": server}
+    if ca is not None:
+        cluster["certificate-authority-data"] = base64.b64encode(Path(ca).read_bytes()).decode()
+    cfg["clusters"] = _upsert(cfg.get("clusters"), name, "cluster", cluster)
+    cfg["users"] = _upsert(cfg.get("users"), name, "user", {"token": token} if token else {})
     cfg["contexts"] = _upsert(cfg.get("contexts"), name, "context", {"cluster": name, "user": name, "namespace": namespace})
     if use or not cfg.get("current-context"):
         cfg["current-context"] = name

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import httpx
 import typer
+
+from ketch.machinery.connect import resolve
 
 
 def lineage(
     artifact: Annotated[str, typer.Argument(help="Artifact id (from run details) or its URI.")],
-    server: Annotated[str, typer.Option(envvar="KETCH_URL", help="ketch server URL.")] = "http://127.0.0.1:8080",
+    server: Annotated[str | None, typer.Option("--server", help="ketch server URL (default: $KETCH_SERVER, else the kubeconfig's current context).")] = None,
 ) -> None:
     """Show the execution that produced an artifact and every execution that consumed it."""
-    api = server.rstrip("/") + "/apis/v2beta1"
-    with httpx.Client(timeout=30) as http:
+    conn = resolve(server)
+    api = conn.server + "/apis/v2beta1"
+    with conn.client() as http:
         aid = artifact
         if "/" in artifact or ":" in artifact:
             found = http.get(f"{api}/artifacts", params={"uri": artifact}).json().get("artifacts") or []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,24 +19,68 @@ def up(
     port: Annotated[int, typer.Option(help="Port for the API, the KFP API, the gateway and the UI.")] = 8080,
     home: Annotated[Path | None, typer.Option(envvar="KETCH_HOME", help="State directory (default ~/.ketch).")] = None,
     database_url: Annotated[str | None, typer.Option("--database-url", envvar="KETCH_DATABASE_URL", help="SQLAlchemy URL; SQLite under the home by default.")] = None,
-    kubeconfig: Annotated[bool, typer.Option(help="Also write the 'ketch' kubeconfig context.")] = False,
+    kubeconfig: Annotated[bool, typer.Option(help="Also write the 'ketch' kubeconfig context (and make it current).")] = False,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "warning",
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="PEM certificate for HTTPS on the port.")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert.")] = None,
+    allowed_host: Annotated[list[str] | None, typer.Option("--allowed-host", help="A host name (or *.suffix) clients may use besides loopback names and IP addresses; repeatable.")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Serve plain HTTP beyond loopback (tokens then cross the network in clear text).")] = False,
 ) -> None:
     """Start ketch: the API server, controllers and kubelet in one process."""
     from ketch.config import Settings
+    from ketch.machinery.authn import is_loopback
     from ketch.server import lograte
     from ketch.server.app import serve
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     lograte.install()  # identical warnings and errors at most once per window, with a count
-    settings = Settings.from_env(host=host, port=port, home=home, database_url=database_url)
-    settings.home.mkdir(parents=True, exist_ok=True)
-    if kubeconfig:
-        from ketch.cli.kubeconfig import write_kubeconfig
+    settings = Settings.from_env(host=host, port=port, home=home, database_url=database_url, tls_cert=tls_cert, tls_key=tls_key,
+                                 insecure=insecure or None)
+    if allowed_host:
+        settings.allowed_hosts = [*settings.allowed_hosts, *allowed_host]
+    if bool(tls_cert) != bool(tls_key):
+        typer.echo("error: --tls-cert and --tls-key go together", err=True)
+        raise typer.Exit(2)
+    exposed = not is_loopback(host if ":" not in host else f"[{host}]")
 
-        write_kubeconfig(settings.url)
-    typer.echo(f"ketch {_version()} serving on {settings.url} (state in {settings.home})", err=True)
-    serve(settings)
+    def banner(login_code: str) -> None:
+        from ketch.server.tls import fingerprint
+
+        if kubeconfig:
+            from ketch.cli.kubeconfig import write_kubeconfig
+
+            p = write_kubeconfig(settings.kube_url, token=admin_token(settings.home), ca=settings.tls_cert)
+            typer.echo(f"kubeconfig: wrote context 'ketch' -> {settings.kube_url} into {p} and made it the current context", err=True)
+        where = f"{settings.url} (and https:// on the same port)"
+        if exposed:
+            where = f"https://{host if host not in ('0.0.0.0', '::') else socket.gethostname()}:{port} to the network, " \
+                    f"{settings.url} on this machine"
+        typer.echo(f"ketch {_version()} serving on {where} (bound to {host}:{port}; state in {settings.home})", err=True)
+        if exposed:
+            typer.echo(f"TLS certificate {settings.tls_cert} (SHA-256 {fingerprint(Path(str(settings.tls_cert)))})", err=True)
+            if settings.insecure:
+                typer.echo("WARNING: --insecure: plain HTTP is served to the whole network; tokens and every response cross it "
+                           "in clear text. Drop --insecure to require TLS from other machines.", err=True)
+        typer.echo(f"dashboard: {settings.url}/login?code={login_code}  (one-time link; `ketch token` prints the token)", err=True)
+
+    serve(settings, banner)
+
+
+def admin_token(home: Path) -> str:
+    from ketch.machinery.authn import TokenFile
+
+    home.mkdir(parents=True, exist_ok=True)
+    return TokenFile(home / "tokens.csv").ensure_admin()
+
+
+@app.command()
+def token(
+    home: Annotated[Path | None, typer.Option(envvar="KETCH_HOME", help="State directory (default ~/.ketch).")] = None,
+) -> None:
+    """Print the admin bearer token (for kfp.Client(existing_token=...), curl, the dashboard's login)."""
+    from ketch.config import default_home
+
+    typer.echo(admin_token(Path(home).expanduser() if home else default_home()))
 
 
 @app.command("kubeconfig")
@@ -43,15 +88,26 @@ def kubeconfig_cmd(
     server: Annotated[str, typer.Option(help="URL of the ketch server.")] = "http://127.0.0.1:8080",
     path: Annotated[Path | None, typer.Option("--kubeconfig", help="File to write (default $KUBECONFIG or ~/.kube/config).")] = None,
     use: Annotated[bool, typer.Option(help="Make 'ketch' the current context.")] = True,
+    home: Annotated[Path | None, typer.Option(envvar="KETCH_HOME", help="ketch's state directory, where its token is.")] = None,
 ) -> None:
-    """Write or merge a kubeconfig context named 'ketch' (kubectl config use-context ketch)."""
+    """Write or merge a kubeconfig context named 'ketch' with the admin token (kubectl config use-context ketch).
+
+    kubectl sends a token only over TLS, so an http:// server on this machine is written as https:// on the
+    same port (ketch serves both), with ketch's certificate as the cluster's certificate authority."""
     from ketch.cli.kubeconfig import write_kubeconfig
+    from ketch.config import default_home
+    from ketch.machinery.authn import is_loopback
 
-    p = write_kubeconfig(server, path, use=use)
-    typer.echo(f"wrote context 'ketch' -> {server} in {p}")
+    h = Path(home).expanduser() if home else default_home()
+    crt = h / "tls" / "tls.crt"
+    if server.startswith("http://") and is_loopback(server[7:].split("/")[0]):
+        server = "https://" + server[7:]
+    ca = crt if server.startswith("https:") and crt.exists() else None
+    p = write_kubeconfig(server, path, use=use, token=admin_token(h), ca=ca)
+    typer.echo(f"wrote context 'ketch' -> {server} in {p}" + (" (now the current context)" if use else ""))
 
 
-ServerOpt = Annotated[str, typer.Option("--server", envvar="KETCH_SERVER", help="URL of the ketch server.")]
+ServerOpt = Annotated[str | None, typer.Option("--server", help="URL of the ketch server (default: $KETCH_SERVER, else the kubeconfig's current context).")]
 NamespaceOpt = Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace (default: default).")]
 
 
@@ -80,7 +136,7 @@ def apply_cmd(
     filename: Annotated[str, typer.Option("--filename", "-f", help="Manifest file (YAML or JSON, multi-document), or - for stdin.")],
     namespace: NamespaceOpt = None,
     force_conflicts: Annotated[bool, typer.Option("--force-conflicts", help="Take ownership of fields other managers own.")] = False,
-    server: ServerOpt = "http://127.0.0.1:8080",
+    server: ServerOpt = None,
 ) -> None:
     """Server-side apply every object in a manifest (field manager "ketch")."""
     from ketch.cli import resources
@@ -96,7 +152,7 @@ def get_cmd(
     namespace: NamespaceOpt = None,
     all_namespaces: Annotated[bool, typer.Option("--all-namespaces", "-A")] = False,
     output: Annotated[str | None, typer.Option("--output", "-o", help="json or yaml (default: a table).")] = None,
-    server: ServerOpt = "http://127.0.0.1:8080",
+    server: ServerOpt = None,
 ) -> None:
     """List or show objects, with the same columns kubectl prints."""
     from ketch.cli import resources
@@ -109,7 +165,7 @@ def delete_cmd(
     kind: Annotated[str, typer.Argument()],
     names: Annotated[list[str], typer.Argument()],
     namespace: NamespaceOpt = None,
-    server: ServerOpt = "http://127.0.0.1:8080",
+    server: ServerOpt = None,
 ) -> None:
     """Delete objects by name (dependents are garbage-collected in the background)."""
     from ketch.cli import resources

@@ -39,8 +39,10 @@ class Resource:
 
 
 class Api:
-    def __init__(self, server: str) -> None:
-        self.http = httpx.Client(base_url=server, timeout=30)
+    def __init__(self, server: str | None) -> None:
+        from ketch.machinery.connect import resolve
+
+        self.http = resolve(server).client()
         self._resources: list[tuple[Resource, list[str]]] | None = None
 
     def _check(self, r: httpx.Response) -> Any:

@@ -14,6 +14,8 @@ from typing import Annotated
 import httpx
 import typer
 
+from ketch.machinery.connect import resolve
+
 FINAL = {"SUCCEEDED", "FAILED", "CANCELED", "SKIPPED"}
 
 
@@ -68,7 +70,7 @@ def parse_params(items: list[str]) -> dict:
 def run(
     package: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="pipeline.py (compiled with kfp) or a compiled pipeline.yaml")],
     param: Annotated[list[str] | None, typer.Option("-p", "--param", help="Pipeline parameter name=value (JSON values are parsed); for an Input[...] artifact of the pipeline, name=URI.")] = None,
-    server: Annotated[str, typer.Option(envvar="KETCH_URL", help="ketch server URL.")] = "http://127.0.0.1:8080",
+    server: Annotated[str | None, typer.Option("--server", help="ketch server URL (default: $KETCH_SERVER, else the kubeconfig's current context).")] = None,
     pipeline: Annotated[str | None, typer.Option(help="Which @dsl.pipeline of a .py file to run.")] = None,
     name: Annotated[str | None, typer.Option(help="Run display name.")] = None,
     experiment: Annotated[str | None, typer.Option(help="Experiment name (created if missing; default 'Default').")] = None,
@@ -80,8 +82,10 @@ def run(
     params = parse_params(param or [])
     if not cache:
         _disable_cache(spec)
-    api = server.rstrip("/") + "/apis/v2beta1"
-    with httpx.Client(timeout=30) as http:
+    conn = resolve(server)
+    server = conn.server
+    api = server + "/apis/v2beta1"
+    with conn.client() as http:
         body: dict = {"display_name": name or package.stem, "pipeline_spec": spec, "runtime_config": {"parameters": params}}
         if experiment:
             body["experiment_id"] = _experiment(http, api, experiment)
@@ -146,11 +150,12 @@ def _disable_cache(body: dict) -> None:
 
 
 
-def _suspend(run_id: str, server: str, value: bool) -> None:
+def _suspend(run_id: str, server: str | None, value: bool) -> None:
     """Set spec.suspend of the PipelineRun behind a KFP run id (KFP's REST API has no pause call; the
     Kubernetes object is the way in, as ``kubectl patch pipelinerun ID --type merge`` would be)."""
-    base = server.rstrip("/") + "/apis/pipelines.kubeflow.org/v1"
-    with httpx.Client(timeout=30) as http:
+    conn = resolve(server)
+    base = conn.server + "/apis/pipelines.kubeflow.org/v1"
+    with conn.client() as http:
         found = http.get(f"{base}/pipelineruns", params={"fieldSelector": f"metadata.name={run_id}"}).json().get("items") or []
         if not found:
             typer.echo(f"no run {run_id}", err=True)
@@ -166,7 +171,7 @@ def _suspend(run_id: str, server: str, value: bool) -> None:
 
 def pause(
     run_id: Annotated[str, typer.Argument(help="The run id (kfp.Client's run_id).")],
-    server: Annotated[str, typer.Option(envvar="KETCH_URL", help="ketch server URL.")] = "http://127.0.0.1:8080",
+    server: Annotated[str | None, typer.Option("--server", help="ketch server URL (default: $KETCH_SERVER, else the kubeconfig's current context).")] = None,
 ) -> None:
     """Pause a pipeline run (state PAUSED): tasks already running finish, no new task starts until resumed."""
     _suspend(run_id, server, True)
@@ -174,7 +179,7 @@ def pause(
 
 def resume(
     run_id: Annotated[str, typer.Argument(help="The run id (kfp.Client's run_id).")],
-    server: Annotated[str, typer.Option(envvar="KETCH_URL", help="ketch server URL.")] = "http://127.0.0.1:8080",
+    server: Annotated[str | None, typer.Option("--server", help="ketch server URL (default: $KETCH_SERVER, else the kubeconfig's current context).")] = None,
 ) -> None:
     """Resume a paused pipeline run."""
     _suspend(run_id, server, False)

@@ -30,3 +30,25 @@ def from_env(env: dict[str, str] | None = None) -> Callable[[str], str]:
     """The rewriter for the mounts this process's container was given (identity when none)."""
     raw = (os.environ if env is None else env).get(ENV)
     return rewriter(json.loads(raw)) if raw else (lambda s: s)
+
+
+SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def pod_token(env: dict[str, str] | None = None) -> str | None:
+    """Inside a Pod: the credential ketch's own in-pod helpers send (metrics push, model downloads) —
+    ``KETCH_TOKEN`` if set, else the ServiceAccount token the kubelet mounted at its real directory."""
+    e = os.environ if env is None else env
+    if e.get("KETCH_TOKEN"):
+        return e["KETCH_TOKEN"]
+    path = from_env(dict(e))(SERVICE_ACCOUNT + "/token")
+    try:
+        with open(path) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def bearer(env: dict[str, str] | None = None) -> dict[str, str]:
+    tok = pod_token(env)
+    return {"Authorization": f"Bearer {tok}"} if tok else {}

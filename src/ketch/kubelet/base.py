@@ -16,6 +16,7 @@ import os
 import platform
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import ketch
 from ketch.kinds.meta import now
@@ -55,7 +56,6 @@ class Kubelet(abc.ABC):
         self.client = Client(ctx.api, manager="ketch-kubelet")
         self.home = ctx.settings.home
         self.images = Images(self.home)
-        self._kubeconfigs: set[str] = set()
 
     # -- the node ------------------------------------------------------------------------------------------
 
@@ -137,24 +137,40 @@ class Kubelet(abc.ABC):
             except Exception:
                 log.exception("node heartbeat failed")
 
-    def kubeconfig(self, namespace: str) -> str:
-        """A kubeconfig pointing at this ketch with the pod's namespace as default, the way in-cluster
-        config works for a real pod (there is no service account token file here)."""
-        path = self.home / "kubelet" / "kubeconfig" / f"{namespace}.yaml"
-        if namespace not in self._kubeconfigs:
-            import yaml
+    def mint_token(self, pod: dict, source: dict) -> str:
+        """The token of a serviceAccountToken projection: the pod's ServiceAccount, bound to this very pod
+        (it stops working when the pod is deleted), as the kubelet's TokenRequest on a real node."""
+        meta, spec = pod["metadata"], pod.get("spec") or {}
+        ns, sa = meta.get("namespace", "default"), spec.get("serviceAccountName") or "default"
+        obj = self.client.get(("v1", "ServiceAccount"), ns, sa)
+        tok, _ = self.ctx.services["authn"].service_account_token(
+            ns, sa, obj["metadata"]["uid"] if obj else "", pod=(meta["name"], meta["uid"]),
+            expiration_seconds=max(int(source.get("expirationSeconds") or 3607), 365 * 86400),
+            audiences=[source["audience"]] if source.get("audience") else None)
+        return tok
 
-            cfg = {
-                "apiVersion": "v1", "kind": "Config", "current-context": "ketch",
-                "clusters": [{"name": "ketch", "cluster": {"server": self.ctx.settings.url}}],
-                "users": [{"name": "ketch", "user": {"token": "ketch"}}],
-                "contexts": [{"name": "ketch", "context": {"cluster": "ketch", "user": "ketch", "namespace": namespace}}],
-            }
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
-            tmp.replace(path)
-            self._kubeconfigs.add(namespace)
+    def kubeconfig(self, pod_dir: Path, namespace: str, token_file: str | None) -> str:
+        """The pod's kubeconfig: this ketch, the pod's namespace as default, and the pod's ServiceAccount
+        token as its credential (none when the token is not mounted), as in-cluster config is on a node."""
+        import yaml
+
+        path = pod_dir / "kubeconfig"
+        # HTTPS: client-go (kubectl) sends a token only over TLS; the certificate is ketch's own.
+        cluster: dict = {"server": self.ctx.settings.kube_url}
+        if self.ctx.settings.tls_cert:
+            cluster["certificate-authority"] = str(self.ctx.settings.tls_cert)
+        user: dict = {}
+        if token_file and os.path.exists(token_file):
+            user["token"] = Path(token_file).read_text().strip()
+        cfg = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "ketch",
+            "clusters": [{"name": "ketch", "cluster": cluster}],
+            "users": [{"name": "ketch", "user": user}],
+            "contexts": [{"name": "ketch", "context": {"cluster": "ketch", "user": "ketch", "namespace": namespace}}],
+        }
+        from ketch.machinery.authn import private_file
+
+        private_file(path, yaml.safe_dump(cfg, sort_keys=False))
         return str(path)
 
     def bind_claims(self, pod: dict) -> None:

@@ -47,7 +47,7 @@ class Image:
 BUILTIN: list[dict] = [
     {"match": "*jupyter*", "command": [
         "jupyter", "lab", "--ip=127.0.0.1", "--port=$(NB_PORT)", "--no-browser", "--allow-root",
-        "--ServerApp.token=", "--ServerApp.password=", "--ServerApp.allow_origin=*",
+        "--IdentityProvider.token=$(JUPYTER_TOKEN)", "--ServerApp.password=",
         "--ServerApp.base_url=$(NB_PREFIX)", "--ServerApp.authenticate_prometheus=False",
     ]},
 ]

@@ -19,6 +19,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 
+from ketch.kinds.builtin.pod import SA_VOLUME_PREFIX
 from ketch.kinds.meta import now, parse_time
 from ketch.kinds.mounts import ENV as MOUNTS_ENV
 from ketch.kinds.resources import GPU, container_requests, memory_limit, pod_requests, qos_class
@@ -139,6 +140,13 @@ class PodWorker:
 
     # -- starting a container ----------------------------------------------------------------------------
 
+    def token_file(self) -> str | None:
+        """The ServiceAccount token the pod has mounted (its kube-api-access projected volume), if any."""
+        for v in (self.pod.get("spec") or {}).get("volumes") or []:
+            if str(v.get("name", "")).startswith(SA_VOLUME_PREFIX) and v["name"] in (self.vols or {}):
+                return os.path.join((self.vols or {})[v["name"]], "token")
+        return None
+
     def _base_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KETCH_") or k == "KETCH_BACKOFF_BASE_SECONDS"}
         env.update({
@@ -147,7 +155,7 @@ class PodWorker:
             "KUBERNETES_SERVICE_PORT": str(self.k.ctx.settings.port),
             "KETCH_SERVER": self.k.ctx.settings.url,
             "KETCH_POD_NAME": self.name, "KETCH_POD_NAMESPACE": self.ns, "KETCH_POD_UID": self.uid,
-            "KUBECONFIG": self.k.kubeconfig(self.ns),
+            "KUBECONFIG": self.k.kubeconfig(self.dir, self.ns, self.token_file()),
         })
         return env
 
@@ -444,7 +452,7 @@ class PodWorker:
             return
         if self.vols is None:
             try:
-                self.vols = volumes.prepare(self.pod, self.dir, self.k.home, self.lookup, self.k.allocatable())
+                self.vols = volumes.prepare(self.pod, self.dir, self.k.home, self.lookup, self.k.allocatable(), self.k.mint_token)
                 self.k.bind_claims(self.pod)
             except ConfigError as e:
                 for cs in self.cs.values():

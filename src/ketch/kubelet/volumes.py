@@ -29,6 +29,8 @@ from ketch.kinds.mounts import rewriter  # noqa: F401 - the policy's home is ket
 from ketch.kubelet.env import ConfigError, field_ref, resource_field_ref
 
 Lookup = Callable[[str, str, str], dict | None]
+# (pod, serviceAccountToken source) -> a token for the pod's ServiceAccount, bound to the pod.
+Mint = Callable[[dict, dict], str]
 
 
 def env_name(volume: str) -> str:
@@ -77,9 +79,9 @@ def _downward(d: Path, pod: dict, items: list[dict], default_mode: int | None, a
         _write(d, it["path"], val.encode(), it.get("mode", default_mode))
 
 
-def prepare(pod: dict, pod_dir: Path, home: Path, lookup: Lookup, alloc: dict[str, float]) -> dict[str, str]:
+def prepare(pod: dict, pod_dir: Path, home: Path, lookup: Lookup, alloc: dict[str, float], mint: Mint | None = None) -> dict[str, str]:
     """Create every volume's directory; returns volume name -> directory. Raises ConfigError if a source
-    (ConfigMap, Secret, claim) is missing."""
+    (ConfigMap, Secret, claim) is missing. ``mint`` makes the tokens of serviceAccountToken projections."""
     ns = pod["metadata"].get("namespace", "default")
     out: dict[str, str] = {}
     for v in (pod.get("spec") or {}).get("volumes") or []:
@@ -119,6 +121,10 @@ def prepare(pod: dict, pod_dir: Path, home: Path, lookup: Lookup, alloc: dict[st
                     _project_data(d, lookup("Secret", ns, s["secret"].get("name", "")), s["secret"], "Secret", pj.get("defaultMode"))
                 elif "downwardAPI" in s:
                     _downward(d, pod, s["downwardAPI"].get("items") or [], pj.get("defaultMode"), alloc)
+                elif "serviceAccountToken" in s and mint is not None:
+                    src = s["serviceAccountToken"] or {}
+                    # A credential: this user's alone whatever defaultMode says (the home is 0700 too).
+                    _write(d, src.get("path") or "token", mint(pod, src).encode(), 0o600)
         else:  # emptyDir and anything this machine cannot provide otherwise
             d.mkdir(parents=True, exist_ok=True)
         out[name] = str(d)

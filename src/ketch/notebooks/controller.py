@@ -47,6 +47,34 @@ def pod_name(nb: str) -> str:
     return f"{nb}-0"
 
 
+SECRET = ("v1", "Secret")
+TOKEN_ENV = "JUPYTER_TOKEN"
+
+
+def token_secret_name(nb: str) -> str:
+    """The Secret holding the notebook server's own token: only ketch's proxy (after its own
+    authentication) and whoever may read Secrets in the namespace know it."""
+    return f"{nb}-jupyter-token"
+
+
+def desired_token_secret(nb: dict) -> dict:
+    import base64
+    import secrets
+
+    md = nb["metadata"]
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": token_secret_name(md["name"]), "namespace": md["namespace"],
+                         "labels": {"notebook-name": md["name"]}, "ownerReferences": [owner_reference(nb)]},
+            "data": {"token": base64.b64encode(secrets.token_hex(24).encode()).decode()}}
+
+
+def secret_token(secret: dict | None) -> str | None:
+    import base64
+
+    raw = ((secret or {}).get("data") or {}).get("token")
+    return base64.b64decode(raw).decode() if raw else None
+
+
 def prefix(ns: str, name: str) -> str:
     return f"/notebook/{ns}/{name}"
 
@@ -70,8 +98,9 @@ def desired_pod(nb: dict, port: int | None = None) -> dict:
         port = int(declared or DEFAULT_PORT)
     elif port is None:
         port = free_port()
-    env = [e for e in c.get("env") or [] if e.get("name") not in ("NB_PREFIX", "NB_PORT")]
-    c["env"] = [{"name": "NB_PREFIX", "value": prefix(ns, name)}, {"name": "NB_PORT", "value": str(port)}, *env]
+    env = [e for e in c.get("env") or [] if e.get("name") not in ("NB_PREFIX", "NB_PORT", TOKEN_ENV)]
+    c["env"] = [{"name": "NB_PREFIX", "value": prefix(ns, name)}, {"name": "NB_PORT", "value": str(port)},
+                {"name": TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": token_secret_name(name), "key": "token"}}}, *env]
     if not c.get("ports"):
         c["ports"] = [{"name": "notebook-port", "containerPort": port, "protocol": "TCP"}]
     elif not own_command:
@@ -155,6 +184,12 @@ class NotebookController(Controller):
         if pod is not None and pod["metadata"].get("deletionTimestamp"):
             return Result(requeue_after=0.5)
         if pod is None:
+            if self.client.get(SECRET, key.namespace, token_secret_name(key.name)) is None:
+                try:
+                    self.client.create(desired_token_secret(nb), key.namespace)
+                except StatusError as e:
+                    if e.code != 409:
+                        raise
             want = desired_pod(nb)
             try:
                 pod = self.client.create(want, key.namespace)
@@ -189,8 +224,9 @@ class NotebookController(Controller):
 
         md = nb["metadata"]
         base = f"http://127.0.0.1:{port}{prefix(md['namespace'], md['name'])}/api"
+        tok = secret_token(self.client.get(SECRET, md["namespace"], token_secret_name(md["name"])))
         try:
-            async with httpx.AsyncClient(timeout=5) as http:
+            async with httpx.AsyncClient(timeout=5, headers={"Authorization": f"token {tok}"} if tok else {}) as http:
                 kernels = (await http.get(f"{base}/kernels")).json()
         except (httpx.HTTPError, ValueError):
             return  # not answering yet (starting) or not a Jupyter server: nothing to judge by

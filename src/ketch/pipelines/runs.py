@@ -35,7 +35,9 @@ PRELOAD = "kubelet.ketch.dev/preload"  # the kubelet's warm-start hint (docs/kub
 
 def artifact_root(home: Path) -> str:
     """Default pipeline root: KETCH_PIPELINE_ROOT (any fsspec URL), else a directory under the home."""
-    return os.environ.get("KETCH_PIPELINE_ROOT") or str(home / "pipelines" / "artifacts")
+    from ketch.config import Settings
+
+    return Settings(home=home).artifact_root
 
 
 class PodRunner:

@@ -7,10 +7,12 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import os
 import pkgutil
+from collections.abc import Callable
+from pathlib import Path
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -18,10 +20,13 @@ from starlette.routing import Route
 import ketch
 from ketch.config import Settings
 from ketch.machinery.api import Api
+from ketch.machinery.authn import Authenticator
 from ketch.machinery.context import Context
 from ketch.server import health
+from ketch.server.auth import AuthMiddleware
 from ketch.server.k8s import K8sHandler, json_response, openapi_handlers
 from ketch.server.limits import BodyLimit
+from ketch.server.tokens import register_token_request
 from ketch.store import open_store
 
 log = logging.getLogger(__name__)
@@ -51,10 +56,18 @@ def discover_components() -> list[str]:
 
 
 def build_context(settings: Settings) -> Context:
+    secure_home(settings)
+    if not settings.tls_cert:
+        from ketch.server.tls import self_signed
+
+        settings.tls_cert, settings.tls_key = self_signed(settings.home, settings.host)
     store = open_store(settings.db, history=settings.watch_history)
+    secure_database(settings)
     api = Api(store)
     ctx = Context(api=api, settings=settings)
     ctx.services.setdefault("subresources", {})
+    ctx.services["authn"] = Authenticator(settings.home, object_uid(api))
+    register_token_request(ctx)
     bootstrap(api)
     for name in discover_components():
         if name in settings.disabled:
@@ -62,6 +75,32 @@ def build_context(settings: Settings) -> Context:
         mod = importlib.import_module(f"ketch.{name}.component")
         mod.setup(ctx)
     return ctx
+
+
+def secure_home(settings: Settings) -> None:
+    """KETCH_HOME holds the database (Secrets), tokens, keys, logs and volumes: this user's alone."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.home, 0o700)
+
+
+def secure_database(settings: Settings) -> None:
+    if settings.database_url:
+        return
+    for suffix in ("", "-wal", "-shm"):
+        p = Path(settings.db + suffix)
+        if p.exists():
+            os.chmod(p, 0o600)
+
+
+def object_uid(api: Api):
+    """The lookup the authenticator revokes bound tokens with: the uid of a Pod or ServiceAccount now."""
+    rds = {"Pod": api.rd("v1", "Pod"), "ServiceAccount": api.rd("v1", "ServiceAccount")}
+
+    def lookup(kind: str, ns: str, name: str) -> str | None:
+        obj = api.try_get(rds[kind], ns, name) if name else None
+        return obj["metadata"].get("uid") if obj else None
+
+    return lookup
 
 
 def bootstrap(api: Api) -> None:
@@ -115,15 +154,23 @@ def build_app(ctx: Context) -> Starlette:
         finally:
             await ctx.stop()
 
-    # Body limits sit outermost: no handler (nor other middleware) reads a body past its cap.
-    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(BodyLimit)])
+    app = Starlette(routes=routes, lifespan=lifespan)
+    s = ctx.settings
+    guard = AuthMiddleware(app, ctx.services["authn"], s.host, s.allowed_hosts)
+    ctx.services["auth"] = guard
+    # Body limits sit outermost: no handler, nor the auth middleware, reads a body past its cap.
+    return BodyLimit(guard)  # type: ignore[return-value]  # ASGI apps in front of the Starlette one
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, banner: Callable[[str], None] | None = None) -> None:
+    """Run ketch until stopped; ``banner`` is called with a one-time dashboard login code once the app
+    is assembled (``ketch up`` prints the login URL with it)."""
     import uvicorn
 
     ctx = build_context(settings)
     app = build_app(ctx)
+    if banner is not None:
+        banner(ctx.services["auth"].login_code())
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -133,7 +180,9 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=5,
         lifespan="on",
     )
-    server = uvicorn.Server(config)
+    from ketch.server.listener import Server, tls_context
+
+    server = Server(config, tls_context(str(settings.tls_cert), str(settings.tls_key)), plain_anywhere=settings.insecure)
     try:
         asyncio.run(server.serve())
     finally:

@@ -136,6 +136,12 @@ async def read_body(request: Request, allow_yaml: bool = True) -> Any:
     if not raw.strip():
         return None
     ct = request.headers.get("content-type", "")
+    base = ct.split(";", 1)[0].strip().lower()
+    if base and not (base.endswith("json") or base.endswith("yaml") or "protobuf" in base or "cbor" in base):
+        # What a cross-site form or no-cors fetch can send (text/plain, form-encoded, multipart) is never an
+        # object here, as on kube-apiserver.
+        raise unsupported_media(f'the body of the request was in an unknown format - accepted media types include: '
+                                f'application/json, application/yaml, application/vnd.kubernetes.protobuf ({base} is not served)')
     if "protobuf" in ct:
         from ketch.server.protobuf import ProtobufError, decode
 

@@ -103,6 +103,9 @@ SCHEMAS: dict[tuple[str, str], Schema] = {
     ("v1", "Namespace"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", {1: ("finalizers", "rep_str", None)})},
     ("v1", "ConfigMap"): {1: ("metadata", "msg", OBJECT_META), 2: ("data", "map_ss", None), 3: ("binaryData", "map_sb", None), 4: ("immutable", "bool", None)},
     ("v1", "Secret"): {1: ("metadata", "msg", OBJECT_META), 2: ("data", "map_sb", None), 3: ("type", "str", None), 4: ("stringData", "map_ss", None), 5: ("immutable", "bool", None)},
+    ("authentication.k8s.io/v1", "TokenRequest"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", {
+        1: ("audiences", "rep_str", None), 4: ("expirationSeconds", "int", None),
+        3: ("boundObjectRef", "msg", {1: ("kind", "str", None), 2: ("apiVersion", "str", None), 3: ("name", "str", None), 4: ("uid", "str", None)})})},
     ("v1", "ServiceAccount"): {1: ("metadata", "msg", OBJECT_META), 2: ("secrets", "rep_msg", OBJECT_REF), 3: ("imagePullSecrets", "rep_msg", LOCAL_REF), 4: ("automountServiceAccountToken", "bool", None)},
 }
 

@@ -13,7 +13,8 @@ import urllib.request
 def report(timestamp: str | None = None, **metrics: float) -> None:
     """Push metrics for the current trial to ketch: ``report(loss=0.25, accuracy=0.9)``.
 
-    Uses the env ketch gives a trial's primary container (KATIB_TRIAL_NAME, KETCH_TRIAL_NAMESPACE, KETCH_URL);
+    Uses the env ketch gives a trial's primary container (KATIB_TRIAL_NAME, KETCH_TRIAL_NAMESPACE, KETCH_URL) and
+    the Pod's ServiceAccount token;
     raises RuntimeError outside a trial or when ketch refuses the values."""
     trial = os.environ.get("KATIB_TRIAL_NAME")
     ns = os.environ.get("KETCH_TRIAL_NAMESPACE", "default")
@@ -23,8 +24,10 @@ def report(timestamp: str | None = None, **metrics: float) -> None:
     body: dict = {"metrics": metrics}
     if timestamp:
         body["timestamp"] = timestamp
+    from ketch.kinds.mounts import bearer  # stdlib-only too: the Pod's ServiceAccount token
+
     req = urllib.request.Request(f"{url}/katib/v1/namespaces/{ns}/trials/{trial}/metrics", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
+                                 headers={"Content-Type": "application/json", **bearer()}, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             r.read()

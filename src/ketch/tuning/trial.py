@@ -254,7 +254,7 @@ class TrialController(Controller):
             pods = [p for p in pods if label_matches({"matchLabels": plabels}, p["metadata"].get("labels") or {})]
         pods.sort(key=lambda p: p["metadata"].get("creationTimestamp", ""))
         out = []
-        async with httpx.AsyncClient(base_url=self.ctx.settings.url, timeout=30) as h:
+        async with httpx.AsyncClient(base_url=self.ctx.settings.url, timeout=30, headers=self.ctx.services["authn"].internal_headers()) as h:
             for p in pods:
                 url = f"/api/v1/namespaces/{md['namespace']}/pods/{p['metadata']['name']}/log"
                 try:

@@ -11,7 +11,6 @@ The function must be self-contained (imports inside it), as for the kubeflow SDK
 from __future__ import annotations
 
 import inspect
-import os
 import random
 import string
 import sys
@@ -121,19 +120,23 @@ def _table(exp: dict, trials: list[dict], objective: str) -> Any:
 def tune(fn: Callable, space: dict[str, Any], *, objective: str = "loss", direction: str = "minimize", max_trials: int = 10,
          parallel: int = 2, algorithm: str = "tpe", random_state: int | None = None, url: str | None = None,
          namespace: str = "default", name: str | None = None, progress: bool = True, console: Any = None,
-         timeout: float = 3600, poll: float = 0.5) -> dict:
-    """Tune ``fn`` on the ketch at ``url`` (default ``$KETCH_URL`` or http://127.0.0.1:8080); returns
+         timeout: float = 3600, poll: float = 0.5, token: str | None = None) -> dict:
+    """Tune ``fn`` on the ketch at ``url`` (found as the ``ketch`` CLI finds it: ``$KETCH_SERVER``, the
+    kubeconfig, http://127.0.0.1:8080; ``token`` likewise); returns
     ``{"experiment", "status", "parameters", "value", "trials"}``.
 
     ``space`` maps each keyword of ``fn`` to ``(min, max)`` (ints give an int parameter), ``(min, max, "log")``
     or a list of choices. ``fn`` returns the objective (a number) or a dict of metrics. With ``progress`` a
     rich table of the trials updates live until the Experiment finishes."""
-    url = url or os.environ.get("KETCH_URL", "http://127.0.0.1:8080")
+    from ketch.machinery.connect import resolve
+
+    conn = resolve(url)
+    url, token = conn.server, token or conn.token
     name = name or f"{fn.__name__.replace('_', '-').lower()[:40]}-{''.join(random.choices(string.ascii_lowercase + string.digits, k=5))}"
     exp = experiment_for(fn, space, name=name, objective=objective, direction=direction, max_trials=max_trials,
                          parallel=parallel, algorithm=algorithm, random_state=random_state)
     base = f"{GROUP}/namespaces/{namespace}"
-    with httpx.Client(base_url=url, timeout=30) as h:
+    with httpx.Client(base_url=url, timeout=30, verify=conn.verify, headers={"Authorization": f"Bearer {token}"} if token else {}) as h:
         r = h.post(f"{base}/experiments", json=exp)
         if r.status_code >= 400:
             raise ValueError(f"ketch refused the Experiment: {r.json().get('message', r.text)}")

@@ -8,6 +8,8 @@ everything, so even opened directly it cannot run; the app shows HTML only in a 
 
 from __future__ import annotations
 
+import os
+import posixpath
 from typing import Any
 
 import fsspec
@@ -15,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ketch.config import Settings
 from ketch.machinery.api import Api
 
 LIMIT = 1 << 20
@@ -31,6 +34,38 @@ def find_artifact(run: dict, artifact_id: str) -> dict | None:
     return None
 
 
+def allowed_roots(settings: Settings) -> list[str]:
+    """Where artifacts may be read from: the artifact root, and each object store prefix named in
+    ``KETCH_ARTIFACT_STORES`` (comma-separated URIs)."""
+    extra = [x.strip() for x in os.environ.get("KETCH_ARTIFACT_STORES", "").split(",") if x.strip()]
+    return [settings.artifact_root, *extra]
+
+
+def readable(uri: str, roots: list[str]) -> bool:
+    """True when ``uri`` lies under one of ``roots`` — whatever the object's status claims (a patched
+    status naming file:///etc/shadow, a ``..`` or a symlink out of the root is refused)."""
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+    except (ValueError, ImportError):
+        return False
+    local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+    for root in roots:
+        try:
+            rfs, rpath = fsspec.core.url_to_fs(root)
+        except (ValueError, ImportError):
+            continue
+        rlocal = "file" in (rfs.protocol if isinstance(rfs.protocol, tuple) else (rfs.protocol,))
+        if local and rlocal:
+            real, rreal = os.path.realpath(path), os.path.realpath(rpath)
+            if real == rreal or real.startswith(rreal.rstrip("/") + "/"):
+                return True
+        elif not local and not rlocal and type(fs) is type(rfs):
+            p, r = posixpath.normpath(path), posixpath.normpath(rpath).rstrip("/")
+            if ".." not in path.split("/") and (p == r or p.startswith(r + "/")):
+                return True
+    return False
+
+
 def read_head(uri: str, limit: int = LIMIT) -> tuple[bytes, bool]:
     """The first ``limit`` bytes of the artifact (of its first file, if it is a directory), and whether it
     was cut."""
@@ -45,7 +80,7 @@ def read_head(uri: str, limit: int = LIMIT) -> tuple[bytes, bool]:
     return data[:limit], len(data) > limit
 
 
-def content_handler(api: Api):
+def content_handler(api: Api, settings: Settings):
     async def handler(request: Request) -> Response:
         run_id, aid = request.path_params["run"], request.path_params["aid"]
         try:
@@ -56,6 +91,8 @@ def content_handler(api: Api):
         art = find_artifact(runs[0], aid) if runs else None
         if art is None or not art.get("uri"):
             return JSONResponse({"error": f"run {run_id!r} has no artifact {aid!r}"}, 404, headers=HEADERS)
+        if not readable(art["uri"], allowed_roots(settings)):
+            return JSONResponse({"error": f"artifact {aid!r} is outside the artifact root and the configured object stores"}, 403, headers=HEADERS)
         try:
             data, cut = await run_in_threadpool(read_head, art["uri"])
         except (OSError, ValueError) as e:

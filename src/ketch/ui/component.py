@@ -53,6 +53,6 @@ def setup(ctx: Context) -> None:
 
     ctx.add_routes([
         Route("/", index),
-        Route("/ui/artifacts/{run}/{aid}", content_handler(ctx.api)),
+        Route("/ui/artifacts/{run}/{aid}", content_handler(ctx.api, ctx.settings)),
         Route("/ui/{path:path}", asset),
     ])

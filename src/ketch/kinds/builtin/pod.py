@@ -41,8 +41,51 @@ def default_pod_spec(spec: dict) -> None:
                 p.setdefault("protocol", "TCP")
 
 
+SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+SA_VOLUME_PREFIX = "kube-api-access-"
+
+
+def service_account_admission(obj: dict) -> None:
+    """What Kubernetes' ServiceAccount admission plugin does to a new Pod: it runs as
+    ``spec.serviceAccountName`` (``default`` when unset), and unless ``automountServiceAccountToken`` is
+    false, a projected volume with a token for that account and the namespace is mounted at
+    /var/run/secrets/kubernetes.io/serviceaccount in every container. The kubelet fills the volume."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return
+    sa = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+    if not isinstance(sa, str):
+        return
+    spec["serviceAccountName"] = spec["serviceAccount"] = sa
+    if spec.get("automountServiceAccountToken") is False:
+        return
+    containers = [c for c in (spec.get("initContainers") or []) + (spec.get("containers") or []) if isinstance(c, dict)]
+    vols = spec.get("volumes")
+    if vols is not None and not isinstance(vols, list):
+        return
+    name = next((v.get("name") for v in vols or [] if isinstance(v, dict) and str(v.get("name", "")).startswith(SA_VOLUME_PREFIX)), None)
+    if name is None:
+        if any(isinstance(m, dict) and str(m.get("mountPath", "")).rstrip("/") == SA_MOUNT
+               for c in containers for m in (c.get("volumeMounts") or []) if isinstance(c.get("volumeMounts"), list)):
+            return  # the user mounts something of their own there
+        import secrets
+
+        name = SA_VOLUME_PREFIX + "".join(secrets.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5))
+        spec["volumes"] = [*(vols or []), {"name": name, "projected": {"defaultMode": 420, "sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+        ]}}]
+    for c in containers:
+        mounts = c.get("volumeMounts")
+        if mounts is not None and not isinstance(mounts, list):
+            continue
+        if not any(isinstance(m, dict) and m.get("name") == name for m in mounts or []):
+            c["volumeMounts"] = [*(mounts or []), {"name": name, "readOnly": True, "mountPath": SA_MOUNT}]
+
+
 def _default(obj: dict) -> None:
     default_pod_spec(obj.setdefault("spec", {}))
+    service_account_admission(obj)
 
 
 def validate_pod_spec(spec: dict, path: str = "spec") -> list[FieldError]:

@@ -59,9 +59,16 @@ class Model:
     async def _forward(self, payload: Any, headers: dict[str, str] | None) -> Any:
         import httpx
 
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=60)
         base = self.predictor_host if "://" in (self.predictor_host or "") else f"http://{self.predictor_host}"
+        if self._client is None:
+            import os
+
+            from ketch.kinds.mounts import bearer
+
+            # Through ketch's gateway the pod authenticates as its ServiceAccount; its token never goes
+            # to any other host.
+            own = os.environ.get("KETCH_SERVER")
+            self._client = httpx.AsyncClient(timeout=60, headers=bearer() if own and base.startswith(own) else {})
         if isinstance(payload, InferRequest):
             body = {"id": payload.id, "parameters": payload.parameters, "inputs": [
                 {"name": i.name, "shape": i.shape, "datatype": i.datatype,

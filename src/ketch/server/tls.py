@@ -1,0 +1,64 @@
+"""A self-signed certificate for ketch's port when none is given (``--tls-cert``/``--tls-key``).
+
+Made once under ``KETCH_HOME/tls`` (key 0600) and reused; kubeconfigs carry it as their
+``certificate-authority`` (it is its own CA), and its SHA-256 fingerprint is printed when ketch is exposed
+beyond loopback so a user on another machine can check what they connect to.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import socket
+from pathlib import Path
+
+from ketch.machinery.authn import private_file
+
+
+def self_signed(home: Path, host: str) -> tuple[Path, Path]:
+    d = home / "tls"
+    cert_p, key_p = d / "tls.crt", d / "tls.key"
+    if cert_p.exists() and key_p.exists():
+        return cert_p, key_p
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                     x509.IPAddress(ipaddress.ip_address("::1"))]
+    for n in {socket.gethostname(), socket.getfqdn()}:
+        if n and n != "localhost":
+            names.append(x509.DNSName(n))
+    try:
+        ip = ipaddress.ip_address(host)
+        if not ip.is_unspecified and not ip.is_loopback:
+            names.append(x509.IPAddress(ip))
+    except ValueError:
+        if host:
+            names.append(x509.DNSName(host))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ketch")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=825))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=False, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(key, hashes.SHA256()))
+    private_file(key_p, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()).decode())
+    cert_p.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_p, key_p
+
+
+def fingerprint(cert_path: Path) -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    return ":".join(f"{b:02X}" for b in cert.fingerprint(hashes.SHA256()))

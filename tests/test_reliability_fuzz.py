@@ -206,7 +206,7 @@ def _query(op: dict, draw) -> dict:
 
 
 def test_kubernetes_api_fuzz(k, operations):
-    @_settings(300)
+    @_settings(200)
     @given(st.data())
     def one(data):
         path, method, op, strats = data.draw(st.sampled_from(operations))
@@ -275,7 +275,7 @@ KFP_BODY = st.fixed_dictionaries({}, optional={
 
 
 def test_kfp_api_fuzz(k):
-    @_settings(150)
+    @_settings(80)
     @given(st.data())
     def one(data):
         kind = data.draw(st.sampled_from(KFP_COLLECTIONS))
@@ -327,7 +327,7 @@ MR_BODY = st.one_of(ANY_JSON, st.fixed_dictionaries({}, optional={
 
 
 def test_registry_and_gateway_fuzz(k):
-    @_settings(150)
+    @_settings(80)
     @given(st.data())
     def one(data):
         target = data.draw(st.sampled_from(["registry", "registry", "registry", "gateway"]))
@@ -370,14 +370,15 @@ def model_server(tmp_path_factory):
 
 
 NUM = st.one_of(st.integers(-(2**70), 2**70), st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.text(max_size=4), st.none())
-ROWS = st.one_of(st.lists(st.lists(NUM, min_size=0, max_size=6), max_size=4), st.lists(NUM, max_size=6), ANY_JSON)
+GOOD_ROWS = st.lists(st.lists(st.floats(-10, 10), min_size=4, max_size=4), min_size=1, max_size=3)  # iris: 4 features
+ROWS = st.one_of(GOOD_ROWS, st.lists(st.lists(NUM, min_size=0, max_size=6), max_size=4), st.lists(NUM, max_size=6), ANY_JSON)
 V2_INPUT = st.fixed_dictionaries({"name": st.one_of(st.just("input-0"), ANY_JSON), "shape": st.one_of(st.lists(st.integers(-2, 8), max_size=3), ANY_JSON),
                                   "datatype": st.one_of(st.sampled_from(["FP32", "FP64", "INT64", "INT8", "BYTES", "BOOL", "UINT8", "FP16", "NOPE"]), ANY_JSON),
                                   "data": st.one_of(ROWS, ANY_JSON)}, optional={"parameters": ANY_JSON})
 
 
 def test_model_server_fuzz(model_server):
-    @_settings(150)
+    @_settings(80)
     @given(st.data())
     def one(data):
         proto = data.draw(st.sampled_from(["v1", "v2", "v2-binary", "raw"]))

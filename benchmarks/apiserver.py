@@ -1,8 +1,9 @@
-"""API server benchmark (run by hand: `python benchmarks/apiserver.py`).
+"""API server benchmark (run by hand: `python benchmarks/apiserver.py [--quick]`).
 
 Starts a real `ketch up` on a free loopback port with a fresh KETCH_HOME and prints:
 objects created per second (1 client, 8 concurrent clients), get and list latency percentiles, watch event
-delivery latency, and the wall time of `kubectl apply -f` on a file of 500 objects. Each figure comes with
+delivery latency, and the wall time of `kubectl apply -f` on a file of 500 objects. Requests carry the
+admin token (kubectl through the kubeconfig `ketch kubeconfig` writes), as a user's would. Each figure comes with
 a reference measured in the same run on the same machine, so ratios stay meaningful across machines:
 - the HTTP floor: GET /healthz round trips (what any request costs before ketch does anything);
 - the storage floor: bare SQLite WAL commits of one row (what a durable write costs before ketch does anything).
@@ -15,7 +16,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,15 +25,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _server import ketch_server  # noqa: E402
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -43,20 +36,6 @@ def pct(xs: list[float], p: float) -> float:
 
 def fmt_ms(xs: list[float]) -> str:
     return f"p50 {pct(xs, 50) * 1e3:.2f} ms, p95 {pct(xs, 95) * 1e3:.2f} ms, p99 {pct(xs, 99) * 1e3:.2f} ms"
-
-
-def start(home: Path, port: int, extra: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "KETCH_HOME": str(home), "PYTHONPATH": str(ROOT / "src"), "KETCH_DISABLE": os.environ.get("KETCH_DISABLE", "")}
-    p = subprocess.Popen([sys.executable, "-m", "ketch", "up", "--port", str(port), *extra], env=env,
-                         stdout=open(home / "server.log", "ab"), stderr=subprocess.STDOUT)
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < 30:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return p
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise SystemExit("ketch did not start:\n" + (home / "server.log").read_text())
 
 
 def sqlite_floor(n: int) -> float:
@@ -83,17 +62,18 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000, help="objects per create phase")
     ap.add_argument("--apply-objects", type=int, default=500)
     ap.add_argument("--database-url", default=None)
+    ap.add_argument("--quick", action="store_true", help="a short run that proves the benchmark works (few objects and samples)")
     args = ap.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="ketch-bench-"))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = start(home, port, ["--database-url", args.database_url] if args.database_url else [])
+    samples, reps, n_watch = 1000, 30, 300
+    if args.quick:
+        args.n, args.apply_objects, samples, reps, n_watch = 80, 20, 100, 5, 30
     out: dict[str, str] = {}
-    try:
+    with ketch_server(args=["--database-url", args.database_url] if args.database_url else []) as k:
+        home = k.home
         print(f"machine: {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}")
-        with httpx.Client(base_url=url, timeout=30) as h:
+        with k.http(timeout=30) as h:
             floor = []
-            for _ in range(500):
+            for _ in range(samples // 2):
                 t0 = time.perf_counter()
                 h.get("/healthz")
                 floor.append(time.perf_counter() - t0)
@@ -112,7 +92,7 @@ def main() -> None:
             out["creates/s, 1 client"] = f"{single:.0f}/s"
 
         def worker(w: int) -> None:
-            with httpx.Client(base_url=url, timeout=30) as hc:
+            with k.http(timeout=30) as hc:
                 for i in range(args.n // 8):
                     hc.post("/api/v1/namespaces/b8/configmaps", json=body(f"w{w}-{i}")).raise_for_status()
 
@@ -122,28 +102,28 @@ def main() -> None:
         conc = (args.n // 8 * 8) / (time.perf_counter() - t0)
         out["creates/s, 8 concurrent clients"] = f"{conc:.0f}/s"
 
-        with httpx.Client(base_url=url, timeout=30) as h:
+        with k.http(timeout=30) as h:
             gets = []
-            for i in range(1000):
+            for i in range(samples):
                 t0 = time.perf_counter()
                 h.get(f"/api/v1/namespaces/b1/configmaps/c{i % args.n}").raise_for_status()
                 gets.append(time.perf_counter() - t0)
             out["get latency"] = fmt_ms(gets)
             lists = []
-            for _ in range(30):
+            for _ in range(reps):
                 t0 = time.perf_counter()
                 r = h.get("/api/v1/namespaces/b1/configmaps")
                 r.raise_for_status()
                 lists.append(time.perf_counter() - t0)
             out[f"list latency ({len(r.json()['items'])} objects)"] = fmt_ms(lists)
             sel = []
-            for _ in range(30):
+            for _ in range(reps):
                 t0 = time.perf_counter()
                 h.get("/api/v1/namespaces/b1/configmaps", params={"labelSelector": "i=7"}).raise_for_status()
                 sel.append(time.perf_counter() - t0)
             out["list latency, labelSelector matching 10%"] = fmt_ms(sel)
             tables = []
-            for _ in range(30):
+            for _ in range(reps):
                 t0 = time.perf_counter()
                 h.get("/api/v1/namespaces/b1/configmaps", headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"}).raise_for_status()
                 tables.append(time.perf_counter() - t0)
@@ -152,11 +132,10 @@ def main() -> None:
         # Watch delivery: time from just before a create is sent to the event's arrival on an open watch.
         sent: dict[str, float] = {}
         lat: list[float] = []
-        n_watch = 300
         ready = threading.Event()
 
         def watcher() -> None:
-            with httpx.Client(base_url=url, timeout=None) as hw, hw.stream("GET", "/api/v1/namespaces/bw/configmaps", params={"watch": "true", "resourceVersion": "0"}) as r:
+            with k.http(timeout=None) as hw, hw.stream("GET", "/api/v1/namespaces/bw/configmaps", params={"watch": "true", "resourceVersion": "0"}) as r:
                 ready.set()
                 for line in r.iter_lines():
                     if not line.strip():
@@ -172,7 +151,7 @@ def main() -> None:
         t.start()
         ready.wait(10)
         time.sleep(0.2)
-        with httpx.Client(base_url=url, timeout=30) as h:
+        with k.http(timeout=30) as h:
             for i in range(n_watch):
                 name = f"e{i}"
                 sent[name] = time.perf_counter()
@@ -182,9 +161,7 @@ def main() -> None:
 
         kubectl = shutil.which("kubectl")
         if kubectl:
-            kc = home / "kubeconfig"
-            subprocess.run([sys.executable, "-m", "ketch", "kubeconfig", "--server", url, "--kubeconfig", str(kc)],
-                           env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, check=True, capture_output=True)
+            kc = k.kubeconfig()  # https on the same port, with the admin token and ketch's CA
             docs = "\n---\n".join(
                 json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"a{i}", "namespace": "bl"}, "data": {"i": str(i)}})
                 for i in range(args.apply_objects)
@@ -202,13 +179,9 @@ def main() -> None:
             out[f"kubectl get cm ({args.apply_objects} objects)"] = f"{time.perf_counter() - t0:.2f} s"
         out["ratio: 1-client creates/s vs SQLite floor"] = f"{single / float(out['storage floor (SQLite WAL 1-row commits)'][:-2]):.2f}"
         out["ratio: get p50 vs HTTP floor p50"] = f"{pct(gets, 50) / pct(floor, 50):.2f}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(home, ignore_errors=True)
     width = max(map(len, out))
-    for k, v in out.items():
-        print(f"{k:<{width}}  {v}")
+    for name, v in out.items():
+        print(f"{name:<{width}}  {v}")
 
 
 if __name__ == "__main__":

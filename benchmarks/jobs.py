@@ -1,7 +1,7 @@
 """Throughput of short batch/v1 Jobs through ketch (Job controller + local kubelet), against starting the same
 processes directly with the same concurrency, in one run.
 
-    python benchmarks/jobs.py [--jobs 200] [--command "python -c pass"]
+    python benchmarks/jobs.py [--jobs 200] [--command "python -c pass"] [--quick]
 
 Prints jobs/s through ketch, processes/s directly, and the ratio (ketch's overhead per job).
 """
@@ -16,14 +16,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _server import ketch_server  # noqa: E402
 
 
 def through_ketch(n: int, cmd: list[str]) -> tuple[float, int]:
-    with ketch_server({"KETCH_JOB_BACKOFF_SECONDS": "0.1"}) as url, httpx.Client(base_url=url, timeout=60) as h:
+    with ketch_server({"KETCH_JOB_BACKOFF_SECONDS": "0.1"}) as k, k.http() as h:
         h.post("/api/v1/namespaces", json={"metadata": {"name": "bench"}})
         t0 = time.perf_counter()
         for i in range(n):
@@ -51,7 +49,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=200)
     ap.add_argument("--command", default=f"{sys.executable} -c pass")
+    ap.add_argument("--quick", action="store_true", help="a short run that proves the benchmark works (10 jobs)")
     a = ap.parse_args()
+    if a.quick:
+        a.jobs = 10
     cmd = shlex.split(a.command)
     k_time, conc = through_ketch(a.jobs, cmd)
     d_time = direct(a.jobs, cmd, conc)

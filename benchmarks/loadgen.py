@@ -2,7 +2,8 @@
 the next request as soon as the previous answer is complete, for ``duration`` seconds after a warm-up.
 
 Raw asyncio protocol on uvloop, so the client costs far less per request than the servers it measures;
-run pinned to its own core. Prints one JSON line: requests, errors, rps, p50/p99 in ms.
+run pinned to its own core. ``-H "Name: value"`` adds a header to every request (e.g. ketch's bearer token).
+Prints one JSON line: requests, errors, rps, p50/p99 in ms.
 """
 
 from __future__ import annotations
@@ -71,11 +72,12 @@ async def worker(host: str, port: int, req: bytes, stop: list, lat: list, errs: 
             lat.append(t1 - t0)
 
 
-async def run(url: str, body: bytes, conc: int, duration: float, warmup: float) -> dict:
+async def run(url: str, body: bytes, conc: int, duration: float, warmup: float, headers: list[str] | None = None) -> dict:
     from urllib.parse import urlparse
 
     u = urlparse(url)
-    req = (f"POST {u.path} HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\nContent-Type: application/json\r\n"
+    extra = "".join(f"{h.strip()}\r\n" for h in headers or [])
+    req = (f"POST {u.path} HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\nContent-Type: application/json\r\n{extra}"
            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
     stop: list = []
     lat: list[float] = []
@@ -99,6 +101,7 @@ def main() -> None:
     p.add_argument("-d", type=float, default=5.0)
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--cpu", type=int, default=None)
+    p.add_argument("-H", "--header", action="append", default=[], help='"Name: value", repeatable')
     a = p.parse_args()
     if a.cpu is not None:
         os.sched_setaffinity(0, {a.cpu})
@@ -108,7 +111,7 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    print(json.dumps(asyncio.run(run(a.url, a.body.encode(), a.c, a.d, a.warmup))))
+    print(json.dumps(asyncio.run(run(a.url, a.body.encode(), a.c, a.d, a.warmup, a.header))))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Pipelines on ketch vs kfp.local (SubprocessRunner), same pipelines, same machine, one invocation.
 
-    python benchmarks/pipelines.py [--only chain,fanout,sklearn] [--skip-local]
+    python benchmarks/pipelines.py [--only chain,fanout,sklearn] [--skip-local] [--quick]
 
 Pipelines: a 20-task chain of trivial components, a 20-wide ParallelFor fan-out with a Collected fan-in
 (of trivial tasks, and of tasks that each wait 0.5 s, to show them overlapping), and a small scikit-learn
@@ -13,9 +13,6 @@ nil, so it is all overhead). Prints the figures and the ketch/kfp.local ratios.
 import argparse
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,8 +21,9 @@ from pathlib import Path
 
 warnings.filterwarnings("ignore")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "benchmarks")]
 
+from _server import ketch_server  # noqa: E402
 from kfp import dsl  # noqa: E402
 from kfp.dsl import Dataset, Input, Metrics, Model, Output  # noqa: E402
 
@@ -126,30 +124,9 @@ def sklearn_pipeline() -> float:
 CASES = {"chain": (chain, N), "fanout": (fanout, N + 1), "fanout_wait": (fanout_wait, N + 1), "sklearn": (sklearn_pipeline, 3)}
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_ketch(names: list[str]) -> dict[str, float]:
-    import httpx
-    import kfp
-
-    home = Path(tempfile.mkdtemp(prefix="ketch-bench-"))
-    port = _port()
-    env = {**os.environ, "KETCH_HOME": str(home), "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "ketch", "up", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(home / "server.log", "wb"), start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        c = kfp.Client(host=url)
+    with ketch_server() as k:
+        c = k.kfp_client()  # kfp.Client(host=..., existing_token=<the admin token>)
         out = {}
         for name in names:
             func, _ = CASES[name]
@@ -162,10 +139,6 @@ def run_ketch(names: list[str]) -> dict[str, float]:
             if r.state != "SUCCEEDED":
                 raise RuntimeError(f"ketch run of {name} ended {r.state}: {r.error}")
         return out
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(20)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def run_local(names: list[str]) -> dict[str, float]:
@@ -189,8 +162,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default="chain,fanout,fanout_wait,sklearn")
     ap.add_argument("--skip-local", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="a short run that proves the benchmark works (the chain alone)")
     a = ap.parse_args()
-    names = [n for n in a.only.split(",") if n]
+    names = ["chain"] if a.quick else [n for n in a.only.split(",") if n]
     k = run_ketch(names)
     devnull = open(os.devnull, "w")
     if a.skip_local:

@@ -1,6 +1,6 @@
 """Pod latency and throughput on the local kubelet, against starting the same process directly.
 
-Run by hand:  python benchmarks/pods.py [--n 200] [--repeat 10]
+Run by hand:  python benchmarks/pods.py [--n 200] [--repeat 10] [--quick]
 
 Starts a real ``ketch up`` (temporary KETCH_HOME, free loopback port) and, in the same run:
 - latency from Pod create (HTTP POST returned... measured from just before it) to phase Running and to
@@ -14,33 +14,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _server import KetchServer, ketch_server  # noqa: E402
 
 
 class Watcher(threading.Thread):
     """Records the first time each pod is seen Running and Succeeded/Failed."""
 
-    def __init__(self, url: str, ns: str) -> None:
+    def __init__(self, k: KetchServer, ns: str) -> None:
         super().__init__(daemon=True)
-        self.url, self.ns = url, ns
+        self.k, self.ns = k, ns
         self.running: dict[str, float] = {}
         self.finished: dict[str, float] = {}
         self.phase: dict[str, str] = {}
@@ -54,7 +46,7 @@ class Watcher(threading.Thread):
             pass  # the server went away at the end of the run
 
     def _run(self) -> None:
-        with httpx.Client(timeout=None) as c, c.stream("GET", f"{self.url}/api/v1/namespaces/{self.ns}/pods", params={"watch": "true"}) as r:
+        with self.k.http(timeout=None) as c, c.stream("GET", f"/api/v1/namespaces/{self.ns}/pods", params={"watch": "true"}) as r:
             self.ready.set()
             for line in r.iter_lines():
                 if not line:
@@ -98,24 +90,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=200, help="pods in the throughput run")
     ap.add_argument("--repeat", type=int, default=10, help="samples per latency figure")
+    ap.add_argument("--quick", action="store_true", help="a short run that proves the benchmark works (--n 10 --repeat 2)")
     a = ap.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="ketch-bench-"))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "KETCH_HOME": str(home), "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    if a.quick:
+        a.n, a.repeat = 10, 2
     prof = ["-m", "cProfile", "-o", os.environ["KETCH_BENCH_PROFILE"]] if os.environ.get("KETCH_BENCH_PROFILE") else []
-    proc = subprocess.Popen([sys.executable, *prof, "-m", "ketch", "up", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(home / "server.log", "wb"))
-    try:
-        for _ in range(200):
-            try:
-                if httpx.get(url + "/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        c = httpx.Client(base_url=url, timeout=60)
+    with ketch_server(python_args=prof) as k, k.http() as c:
         c.post("/api/v1/namespaces", json={"metadata": {"name": "bench"}})
-        w = Watcher(url, "bench")
+        w = Watcher(k, "bench")
         w.start()
         w.ready.wait(10)
         time.sleep(0.2)
@@ -149,13 +131,6 @@ def main() -> None:
         print(f"throughput: {a.n} pods (`true`) created in {t_created:.2f}s, all finished in {total:.2f}s "
               f"= {a.n/total:.1f} pods/s ({ok}/{a.n} Succeeded); {a.n} direct `true` runs: {t_direct:.2f}s "
               f"= {a.n/t_direct:.0f}/s")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ adaptive batching (``--max-batch-size 64``), the feature meant for models that d
 Also printed: cold start, process start to first answer.
 
     python -m venv /tmp/kserve-venv && /tmp/kserve-venv/bin/pip install kserve==0.21.0 scikit-learn
-    python benchmarks/serving.py --kserve-python /tmp/kserve-venv/bin/python [--duration 5]
+    python benchmarks/serving.py --kserve-python /tmp/kserve-venv/bin/python [--duration 5] [--gateway] [--quick]
+
+``--gateway`` also serves the LR model as an InferenceService and loads it through ketch's gateway with the
+admin bearer token, as any client of a protected InferenceService must.
 
 Targets (issue #6): LR >= 2x KServe's rps at every concurrency with a lower p99; RF at c=64 >= 5x.
 """
@@ -19,7 +22,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,15 +32,12 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
+sys.path.insert(0, str(HERE))
+from _server import KetchServer, free_port, ketch_server  # noqa: E402
+
 ROW = [6.8, 2.8, 4.8, 1.4]
 BODIES = {"v1": json.dumps({"instances": [ROW]}),
           "v2": json.dumps({"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": ROW}]})}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def train(out: Path) -> dict[str, Path]:
@@ -96,7 +95,10 @@ def main() -> None:
     ap.add_argument("--models", default="lr,rf")
     ap.add_argument("--concurrency", default="1,8,64")
     ap.add_argument("--gateway", action="store_true", help="also measure ketch end to end: an InferenceService through ketch's gateway")
+    ap.add_argument("--quick", action="store_true", help="a short run that proves the benchmark works (lr, c=1, 1 s, with --gateway)")
     a = ap.parse_args()
+    if a.quick:
+        a.models, a.concurrency, a.duration, a.gateway = "lr", "1", 1.0, True
     tmp = Path(tempfile.mkdtemp(prefix="ketch-bench-"))
     paths = train(tmp)
     concs = [int(c) for c in a.concurrency.split(",")]
@@ -142,44 +144,39 @@ def main() -> None:
         gateway(paths["lr"], concs, a.duration, tmp)
 
 
+def serve_isvc(k: KetchServer, model_dir: Path, name: str = "m", timeout: float = 180) -> tuple[str, float]:
+    """Create an sklearn InferenceService for ``model_dir`` and wait until Ready: (status.url, seconds taken)."""
+    isvc = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"predictor": {"sklearn": {"storageUri": str(model_dir)}}}}
+    base = "/apis/serving.kserve.io/v1beta1/namespaces/default/inferenceservices"
+    with k.http() as h:
+        t0 = time.perf_counter()
+        h.post(base, json=isvc).raise_for_status()
+        while time.perf_counter() - t0 < timeout:
+            st = h.get(f"{base}/{name}").json().get("status") or {}
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions", [])):
+                return st["url"], time.perf_counter() - t0
+            time.sleep(0.05)
+    raise SystemExit(f"InferenceService {name} did not become Ready:\n{k.log()}")
+
+
+def load_url(url: str, conc: int, duration: float, headers: dict[str, str] | None = None, cpu: int = 1) -> dict:
+    """The V1 body against ``url`` (loadgen.py pinned to ``cpu``), with ``headers`` on every request."""
+    hs = [arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")]
+    out = subprocess.run([sys.executable, str(HERE / "loadgen.py"), url, "--body", BODIES["v1"], "-c", str(conc), "-d", str(duration),
+                          "--cpu", str(cpu), *hs], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def gateway(model_dir: Path, concs: list[int], duration: float, tmp: Path) -> None:
     """The LR model as an InferenceService, V1 through ketch's gateway (status.url): one more proxy hop."""
-    port = free_port()
-    home = tmp / "ketch-home"
-    home.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "ketch", "up", "--port", str(port)], env={**os.environ, "KETCH_HOME": str(home), "PYTHONPATH": str(SRC)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=lambda: os.sched_setaffinity(0, {0}), start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        isvc = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "metadata": {"name": "m", "namespace": "default"},
-                "spec": {"predictor": {"sklearn": {"storageUri": str(model_dir)}}}}
-        t0 = time.perf_counter()
-        r = httpx.post(f"{base}/apis/serving.kserve.io/v1beta1/namespaces/default/inferenceservices", json=isvc)
-        r.raise_for_status()
-        url = None
-        while time.perf_counter() - t0 < 120:
-            st = httpx.get(f"{base}/apis/serving.kserve.io/v1beta1/namespaces/default/inferenceservices/m").json().get("status") or {}
-            if any(c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions", [])):
-                url = st["url"]
-                break
-            time.sleep(0.05)
-        if url is None:
-            raise SystemExit("InferenceService did not become Ready")
-        print(f"\nInferenceService create to Ready (fetch, start, load): {time.perf_counter() - t0:.2f} s; status.url {url}")
+    with ketch_server(preexec_fn=lambda: os.sched_setaffinity(0, {0})) as k:
+        url, ready_s = serve_isvc(k, model_dir)
+        print(f"\nInferenceService create to Ready (fetch, start, load): {ready_s:.2f} s; status.url {url}")
         u = httpx.URL(url)
         for c in concs:
-            out = subprocess.run([sys.executable, str(HERE / "loadgen.py"), f"{url}/v1/models/m:predict", "--body", BODIES["v1"],
-                                  "-c", str(c), "-d", str(duration), "--cpu", "1"], capture_output=True, text=True, check=True)
-            r = json.loads(out.stdout.strip().splitlines()[-1])
+            r = load_url(f"{url}/v1/models/m:predict", c, duration, k.headers)
             print(f"  lr via gateway ({u.path}) v1 c={c:<3} {r['rps']:8.0f} rps  p50 {r['p50']:7.2f} ms  p99 {r['p99']:7.2f} ms  errors {r['errors']}", flush=True)
-    finally:
-        stop(proc)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """A 4-replica PyTorchJob against launching the same DDP script directly, in one run.
 
-Run by hand:  python benchmarks/training.py [--repeat 3] [--steps 30]
+Run by hand:  python benchmarks/training.py [--repeat 3] [--steps 30] [--quick]
 
 Starts a real ``ketch up`` (temporary KETCH_HOME, free loopback port) and measures, per repetition:
 - PyTorchJob (Master + 3 Workers, each ``python tests/training_scripts/ddp_train.py``, gloo): time from the
@@ -15,25 +15,18 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-SRC = ROOT / "src"
 SCRIPT = ROOT / "tests" / "training_scripts" / "ddp_train.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _server import KetchServer, free_port, ketch_server  # noqa: E402
 
 
 def job(name: str, steps: int) -> dict:
@@ -86,22 +79,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--quick", action="store_true", help="a short run that proves the benchmark works (--repeat 1 --steps 3)")
     a = ap.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="ketch-bench-training-"))
-    port = free_port()
-    env = {**os.environ, "KETCH_HOME": str(home), "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "ketch", "up", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=url, timeout=30) as c:
-            for _ in range(300):
-                try:
-                    if c.get("/healthz").status_code == 200 and c.get("/apis/kubeflow.org/v1").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.05)
+    if a.quick:
+        a.repeat, a.steps = 1, 3
+
+    def served(k: KetchServer) -> bool:
+        with k.http(timeout=5) as c:
+            return c.get("/apis/kubeflow.org/v1").status_code == 200
+
+    with ketch_server(ready=served) as k:
+        with k.http(timeout=30) as c:
             run_job(c, "warmup", a.steps)
             running, done, tr, direct = [], [], [], []
             for i in range(a.repeat):
@@ -116,13 +104,6 @@ def main() -> None:
         print(f"  create -> Succeeded              : {m(done):7.3f} s")
         print(f"  torchrun --nproc-per-node 4      : {m(tr):7.3f} s   (job/torchrun = {m(done) / m(tr):.2f}x, +{m(done) - m(tr):.3f} s)")
         print(f"  4 processes started directly     : {m(direct):7.3f} s   (job/direct   = {m(done) / m(direct):.2f}x, +{m(done) - m(direct):.3f} s)")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

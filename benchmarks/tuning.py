@@ -1,6 +1,6 @@
 """Katib Experiments through ketch against optuna run directly, in one run.
 
-    python benchmarks/tuning.py [--trials 50]
+    python benchmarks/tuning.py [--trials 50] [--quick]
 
 1. Overhead per trial: an Experiment of N trials of a trivial objective (`python -c "print('loss=1')"`,
    batch Job trials, StdOut metrics, parallelTrialCount 1) through ketch with the local kubelet, against the
@@ -77,9 +77,11 @@ def main() -> None:
     warnings.simplefilter("ignore")
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=50)
-    n = ap.parse_args().trials
+    ap.add_argument("--quick", action="store_true", help="a short run that proves the benchmark works (3 trials)")
+    a = ap.parse_args()
+    n = 3 if a.quick else a.trials
     trivial = "print('loss=1')"
-    with ketch_server() as url, httpx.Client(base_url=url, timeout=60) as h:
+    with ketch_server() as k, k.http() as h:
         k_time, _ = run_experiment(h, experiment("overhead", "random", n, trivial, ["x1=${trialParameters.x1}", "x2=${trialParameters.x2}"]))
         t0 = time.perf_counter()
         optuna_direct(optuna.samplers.RandomSampler(seed=0), n, lambda t: (t.suggest_float("x1", -5, 10), t.suggest_float("x2", 0, 15), 1.0)[2])

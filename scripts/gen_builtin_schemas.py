@@ -1,6 +1,6 @@
 """Generate OpenAPI schemas (types only) for ketch's built-in kinds from the `kubernetes` client's models.
 
-Run by hand when a built-in kind is added: `python scripts/gen_builtin_schemas.py`, with the `kubernetes`
+Run by hand when a built-in kind is added: `python scripts/gen_builtin_schemas.py [--merge]`, with the `kubernetes`
 client whose version matches the kubectl ketch targets (37.x for kubectl 1.37; older clients lack newer
 fields, which Strict field validation would then refuse). The committed file was generated from 37.0.2
 unpacked on PYTHONPATH (its optional `durationpy` import stubbed), leaving the installed client alone. The output,
@@ -22,6 +22,14 @@ ROOTS = {
     "v1/Namespace": "V1Namespace", "v1/ServiceAccount": "V1ServiceAccount", "v1/Event": "CoreV1Event",
     "v1/PersistentVolumeClaim": "V1PersistentVolumeClaim", "v1/Node": "V1Node", "v1/Endpoints": "V1Endpoints",
     "batch/v1/Job": "V1Job",
+    "rbac.authorization.k8s.io/v1/Role": "V1Role", "rbac.authorization.k8s.io/v1/ClusterRole": "V1ClusterRole",
+    "rbac.authorization.k8s.io/v1/RoleBinding": "V1RoleBinding",
+    "rbac.authorization.k8s.io/v1/ClusterRoleBinding": "V1ClusterRoleBinding",
+    "authorization.k8s.io/v1/SelfSubjectAccessReview": "V1SelfSubjectAccessReview",
+    "authorization.k8s.io/v1/SubjectAccessReview": "V1SubjectAccessReview",
+    "authorization.k8s.io/v1/LocalSubjectAccessReview": "V1LocalSubjectAccessReview",
+    "authorization.k8s.io/v1/SelfSubjectRulesReview": "V1SelfSubjectRulesReview",
+    "authentication.k8s.io/v1/SelfSubjectReview": "V1SelfSubjectReview",
 }
 OUT = Path(__file__).resolve().parents[1] / "src/ketch/kinds/schemas/builtin.json"
 PRIMITIVES = {
@@ -64,12 +72,19 @@ def model(cls_name: str, defs: dict) -> None:
 
 
 def main() -> None:
+    import sys
+
+    # --merge: add the roots missing from the committed file, keeping every definition already there (so an
+    # older installed client can add a kind without rewriting the types generated from a newer one).
+    old = json.loads(OUT.read_text()) if "--merge" in sys.argv and OUT.exists() else {"roots": {}, "definitions": {}}
     defs: dict = {}
-    for cls_name in ROOTS.values():
-        model(cls_name, defs)
+    for gvk, cls_name in ROOTS.items():
+        if gvk not in old["roots"]:
+            model(cls_name, defs)
     for d in defs.values():
         d.pop("x-ketch-model", None)
-    roots = {gvk: name_of(c) for gvk, c in ROOTS.items()}
+    defs = {**defs, **old["definitions"]}
+    roots = {**{gvk: name_of(c) for gvk, c in ROOTS.items()}, **old["roots"]}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({"roots": roots, "definitions": defs}, sort_keys=True, separators=(",", ":")))
     print(f"wrote {len(defs)} definitions to {OUT}")

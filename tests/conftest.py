@@ -43,6 +43,7 @@ class Ketch:
     env: dict = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     extra_args: list[str] = field(default_factory=list)
+    python: str = sys.executable  # the interpreter ``ketch up`` runs with (a test may start it from another venv)
 
     @property
     def url(self) -> str:
@@ -78,10 +79,10 @@ class Ketch:
         return kfp.Client(host=self.url, existing_token=self.token, **kw)
 
     def start(self, timeout: float = 20.0) -> Ketch:
-        env = {**os.environ, **self.env, "KETCH_HOME": str(self.home), "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env = {**os.environ, **self.env, "KETCH_HOME": str(self.home), "PYTHONPATH": str(SRC) + os.pathsep + self.env.get("PYTHONPATH", os.environ.get("PYTHONPATH", ""))}
         log = open(self.home / "server.log", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ketch", "up", "--port", str(self.port), "--log-level", "info", *self.extra_args],
+            [self.python, "-m", "ketch", "up", "--port", str(self.port), "--log-level", "info", *self.extra_args],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.time() + timeout

@@ -62,9 +62,9 @@ def test_app_is_served_from_the_package_with_a_csp(ketch):
 
 def test_app_loads_with_no_external_requests(dashboard):
     page = dashboard.open("/")
-    expect(page.locator("#nav a")).to_have_count(10)
+    expect(page.locator("#nav a")).to_have_count(11)
     for label in ["Pipelines", "Runs", "Experiments", "Recurring runs", "Training jobs", "Tuning experiments",
-                  "Models", "Notebooks", "Resources", "Events"]:
+                  "Models", "Notebooks", "Resources", "Events", "Contributors"]:
         expect(page.locator("#nav").get_by_text(label, exact=True)).to_be_visible()
     expect(page.locator("#ns option[value=default]")).to_have_count(1)
     expect(page.locator("#live")).to_contain_text("live")  # the namespace watch stream is open
@@ -277,3 +277,30 @@ def test_pod_page_follows_the_log(ketch, dashboard):
     expect(page.locator("#pod-log")).to_contain_text("tick 2", timeout=30000)
     expect(page.locator(".obj-head .badge").first).to_have_text("Succeeded", timeout=30000)
     dashboard.shot("pod-log")
+
+
+def test_home_shows_what_is_running_activity_and_the_machine(ketch, dashboard):
+    """Home: running workloads across namespaces ("All namespaces" chosen), recent events, the node's
+    capacity; log out ends the session."""
+    import sys
+
+    ketch.kubectl("create", "namespace", "kubeflow-demo")
+    ketch.kubectl("create", "job", "sleeper", "-n", "kubeflow-demo", "--image=python:3.11", "--", sys.executable, "-c", "import time; time.sleep(120)")
+    page = dashboard.open("/")
+    page.select_option("#ns", "*")
+    running = page.locator("#running-table tbody tr", has_text="sleeper")
+    expect(running).to_have_count(1)
+    expect(running).to_contain_text("kubeflow-demo")
+    expect(page.locator("#activity-table")).to_contain_text("SuccessfulCreate")
+    expect(page.locator("#node-table")).to_contain_text("GiB")
+    dashboard.shot("home-running")
+    # a namespace chosen is remembered and honoured: nothing runs in default
+    page.select_option("#ns", "default")
+    expect(page.locator("#running-table")).to_contain_text("Nothing is running in namespace default")
+    page.reload()
+    expect(page.locator("#ns")).to_have_value("default")
+    page.click("#logout")
+    page.wait_for_url(dashboard.base + "/login")
+    page.goto(dashboard.base + "/")
+    page.wait_for_url(dashboard.base + "/login")  # the session is gone
+    ketch.kubectl("delete", "job", "sleeper", "-n", "kubeflow-demo")

@@ -369,7 +369,7 @@ def two_phases(flag: str, seconds: float = 1.5) -> str:
 def test_pause_lets_running_tasks_finish_and_starts_nothing_until_resumed(shared_ketch, tmp_path: Path) -> None:
     c = client(shared_ketch)
     flag = tmp_path / "started"
-    rid = c.create_run_from_pipeline_func(two_phases, arguments={"flag": str(flag)}).run_id
+    rid = c.create_run_from_pipeline_func(two_phases, arguments={"flag": str(flag), "seconds": 4.0}).run_id
     wait_for(flag.exists, what="first task running")
     env = {**os.environ, "PYTHONPATH": str(SRC), "KETCH_TOKEN": shared_ketch.token}
     cli = subprocess.run([sys.executable, "-m", "ketch", "pause", rid, "--server", shared_ketch.url], capture_output=True, text=True, env=env, timeout=60)

@@ -70,10 +70,10 @@ def test_kill9_then_recover_adopts_and_reports(tmp_path):
         assert k.kjson("get", "pod", "survivor")["status"]["containerStatuses"][0]["restartCount"] == 0
         before = k.kubectl("logs", "survivor").stdout.count("tick")
         wait_for(lambda: k.kubectl("logs", "survivor").stdout.count("tick") > before + 2, what="logs after adoption")
-        # died while ketch was down, restartPolicy Never: Failed, with the reason
+        # killed while ketch was down, restartPolicy Never: Failed, with the status its supervisor recorded
         wait_for(lambda: k.kjson("get", "pod", "doomed")["status"]["phase"] == "Failed", what="doomed Failed")
         t = k.kjson("get", "pod", "doomed")["status"]["containerStatuses"][0]["state"]["terminated"]
-        assert t["reason"] == "ContainerStatusUnknown"
+        assert (t["exitCode"], t.get("signal"), t["reason"]) == (137, 9, "Error"), t
         # died while ketch was down, restartPolicy Always: restarted
         wait_for(lambda: k.kjson("get", "pod", "phoenix")["status"]["containerStatuses"][0]["restartCount"] == 1, what="phoenix restarted")
         k.kubectl("wait", "--for=condition=Ready", "pod/phoenix", "--timeout=30s")

@@ -238,6 +238,8 @@ def test_pods_get_their_service_account_not_the_admin_key(k, tmp_path):
 def test_token_request_and_kubectl_create_token(k):
     k.kubectl("create", "namespace", "tr")
     k.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "robot", "namespace": "tr"}}))
+    # RBAC: an account gets what its bindings give (docs/multiuser.md); this one may read its namespace
+    k.kubectl("create", "rolebinding", "robot-view", "--clusterrole=view", "--serviceaccount=tr:robot", "-n", "tr")
     token = k.kubectl("create", "token", "robot", "-n", "tr", "--duration=1h").stdout.strip()
     with k.http(auth=False) as h:
         auth = {"Authorization": f"Bearer {token}"}

@@ -367,6 +367,7 @@ def test_pbt_generations_exploit_and_explore(k):
 
 def test_experiment_survives_kill9_half_done(tmp_path):
     kk = make_ketch(tmp_path, env={"KETCH_DISABLE": "kubelet", "KETCH_JOB_BACKOFF_SECONDS": "0"}).start()
+    saved, TOKEN[:] = TOKEN[:], [kk.token]
     try:
         kk.kubectl("apply", "-f", "-", input=experiment("r", "tpe", max_trials=8, parallel=2, settings=[{"name": "n_startup_trials", "value": "3"}]))
         drive(kk, "default", "r", push_branin, until=lambda e: e.get("status", {}).get("trialsSucceeded", 0) >= 3)
@@ -378,6 +379,7 @@ def test_experiment_survives_kill9_half_done(tmp_path):
         sug = kk.kjson("get", "suggestion", "r")["status"]["suggestions"]
         names = [t["metadata"]["name"] for t in kk.kjson("get", "trials")["items"]]
         assert set(names) <= {s["name"] for s in sug}  # every trial came from the one suggestion list
+        TOKEN[:] = saved
         assert len(set(names)) == 8
     finally:
         kk.stop()

@@ -28,7 +28,7 @@ def up(
 ) -> None:
     """Start ketch: the API server, controllers and kubelet in one process."""
     from ketch.config import Settings
-    from ketch.machinery.authn import is_loopback
+    from ketch.machinery.hosts import is_loopback
     from ketch.server import lograte
     from ketch.server.app import serve
 
@@ -96,7 +96,7 @@ def kubeconfig_cmd(
     same port (ketch serves both), with ketch's certificate as the cluster's certificate authority."""
     from ketch.cli.kubeconfig import write_kubeconfig
     from ketch.config import default_home
-    from ketch.machinery.authn import is_loopback
+    from ketch.machinery.hosts import is_loopback
 
     h = Path(home).expanduser() if home else default_home()
     crt = h / "tls" / "tls.crt"
@@ -187,7 +187,19 @@ def _version() -> str:
 
 
 def main() -> None:
-    app()
+    import httpx
+
+    try:
+        app()
+    except httpx.TransportError as e:  # one short line, whatever the command, not a traceback
+        try:
+            where = str(e.request.url.copy_with(path="/", query=None)).rstrip("/")
+        except RuntimeError:  # no request attached
+            from ketch.machinery.connect import resolve
+
+            where = resolve(None).server
+        typer.echo(f"error: cannot reach ketch at {where}: {e}", err=True)
+        raise SystemExit(1) from None
 
 
 from ketch.cli.run import pause as _pause  # noqa: E402 - registered after the core commands
@@ -199,5 +211,13 @@ app.command("pause")(_pause)
 app.command("resume")(_resume)
 
 from ketch.cli.lineage import lineage as _lineage  # noqa: E402
+from ketch.cli.observe import logs as _logs  # noqa: E402
+from ketch.cli.observe import status as _status  # noqa: E402
 
 app.command("lineage")(_lineage)
+app.command("logs")(_logs)
+app.command("status")(_status)
+
+from ketch.cli.users import user_app as _user_app  # noqa: E402
+
+app.add_typer(_user_app, name="user")

@@ -101,6 +101,19 @@ def _exit_codes(pod: dict) -> list[tuple[str, int]]:
     return out
 
 
+def _cause(pod: dict) -> str:
+    """What a failed Pod's status says about why, for a Job's failure message (cheap: no log is read)."""
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        t = (cs.get("state") or {}).get("terminated") or {}
+        if t.get("exitCode"):
+            msg = (t.get("message") or "").strip()
+            if len(msg) > 1024:
+                msg = "..." + msg[-1024:]
+            return (f"; last failed pod {pod['metadata']['name']}: container {cs.get('name')} exited with code {t['exitCode']}"
+                    f" ({t.get('reason') or 'Error'})" + (f": {msg}" if msg else ""))
+    return ""
+
+
 def match_failure_rule(policy: dict | None, pod: dict) -> dict | None:
     """The first podFailurePolicy rule that matches a failed Pod (Kubernetes' order), or None."""
     for rule in (policy or {}).get("rules") or []:
@@ -154,7 +167,7 @@ class JobController(Controller):
             if action == "Ignore":
                 continue
             if action == "FailJob" and fail_reason is None:
-                fail_reason = ("PodFailurePolicy", f"Container of pod {key.namespace}/{p['metadata']['name']} failed, matching a FailJob rule of the podFailurePolicy")
+                fail_reason = ("PodFailurePolicy", f"Container of pod {key.namespace}/{p['metadata']['name']} failed, matching a FailJob rule of the podFailurePolicy{_cause(p)}")
             counted_failed += 1
         if (spec.get("template") or {}).get("spec", {}).get("restartPolicy") == "OnFailure":
             counted_failed += sum(int(cs.get("restartCount", 0)) for p in active for cs in (p.get("status") or {}).get("containerStatuses") or [])
@@ -189,6 +202,9 @@ class JobController(Controller):
             fail_reason = None  # success was reached first; what follows is only cleanup
         elif fail_reason is None:
             fail_reason = self._check_failure(spec, status)
+            if fail_reason is not None and fail_reason[0] == "BackoffLimitExceeded" and failed_pods:
+                last = max(failed_pods, key=lambda p: _finished_at(p) or dt.datetime.min.replace(tzinfo=dt.UTC))
+                fail_reason = (fail_reason[0], fail_reason[1] + _cause(last))
         if fail_reason is None and met is None and get_condition({"status": status}, "FailureTarget") is None:
             if self._succeeded(spec, status, active, succeeded, done_idx):
                 set_condition(status, "SuccessCriteriaMet", "True", "CompletionsReached", "Reached expected number of succeeded pods")

@@ -223,9 +223,11 @@ class Kubelet(abc.ABC):
 
     @abc.abstractmethod
     async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int, preload: tuple[str, ...] = (),
-                    requests: dict[str, float] | None = None) -> Started:
+                    requests: dict[str, float] | None = None, exit_file: str | None = None) -> Started:
         """Start one container process in its own process group, output to the given descriptors;
         raise CannotRun with Kubernetes' message when the executable cannot be found or started.
+        ``exit_file`` is where something that outlives ketch should record how the process ended
+        (``exit_status`` reads it back after a restart); a kubelet that cannot may ignore it.
         ``preload`` (the Pod's ``kubelet.ketch.dev/preload`` modules) is a hint that a ``python -m``
         container may be forked from an interpreter that has imported them; a kubelet may ignore it.
         ``requests`` (cpu cores, memory bytes, GPUs) is where a kubelet that places processes on other

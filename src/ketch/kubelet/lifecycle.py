@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as _dt
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from ketch.kinds.builtin.pod import SA_VOLUME_PREFIX
 from ketch.kinds.meta import now, parse_time
 from ketch.kinds.mounts import ENV as MOUNTS_ENV
 from ketch.kinds.resources import GPU, container_requests, memory_limit, pod_requests, qos_class
-from ketch.kubelet import volumes
+from ketch.kubelet import containers, exits, images, logs, process, volumes
 from ketch.kubelet.base import KINDS, POD, CannotRun, Kubelet, Started
 from ketch.kubelet.env import ConfigError, container_env, expand
 from ketch.kubelet.logs import Shipper
@@ -33,6 +34,10 @@ from ketch.machinery.errors import StatusError
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 300.0
+
+
+def _rfc3339(epoch: float) -> str:
+    return _dt.datetime.fromtimestamp(epoch, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def backoff_base() -> float:
@@ -82,6 +87,12 @@ class PodWorker:
         self.waiters: dict[str, asyncio.Task] = {}
         self.probers: dict[str, asyncio.Task] = {}
         self.shippers: dict[str, Shipper] = {}
+        self.warned: set[str] = set()  # containers whose image warning (InterpreterNotFound) was recorded
+        self.runtime: containers.Runtime | None = None  # set when a RuntimeClass runs the Pod as OCI containers
+        self._runtime_known = False
+        self.stopping: set[str] = set()  # containers ketch is ending (an exit 137 then is not an OOM kill)
+        self.cannot_run: dict[str, str] = {}  # container -> why its container could not be started
+        self.pull_failures: dict[str, int] = {}
         self.vols: dict[str, str] | None = None
         self.start_time: str | None = None
         self.failed: tuple[str, str] | None = None  # (reason, message) of a pod-level failure
@@ -92,6 +103,7 @@ class PodWorker:
         self.deleted = False
         self.done = False  # terminal: holds no resources any more
         self._dir_made = False
+        self._exits_made = False
 
     # -- persistence -----------------------------------------------------------------------------------
 
@@ -114,6 +126,28 @@ class PodWorker:
         for n, d in (data.get("containers") or {}).items():
             if n in self.cs:
                 self.cs[n] = CState(**d)
+
+    def adopt_unrecorded_start(self, cs: CState) -> None:
+        """After a restart of ketch: a run the supervisor started but ketch was killed before recording (its
+        pid file is there, the state says otherwise) is taken as started, so it is adopted, not run twice."""
+        if cs.running:
+            return
+        got = exits.read_start(exits.exit_file(self.dir, cs.name, cs.run + 1))
+        if got is None:
+            return
+        pid, started, ticks = got
+        if cs.run >= 0:
+            cs.restart_count += 1
+            cs.last_state = {"terminated": cs.terminated} if cs.terminated else cs.last_state
+        cs.run += 1
+        cs.pid = pid
+        # its identity from the supervisor's record: a recycled pid is not it (nor is one with no record)
+        cs.create_time = process.create_time(pid) if exits.running(pid, ticks) else 0.0
+        cs.state = {"running": {"startedAt": _rfc3339(started)}}
+        cs.oom, cs.killed_for, cs.ready = False, "", False
+        cs.started = not self.spec_of(cs.name).get("startupProbe")
+        log.info("kubelet: %s/%s container %s run %d was started but not recorded; adopting pid %s", self.ns, self.name, cs.name, cs.run, pid)
+        self.save()
 
     # -- helpers ---------------------------------------------------------------------------------------
 
@@ -159,8 +193,20 @@ class PodWorker:
         })
         return env
 
+    def rt(self) -> containers.Runtime | None:
+        """The Pod's container runtime (None: its containers are processes); raises containers.Unavailable."""
+        if not self._runtime_known:
+            if self.k.local_processes:  # an engine on this machine runs them; the Ray kubelet's nodes have none
+                self.runtime = containers.select(self.pod, lambda n: self.k.client.get(containers.RUNTIME_CLASS, "", n))
+            self._runtime_known = True
+            if self.runtime is not None:
+                (self.k.home / "kubelet" / "containers").mkdir(parents=True, exist_ok=True)  # the restart sweep looks here
+        return self.runtime
+
     def build(self, c: dict) -> tuple[list[str], dict[str, str], str]:
         """argv, environment and working directory of container ``c`` (ConfigError if it cannot be built)."""
+        if self.rt() is not None:
+            return self._build_container(c)
         image = self.k.images.resolve(c.get("image") or "")
         base = self._base_env()
         base.update(image.env)
@@ -184,13 +230,73 @@ class PodWorker:
         argv = [rw(expand(x, env)) for x in command + args]
         if not argv:
             raise CannotRun(f'no command specified and image "{c.get("image")}" has no entrypoint known to ketch (map it in images.yaml)')
-        cwd = rw(c["workingDir"]) if c.get("workingDir") else str(self.dir / "work")
+        wd = c.get("workingDir") or image.working_dir
+        cwd = rw(wd) if wd else str(self.dir / "work")
         os.makedirs(cwd, exist_ok=True)
+        if self.k.local_processes:
+            images.check_command(argv, env.get("PATH", ""), cwd, c.get("image") or "", bool(wd))
+        if image.warning and not os.path.isabs(argv[0]) and c["name"] not in self.warned:
+            self.warned.add(c["name"])
+            self.k.client.event(self.pod, "Warning", "InterpreterNotFound", image.warning, "kubelet")
         return argv, env, cwd
+
+    def _build_container(self, c: dict) -> tuple[list[str], dict[str, str], str]:
+        """The engine client's argv and environment, for one run of ``c`` as an OCI container
+        (containers.py): Kubernetes' variables only, volumes at their real mountPaths, nothing rewritten."""
+        rt = self.runtime
+        assert rt is not None
+        kubeconfig = self.k.kubeconfig(self.ns)
+        base = {
+            "HOSTNAME": self.name, "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(self.k.ctx.settings.port),
+            "KUBECONFIG": kubeconfig, "KETCH_SERVER": self.k.ctx.settings.url,
+            "KETCH_POD_NAME": self.name, "KETCH_POD_NAMESPACE": self.ns, "KETCH_POD_UID": self.uid,
+        }
+        mapped = containers.ketch_mapped_in(list(c.get("command") or []), self.k.home)
+        if mapped is not None:  # ketch's own program (a pipeline task): ketch is mapped into the image
+            base.update(mapped[1])
+        env = container_env(self.pod, c, base, self.lookup, self.k.allocatable())
+        spec = dict(c)
+        for f in ("command", "args"):
+            if c.get(f):
+                spec[f] = [expand(x, env) for x in c[f]]
+        mounts = [*containers.mounts_of(c, self.vols or {}), *(mapped[0] if mapped else []), (kubeconfig, kubeconfig, True)]
+        client_env = {k: v for k, v in os.environ.items() if not k.startswith("KETCH_")}
+        name = rt.container_name(self.pod, c["name"], self.cs[c["name"]].run + 1)
+        argv, cenv = rt.run_argv(self.pod, spec, name, env, mounts, client_env)
+        os.makedirs(self.dir, exist_ok=True)
+        return argv, cenv, str(self.dir)
+
+    async def _pull(self, cs: CState, c: dict) -> bool:
+        """Have the container's image (containers.Runtime.ensure_image); on failure the container waits
+        with ErrImagePull, then ImagePullBackOff, retried with back-off as Kubernetes does."""
+        assert self.runtime is not None
+        try:
+            await self.runtime.ensure_image(c, containers.pull_auth(self.pod, self.lookup), self.dir / "auth")
+        except containers.PullError as e:
+            n = self.pull_failures.get(cs.name, 0)
+            self.pull_failures[cs.name] = n + 1
+            reason = e.reason if n == 0 or e.reason == "ErrImageNeverPull" else "ImagePullBackOff"
+            msg = str(e) if reason != "ImagePullBackOff" else f'Back-off pulling image "{c.get("image")}": {e}'
+            cs.state = {"waiting": {"reason": reason, "message": msg}}
+            cs.next_start = time.time() + min(MAX_BACKOFF, backoff_base() * (2**n))
+            self.k.client.event(self.pod, "Warning", "Failed" if n == 0 else "BackOff", msg, "kubelet")
+            return False
+        self.pull_failures.pop(cs.name, None)
+        return True
 
     async def start(self, cs: CState) -> None:
         c = self.spec_of(cs.name)
         cannot_run = None
+        try:
+            rt = self.rt()
+        except containers.Unavailable as e:
+            if "waiting" not in cs.state or cs.state["waiting"].get("message") != str(e):
+                self.k.client.event(self.pod, "Warning", "FailedCreatePodSandBox", str(e), "kubelet")
+            cs.state = {"waiting": {"reason": "ContainerCreating", "message": str(e)}}
+            cs.next_start = time.time() + 2.0
+            return
+        if rt is not None and not await self._pull(cs, c):
+            return
         try:
             argv, env, cwd = self.build(c)
         except CannotRun as e:
@@ -198,6 +304,14 @@ class PodWorker:
         except ConfigError as e:
             cs.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(e)}}
             cs.next_start = time.time() + 1.0
+            return
+        except images.Preparing as e:  # the image's requirements environment is being built
+            cs.state = {"waiting": {"reason": "ContainerCreating", "message": str(e)}}
+            cs.next_start = time.time() + 0.5
+            return
+        except images.PrepareFailed as e:
+            cs.state = {"waiting": {"reason": "CreateContainerError", "message": str(e)}}
+            cs.next_start = time.time() + 5.0
             return
         except Exception as e:  # a bad mount, an unwritable workingDir: the container cannot be created
             cs.state = {"waiting": {"reason": "CreateContainerError", "message": str(e)}}
@@ -213,8 +327,13 @@ class PodWorker:
             self._start_failed(cs, ship, cannot_run)
             return
         fds = ship.open_raw()
+        record = exits.exit_file(self.dir, cs.name, cs.run)
         try:
-            started = await self.k.spawn(argv, env, cwd, fds["stdout"], fds["stderr"], preload_of(self.pod), container_requests(c))
+            if not self._exits_made:
+                record.parent.mkdir(parents=True, exist_ok=True)
+                self._exits_made = True
+            started = await self.k.spawn(argv, env, cwd, fds["stdout"], fds["stderr"], preload_of(self.pod), container_requests(c),
+                                         exit_file=str(record))
         except CannotRun as e:
             self._start_failed(cs, ship, str(e))
             return
@@ -223,6 +342,7 @@ class PodWorker:
                 os.close(fd)
         cs.pid = started.pid
         cs.create_time = started.create_time
+        self.stopping.discard(cs.name)
         cs.state = {"running": {"startedAt": now()}}
         cs.oom = False
         cs.killed_for = ""
@@ -244,21 +364,69 @@ class PodWorker:
 
     async def _wait_child(self, cs: CState, started: Started) -> None:
         code = await started.wait()
+        if self.runtime is not None:
+            code = await self._container_ended(cs, code)
         self._exited(cs, code)
 
-    async def _wait_adopted(self, cs: CState) -> None:
+    async def _wait_adopted(self, cs: CState, record_wait: float = 2.0) -> None:
+        """A container ketch did not start in this life (so is not its parent): watch it end, then take its
+        exit status from its supervisor's record (written as it reaps it: allow a moment for that), or
+        report it unknown if there is none."""
         pid, ct = cs.pid, cs.create_time
         while pid is not None and self.k.alive(pid, ct):
             await asyncio.sleep(0.2)
-        self._exited(cs, None)
+        runtime = None
+        with contextlib.suppress(containers.Unavailable):
+            runtime = self.rt()
+        if runtime is not None:  # the engine kept the container's exit status: not lost with ketch
+            code = None
+            with contextlib.suppress(containers.Unavailable):
+                code = await self._container_ended(cs, None)
+            self._exited(cs, code)
+            return
+        path = exits.exit_file(self.dir, cs.name, cs.run)
+        deadline = time.monotonic() + record_wait
+        while (rec := exits.read_exit(path)) is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if rec is None:
+            self._exited(cs, None)
+        else:
+            self._exited(cs, rec[0], rec[1])
 
-    def _exited(self, cs: CState, code: int | None) -> None:
-        """Record a process's end: exit code (128+signal when signalled), reason, finishedAt."""
+    async def _container_ended(self, cs: CState, client_code: int | None) -> int | None:
+        """The container's own exit status and OOM kill, read from the engine, then the container removed."""
+        assert self.runtime is not None
+        code, oom, err = await self.runtime.finished(self.runtime.container_name(self.pod, cs.name, cs.run))
+        if code is None and client_code is not None and client_code >= 125:  # created, never started
+            self.cannot_run[cs.name] = err or self._engine_error(cs) or f"{self.runtime.kind} run exited with {client_code}"
+            return client_code
+        limited = memory_limit(self.spec_of(cs.name))
+        cs.oom = cs.oom or oom or (code == 137 and bool(limited) and cs.name not in self.stopping)
+        return code if code is not None else client_code
+
+    def _engine_error(self, cs: CState) -> str:
+        """The engine client's own error line (``Error: ...``) from the container's log."""
+        ship = self.shippers.get(cs.name)
+        if ship is None:
+            return ""
+        ship.ship(final=True)
+        with contextlib.suppress(OSError):
+            for line in reversed(ship.log.read_text(errors="replace").splitlines()):
+                if "Error: " in line:
+                    return line[line.index("Error: ") + 7:].strip()
+        return ""
+
+    def _exited(self, cs: CState, code: int | None, finished: float | None = None) -> None:
+        """Record a process's end: exit code (128+signal when signalled), reason, finishedAt (when it ended,
+        if its supervisor recorded that, else now)."""
         started = (cs.state.get("running") or {}).get("startedAt")
         ship = self.shippers.get(cs.name)
         if ship is not None:
             ship.ship(final=True)
-        if cs.oom:
+        cannot = self.cannot_run.pop(cs.name, None)
+        if cannot is not None:
+            term = {"exitCode": 128, "reason": "ContainerCannotRun", "message": cannot}
+        elif cs.oom:
             term = {"exitCode": 137, "reason": "OOMKilled", "message": "memory limit exceeded"}
         elif code is None:
             term = {"exitCode": 137, "reason": "ContainerStatusUnknown", "message": "The container exited while ketch was not its parent; its exit status is unknown"}
@@ -267,7 +435,13 @@ class PodWorker:
             term = {"exitCode": ec, "reason": "Completed" if ec == 0 else "Error"}
             if code < 0:
                 term["signal"] = -code
-        term.update({"startedAt": started or now(), "finishedAt": now(), "containerID": f"ketch://{cs.pid}"})
+        fin = now() if finished is None else _rfc3339(finished)
+        term.update({"startedAt": started or fin, "finishedAt": fin, "containerID": f"ketch://{cs.pid}"})
+        if term["exitCode"] != 0 and "message" not in term and ship is not None \
+                and self.spec_of(cs.name).get("terminationMessagePolicy") == "FallbackToLogsOnError":
+            msg = logs.tail(ship.log)  # there is no termination-log file here: the log's end, as Kubernetes falls back to
+            if msg:
+                term["message"] = msg
         if self.cs.get(cs.name) is cs:
             cs.state = {"terminated": term}
             cs.pid = None
@@ -313,6 +487,10 @@ class PodWorker:
         if cs.init or not any(c.get(p) for p in ("readinessProbe", "livenessProbe", "startupProbe")):
             cs.ready = not cs.init
             return
+        if self.runtime is not None:  # exec probes run in the container
+            name = self.runtime.container_name(self.pod, cs.name, cs.run)
+            c = {**c, **{p: {**c[p], "exec": {"command": self.runtime.exec_argv(name, list((c[p].get("exec") or {}).get("command") or []))}}
+                         for p in ("readinessProbe", "livenessProbe", "startupProbe") if c.get(p) and "exec" in c[p]}}
         self.probers[cs.name] = asyncio.create_task(self._probe_loop(cs, c, env, cwd))
 
     async def _probe_loop(self, cs: CState, c: dict, env: dict, cwd: str) -> None:
@@ -365,6 +543,7 @@ class PodWorker:
         self.k.client.event(self.pod, "Warning", "Unhealthy", f"{which.capitalize()} probe failed: {msg}", "kubelet")
         self.k.client.event(self.pod, "Normal", "Killing", f"Container {cs.name} failed {which} probe, will be restarted", "kubelet")
         cs.killed_for = which
+        self.stopping.add(cs.name)
         grace = probe.get("terminationGracePeriodSeconds", (self.pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
         if cs.pid:
             await self.k.terminate(cs.pid, cs.create_time, float(grace), self.exited.get(cs.name))
@@ -373,6 +552,7 @@ class PodWorker:
 
     async def kill_all(self, grace: float) -> None:
         live = [cs for cs in self.cs.values() if cs.running and cs.pid]
+        self.stopping.update(cs.name for cs in live)
         await asyncio.gather(*(self.k.terminate(cs.pid, cs.create_time, grace, self.exited.get(cs.name)) for cs in live))  # type: ignore[arg-type]
         for cs in live:
             w = self.waiters.get(cs.name)
@@ -463,7 +643,7 @@ class PodWorker:
         # memory limits
         for cs in self.cs.values():
             lim = memory_limit(self.spec_of(cs.name))
-            if cs.running and cs.pid and lim and self.k.memory(cs.pid) > lim:
+            if cs.running and cs.pid and lim and self.runtime is None and self.k.memory(cs.pid) > lim:
                 cs.oom = True
                 self.k.kill(cs.pid)
                 self.k.client.event(self.pod, "Warning", "OOMKilling", f"Container {cs.name} exceeded its memory limit ({int(lim)} bytes)", "kubelet")
@@ -537,7 +717,7 @@ class PodWorker:
         out = {
             "name": cs.name,
             "image": c.get("image", ""),
-            "imageID": f"ketch-python://{c.get('image', '')}",
+            "imageID": f"{self.runtime.kind if self.runtime else 'ketch-python'}://{c.get('image', '')}",
             "ready": bool(cs.ready and cs.running),
             "restartCount": cs.restart_count,
             "started": bool(cs.running and cs.started),

@@ -25,13 +25,13 @@ import psutil
 
 from ketch.kinds.meta import now
 from ketch.kinds.resources import GPU, TRACKED, pod_requests, qos_class
-from ketch.kubelet import process, volumes
+from ketch.kubelet import containers, exits, process, volumes
 from ketch.kubelet.base import NODE, POD, CannotRun, Kubelet, Started
 from ketch.kubelet.env import ConfigError
 from ketch.kubelet.images import find_executable
 from ketch.kubelet.lifecycle import PodWorker
 from ketch.kubelet.logs import Shipper, container_log_dir
-from ketch.kubelet.warm import WarmStarts
+from ketch.kubelet.warm import ExecFailed, WarmStarts
 from ketch.machinery.context import Context
 from ketch.machinery.errors import StatusError
 
@@ -63,7 +63,8 @@ class LocalKubelet(Kubelet):
         self.pending: dict[str, dict] = {}  # uid -> pod waiting for room
         self._capacity: dict[str, float] | None = None
         self.leave_running = os.environ.get("KETCH_KUBELET_ON_EXIT", "kill") == "leave"
-        self.warm = WarmStarts(Path(self.home) / "kubelet", enabled=self.local_processes and os.environ.get("KETCH_WARM_START", "1") != "0")
+        self.warm = WarmStarts(Path(self.home) / "kubelet", enabled=self.local_processes and os.environ.get("KETCH_WARM_START", "1") != "0",
+                               supervise=self.local_processes and os.environ.get("KETCH_SUPERVISE", "1") != "0")
 
     # -- node ------------------------------------------------------------------------------------------
 
@@ -86,15 +87,23 @@ class LocalKubelet(Kubelet):
     # -- process supervision: local processes, each a session leader ----------------------------------
 
     async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int, preload: tuple[str, ...] = (),
-                    requests: dict[str, float] | None = None) -> Started:
+                    requests: dict[str, float] | None = None, exit_file: str | None = None) -> Started:
+        """Fork it from a warm zygote, or exec it through the supervisor (both record its exit status in
+        ``exit_file``, beyond ketch's life); exec it directly only when neither can be had."""
         exe = find_executable(argv[0], env.get("PATH", ""), cwd)
         if exe is None:
             raise CannotRun(f'exec: "{argv[0]}": executable file not found in $PATH')
+        started = None
         if preload:
-            forked = await self.warm.spawn(preload, [exe, *argv[1:]], env, cwd, stdout, stderr)
-            if forked is not None:
-                pid, ended = forked
-                return Started(pid, process.create_time(pid), lambda: asyncio.shield(ended))
+            started = await self.warm.spawn(preload, [exe, *argv[1:]], env, cwd, stdout, stderr, exit_file)
+        if started is None:
+            try:
+                started = await self.warm.exec([exe, *argv[1:]], env, cwd, stdout, stderr, exit_file)
+            except ExecFailed as e:
+                raise CannotRun(f"failed to start {argv[0]!r}: {e}") from e
+        if started is not None:
+            pid, ended = started
+            return Started(pid, process.create_time(pid), lambda: asyncio.shield(ended))
         try:
             proc = await asyncio.create_subprocess_exec(
                 exe, *argv[1:], stdin=asyncio.subprocess.DEVNULL, stdout=stdout, stderr=stderr,
@@ -238,6 +247,7 @@ class LocalKubelet(Kubelet):
         hb = asyncio.create_task(self.heartbeat())
         shipping = asyncio.create_task(self.ship_logs())
         try:
+            self.warm.start_supervisor()
             self.recover()
             rd = self.ctx.api.rd(*POD)
             while True:
@@ -285,6 +295,8 @@ class LocalKubelet(Kubelet):
                 for c in (data.get("containers") or {}).values():
                     if c.get("pid") and self.alive(c["pid"], c.get("create_time")):
                         self.kill(c["pid"])
+                for pid in exits.unfinished(d):  # started by the supervisor, not yet in the record
+                    self.kill(pid)
                 volumes.remove_pod_dir(d)
                 if pod is None:
                     import shutil
@@ -294,25 +306,26 @@ class LocalKubelet(Kubelet):
             w = PodWorker(self, pod)
             w.restore(data)
             for cs in w.cs.values():
+                w.adopt_unrecorded_start(cs)
                 if cs.running:
                     w.shippers[cs.name] = Shipper(self.log_dir(w.ns, w.name, cs.name), cs.run)
                     w.exited[cs.name] = asyncio.Event()
+                    # a living process is watched; one that ended is reported with its supervisor's record
+                    w.waiters[cs.name] = asyncio.create_task(w._wait_adopted(cs))
                     if cs.pid and self.alive(cs.pid, cs.create_time):
                         log.info("kubelet: adopted %s/%s container %s (pid %s)", w.ns, w.name, cs.name, cs.pid)
-                        w.waiters[cs.name] = asyncio.create_task(w._wait_adopted(cs))
                         if any(w.spec_of(cs.name).get(p) for p in ("readinessProbe", "livenessProbe", "startupProbe")):
                             try:
                                 _, env, cwd = w.build(w.spec_of(cs.name))
                                 w._start_probes(cs, w.spec_of(cs.name), env, cwd)
                             except Exception:
                                 log.exception("kubelet: could not restart probes of %s/%s", w.ns, w.name)
-                    else:
-                        w._exited(cs, None)
             if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
                 w.done = True
             with contextlib.suppress(ConfigError, Exception):
-                w.vols = volumes.prepare(pod, w.dir, self.home, w.lookup, self.allocatable())
+                w.vols = volumes.prepare(pod, w.dir, self.home, w.lookup, self.allocatable(), self.mint_token)
             self.start_worker(w)
+        containers.sweep(self.home, set(self.workers))  # OCI containers of pods deleted while ketch was down
 
     async def shutdown(self) -> None:
         """ketch is stopping. Default: end every pod's processes (SIGTERM, a short grace, SIGKILL) and
@@ -326,7 +339,7 @@ class LocalKubelet(Kubelet):
                     with contextlib.suppress(Exception):
                         s.ship()
                 w.save()
-            self.warm.close()
+            self.warm.close(wait=0)  # the zygotes stay while their containers run, to record how they end
             return
         grace = float(os.environ.get("KETCH_KUBELET_STOP_GRACE") or 3)
         await asyncio.gather(*(w.kill_all(min(grace, float((w.pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)))) for w in workers), return_exceptions=True)

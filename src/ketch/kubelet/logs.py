@@ -107,6 +107,26 @@ class LogOptions:
     limit_bytes: int | None = None
 
 
+def tail(log_file: Path, lines: int = 80, max_bytes: int = 2048) -> str:
+    """The end of one run's log as plain text, at most ``lines`` lines and ``max_bytes`` bytes: what
+    ``terminationMessagePolicy: FallbackToLogsOnError`` makes a failed container's termination message."""
+    try:
+        with open(log_file, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            start = max(0, size - max(64 * 1024, max_bytes * 8))
+            f.seek(start)
+            data = f.read().decode(errors="replace").split("\n")
+    except OSError:
+        return ""
+    if start > 0:
+        data = data[1:]  # a cut line
+    text = "".join(r for r in (_render(x, LogOptions()) for x in data if x) if r is not None)
+    text = "\n".join(text.rstrip("\n").split("\n")[-lines:])
+    raw = text.encode()
+    return raw[-max_bytes:].decode(errors="ignore") if len(raw) > max_bytes else text
+
+
 def runs(log_dir: Path) -> list[int]:
     try:
         return sorted(int(p.stem) for p in log_dir.glob("*.log") if p.stem.isdigit())

@@ -202,7 +202,7 @@ class RayKubelet(LocalKubelet):
     # -- process supervision through actors ------------------------------------------------------------
 
     async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int, preload: tuple[str, ...] = (),
-                    requests: dict[str, float] | None = None) -> Started:
+                    requests: dict[str, float] | None = None, exit_file: str | None = None) -> Started:
         req = requests or {}
         opts = {"num_cpus": float(req.get("cpu", 0)), "num_gpus": float(req.get(GPU, 0))}
         if req.get("memory"):

@@ -78,17 +78,22 @@ async def serve(ws: WebSocket, kubelet: object) -> None:
         return await fail("you must specify at least one command for the container")
     if worker is None or cs is None or not cs.running:
         return await fail(f'unable to upgrade connection: container not found ("{container}")')
-    try:
-        _, env, cwd = worker.build(worker.spec_of(container))
-        rewrite = mounts.from_env(env)
-    except Exception as e:  # noqa: BLE001 - the container's config cannot be built now: say so on the error channel
-        return await fail(f"cannot build the container's environment: {e}")
-    command = [rewrite(c) for c in command]  # /data in the command reaches the mounted volume, as in args
+    tty = q.get("tty") in ("true", "1")
+    want_in = q.get("stdin") in ("true", "1")
+    if worker.runtime is not None:  # an OCI container: the engine runs the command inside it
+        name_in_engine = worker.runtime.container_name(worker.pod, container, cs.run)
+        command = worker.runtime.exec_argv(name_in_engine, command, tty=tty, stdin=want_in)
+        env, cwd = {k: v for k, v in os.environ.items() if not k.startswith("KETCH_")}, str(worker.dir)
+    else:
+        try:
+            _, env, cwd = worker.build(worker.spec_of(container))
+            rewrite = mounts.from_env(env)
+        except Exception as e:  # noqa: BLE001 - the container's config cannot be built now: say so on the error channel
+            return await fail(f"cannot build the container's environment: {e}")
+        command = [rewrite(c) for c in command]  # /data in the command reaches the mounted volume, as in args
     exe = find_executable(command[0], env.get("PATH", ""), cwd)
     if exe is None:
         return await fail(f'exec: "{command[0]}": executable file not found in $PATH')
-    tty = q.get("tty") in ("true", "1")
-    want_in = q.get("stdin") in ("true", "1")
     master = None
     if tty:
         import pty

@@ -8,6 +8,12 @@ that failed to import its list, or died, is started again on next use). A contai
 is exec'd as usual, as is every container when the zygote cannot be had. The forked process
 is what the exec'd one would be: same pid semantics, session, environment, working directory, fds, exit
 status, so the rest of the kubelet (probes, limits, termination, adoption after a restart) cannot tell.
+
+A zygote is also the parent, hence the supervisor, of what it starts: it writes each container's exit
+status to the pod's state directory and outlives ketch until its last child has ended (zygote.py). So
+that exec'd containers have one too, the kubelet keeps a zygote with no modules (``supervisor``) through
+which it execs every container that is not forked: a fork of a small process, no interpreter start per
+container, and a kill -9 of ketch loses no exit code.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from collections import deque
 from pathlib import Path
 
 from ketch.kubelet import process
+from ketch.kubelet.images import venv_of
 
 log = logging.getLogger(__name__)
 ANNOTATION = "kubelet.ketch.dev/preload"
@@ -36,6 +43,10 @@ def preload_of(pod: dict) -> tuple[str, ...]:
     return tuple(m.strip() for m in raw.split(",") if m.strip())
 
 
+class ExecFailed(Exception):
+    """The supervisor forked, but the exec of the container's program failed (the message says why)."""
+
+
 class Zygote:
     """One warm interpreter and the asyncio side of its socket."""
 
@@ -46,7 +57,7 @@ class Zygote:
         self.ready = asyncio.get_running_loop().create_future()
         self.dead = False
         self.error: str | None = None  # the preload list failed to import: do not try it again
-        self._replies: deque[asyncio.Future[int]] = deque()
+        self._replies: deque[asyncio.Future[dict]] = deque()
         self._exits: dict[int, asyncio.Future[int | None]] = {}
         self._lock = asyncio.Lock()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -66,6 +77,8 @@ class Zygote:
     def fits(self, argv: list[str], env: dict[str, str]) -> bool:
         if len(argv) < 3 or argv[1] != "-m" or os.path.realpath(argv[0]) != os.path.realpath(sys.executable):
             return False
+        if venv_of(argv[0]) != venv_of(sys.executable):  # the same interpreter, started as another environment
+            return False
         names = {k for k in (*env, *self.env) if k.startswith("PYTHON") and k not in _PER_CHILD}
         return all(env.get(k) == self.env.get(k) for k in names)
 
@@ -83,7 +96,7 @@ class Zygote:
             m = json.loads(msg)
             if "pid" in m:
                 if self._replies:
-                    self._replies.popleft().set_result(m["pid"])
+                    self._replies.popleft().set_result(m)
             elif "exit" in m:
                 fut = self._exit_future(m["exit"])
                 if not fut.done():
@@ -127,59 +140,93 @@ class Zygote:
         if not fut.done():
             fut.set_result(None)
 
-    async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int) -> tuple[int, asyncio.Future[int | None]]:
-        """Fork the container; its pid and a future of its exit status. ConnectionError if the zygote is gone."""
+    async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int, exit_file: str | None = None,
+                    exec_: bool = False) -> tuple[int, asyncio.Future[int | None]]:
+        """Fork the container (``exec_``: fork and exec ``argv``); its pid and a future of its exit status.
+        ConnectionError if the zygote is gone, ExecFailed if the exec did not happen."""
         async with self._lock:  # one request in flight: replies come back in order
             if self.dead:
                 raise ConnectionError("the zygote exited")
-            fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            fut: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
             self._replies.append(fut)
+            req = {"argv": argv, "env": env, "cwd": cwd, "exit_file": exit_file, "exec": exec_}
             try:
-                socket.send_fds(self.sock, [json.dumps({"argv": argv, "env": env, "cwd": cwd}).encode()], [stdout, stderr])
+                socket.send_fds(self.sock, [json.dumps(req).encode()], [stdout, stderr])
             except OSError as e:
                 self._replies.remove(fut)
                 raise ConnectionError(str(e)) from e
-            pid = await fut
-        return pid, self._exit_future(pid)
+            reply = await fut
+        if reply.get("error"):
+            raise ExecFailed(reply["error"])
+        return reply["pid"], self._exit_future(reply["pid"])
 
-    def close(self) -> None:
+    def close(self, wait: float = 5.0) -> None:
+        """Hang up; the zygote exits once its children have ended (at once if it has none)."""
         self._died()
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5)
+            self.proc.wait(wait)
 
 
 class WarmStarts:
-    """The kubelet's zygotes, one per preload list."""
+    """The kubelet's zygotes, one per preload list, and the supervisor (the zygote of no modules) that
+    execs the other containers."""
 
-    def __init__(self, log_dir: Path, enabled: bool = True, start_timeout: float = 30.0) -> None:
+    def __init__(self, log_dir: Path, enabled: bool = True, start_timeout: float = 30.0, supervise: bool = True) -> None:
         self.log_dir = log_dir
         self.enabled = enabled
+        self.supervise = supervise
         self.start_timeout = start_timeout
         self.zygotes: dict[tuple[str, ...], Zygote] = {}
 
-    async def spawn(self, modules: tuple[str, ...], argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int) -> tuple[int, asyncio.Future[int | None]] | None:
-        """Fork the container from the zygote for ``modules`` (started on first use, and waited for: its
-        imports are what the container would have done itself); None to exec it instead."""
-        if not self.enabled:
-            return None
+    def _zygote(self, modules: tuple[str, ...]) -> Zygote | None:
         z = self.zygotes.get(modules)
         if z is not None and z.error:
             return None
         if z is None or z.dead:
             z = self.zygotes[modules] = Zygote(modules, self.log_dir / "zygote.log")
-        if not z.fits(argv, env):
+        return z
+
+    def start_supervisor(self) -> None:
+        """Start the exec supervisor now, so that the first container does not wait for its interpreter."""
+        if self.supervise:
+            self._zygote(())
+
+    async def exec(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int,
+                   exit_file: str | None = None) -> tuple[int, asyncio.Future[int | None]] | None:
+        """Exec the container through the supervisor; None to start it directly (no supervisor to be had).
+        ExecFailed when the program could not be exec'd."""
+        if not self.supervise:
             return None
+        z = self._zygote(())
+        if z is None:
+            return None
+        return await self._spawn(z, argv, env, cwd, stdout, stderr, exit_file, exec_=True)
+
+    async def spawn(self, modules: tuple[str, ...], argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int,
+                    exit_file: str | None = None) -> tuple[int, asyncio.Future[int | None]] | None:
+        """Fork the container from the zygote for ``modules`` (started on first use, and waited for: its
+        imports are what the container would have done itself); None to exec it instead."""
+        if not self.enabled:
+            return None
+        z = self._zygote(modules)
+        if z is None or not z.fits(argv, env):
+            return None
+        return await self._spawn(z, argv, env, cwd, stdout, stderr, exit_file)
+
+    async def _spawn(self, z: Zygote, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int,
+                     exit_file: str | None, exec_: bool = False) -> tuple[int, asyncio.Future[int | None]] | None:
         try:
             if not await asyncio.wait_for(asyncio.shield(z.ready), self.start_timeout):
                 return None
-            return await z.spawn(argv, env, cwd, stdout, stderr)
+            return await z.spawn(argv, env, cwd, stdout, stderr, exit_file, exec_)
         except TimeoutError:
-            log.warning("warm start of %s not ready after %ss; starting the process cold", ",".join(modules), self.start_timeout)
+            log.warning("zygote %s not ready after %ss; starting the process directly", ",".join(z.modules) or "(supervisor)", self.start_timeout)
         except ConnectionError as e:
             log.warning("warm start failed, starting the process cold: %s", e)
         return None
 
-    def close(self) -> None:
+    def close(self, wait: float = 5.0) -> None:
+        """Hang up on every zygote; ``wait`` for each to exit (0 when its containers are left running)."""
         for z in self.zygotes.values():
-            z.close()
+            z.close(wait)
         self.zygotes.clear()

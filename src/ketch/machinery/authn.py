@@ -23,7 +23,6 @@ import csv
 import hashlib
 import hmac
 import io
-import ipaddress
 import os
 import secrets
 import threading
@@ -32,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jwt
+from ketch.machinery.hosts import host_name, is_ip, is_loopback  # noqa: F401 - re-exported for the server
 
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 API_AUDIENCE = ISSUER  # what kube-apiserver accepts by default: its own issuer
@@ -68,32 +67,6 @@ class UserInfo:
         return out
 
 
-def host_name(host: str) -> str:
-    """The name part of a Host header: ``[::1]:8080`` -> ``::1``, ``a.localhost:80`` -> ``a.localhost``."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[1:host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
-def is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-        return True
-    except ValueError:
-        return False
-
-
-def is_loopback(host: str) -> bool:
-    name = host_name(host)
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
 def private_file(path: Path, data: str) -> None:
     """Write ``data`` to ``path`` atomically, readable by this user alone."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,11 +83,13 @@ def _digest(token: str) -> bytes:
 
 
 class TokenFile:
-    """The static token file, loaded by content hash and re-read when its mtime changes."""
+    """The static token file, loaded by content hash and re-read when it changes: its mtime, size or inode
+    (an edit within the filesystem's timestamp tick still changes the size, a rewrite the inode)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._mtime: float | None = None
+        self._fspath = os.fspath(path)  # os.stat on a str: Path.stat's overhead is per request here
+        self._stamp: tuple[int, int, int] | None = None
         self._users: dict[bytes, UserInfo] = {}
         self._lock = threading.Lock()
 
@@ -145,18 +120,25 @@ class TokenFile:
         private_file(self.path, existing + buf.getvalue())
 
     def lookup(self, token: str) -> UserInfo | None:
+        return self.lookup_digest(_digest(token))
+
+    def lookup_digest(self, digest: bytes) -> UserInfo | None:
+        """The user whose token hashes to ``digest``, in ``system:authenticated`` besides the file's groups
+        (the file is re-read if it changed since last time)."""
         try:
-            mtime = self.path.stat().st_mtime
+            st = os.stat(self._fspath)
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         except OSError:
             return None
-        if mtime != self._mtime:
+        if stamp != self._stamp:
             with self._lock:
                 users = {}
                 for r in self.rows():
                     groups = tuple(g for g in (r[3].split(",") if len(r) > 3 else []) if g)
-                    users[_digest(r[0])] = UserInfo(r[1], r[2] if len(r) > 2 else "", groups)
-                self._users, self._mtime = users, mtime
-        return self._users.get(_digest(token))
+                    # the identity the token authenticates as, built once per load rather than per request
+                    users[_digest(r[0])] = UserInfo(r[1], r[2] if len(r) > 2 else "", (*groups, AUTHENTICATED))
+                self._users, self._stamp = users, stamp
+        return self._users.get(digest)
 
 
 class Signer:
@@ -169,9 +151,13 @@ class Signer:
         self.key = key_path.read_text().strip()
 
     def sign(self, claims: dict) -> str:
+        import jwt
+
         return jwt.encode(claims, self.key, algorithm="HS256")
 
     def verify(self, token: str, audience: str) -> dict | None:
+        import jwt
+
         try:
             return jwt.decode(token, self.key, algorithms=["HS256"], audience=audience, issuer=ISSUER,
                               options={"require": ["exp", "sub"]})
@@ -229,12 +215,12 @@ class Authenticator:
             return None
         if hmac.compare_digest(token, self._internal):
             return self._internal_user
-        user = self.tokens.lookup(token)
+        key = _digest(token)  # hashed once: the static lookup and the JWT cache share it
+        user = self.tokens.lookup_digest(key)
         if user is not None:
-            return UserInfo(user.name, user.uid, (*user.groups, AUTHENTICATED))
+            return user
         if token.count(".") != 2:
             return None
-        key = _digest(token)
         hit = self._cache.get(key)
         now = time.monotonic()
         if hit is not None and now - hit[0] < self.CACHE_S:

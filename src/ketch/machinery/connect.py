@@ -54,7 +54,7 @@ def _named(items: list | None, name: str, key: str) -> dict:
 
 
 def _local(server: str) -> bool:
-    from ketch.machinery.authn import is_loopback
+    from ketch.machinery.hosts import is_loopback
 
     return is_loopback(urlsplit(server).netloc or "")
 

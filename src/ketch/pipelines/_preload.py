@@ -17,3 +17,4 @@ import packaging.requirements  # noqa: E402,F401 - parsed for packages_to_instal
 from kfp.dsl import executor, utils  # noqa: E402,F401
 
 import ketch.pipelines.launcher  # noqa: E402,F401
+import ketch.pyenvs  # noqa: E402,F401

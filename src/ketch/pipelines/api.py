@@ -66,13 +66,40 @@ class KfpApi:
     def _list(self, ref: tuple[str, str], request: Request, conv, extra: list | None = None) -> tuple[list[dict], str, int]:
         q = request.query_params
         ns = q.get("namespace") or None
+        if not ns and q.get("resource_reference_key.type") == "NAMESPACE":
+            ns = q.get("resource_reference_key.id") or None
         try:
             preds = K.parse_filter(q.get("filter"))
         except K.FilterError as e:
             raise bad(str(e)) from e
-        items = [conv(o) for o in self.client.list(ref, ns)]
+        # Multi-user: a namespace in the request lists what belongs to that namespace (an experiment's
+        # spec.namespace, a run's through its experiment); the authorization layer has checked the caller may.
+        objs = self.client.list(ref, None)
+        if ns:
+            exps: dict[str, str] = {}
+            objs = [o for o in objs if self.owner_namespace(o, exps) == ns]
+        items = [conv(o) for o in objs]
         items = [d for d in items if K.matches(d, preds) and all(f(d) for f in extra or [])]
         return K.page(items, q.get("sort_by"), q.get("page_size"), q.get("page_token"))
+
+    def owner_namespace(self, o: dict, cache: dict[str, str] | None = None) -> str:
+        """The user namespace an object belongs to: its own ``spec.namespace``, else its experiment's, else
+        the namespace it is stored in when that is not KFP's own ("" = shared)."""
+        spec = o.get("spec") or {}
+        if spec.get("namespace"):
+            return spec["namespace"]
+        eid = spec.get("experimentId") or (o["metadata"].get("labels") or {}).get(K.LABEL_EXPERIMENT)
+        if eid:
+            if cache is not None and eid in cache:
+                return cache[eid]
+            exp = self.client.get(K.EXPERIMENT, K.NS, eid)
+            ns = ((exp or {}).get("spec") or {}).get("namespace") or ""
+            if cache is not None:
+                cache[eid] = ns
+            if ns:
+                return ns
+        md_ns = o["metadata"].get("namespace") or ""
+        return md_ns if md_ns != K.NS else ""
 
     async def _body(self, request: Request) -> dict:
         raw = await request.body()
@@ -103,12 +130,15 @@ class KfpApi:
         name = K.g(b, "display_name")
         if not name:
             raise bad("experiment.display_name: required")
-        if any((o.get("spec") or {}).get("displayName") == name for o in self.client.list(K.EXPERIMENT, K.NS)):
+        ns = K.g(b, "namespace", "") or ""
+        # display names are unique within a namespace (KFP's multi-user mode), not across them
+        if any((o.get("spec") or {}).get("displayName") == name and ((o.get("spec") or {}).get("namespace") or "") == ns
+               for o in self.client.list(K.EXPERIMENT, K.NS)):
             raise ApiError(409, f"experiment with display_name {name!r} already exists", 6)
         o = self.client.create({
             "apiVersion": K.GROUP, "kind": "PipelineExperiment",
             "metadata": {"name": K.new_id(), "namespace": K.NS},
-            "spec": {"displayName": name, "description": K.g(b, "description", ""), "namespace": K.g(b, "namespace", "") or "", "storageState": "AVAILABLE"},
+            "spec": {"displayName": name, "description": K.g(b, "description", ""), "namespace": ns, "storageState": "AVAILABLE"},
         })
         return K.experiment_json(o)
 

@@ -455,10 +455,13 @@ class Engine:
                     rec["cached"] = True
                     self._set(rec, "SKIPPED")
                     return
+        task["retries"] = rec["attempt"]  # Argo's {{retries}}: 0 on the first attempt, 1 on the first retry
         rec["attempt"] += 1
+        rec.pop("nextAttemptAt", None)
         rec["pod"] = self.runner.start(rec, task)
         rec["podStart"] = now
         self._set(rec, "RUNNING")
+        self.changed = True  # a retry starts while the task is RUNNING already: its new Pod must be recorded
 
     def _fail_attempt(self, rec: dict, t: dict, why: str) -> None:
         rp = t.get("retryPolicy") or {}

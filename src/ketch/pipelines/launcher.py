@@ -7,7 +7,11 @@ Python components run through kfp's own executor in this process, without the pi
 their command with every placeholder resolved by kfp's own placeholder code. Artifacts whose URIs are not
 local paths (s3://, gs://, memory://...) are copied through fsspec.
 
-Kept free of ketch imports beyond the standard library and ``ketch.kinds.mounts`` so a task starts fast.
+``packages_to_install`` never writes ketch's environment: what it asks for comes from a per-set layer built
+with uv (``ketch.pyenvs``), reused by every task with the same set.
+
+Kept free of ketch imports beyond the standard library, ``ketch.kinds.mounts`` and ``ketch.pyenvs`` so a task
+starts fast.
 """
 
 from __future__ import annotations
@@ -98,9 +102,9 @@ def _lightweight(command: list[str], args: list[str]) -> tuple[str, str] | None:
     return src, fn
 
 
-def ensure_packages(command: list[str]) -> None:
-    """Install what the component's ``packages_to_install`` asks for, but only what is not already there:
-    the pip stage of the lightweight-component command is skipped, not its meaning."""
+def requested_packages(command: list[str]) -> tuple[list[str], list[str]]:
+    """(requirements, pip index options) of the pip stage of kfp's lightweight-component command (its
+    ``packages_to_install`` and ``pip_index_urls``), leaving out kfp itself, which ketch provides."""
     import re
     import shlex
 
@@ -113,31 +117,35 @@ def ensure_packages(command: list[str]) -> None:
         toks = shlex.split(seg[seg.index("pip install") + len("pip install"):])
         it = iter(toks)
         for t in it:
-            if t in ("--index-url", "--extra-index-url", "--trusted-host"):
+            if t in ("--index-url", "--extra-index-url", "--trusted-host", "--find-links", "-i", "-f"):
                 index_args += [t, next(it, "")]
             elif not t.startswith("-"):
                 wanted.append(t)
-    missing = [r for r in wanted if not _satisfied(r)]
-    if missing:
-        subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "--no-warn-script-location", *index_args, *missing])
+    return wanted, index_args
 
 
-def _satisfied(req: str) -> bool:
-    from importlib import metadata
+def ensure_packages(task: dict, task_path: Path) -> None:
+    """What ``packages_to_install`` asks for and ketch's environment does not already satisfy comes from a
+    layer built for that set (``ketch.pyenvs``), never from installing into ketch's environment. When the
+    layer provides a module this process already imported (the warm interpreter preloads kfp and its
+    dependencies), the launcher starts again as a fresh interpreter with the layer first on its path."""
+    from ketch import pyenvs
 
-    from packaging.requirements import InvalidRequirement, Requirement
-
-    try:
-        r = Requirement(req)
-    except InvalidRequirement:
-        return False
-    if r.marker is not None and not r.marker.evaluate():
-        return True
-    try:
-        have = metadata.version(r.name)
-    except metadata.PackageNotFoundError:
-        return False
-    return not r.specifier or r.specifier.contains(have, prereleases=True)
+    wanted, index_args = requested_packages(task["command"])
+    missing = [r for r in wanted if not pyenvs.satisfied(r)]
+    if not missing:
+        return
+    cfg = task.get("envs") or {}
+    root = Path(cfg.get("root") or Path(task["taskDir"]).parent / "envs")
+    layer = pyenvs.ensure(root, missing, index_args, max_age=float(cfg.get("maxAgeSeconds") or 7 * 86400),
+                          max_bytes=int(cfg.get("maxBytes") or 5 << 30))
+    clash = layer.top_level() & {m.split(".")[0] for m in sys.modules}
+    layer.activate()
+    if clash and not os.environ.get("_KETCH_LAYER_REEXEC"):
+        os.environ["_KETCH_LAYER_REEXEC"] = "1"
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "ketch.pipelines.launcher", str(task_path)])
 
 
 def run_python(source: str, fn: str, ei: dict, tdir: Path) -> None:
@@ -171,7 +179,8 @@ def _artifact_lists(arg: str, ei: dict) -> str:
 def run_container(task: dict, ei: dict) -> int:
     from kfp.local import placeholder_utils
 
-    full = [_artifact_lists(a, ei) for a in list(task["command"]) + list(task["args"])]
+    retries = str(task.get("retries", 0))  # Argo's {{retries}}: which retry this attempt is (0: the first run)
+    full = [_artifact_lists(a, ei).replace("{{retries}}", retries) if isinstance(a, str) else a for a in list(task["command"]) + list(task["args"])]
     cmd = placeholder_utils.replace_placeholders(
         full_command=full, executor_input_dict=ei, pipeline_resource_name=task.get("runName", ""),
         task_resource_name=task.get("taskName", ""), pipeline_root=task.get("pipelineRoot", ""), unique_pipeline_id=task.get("runId", ""),
@@ -181,7 +190,17 @@ def run_container(task: dict, ei: dict) -> int:
     from ketch.kinds import mounts
 
     rw = mounts.from_env()
-    return subprocess.call([rw(c) for c in cmd])
+    return subprocess.call([rw(c) for c in cmd], env=pip_elsewhere(os.environ, Path(task["taskDir"]) / "pip-target"))
+
+
+def pip_elsewhere(env: os._Environ | dict, target: Path) -> dict:
+    """The environment of a container component's command: a ``pip install`` in it goes into the task's own
+    directory (``PIP_TARGET``, first on ``PYTHONPATH`` and PATH), never into ketch's environment."""
+    out = dict(env)
+    out["PIP_TARGET"] = str(target)
+    out["PYTHONPATH"] = os.pathsep.join(x for x in (str(target), out.get("PYTHONPATH", "")) if x)
+    out["PATH"] = os.pathsep.join([str(target / "bin"), out.get("PATH", "")])
+    return out
 
 
 def _parse_param(text: str, ptype: str | None) -> Any:
@@ -272,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         remote = stage_outputs(ei, tdir)
         lw = _lightweight(task["command"], task["args"])
         if lw is not None:
-            ensure_packages(task["command"])
+            ensure_packages(task, task_path)
             run_python(lw[0], lw[1], ei, tdir)
         else:
             rc = run_container(task, ei)

@@ -63,6 +63,7 @@ class PodRunner:
         tdir = Path(task["taskDir"])
         tdir.mkdir(parents=True, exist_ok=True)
         task.update(runName=self.info.run_name, runId=self.info.run_id, taskName=rec["name"], pipelineRoot=self.info.pipeline_root)
+        task["envs"] = task_envs(self.c.home)
         task_file = tdir / f"task-{rec['attempt']}.json"
         task_file.write_text(json.dumps(task))
         (tdir / "result.json").unlink(missing_ok=True)
@@ -74,6 +75,9 @@ class PodRunner:
         except StatusError as e:
             if e.code != 409:
                 raise
+            # made by a pass whose record was lost (ketch killed before writing it): it may have ended
+            # already, and its end will not be an event again, so look at it on the next pass
+            self.c.queue.add_after(Key(self.ns, run["metadata"]["name"]), 0.05)
         return name
 
     def stop(self, rec: dict) -> None:
@@ -140,6 +144,16 @@ def pod_name(run_name: str, tid: str, attempt: int | str) -> str:
 
 def _qty_mem(v: float) -> str:
     return f"{int(v * 1000)}M" if v < 1 else f"{v:g}G"
+
+
+def task_envs(home: Path) -> dict:
+    """Where the launcher keeps packages_to_install layers, and when they are garbage-collected
+    (``KETCH_TASK_ENVS_MAX_AGE_DAYS``, default 7; ``KETCH_TASK_ENVS_MAX_GB``, default 5)."""
+    return {
+        "root": str(home / "envs" / "tasks"),
+        "maxAgeSeconds": float(os.environ.get("KETCH_TASK_ENVS_MAX_AGE_DAYS") or 7) * 86400,
+        "maxBytes": int(float(os.environ.get("KETCH_TASK_ENVS_MAX_GB") or 5) * (1 << 30)),
+    }
 
 
 def build_pod(run: dict, rec: dict, task: dict, name: str, task_file: str) -> dict:

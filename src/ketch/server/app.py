@@ -19,13 +19,17 @@ from starlette.routing import Route
 
 import ketch
 from ketch.config import Settings
+from ketch.machinery import quota, rbac_defaults
 from ketch.machinery.api import Api
 from ketch.machinery.authn import Authenticator
+from ketch.machinery.authz import GROUP, Authorizer, current_user
 from ketch.machinery.context import Context
 from ketch.server import health
 from ketch.server.auth import AuthMiddleware
+from ketch.server.authz import AuthzMiddleware, Lookups
 from ketch.server.k8s import K8sHandler, json_response, openapi_handlers
 from ketch.server.limits import BodyLimit
+from ketch.server.reviews import register_reviews
 from ketch.server.tokens import register_token_request
 from ketch.store import open_store
 
@@ -67,7 +71,15 @@ def build_context(settings: Settings) -> Context:
     ctx = Context(api=api, settings=settings)
     ctx.services.setdefault("subresources", {})
     ctx.services["authn"] = Authenticator(settings.home, object_uid(api))
+    authorizer = Authorizer(api.store)
+    ctx.services["authz"] = authorizer
+    api.add_validator(GROUP, "Role", escalation_check(authorizer))
+    api.add_validator(GROUP, "ClusterRole", escalation_check(authorizer))
+    api.add_validator(GROUP, "RoleBinding", escalation_check(authorizer))
+    api.add_validator(GROUP, "ClusterRoleBinding", escalation_check(authorizer))
+    api.add_validator("", "Pod", quota.admitter(api.store))
     register_token_request(ctx)
+    register_reviews(ctx, authorizer)
     bootstrap(api)
     for name in discover_components():
         if name in settings.disabled:
@@ -103,6 +115,16 @@ def object_uid(api: Api):
     return lookup
 
 
+def escalation_check(authorizer: Authorizer):
+    """Admission for Roles and bindings: a request may grant only what its caller holds (403 otherwise)."""
+
+    def check(obj: dict, old: dict | None) -> list:
+        authorizer.check_escalation(current_user.get(), obj)
+        return []
+
+    return check
+
+
 def bootstrap(api: Api) -> None:
     """Objects every cluster has: the default and system namespaces, and Kubeflow's CRDs
     (``ketch/kinds/crds/*.yaml``), installed through the same path as ``kubectl apply``."""
@@ -116,10 +138,11 @@ def bootstrap(api: Api) -> None:
             api.create(rd, "", {"metadata": {"name": ns}})
     crd_dir = Path(ketch.__file__).parent / "kinds" / "crds"
     install_manifests(api, sorted(crd_dir.glob("*.yaml")))
+    rbac_defaults.ensure(api)
 
 
 def build_app(ctx: Context) -> Starlette:
-    k8s = K8sHandler(ctx.api, ctx.services["subresources"])
+    k8s = K8sHandler(ctx.api, ctx.services["subresources"], ctx.services.get("creators"))
 
     async def handler(request: Request) -> Response:
         return await k8s(request)
@@ -156,7 +179,10 @@ def build_app(ctx: Context) -> Starlette:
 
     app = Starlette(routes=routes, lifespan=lifespan)
     s = ctx.settings
-    guard = AuthMiddleware(app, ctx.services["authn"], s.host, s.allowed_hosts)
+    from ketch.serving.gateway import DOMAIN
+
+    authz = AuthzMiddleware(app, ctx.services["authz"], Lookups(ctx.api), DOMAIN)
+    guard = AuthMiddleware(authz, ctx.services["authn"], s.host, s.allowed_hosts, public=authz.public)
     ctx.services["auth"] = guard
     # Body limits sit outermost: no handler, nor the auth middleware, reads a body past its cap.
     return BodyLimit(guard)  # type: ignore[return-value]  # ASGI apps in front of the Starlette one

@@ -15,10 +15,10 @@ Every HTTP request and WebSocket upgrade passes here before routing, in this ord
    cookie-authenticated request must come from ketch's own origin if it changes anything (any method
    but GET/HEAD/OPTIONS) or carries an Origin at all. Bearer requests cannot be forged by a page (it has
    no token), so they need no Origin.
-5. **Namespace binding**: a ServiceAccount's token reaches the Kubernetes API of its own namespace only
-   (plus discovery); what each identity may do beyond that is RBAC's business.
 
-The identity is left in ``scope["ketch.user"]`` for the handlers behind.
+The identity is left in ``scope["ketch.user"]`` for the authorization layer right behind
+(``server/authz.py``), which decides what it may do (RBAC). Without a credential only a public
+InferenceService (``public``, asked of that layer) is served, to ``system:anonymous``.
 """
 
 from __future__ import annotations
@@ -45,12 +45,14 @@ OPEN = frozenset({"/healthz", "/livez", "/readyz", "/login", "/logout"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 WS_BEARER = "base64url.bearer.authorization.k8s.io."
 LOGIN_CODE_TTL_S = 3600.0
+HOSTS_REMEMBERED = 1024
 
 
 class HostPolicy:
     def __init__(self, bind_host: str, allowed: list[str]) -> None:
         self.exact: set[str] = {"localhost"}
         self.suffixes: list[str] = [".localhost"]
+        self._seen: dict[str, bool] = {}
         for a in allowed:
             a = a.strip().lower()
             if a.startswith("*."):
@@ -67,6 +69,18 @@ class HostPolicy:
                     self.exact.add(n.lower())
 
     def allows(self, host: str) -> bool:
+        # The answer depends on the Host value alone and the policy never changes, so it is remembered:
+        # parsing an IP literal on every request cost more than the rest of the host check. Bounded, so a
+        # client sending random Host values cannot grow it.
+        ok = self._seen.get(host)
+        if ok is None:
+            ok = self._decide(host)
+            if len(self._seen) >= HOSTS_REMEMBERED:
+                self._seen.clear()
+            self._seen[host] = ok
+        return ok
+
+    def _decide(self, host: str) -> bool:
         name = host_name(host)
         if not name:
             return False
@@ -75,14 +89,28 @@ class HostPolicy:
         return any(name.endswith(s) for s in self.suffixes)
 
 
+# The headers this layer reads, by their raw (ASGI: lower-case) name.
+_READ = {n.encode(): n for n in ("host", "origin", "authorization", "cookie", "sec-websocket-protocol", "accept", "content-type", "sec-fetch-site")}
+
+
 def _headers(scope: Scope) -> dict[str, str]:
-    # Only the headers this layer reads; the first of each wins, as in HTTP for these fields.
+    # Only the headers this layer reads; the first of each wins, as in HTTP for these fields. Names are
+    # matched as bytes, so the headers it does not read are never decoded.
     out: dict[str, str] = {}
     for k, v in scope.get("headers") or ():
-        name = k.decode("latin-1").lower()
-        if name in ("host", "origin", "authorization", "cookie", "sec-websocket-protocol", "accept", "content-type", "sec-fetch-site") and name not in out:
+        name = _READ.get(k) or _READ.get(k.lower())
+        if name is not None and name not in out:
             out[name] = v.decode("latin-1")
     return out
+
+
+def same_origin(h: dict[str, str], own: str) -> bool:
+    """The request comes from ketch's own pages: its Origin is ketch's, or the browser (which alone sets
+    Sec-Fetch-Site) says same-origin where it sends ``Origin: null`` (form posts under no-referrer)."""
+    origin = h.get("origin")
+    if origin == own:
+        return True
+    return origin in (None, "null") and h.get("sec-fetch-site") == "same-origin"
 
 
 def _cookie(header: str, name: str) -> str:
@@ -117,19 +145,13 @@ def is_kube_path(path: str) -> bool:
     return path.startswith("/openapi") or path == "/version"
 
 
-def _path_namespace(path: str) -> str | None:
-    parts = path.strip("/").split("/")
-    for i, p in enumerate(parts[:-1]):
-        if p == "namespaces" and i in (2, 3):
-            return parts[i + 1]
-    return None
-
-
 class AuthMiddleware:
     """Pure ASGI (no per-request object allocation beyond a small dict), so it costs microseconds."""
 
-    def __init__(self, app: ASGIApp, authn: Authenticator, bind_host: str, allowed_hosts: list[str]) -> None:
+    def __init__(self, app: ASGIApp, authn: Authenticator, bind_host: str, allowed_hosts: list[str],
+                 public: Callable[[Scope], bool] | None = None) -> None:
         self.app = app
+        self.public = public
         self.authn = authn
         self.hosts = HostPolicy(bind_host, allowed_hosts)
         self._codes: dict[str, float] = {}
@@ -155,7 +177,7 @@ class AuthMiddleware:
                              "add it with ketch up --allowed-host)", path)
             return
         origin = h.get("origin")
-        own = self._own_origin(scope, host)
+        own = self._own_origin(scope, host) if origin is not None or path in OPEN else ""  # needed only then
         if typ == "websocket" and origin is not None and origin != own:
             await self._deny(scope, send, 403, "Forbidden", f"websocket from origin {origin!r} refused: only {own} may open one", path)
             return
@@ -179,29 +201,20 @@ class AuthMiddleware:
                 if user is not None:
                     method = scope.get("method", "GET")
                     unsafe = typ == "websocket" or method not in SAFE_METHODS
-                    if (origin is not None and origin != own) or (unsafe and origin is None and h.get("sec-fetch-site") != "same-origin"):
+                    if not same_origin(h, own) and (unsafe or origin is not None):
                         await self._deny(scope, send, 403, "Forbidden",
                                          f"cross-origin request refused: {scope.get('method', 'GET')} {path} with a session cookie "
-                                         f"must come from {own} (Origin: {origin})", path)
+                                         f"must come from {own or self._own_origin(scope, host)} (Origin: {origin})", path)
                         return
+        if user is None and not bearer and self.public is not None and self.public(scope):
+            # A public InferenceService: no credential needed; the authorization layer sees the anonymous user.
+            user = UserInfo("system:anonymous", "", ("system:unauthenticated",))
         if user is None:
             if typ == "http" and path == "/" and "text/html" in h.get("accept", ""):
                 await _redirect(send, "/login")
                 return
             await self._deny(scope, send, 401, "Unauthorized", "Unauthorized" if not bearer else "Unauthorized: the token is not valid", path)
             return
-        sa = user.service_account
-        if sa is not None and is_kube_path(path):
-            ns = _path_namespace(path)
-            if ns is None:
-                ok = scope.get("method", "GET") == "GET" and (path in ("/api", "/apis", "/version", "/api/v1") or path.startswith("/openapi")
-                                                             or path.count("/") <= 3 and path.startswith("/apis/"))
-            else:
-                ok = ns == sa[0]
-            if not ok and path.rstrip("/") != f"/api/v1/namespaces/{sa[0]}":
-                await self._deny(scope, send, 403, "Forbidden", f'User "{user.name}" cannot reach {path}: a ServiceAccount token '
-                                 f'is bound to its namespace "{sa[0]}"', path)
-                return
         scope["ketch.user"] = user
         await self.app(scope, receive, send)
 
@@ -238,7 +251,7 @@ class AuthMiddleware:
             await self._deny(scope, send, 404, "NotFound", "not found", path)
             return
         if path == "/logout":
-            if method != "POST" or h.get("origin") != own:
+            if method != "POST" or not same_origin(h, own):
                 await self._deny(scope, send, 403, "Forbidden", "log out with a POST from the dashboard", path)
                 return
             await _redirect(send, "/login", cookie=f"{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict")
@@ -259,7 +272,7 @@ class AuthMiddleware:
         if method != "POST":
             await self._deny(scope, send, 405, "MethodNotAllowed", "GET or POST", path)
             return
-        if h.get("origin") not in (own, None) or (h.get("origin") is None and h.get("sec-fetch-site") not in (None, "same-origin")):
+        if not same_origin(h, own) and (h.get("origin") is not None or h.get("sec-fetch-site") not in (None, "none")):
             await self._deny(scope, send, 403, "Forbidden", "the login form must be posted from this server's own page", path)
             return
         body = b""

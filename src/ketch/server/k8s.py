@@ -183,9 +183,12 @@ def _warn_headers(opts: Options) -> dict | None:
 class K8sHandler:
     """One ASGI-friendly handler for every resource request."""
 
-    def __init__(self, api: Api, subresource_handlers: dict[tuple[str, str], Callable]) -> None:
+    def __init__(self, api: Api, subresource_handlers: dict[tuple[str, str], Callable],
+                 creators: dict[str, Callable] | None = None) -> None:
         self.api = api
         self.subs = subresource_handlers
+        # Create-only kinds answered by a handler and never stored (the review APIs), by storage key.
+        self.creators = creators if creators is not None else {}
 
     async def __call__(self, request: Request) -> Response:
         try:
@@ -229,6 +232,11 @@ class K8sHandler:
         rd = t.rd
         q = request.query_params
         m = request.method
+        creator = self.creators.get(rd.key)
+        if creator is not None:
+            if m != "POST" or t.name is not None:
+                raise method_not_allowed(f"the server does not allow this method on the requested resource ({path})")
+            return await creator(request, rd, t.namespace or "")
         if t.sub and t.sub not in ("status",):
             h = self.subs.get((rd.key, t.sub))
             if h is None:

@@ -96,6 +96,16 @@ JOB_SPEC: Schema = {
     10: ("suspend", "bool", None), 15: ("managedBy", "str", None),
 }
 
+RESOURCE_ATTRIBUTES: Schema = {1: ("namespace", "str", None), 2: ("verb", "str", None), 3: ("group", "str", None), 4: ("version", "str", None),
+                               5: ("resource", "str", None), 6: ("subresource", "str", None), 7: ("name", "str", None)}
+NON_RESOURCE_ATTRIBUTES: Schema = {1: ("path", "str", None), 2: ("verb", "str", None)}
+SAR_SPEC: Schema = {1: ("resourceAttributes", "msg", RESOURCE_ATTRIBUTES), 2: ("nonResourceAttributes", "msg", NON_RESOURCE_ATTRIBUTES),
+                    3: ("user", "str", None), 4: ("groups", "rep_str", None), 6: ("uid", "str", None)}
+POLICY_RULE: Schema = {1: ("verbs", "rep_str", None), 2: ("apiGroups", "rep_str", None), 3: ("resources", "rep_str", None),
+                       4: ("resourceNames", "rep_str", None), 5: ("nonResourceURLs", "rep_str", None)}
+BINDING: Schema = {1: ("metadata", "msg", OBJECT_META),
+                   2: ("subjects", "rep_msg", {1: ("kind", "str", None), 2: ("apiGroup", "str", None), 3: ("name", "str", None), 4: ("namespace", "str", None)}),
+                   3: ("roleRef", "msg", {1: ("apiGroup", "str", None), 2: ("kind", "str", None), 3: ("name", "str", None)})}
 SCHEMAS: dict[tuple[str, str], Schema] = {
     ("v1", "Pod"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", POD_SPEC)},
     ("v1", "Service"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", SERVICE_SPEC)},
@@ -106,6 +116,16 @@ SCHEMAS: dict[tuple[str, str], Schema] = {
     ("authentication.k8s.io/v1", "TokenRequest"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", {
         1: ("audiences", "rep_str", None), 4: ("expirationSeconds", "int", None),
         3: ("boundObjectRef", "msg", {1: ("kind", "str", None), 2: ("apiVersion", "str", None), 3: ("name", "str", None), 4: ("uid", "str", None)})})},
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", SAR_SPEC)},
+    ("authorization.k8s.io/v1", "SubjectAccessReview"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", SAR_SPEC)},
+    ("authorization.k8s.io/v1", "LocalSubjectAccessReview"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", SAR_SPEC)},
+    ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", {1: ("namespace", "str", None)})},
+    ("authentication.k8s.io/v1", "SelfSubjectReview"): {1: ("metadata", "msg", OBJECT_META)},
+    ("rbac.authorization.k8s.io/v1", "Role"): {1: ("metadata", "msg", OBJECT_META), 2: ("rules", "rep_msg", POLICY_RULE)},
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): {1: ("metadata", "msg", OBJECT_META), 2: ("rules", "rep_msg", POLICY_RULE),
+                                                      3: ("aggregationRule", "msg", {1: ("clusterRoleSelectors", "rep_msg", LABEL_SELECTOR)})},
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): BINDING,
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): BINDING,
     ("v1", "ServiceAccount"): {1: ("metadata", "msg", OBJECT_META), 2: ("secrets", "rep_msg", OBJECT_REF), 3: ("imagePullSecrets", "rep_msg", LOCAL_REF), 4: ("automountServiceAccountToken", "bool", None)},
 }
 

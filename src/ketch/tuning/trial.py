@@ -73,6 +73,10 @@ def _floats(records: list[dict]) -> list[float]:
     return out
 
 
+class LogsUnavailable(Exception):
+    """A trial pod's log could not be read just now."""
+
+
 class TrialController(Controller):
     name = "katib-trial"
     kind = TRIAL
@@ -97,6 +101,13 @@ class TrialController(Controller):
         return [Key(obj["metadata"].get("namespace", ""), o["name"]) for o in obj["metadata"].get("ownerReferences") or [] if o.get("kind") == "Trial" and o.get("controller")]
 
     async def reconcile(self, key: Key) -> Result | None:
+        try:
+            return await self._reconcile(key)
+        except LogsUnavailable as e:
+            log.info("trial %s: %s; looking again shortly", key, e)
+            return Result(requeue_after=0.5)
+
+    async def _reconcile(self, key: Key) -> Result | None:
         trial = self.get(key)
         if trial is None:
             self.store.delete(key.namespace, key.name)  # Katib's clean-metrics-in-db, level-triggered
@@ -121,7 +132,9 @@ class TrialController(Controller):
         if holds(run, spec.get("failureCondition")):
             await self._collect(trial, status)
             set_condition(status, "Running", "False", "TrialFailed", "Trial has failed")
-            set_condition(status, "Failed", "True", "TrialFailed. Job reason: " + self._run_reason(run, "Failed"), "Trial has failed")
+            # the cause is read now: once the Trial is Failed its run, and the run's Pods, are deleted
+            msg = "Trial has failed. Job message: " + self._run_message(run, "Failed").rstrip(".") + "." + await self._failure_cause(trial)
+            set_condition(status, "Failed", "True", "TrialFailed. Job reason: " + self._run_reason(run, "Failed"), msg)
             status["completionTime"] = now()
             self.client.event(trial, "Warning", "TrialFailed", f"{ref[1]} {key.name} has failed")
             return self._write(trial, status)
@@ -223,6 +236,47 @@ class TrialController(Controller):
                 return c.get("reason") or ctype
         return ctype
 
+    @staticmethod
+    def _run_message(run: dict, ctype: str) -> str:
+        for c in (run.get("status") or {}).get("conditions") or []:
+            if c.get("type") == ctype:
+                return (c.get("message") or "").split("; last failed pod ")[0] or ctype
+        return ctype
+
+    async def _failure_cause(self, trial: dict, lines: int = 20, max_bytes: int = 2048) -> str:
+        """What a user needs to act on a failed trial: which Pod's container failed with which exit code, and
+        its termination message, or else the tail of its log."""
+        md = trial["metadata"]
+        failed = []
+        for p in self.client.list(POD, md["namespace"], {TRIAL_LABEL: md["name"]}):
+            for cs in (p.get("status") or {}).get("containerStatuses") or []:
+                for where in ("state", "lastState"):
+                    t = (cs.get(where) or {}).get("terminated") or {}
+                    if t.get("exitCode"):
+                        failed.append((t.get("finishedAt") or "", p, cs["name"], t, where == "lastState"))
+        if not failed:
+            return ""
+        _, pod, container, term, previous = max(failed, key=lambda f: f[0])
+        head = f" Pod {pod['metadata']['name']} container {container} exited with code {term['exitCode']} ({term.get('reason') or 'Error'})"
+        text = (term.get("message") or "").strip()
+        if not text:
+            text = (await self._pod_log(md["namespace"], pod["metadata"]["name"], container,
+                                        {"tailLines": lines, "limitBytes": max_bytes, **({"previous": "true"} if previous else {})})).strip()
+        if len(text.encode()) > max_bytes:
+            text = "..." + text.encode()[-max_bytes:].decode(errors="ignore")
+        return head + (f"; its last output:\n{text}" if text else ".")
+
+    async def _pod_log(self, namespace: str, pod: str, container: str, params: dict | None = None) -> str:
+        """One Pod's log through the API's pods/log (whatever kubelet ran it); empty if there is none.
+        LogsUnavailable when the API cannot be reached (ketch still starting): the trial is looked at
+        again, rather than judged on missing output (which would fail it as MetricsUnavailable)."""
+        async with httpx.AsyncClient(base_url=self.ctx.settings.url, timeout=30, headers=self.ctx.services["authn"].internal_headers()) as h:
+            try:
+                r = await h.get(f"/api/v1/namespaces/{namespace}/pods/{pod}/log", params={"container": container, **(params or {})})
+            except httpx.HTTPError as e:
+                raise LogsUnavailable(f"could not read logs of {pod}: {e}") from e
+        return r.text if r.status_code == 200 else ""
+
     async def _collect(self, trial: dict, status: dict) -> dict:
         md, spec = trial["metadata"], trial["spec"]
         names = metric_names(trial)
@@ -254,16 +308,10 @@ class TrialController(Controller):
             pods = [p for p in pods if label_matches({"matchLabels": plabels}, p["metadata"].get("labels") or {})]
         pods.sort(key=lambda p: p["metadata"].get("creationTimestamp", ""))
         out = []
-        async with httpx.AsyncClient(base_url=self.ctx.settings.url, timeout=30, headers=self.ctx.services["authn"].internal_headers()) as h:
-            for p in pods:
-                url = f"/api/v1/namespaces/{md['namespace']}/pods/{p['metadata']['name']}/log"
-                try:
-                    r = await h.get(url, params={"container": spec.get("primaryContainerName", "")})
-                except httpx.HTTPError as e:
-                    log.warning("could not read logs of %s: %s", p["metadata"]["name"], e)
-                    continue
-                if r.status_code == 200:
-                    out.append(r.text)
+        for p in pods:
+            text = await self._pod_log(md["namespace"], p["metadata"]["name"], spec.get("primaryContainerName", ""))
+            if text:
+                out.append(text)
         return "\n".join(out)
 
     def _write(self, trial: dict, status: dict) -> Result | None:

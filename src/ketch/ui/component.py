@@ -49,8 +49,10 @@ async def asset(request: Request) -> Response:
 def setup(ctx: Context) -> None:
     # ``/`` and ``/ui/...`` only: /api, /apis (KFP's /apis/v2beta1 included), /openapi, /version, /healthz
     # and the serving gateway's /serving/ stay with their owners.
+    from ketch.ui import kfam, workgroup
     from ketch.ui.artifacts import content_handler
 
+    ctx.add_routes(kfam.routes(ctx) + workgroup.routes(ctx))
     ctx.add_routes([
         Route("/", index),
         Route("/ui/artifacts/{run}/{aid}", content_handler(ctx.api, ctx.settings)),

@@ -13,6 +13,7 @@ export async function req(method, path, body, headers = {}) {
     else { init.body = JSON.stringify(body); init.headers["Content-Type"] ||= "application/json"; }
   }
   const r = await fetch(path, init);
+  if (r.status === 401) { location.assign("/login"); }  // the session ended: log in again
   const text = await r.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = { message: text }; }

@@ -7,11 +7,14 @@ import * as pipelines from "./pages/pipelines.js";
 import * as training from "./pages/training.js";
 import * as tuning from "./pages/tuning.js";
 import * as serving from "./pages/serving.js";
+import * as home from "./pages/home.js";
+import * as contributors from "./pages/contributors.js";
 
 const NAV = [
   ["Pipelines", "#/pipelines"], ["Runs", "#/runs"], ["Experiments", "#/experiments"],
   ["Recurring runs", "#/recurringruns"], ["Training jobs", "#/training"], ["Tuning experiments", "#/tuning"],
   ["Models", "#/models"], ["Notebooks", "#/notebooks"], ["Resources", "#/resources"], ["Events", "#/events"],
+  ["Contributors", "#/contributors"],
 ];
 
 // Most specific first; ":x" captures one segment, "*rest" the remainder.
@@ -25,14 +28,14 @@ const ROUTES = [
   ["/training/:group/:plural/:ns/:name", training.details], ["/training", training.list],
   ["/tuning/:ns/:name", tuning.details], ["/tuning", tuning.list],
   ["/models/:ns/:name", serving.details], ["/models", serving.list],
-  ["/notebooks", resources.notebooks],
+  ["/notebooks", resources.notebooks], ["/contributors", contributors.contributors],
   ["/resources/:group/:plural/:ns/:name", resources.details], ["/resources/:group/:plural", resources.list],
   ["/resources", resources.index], ["/events", resources.events], ["/search", resources.search],
-  ["/create", resources.create], ["/", resources.home],
+  ["/create", resources.create], ["/", home.home],
 ];
 
 export const ctx = {
-  ns: new Cell(localStorage.getItem("ketch.ns") || "default"),
+  ns: new Cell(localStorage.getItem("ketch.ns") || "default"),  // the last choice is remembered
   go(hash) { location.hash = hash; },
 };
 
@@ -66,8 +69,25 @@ async function route() {
   }
 }
 
-function nsSwitcher() {
+// The caller's namespaces and role in each (/ui/namespaces, answered from RBAC), fetched once per page load.
+let wgPromise = null;
+export function workgroup() {
+  if (!wgPromise) wgPromise = get("/ui/namespaces").catch(() => ({ clusterAdmin: true, namespaces: [] }));
+  return wgPromise;
+}
+
+async function nsSwitcher() {
   const sel = document.getElementById("ns");
+  sel.addEventListener("change", () => { localStorage.setItem("ketch.ns", sel.value); ctx.ns.set(sel.value); });
+  const wg = await workgroup();
+  if (!wg.clusterAdmin) {
+    // Only the namespaces RBAC lets this user see: Profiles owned, contributed to, or bound otherwise.
+    const names = wg.namespaces.map(n => n.name);
+    if (names.length && !names.includes(ctx.ns.get())) { ctx.ns.set(names[0]); }
+    mount(sel, wg.namespaces.map(n => h("option", { value: n.name }, `${n.name} (${n.role})`)));
+    sel.value = ctx.ns.get();
+    return;
+  }
   let current = [];
   const draw = () => {
     const ns = ctx.ns.get();
@@ -77,7 +97,6 @@ function nsSwitcher() {
     sel.value = ns;
   };
   liveObjects("/api/v1/namespaces", { onChange(items) { current = items; draw(); } });
-  sel.addEventListener("change", () => { localStorage.setItem("ketch.ns", sel.value); ctx.ns.set(sel.value); });
   draw();
 }
 

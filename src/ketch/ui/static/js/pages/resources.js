@@ -5,23 +5,10 @@ import { get, req, kinds, findKind, resPath, listWatch, liveObjects, follow, TAB
 import { dump, header, lineOf } from "../yaml.js";
 
 export const nsOf = (ctx) => (ctx.ns.get() === "*" ? "" : ctx.ns.get());
+// Where a list looked, for its empty message: "in namespace kubeflow" / "in any namespace".
+export const inWhere = (ctx) => (nsOf(ctx) ? `in namespace ${nsOf(ctx)}` : "in any namespace");
 const gk = (k) => k.group || "core";
 export const objHref = (k, ns, name) => `#/resources/${gk(k)}/${k.plural}/${ns || "_"}/${encodeURIComponent(name)}`;
-
-export async function home(root, _p, ctx) {
-  const ks = await kinds();
-  const ns = nsOf(ctx);
-  const cards = [
-    ["Pipelines", "#/pipelines", "Upload, run and compare KFP pipelines"],
-    ["Training jobs", "#/training", "PyTorchJob, TFJob, TrainJob..."],
-    ["Tuning experiments", "#/tuning", "Katib experiments and trials"],
-    ["Models", "#/models", "KServe InferenceServices"],
-    ["Resources", "#/resources", `${ks.length} kinds served`],
-    ["Events", "#/events", "What just happened"],
-  ];
-  mount(root, h("h1", {}, "ketch"), h("p", { class: "muted" }, `Namespace: ${ns || "all namespaces"}`),
-    h("div", { class: "cards" }, cards.map(([t, href, d]) => h("a", { class: "card", href }, h("h3", {}, t), h("p", {}, d)))));
-}
 
 export async function index(root) {
   const ks = await kinds();
@@ -66,7 +53,7 @@ export function liveTable(k, ns, { query = "", onRow, extra = [] } = {}) {
     const now = JSON.stringify(columns.map(c => c.title));
     if (t && now === sig) { t.setRows([...rows.values()]); return; }
     sig = now;
-    t = table(columns, [...rows.values()], { onRow, empty: `No ${k.plural} ${ns ? "in " + ns : ""}` });
+    t = table(columns, [...rows.values()], { onRow, empty: `No ${k.plural} ${ns ? "in namespace " + ns : "in any namespace"}.` });
     t.classList.add("resource-table");
     t.dataset.kind = k.plural;
     mount(wrap, t);

@@ -2,7 +2,7 @@
 // a test prediction through ketch's own gateway (never to another host).
 import { h, mount, clear, table, badge, age, link, errorBox } from "../dom.js";
 import { findKind, resPath, liveObjects, req } from "../api.js";
-import { nsOf, objectPage } from "./resources.js";
+import { nsOf, objectPage, inWhere } from "./resources.js";
 import { barChart, lineChart } from "../charts.js";
 
 const ready = (o) => { const c = ((o.status && o.status.conditions) || []).find(x => x.type === "Ready"); return c ? (c.status === "True" ? "Ready" : c.reason || "NotReady") : "Unknown"; };
@@ -17,7 +17,7 @@ export async function list(root, _p, ctx) {
     { title: "URL", value: o => (o.status || {}).url || "" },
     { title: "Format", value: o => ((((o.spec || {}).predictor || {}).model || {}).modelFormat || {}).name || "" },
     { title: "Age", value: o => o.metadata.creationTimestamp, render: o => age(o.metadata.creationTimestamp) },
-  ], [], { id: "inferenceservices", empty: "No InferenceServices." });
+  ], [], { id: "inferenceservices", empty: `No InferenceServices ${inWhere(ctx)}.` });
   const w = liveObjects(resPath(k, nsOf(ctx)), { onChange: items => t.setRows(items) });
   mount(root, h("h1", {}, "Models"), h("div", { class: "toolbar" }, link(`#/create?kind=${encodeURIComponent(k.gv + "/InferenceService")}`, "New InferenceService")), t);
   return () => w.stop();

@@ -2,7 +2,7 @@
 // listed live; a job's page shows replicas with their pods' states and restarts, conditions, events, logs.
 import { h, mount, clear, table, badge, age, link } from "../dom.js";
 import { kinds, resPath, liveObjects, follow } from "../api.js";
-import { nsOf, objectPage } from "./resources.js";
+import { nsOf, objectPage, inWhere } from "./resources.js";
 
 const TRAINING = [["kubeflow.org", /^(pytorch|tf|mpi|xgboost|paddle|jax|mx)jobs$/], ["trainer.kubeflow.org", /^trainjobs$/]];
 
@@ -28,7 +28,7 @@ export async function list(root, _p, ctx) {
     { title: "State", value: r => jobState(r.o), render: r => badge(jobState(r.o)) },
     { title: "Replicas", value: r => replicaSummary(r.o) },
     { title: "Age", value: r => r.o.metadata.creationTimestamp, render: r => age(r.o.metadata.creationTimestamp) },
-  ], [], { id: "training-jobs", empty: ks.length ? "No training jobs." : "No training kinds are served by this ketch yet." });
+  ], [], { id: "training-jobs", empty: ks.length ? `No training jobs ${inWhere(ctx)}.` : "No training kinds are served by this ketch yet." });
   const watches = ks.map(k => liveObjects(resPath(k, ns), {
     onChange(items) { rows.set(k.plural, items.map(o => ({ k, o }))); t.setRows([...rows.values()].flat()); },
   }));

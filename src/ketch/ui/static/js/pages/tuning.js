@@ -2,7 +2,7 @@
 // the objective over trials and a parallel-coordinates plot; all kept live by watches.
 import { h, mount, table, badge, age, link, kv, batched } from "../dom.js";
 import { findKind, resPath, liveObjects } from "../api.js";
-import { nsOf, objectPage } from "./resources.js";
+import { nsOf, objectPage, inWhere } from "./resources.js";
 import { lineChart, parallelCoordinates } from "../charts.js";
 
 const state = (o) => { const on = ((o.status && o.status.conditions) || []).filter(c => c.status === "True"); return on.length ? on[on.length - 1].type : "Created"; };
@@ -17,7 +17,7 @@ export async function list(root, _p, ctx) {
     { title: "Progress", value: o => progress(o).done, render: o => progressBar(o) },
     { title: "Best", value: o => bestValue(o) ?? "" },
     { title: "Age", value: o => o.metadata.creationTimestamp, render: o => age(o.metadata.creationTimestamp) },
-  ], [], { id: "tuning-experiments", empty: "No experiments." });
+  ], [], { id: "tuning-experiments", empty: `No experiments ${inWhere(ctx)}.` });
   const w = liveObjects(resPath(k, nsOf(ctx)), { onChange: items => t.setRows(items) });
   mount(root, h("h1", {}, "Tuning experiments"), h("div", { class: "toolbar" }, link(`#/create?kind=${encodeURIComponent(k.gv + "/Experiment")}`, "New experiment")), t);
   return () => w.stop();

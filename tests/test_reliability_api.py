@@ -283,3 +283,13 @@ def test_apply_patch_that_is_not_utf8_is_a_400(k):
     with k.http() as h:
         r = h.patch(CM.format(ns=n) + "/x", params={"fieldManager": "t"}, content=b"EK\xb7", headers={"Content-Type": "application/apply-patch+yaml"})
     assert r.status_code == 400, r.text
+
+
+@pytest.mark.parametrize("path", ["/apis/v2beta1/runs", "/apis/v2beta1/recurringruns", "/apis/v2beta1/experiments"])
+def test_kfp_ids_of_the_wrong_type_are_a_4xx(k, path):
+    """Found by the fuzz (after authorization landed): a KFP body whose experiment_id or namespace is not a
+    string was a 500 from the authorization middleware's namespace lookup."""
+    with k.http() as h:
+        for body in ({"experiment_id": ["x"]}, {"experiment_id": {"a": 1}}, {"namespace": 5, "display_name": "e"}):
+            r = h.post(path, json=body)
+            assert 400 <= r.status_code < 500, (body, r.status_code, r.text)

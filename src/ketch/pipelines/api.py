@@ -111,6 +111,9 @@ class KfpApi:
             raise bad(f"request body is not valid JSON: {e}") from e
         if not isinstance(b, dict):
             raise bad("request body must be a JSON object")
+        for k in _STRING_FIELDS:  # KFP's proto fields that are strings: anything else is the client's error
+            if b.get(k) is not None and not isinstance(b[k], str):
+                raise bad(f"{k}: must be a string, not {type(b[k]).__name__}")
         return b
 
     def _default_experiment(self) -> str:
@@ -576,6 +579,10 @@ def _unpack(data: bytes, fname: str) -> bytes:
 
 
 _MAX_UNPACKED = 16 * 1024 * 1024  # a pipeline inside an archive: as big as an upload may be, no zip bomb
+
+
+_STRING_FIELDS = ("display_name", "displayName", "description", "namespace", "experiment_id", "experimentId", "pipeline_id",
+                  "pipelineId", "pipeline_version_id", "pipelineVersionId", "name", "service_account", "serviceAccount")
 
 
 def _wrap(fn):

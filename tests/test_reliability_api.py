@@ -293,3 +293,14 @@ def test_kfp_ids_of_the_wrong_type_are_a_4xx(k, path):
         for body in ({"experiment_id": ["x"]}, {"experiment_id": {"a": 1}}, {"namespace": 5, "display_name": "e"}):
             r = h.post(path, json=body)
             assert 400 <= r.status_code < 500, (body, r.status_code, r.text)
+
+
+def test_kfp_filters_and_archives_that_are_not_what_they_claim_are_400(k):
+    """Found by the fuzz: a filter that is JSON but not an object, and a .zip that is not an archive, were 500."""
+    with k.http() as h:
+        for f in ("14", "[1]", '{"predicates": 3}', '{"predicates": [1]}'):
+            r = h.get("/apis/v2beta1/pipelines", params={"filter": f})
+            assert r.status_code == 400, (f, r.text)
+        for name in ("p.zip", "p.tar.gz"):
+            r = h.post("/apis/v2beta1/pipelines/upload", files={"uploadfile": (name, b"pipelineInfo: {name: p}\n")})
+            assert r.status_code == 400 and "archive" in r.json()["error"], r.text

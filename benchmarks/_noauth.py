@@ -6,7 +6,7 @@
 ``ketch up``. To make the layer the only difference, this goes through ketch's own ``serve()`` (same
 ``build_context``, same routes, same uvicorn settings, same one-port TLS/HTTP listener) and swaps only
 what ``build_app`` returns: the Starlette app behind ``AuthMiddleware`` and the authorization layer, still
-inside the request-metrics layer. Nothing in ketch itself can turn authentication off; this file is not shipped
+inside the request-metrics and body-limit layers. Nothing in ketch itself can turn authentication off; this file is not shipped
 and must never be used to serve anything but a benchmark on loopback.
 """
 
@@ -31,9 +31,12 @@ def build_app_without_auth(ctx):  # noqa: ANN001, ANN201
     the reference is ketch without its door, so the figure is their cost together."""
     outer = _build_app(ctx)
     guard = ctx.services.get("auth")
-    if not isinstance(guard, AuthMiddleware) or getattr(outer, "app", None) is not guard or not hasattr(guard.app, "app"):
-        raise SystemExit("build_app no longer returns metrics -> AuthMiddleware -> AuthzMiddleware: update benchmarks/_noauth.py")
-    outer.app = guard.app.app  # the Starlette app behind authentication and authorization
+    layer = outer
+    while getattr(layer, "app", None) is not None and layer.app is not guard:
+        layer = layer.app  # the layers in front of authentication (request metrics, body limits)
+    if not isinstance(guard, AuthMiddleware) or getattr(layer, "app", None) is not guard or not hasattr(guard.app, "app"):
+        raise SystemExit("build_app no longer wraps AuthMiddleware -> AuthzMiddleware: update benchmarks/_noauth.py")
+    layer.app = guard.app.app  # the Starlette app behind authentication and authorization
     return outer
 
 

@@ -50,8 +50,8 @@ def test_v1_errors(lr):
     assert r.status_code == 400 and "instances" in r.json()["error"]
     r = c.post("/v1/models/iris:predict", json={"instances": 5})
     assert (r.status_code, r.json()) == (400, {"error": 'Expected "instances" to be a list'})
-    r = c.post("/v1/models/iris:predict", json={"instances": [[1.0, 2.0]]})  # the model's own error -> 500
-    assert r.status_code == 500 and "features" in r.json()["error"]
+    r = c.post("/v1/models/iris:predict", json={"instances": [[1.0, 2.0]]})  # wrong feature count: the client's error, the model's message
+    assert r.status_code == 400 and "features" in r.json()["error"]
     r = c.post("/v1/models/iris:explain", json={"instances": [IRIS_ROW]})
     assert (r.status_code, r.json()) == (501, {"error": "Could not find explainer_host."})
     assert c.get("/v1/models/iris:predict").status_code == 405

@@ -29,9 +29,11 @@ def up(
     """Start ketch: the API server, controllers and kubelet in one process."""
     from ketch.config import Settings
     from ketch.machinery.hosts import is_loopback
+    from ketch.server import lograte
     from ketch.server.app import serve
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    lograte.install()  # identical warnings and errors at most once per window, with a count
     settings = Settings.from_env(host=host, port=port, home=home, database_url=database_url, tls_cert=tls_cert, tls_key=tls_key,
                                  insecure=insecure or None)
     if allowed_host:

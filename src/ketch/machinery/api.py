@@ -25,8 +25,10 @@ from ketch.kinds.meta import (
     validate_dns_subdomain,
 )
 from ketch.machinery import errors
+from ketch.machinery.bounds import non_finite
 from ketch.machinery.errors import StatusError, bad_request
 from ketch.machinery.jsoncopy import clone
+from ketch.machinery.metatypes import meta_type_errors
 from ketch.machinery.patch import (
     APPLY,
     APPLY_CBOR,
@@ -38,7 +40,12 @@ from ketch.machinery.patch import (
     strategic_merge_patch,
 )
 from ketch.machinery.registry import Registry
-from ketch.machinery.selectors import equality_requirements, parse_field_selector, parse_label_selector
+from ketch.machinery.selectors import (
+    equality_requirements,
+    field_labels,
+    parse_field_selector,
+    parse_label_selector,
+)
 from ketch.machinery.validation import validate
 from ketch.machinery.watch import WatchHub
 from ketch.store.base import Change, Gone, Store, StoreConflict, StoreExists, StoreNotFound
@@ -99,6 +106,26 @@ def _drop(obj: dict, path: str) -> None:
 
 def _spec_part(obj: dict) -> dict:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+
+
+def _refuse_non_finite(rd: ResourceDefinition, body: Any) -> None:
+    """inf and nan (YAML's .inf/.nan) have no JSON form: refused with their field named, before a copy
+    would quietly turn them into null."""
+    bad = non_finite(body)
+    if bad:
+        md = body.get("metadata") if isinstance(body, dict) else None
+        name = md.get("name") if isinstance(md, dict) and isinstance(md.get("name"), str) else ""
+        raise errors.invalid(rd, name, bad)
+
+
+def _guarded(rd: ResourceDefinition, fn: Callable[[dict, dict | None], list[FieldError]], obj: dict, old: dict | None) -> list[FieldError]:
+    """Run a kind's validator; one that trips over a value of an unexpected shape (its schema leaves the
+    field open) is a 400 about the object, never a 500."""
+    try:
+        return fn(obj, old)
+    except (TypeError, AttributeError, KeyError, ValueError, IndexError, OverflowError) as e:
+        log.debug("validator of %s failed on malformed input", rd.kind, exc_info=True)
+        raise bad_request(f"{rd.kind} {obj['metadata'].get('name', '')!r} is malformed: a field has a value of the wrong type or shape ({type(e).__name__}: {e})") from e
 
 
 class Api:
@@ -169,8 +196,18 @@ class Api:
     ) -> dict:
         """Default, prune, validate. Returns the object to store, or raises a 4xx StatusError."""
         name = obj["metadata"].get("name", "")
+        early = meta_type_errors(obj)
+        typed = rd.builtin and builtin_types.root(rd.group, version, rd.kind)
+        unknown: list[str] = []
+        if typed:
+            # Types first, as Kubernetes' decoder does: defaulters and validators may then rely on them.
+            unknown, type_errs = builtin_types.check(rd.group, version, rd.kind, obj)
+            early.extend(type_errs)
+        if early:
+            raise errors.invalid(rd, name, early)
         if rd.defaulter:
-            rd.defaulter(obj)
+            defaulter = rd.defaulter
+            _guarded(rd, lambda o, _old: defaulter(o) or [], obj, old)
         vdef = rd.version(version)
         schema = vdef.schema if vdef else None
         errs: list[FieldError] = []
@@ -183,9 +220,7 @@ class Api:
                     raise bad_request(f"strict decoding error: {msg}")
                 if opts.field_validation == "Warn":
                     opts.warnings.extend(f'unknown field "{p}"' for p in res.unknown)
-        if rd.builtin and builtin_types.root(rd.group, version, rd.kind):
-            unknown, type_errs = builtin_types.check(rd.group, version, rd.kind, obj)
-            errs.extend(type_errs)
+        if typed:
             if unknown:
                 if opts.field_validation == "Strict":
                     msg = ", ".join(f'unknown field "{p}"' for p in unknown)
@@ -196,10 +231,10 @@ class Api:
                     _drop(obj, p)
         errs.extend(self._validate_meta(rd, obj["metadata"], old is None))
         if rd.validator:
-            errs.extend(rd.validator(obj, old))
+            errs.extend(_guarded(rd, rd.validator, obj, old))
         if not errs:
             for fn in self.validators.get((rd.group, rd.kind), ()):
-                errs.extend(fn(obj, old))
+                errs.extend(_guarded(rd, fn, obj, old))
         if old is not None:
             for path in rd.immutable_fields:
                 from ketch.kinds.meta import get_path
@@ -258,7 +293,7 @@ class Api:
         continue_: str | None = None,
     ) -> dict:
         lpred = parse_label_selector(label_selector)
-        fpred = parse_field_selector(field_selector)
+        fpred = parse_field_selector(field_selector, field_labels(rd.group, rd.kind))
         items, rv = self.store.list(rd.key, ns if rd.namespaced else None, equality_requirements(label_selector) or None)
         start: tuple[str, str] | None = None
         if continue_:
@@ -293,6 +328,7 @@ class Api:
         version = version or rd.storage_version
         if not isinstance(body, dict):
             raise bad_request("the body of the request was in an unknown format")
+        _refuse_non_finite(rd, body)
         obj = clone(body)
         self._check_type(rd, version, obj)
         md = obj.setdefault("metadata", {})
@@ -334,6 +370,13 @@ class Api:
         return self._out(rd, version, clone(obj))
 
     def _check_type(self, rd: ResourceDefinition, version: str, obj: dict) -> None:
+        if "metadata" in obj and obj["metadata"] is None:
+            obj["metadata"] = {}  # null metadata is no metadata, as Kubernetes' decoder reads it
+        shape = meta_type_errors(obj)
+        if shape:  # before anything reads metadata: a list of labels or an int name is a 422, not a crash
+            md = obj.get("metadata")
+            name = md.get("name") if isinstance(md, dict) and isinstance(md.get("name"), str) else ""
+            raise errors.invalid(rd, name, shape)
         av, kind = obj.get("apiVersion"), obj.get("kind")
         if av and av != rd.api_version(version):
             raise bad_request(
@@ -358,6 +401,7 @@ class Api:
         ns = ns if rd.namespaced else ""
         if not isinstance(body, dict):
             raise bad_request("the body of the request was in an unknown format")
+        _refuse_non_finite(rd, body)
         if subresource == "status":  # only the status and identity of the body are read: copy just those
             obj = {k: clone(v) for k, v in body.items() if k in ("apiVersion", "kind", "metadata", "status")}
         else:
@@ -464,6 +508,8 @@ class Api:
         version = version or rd.storage_version
         ns = ns if rd.namespaced else ""
         ctype = patch_type.split(";")[0].strip()
+        if isinstance(patch, dict | list):
+            _refuse_non_finite(rd, patch)
         if ctype in (APPLY, APPLY_CBOR):
             from ketch.machinery import apply as ssa
 
@@ -488,7 +534,11 @@ class Api:
                 raise errors.unsupported_media(f"the body of the request was in an unknown format - accepted media types include: {JSON}, {MERGE}, {STRATEGIC}, {APPLY}")
             if not isinstance(new, dict):
                 raise bad_request("the patch did not produce an object")
-            md = new.setdefault("metadata", {})
+            if new.get("metadata") is None:
+                new["metadata"] = {}
+            if not isinstance(new["metadata"], dict):
+                raise errors.invalid(rd, name, meta_type_errors(new))
+            md = new["metadata"]
             prv = (patch.get("metadata") or {}).get("resourceVersion") if isinstance(patch, dict) else None
             if prv and str(prv) != old["metadata"]["resourceVersion"]:
                 raise errors.conflict(rd, name)
@@ -615,7 +665,7 @@ class Api:
         every change after it is replayed from the change log, or 410 Gone if it was compacted away.
         """
         lpred = parse_label_selector(label_selector)
-        fpred = parse_field_selector(field_selector)
+        fpred = parse_field_selector(field_selector, field_labels(rd.group, rd.kind))
         nsf = ns if rd.namespaced and ns else None
         sub = self.hub.subscribe(rd.key, nsf)
 

@@ -14,7 +14,7 @@ import yaml
 
 from ketch.kinds.definitions import ResourceDefinition
 from ketch.kinds.meta import now
-from ketch.machinery import errors
+from ketch.machinery import bounds, errors
 from ketch.machinery.errors import StatusError, bad_request
 from ketch.machinery.jsoncopy import clone
 
@@ -233,11 +233,14 @@ def server_side_apply(
 ) -> dict:
     if isinstance(patch, str | bytes):
         try:
-            patch = yaml.safe_load(patch)
+            patch = bounds.load_yaml(patch)
         except yaml.YAMLError as e:
             raise bad_request(f"error decoding YAML: {e}") from e
     if not isinstance(patch, dict):
         raise bad_request("apply patch must be an object")
+    bad = bounds.non_finite(patch)
+    if bad:
+        raise errors.invalid(rd, str((patch.get("metadata") or {}).get("name") or name), bad)
     manager = opts.field_manager
     if not manager:
         raise bad_request("PATCH requests with apply content type require a fieldManager query parameter")

@@ -100,6 +100,33 @@ def label_matches(selector: dict | None, labels: dict) -> bool:
     return True
 
 
+# The field labels kube-apiserver supports per kind (every kind has metadata.name and metadata.namespace);
+# any other field in a fieldSelector is a 400, as there, not a selector that silently matches nothing.
+_EVENT_FIELDS = {"involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid",
+                 "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath",
+                 "reason", "reportingComponent", "source", "type"}
+FIELD_LABELS: dict[tuple[str, str], set[str]] = {
+    ("", "Pod"): {"spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName", "spec.hostNetwork",
+                  "status.phase", "status.podIP", "status.podIPs", "status.nominatedNodeName"},
+    ("", "Event"): _EVENT_FIELDS,
+    ("events.k8s.io", "Event"): {"regarding.kind", "regarding.namespace", "regarding.name", "regarding.uid", "regarding.apiVersion",
+                                 "regarding.resourceVersion", "regarding.fieldPath", "reason", "reportingController", "type"},
+    ("", "Secret"): {"type"},
+    ("", "Namespace"): {"status.phase"},
+    ("", "Node"): {"spec.unschedulable"},
+    ("", "Service"): {"spec.clusterIP", "spec.type"},
+    ("batch", "Job"): {"status.successful"},
+    ("apps", "ReplicaSet"): {"status.replicas"},
+    ("", "ReplicationController"): {"status.replicas"},
+    ("certificates.k8s.io", "CertificateSigningRequest"): {"spec.signerName"},
+}
+
+
+def field_labels(group: str, kind: str) -> set[str]:
+    """The fields a fieldSelector may name for this kind."""
+    return {"metadata.name", "metadata.namespace"} | FIELD_LABELS.get((group, kind), set())
+
+
 def parse_field_selector(sel: str | None, allowed: set[str] | None = None) -> Pred:
     if not sel:
         return lambda obj: True
@@ -110,7 +137,7 @@ def parse_field_selector(sel: str | None, allowed: set[str] | None = None) -> Pr
             raise bad_request(f'invalid field selector: "{term}"')
         path, op, value = m.groups()
         if allowed is not None and path not in allowed:
-            raise bad_request(f'field label not supported: {path}')
+            raise bad_request(f'field label not supported: {path} (supported: {", ".join(sorted(allowed))})')
 
         def get(obj: dict, path: str = path) -> str:
             v = get_path(obj, path)

@@ -6,10 +6,10 @@ reported, so ``fieldValidation=Strict`` can refuse them), then every constraint 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ketch.kinds import patterns
 from ketch.kinds.definitions import FieldError
 from ketch.machinery.jsoncopy import clone
 
@@ -132,8 +132,14 @@ def _walk(s: dict, v: Any, path: str, res: Result) -> Any:
             res.errors.append(FieldError(path, "FieldValueInvalid", f"{path} in body should be at most {s['maxLength']} chars long", v))
         if "minLength" in s and len(v) < s["minLength"]:
             res.errors.append(FieldError(path, "FieldValueInvalid", f"{path} in body should be at least {s['minLength']} chars long", v))
-        if "pattern" in s and not re.search(s["pattern"], v):
-            res.errors.append(FieldError(path, "FieldValueInvalid", f"{path} in body should match '{s['pattern']}'", v))
+        if "pattern" in s:
+            try:
+                ok = patterns.matches(s["pattern"], v)
+            except patterns.PatternError as e:
+                res.errors.append(FieldError(path, "FieldValueInvalid", f"the schema's pattern {s['pattern']!r} cannot be evaluated: {e}", v))
+            else:
+                if not ok:
+                    res.errors.append(FieldError(path, "FieldValueInvalid", f"{path} in body should match '{s['pattern']}'", v))
 
     if isinstance(v, list):
         if "maxItems" in s and len(v) > s["maxItems"]:

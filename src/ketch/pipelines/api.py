@@ -7,6 +7,7 @@ kfp_server_api turns into an ApiException carrying the message.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import logging
@@ -119,6 +120,9 @@ class KfpApi:
             raise bad(f"request body is not valid JSON: {e}") from e
         if not isinstance(b, dict):
             raise bad("request body must be a JSON object")
+        for k in _STRING_FIELDS:  # KFP's proto fields that are strings: anything else is the client's error
+            if b.get(k) is not None and not isinstance(b[k], str):
+                raise bad(f"{k}: must be a string, not {type(b[k]).__name__}")
         return b
 
     def _default_experiment(self) -> str:
@@ -208,7 +212,8 @@ class KfpApi:
             except compile_py.CompileError as e:
                 raise bad(f"uploadfile: {e}") from e
         try:
-            return ir.parse_text(data), fname
+            # off the event loop: a package of several MiB takes seconds to parse
+            return await asyncio.to_thread(ir.parse_text, data), fname
         except ir.IRError as e:
             raise bad(str(e)) from e
 
@@ -558,20 +563,35 @@ def _unpack(data: bytes, fname: str) -> bytes:
     import io
     import tarfile
     import zipfile
+    import zlib
 
-    if fname.endswith(".zip"):
-        with zipfile.ZipFile(io.BytesIO(data)) as z:
-            names = [n for n in z.namelist() if n.endswith((".yaml", ".yml", ".json"))]
-            if not names:
-                raise bad("uploadfile: the archive holds no .yaml or .json pipeline")
-            return z.read(names[0])
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as t:
-        for m in t.getmembers():
-            if m.isfile() and m.name.endswith((".yaml", ".yml", ".json")):
-                f = t.extractfile(m)
-                if f is not None:
-                    return f.read()
+    try:
+        if fname.endswith(".zip"):
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                names = [n for n in z.namelist() if n.endswith((".yaml", ".yml", ".json"))]
+                if not names:
+                    raise bad("uploadfile: the archive holds no .yaml or .json pipeline")
+                if z.getinfo(names[0]).file_size > _MAX_UNPACKED:
+                    raise bad(f"uploadfile: {names[0]} unpacks to more than {_MAX_UNPACKED} bytes")
+                return z.read(names[0])
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as t:
+            for m in t.getmembers():
+                if m.isfile() and m.name.endswith((".yaml", ".yml", ".json")):
+                    if m.size > _MAX_UNPACKED:
+                        raise bad(f"uploadfile: {m.name} unpacks to more than {_MAX_UNPACKED} bytes")
+                    f = t.extractfile(m)
+                    if f is not None:
+                        return f.read()
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        raise bad(f"uploadfile: {fname} is not a readable {'zip' if fname.endswith('.zip') else 'tar.gz'} archive: {e}") from None
     raise bad("uploadfile: the archive holds no .yaml or .json pipeline")
+
+
+_MAX_UNPACKED = 16 * 1024 * 1024  # a pipeline inside an archive: as big as an upload may be, no zip bomb
+
+
+_STRING_FIELDS = ("display_name", "displayName", "description", "namespace", "experiment_id", "experimentId", "pipeline_id",
+                  "pipelineId", "pipeline_version_id", "pipelineVersionId", "name", "service_account", "serviceAccount")
 
 
 def _wrap(fn):
@@ -582,6 +602,12 @@ def _wrap(fn):
             return JSONResponse({"error": e.message, "code": e.code, "message": e.message, "details": []}, status_code=e.status)
         except StatusError as e:
             return JSONResponse({"error": e.message, "code": 13, "message": e.message, "details": []}, status_code=e.code)
+        except (TypeError, AttributeError, KeyError, ValueError, IndexError) as e:
+            # a field of the request with a type or shape the handler did not expect: the client's error
+            # (3 = INVALID_ARGUMENT); logged, so a handler that should have said which field is found
+            log.warning("KFP %s %s: malformed request (%s: %s)", request.method, request.url.path, type(e).__name__, e, exc_info=True)
+            msg = f"invalid request: a field has a value of the wrong type or shape ({type(e).__name__}: {e})"
+            return JSONResponse({"error": msg, "code": 3, "message": msg, "details": []}, status_code=400)
 
     handler.__name__ = fn.__name__
     return handler

@@ -14,6 +14,9 @@ from typing import Any
 
 import yaml
 
+from ketch.machinery import bounds
+from ketch.machinery.errors import StatusError
+
 SUPPORTED_SCHEMA_MAJOR = "2"
 PARAM_TYPES = {"NUMBER_DOUBLE", "NUMBER_INTEGER", "STRING", "BOOLEAN", "LIST", "STRUCT", "TASK_FINAL_STATUS", "TASK_CONFIG"}
 
@@ -57,9 +60,11 @@ def parse_text(text: str | bytes) -> dict:
     """YAML or JSON text -> the dict kfp.Client would send: the bare PipelineSpec, or
     ``{"pipeline_spec": ..., "platform_spec": ...}`` when a second document is present."""
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = [d for d in bounds.load_yaml_all(text) if d is not None]
     except yaml.YAMLError as e:
         raise IRError(f"pipeline package is not valid YAML or JSON: {e}") from e
+    except StatusError as e:  # over the depth or alias budget
+        raise IRError(f"pipeline package refused: {e.message}") from e
     if not docs:
         raise IRError("pipeline package is empty")
     if len(docs) == 1:

@@ -174,8 +174,14 @@ def parse_filter(text: str | None) -> list[dict]:
         f = json.loads(text)
     except ValueError as e:
         raise FilterError(f"filter: not valid JSON: {e}") from e
+    if not isinstance(f, dict):
+        raise FilterError("filter: must be a JSON object with a list of predicates")
     preds = f.get("predicates") or []
+    if not isinstance(preds, list) or not all(isinstance(p, dict) for p in preds):
+        raise FilterError("filter.predicates: must be a list of objects")
     for p in preds:
+        if not isinstance(p.get("key", ""), str):
+            raise FilterError("filter.predicates.key: must be a string")
         op = p.get("operation", p.get("op"))
         if isinstance(op, int):
             op = OPS.get(op)

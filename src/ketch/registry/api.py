@@ -12,6 +12,7 @@ with the HTTP status the client maps (400, 404, 409).
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from ketch.machinery.client import Client
 from ketch.machinery.context import Context
 from ketch.machinery.errors import StatusError
 
+log = logging.getLogger(__name__)
 P = "/api/model_registry/v1"
 NS = "kubeflow"
 GROUP = "modelregistry.kubeflow.org/v1alpha1"
@@ -183,6 +185,11 @@ class RegistryApi:
                     return JSONResponse({"code": str(e.code), "message": e.message}, status_code=e.code)
                 except ValueError as e:  # a body that is not JSON
                     return JSONResponse({"code": "400", "message": f"invalid JSON body: {e}"}, status_code=400)
+                except (TypeError, AttributeError, KeyError, IndexError) as e:
+                    # a field with a type or shape the handler did not expect: the client's error; logged,
+                    # so a handler that should have named the field is found
+                    log.warning("model registry %s %s: malformed request (%s: %s)", request.method, request.url.path, type(e).__name__, e, exc_info=True)
+                    return JSONResponse({"code": "400", "message": f"invalid request: a field has a value of the wrong type or shape ({type(e).__name__}: {e})"}, status_code=400)
 
             return handler
 

@@ -24,9 +24,11 @@ from ketch.machinery.api import Api
 from ketch.machinery.authn import Authenticator
 from ketch.machinery.authz import GROUP, Authorizer, current_user
 from ketch.machinery.context import Context
+from ketch.server import health
 from ketch.server.auth import AuthMiddleware
 from ketch.server.authz import AuthzMiddleware, Lookups
 from ketch.server.k8s import K8sHandler, json_response, openapi_handlers
+from ketch.server.limits import BodyLimit
 from ketch.server.metrics import ApiMetrics, metrics_endpoint
 from ketch.server.reviews import register_reviews
 from ketch.server.tokens import register_token_request
@@ -157,7 +159,7 @@ def build_app(ctx: Context) -> Starlette:
         Route("/version", version),
         Route("/healthz", healthz),
         Route("/livez", healthz),
-        Route("/readyz", healthz),
+        Route("/readyz", health.readyz(ctx.api)),
         Route("/metrics", metrics_endpoint),
         Route("/openapi/v2", oa["v2"]),
         Route("/openapi/v3", oa["v3root"]),
@@ -184,8 +186,9 @@ def build_app(ctx: Context) -> Starlette:
     authz = AuthzMiddleware(app, ctx.services["authz"], Lookups(ctx.api), DOMAIN)
     guard = AuthMiddleware(authz, ctx.services["authn"], s.host, s.allowed_hosts, public=authz.public)
     ctx.services["auth"] = guard
-    # outermost: the API's request metrics count every request, refused ones too
-    return ApiMetrics(guard)  # type: ignore[return-value]  # ASGI apps in front of the Starlette one
+    # outermost: the API's request metrics count every request, refused ones too; then the body limits, so
+    # no handler, nor the auth middleware, reads a body past its cap
+    return ApiMetrics(BodyLimit(guard))  # type: ignore[return-value]  # ASGI apps in front of the Starlette one
 
 
 def serve(settings: Settings, banner: Callable[[str], None] | None = None) -> None:

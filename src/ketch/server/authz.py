@@ -55,14 +55,14 @@ class Lookups:
 
     def experiment_ns(self, eid: str) -> str:
         rd = self._rd("PipelineExperiment")
-        if rd is None or not eid:
+        if rd is None or not eid or not isinstance(eid, str):  # a body's experiment_id may be anything
             return ""
         o = self.api.store.get(rd.key, "kubeflow", eid)  # KFP keeps its objects in its own namespace
         return ((o or {}).get("spec") or {}).get("namespace") or ""
 
     def run_ns(self, rid: str, kind: str = "PipelineRun") -> str:
         rd = self._rd(kind)
-        if rd is None or not rid:
+        if rd is None or not rid or not isinstance(rid, str):
             return ""
         o = self.api.store.get(rd.key, "kubeflow", rid)
         if o is None:
@@ -111,7 +111,7 @@ def _kfp(resource: str) -> Resolver:
                 eid = body.get("experiment_id") or eid
             if eid:
                 ns = lk.experiment_ns(eid) or ns
-        if isinstance(body, dict) and not ident and resource == "experiments":
+        if isinstance(body, dict) and not ident and resource == "experiments" and isinstance(body.get("namespace"), str):
             ns = body.get("namespace") or ns
         if resource == "pipelines" and not ns:
             return None  # shared pipelines (no namespace): every authenticated user, as in KFP's multi-user mode

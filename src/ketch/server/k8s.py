@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ketch.kinds.definitions import ResourceDefinition
+from ketch.machinery import bounds
 from ketch.machinery.api import Api, Options
 from ketch.machinery.errors import (
     StatusError,
@@ -26,6 +27,7 @@ from ketch.machinery.errors import (
     unsupported_media,
 )
 from ketch.machinery.params import query_bool
+from ketch.machinery.selectors import field_labels, parse_field_selector, parse_label_selector
 from ketch.server import discovery, openapi
 from ketch.server.tables import to_table, wants_table
 
@@ -92,6 +94,32 @@ def _flag(q: Any, name: str) -> bool:
     return query_bool(q, name)
 
 
+def _int_param(q: Any, name: str, minimum: int | None = None) -> int | None:
+    """An integer query parameter, or a 400 naming it (Kubernetes' query decoding refuses ``limit=abc``)."""
+    v = q.get(name)
+    if v is None or v == "":
+        return None
+    try:
+        n = int(v)
+    except ValueError:
+        raise bad_request(f'{name}: Invalid value: "{v[:64]}": must be an integer') from None
+    if minimum is not None and n < minimum:
+        raise bad_request(f'{name}: Invalid value: {n}: must be greater than or equal to {minimum}')
+    return n
+
+
+def _check_reads(api: Api, rd: ResourceDefinition, q: Any) -> None:
+    """Refuse bad list/watch parameters up front, before a watch stream is opened (a stream that starts
+    200 and then breaks tells a client nothing)."""
+    _int_param(q, "limit")
+    _int_param(q, "timeoutSeconds", 0)
+    rv = q.get("resourceVersion")
+    if rv not in (None, "") and not rv.isdigit():
+        raise bad_request(f'resourceVersion: Invalid value: "{rv[:64]}": must be a non-negative integer')
+    parse_label_selector(q.get("labelSelector"))
+    parse_field_selector(q.get("fieldSelector"), field_labels(rd.group, rd.kind))
+
+
 def _options(q: Any) -> Options:
     fv = q.get("fieldValidation") or "Warn"
     if fv not in ("Ignore", "Warn", "Strict"):
@@ -130,15 +158,15 @@ async def read_body(request: Request, allow_yaml: bool = True) -> Any:
         )
     if "yaml" in ct and allow_yaml:
         try:
-            return yaml.safe_load(raw)
+            return bounds.load_yaml(raw)
         except yaml.YAMLError as e:
             raise bad_request(f"error decoding YAML: {e}") from e
     try:
-        return orjson.loads(raw)
+        return bounds.load_json(raw)
     except orjson.JSONDecodeError:
         if allow_yaml:
             try:
-                return yaml.safe_load(raw)
+                return bounds.load_yaml(raw)
             except yaml.YAMLError:
                 pass
         raise bad_request("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml") from None
@@ -236,7 +264,7 @@ class K8sHandler:
                 obj = self.api.create(rd, ns, body, t.version, opts)
                 return json_response(obj, 201, _warn_headers(opts))
             if m == "DELETE":
-                body = await read_body(request) or {}
+                body = _delete_options(await read_body(request))
                 opts = _options(q)
                 res = self.api.delete_collection(
                     rd, ns or None, q.get("labelSelector"), q.get("fieldSelector"),
@@ -262,13 +290,16 @@ class K8sHandler:
                 raw = await request.body()
                 if len(raw) > MAX_BODY:
                     raise too_large("the request is too large")
-                body: Any = raw.decode()
+                try:
+                    body: Any = raw.decode()
+                except UnicodeDecodeError as e:
+                    raise bad_request(f"error decoding YAML: the apply configuration is not UTF-8 text ({e.reason} at byte {e.start})") from None
             else:
                 body = await read_body(request, allow_yaml=False)
             obj = self.api.patch(rd, ns, name, ct, body, t.version, t.sub, opts)
             return json_response(obj, 200, _warn_headers(opts))
         if m == "DELETE":
-            body = await read_body(request) or {}
+            body = _delete_options(await read_body(request))
             opts = _options(q)
             if body.get("dryRun") == ["All"]:
                 opts.dry_run = True
@@ -298,7 +329,8 @@ class K8sHandler:
 
     def _list(self, request: Request, rd: ResourceDefinition, t: Target) -> Response:
         q = request.query_params
-        limit = int(q["limit"]) if q.get("limit", "").isdigit() else None
+        _check_reads(self.api, rd, q)
+        limit = _int_param(q, "limit")
         lst = self.api.list(rd, t.namespace, t.version, q.get("labelSelector"), q.get("fieldSelector"), limit, q.get("continue"))
         if wants_table(request.headers.get("accept", "")):
             return json_response(to_table(rd, t.version, lst["items"], lst["metadata"], q.get("includeObject", "Metadata")))
@@ -306,7 +338,8 @@ class K8sHandler:
 
     def _watch(self, request: Request, rd: ResourceDefinition, t: Target) -> Response:
         q = request.query_params
-        timeout = float(q["timeoutSeconds"]) if q.get("timeoutSeconds", "").isdigit() else None
+        _check_reads(self.api, rd, q)
+        timeout = _int_param(q, "timeoutSeconds")
         table = wants_table(request.headers.get("accept", ""))
         bookmarks = _flag(q, "allowWatchBookmarks")
         send_initial = _flag(q, "sendInitialEvents")
@@ -366,14 +399,32 @@ def _verb(method: str, named: bool, watch: bool) -> str:
     if method == "DELETE":
         return "delete" if named else "deletecollection"
     return {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, method.lower())
+def _delete_options(body: Any) -> dict:
+    """A DELETE body is a DeleteOptions object: its fields' types are checked before they are used."""
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise bad_request("the body of a delete request must be a DeleteOptions object")
+    for k in ("propagationPolicy", "kind", "apiVersion"):
+        if body.get(k) is not None and not isinstance(body[k], str):
+            raise bad_request(f"DeleteOptions.{k}: Invalid value: must be a string")
+    pre = body.get("preconditions")
+    if pre is not None and not (isinstance(pre, dict) and all(isinstance(pre.get(k), str | type(None)) for k in ("uid", "resourceVersion"))):
+        raise bad_request("DeleteOptions.preconditions: Invalid value: must be an object with string uid and resourceVersion")
+    dr = body.get("dryRun")
+    if dr is not None and not (isinstance(dr, list) and all(isinstance(x, str) for x in dr)):
+        raise bad_request("DeleteOptions.dryRun: Invalid value: must be a list of strings")
+    return body
 
 
 def _grace(q: Any, body: dict) -> int | None:
-    v = q.get("gracePeriodSeconds")
-    if v is not None and v.lstrip("-").isdigit():
-        return int(v)
+    v = _int_param(q, "gracePeriodSeconds")
+    if v is not None:
+        return v
     b = body.get("gracePeriodSeconds")
-    return int(b) if isinstance(b, int) else None
+    if b is not None and (isinstance(b, bool) or not isinstance(b, int)):
+        raise bad_request("gracePeriodSeconds: Invalid value: must be an integer")
+    return b
 
 
 def openapi_handlers(api: Api) -> dict[str, Callable]:

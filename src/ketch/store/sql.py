@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -317,6 +318,13 @@ class SQLStore:
         if self._writes_since_compact >= min(1000, max(self.history, 1)):
             self._writes_since_compact = 0
             self.compact()
+
+    def probe_write(self) -> None:
+        """Commit one tiny write (a heartbeat row in ``meta``): raises if the store cannot be written."""
+        with self._lock, self.engine.begin() as c:
+            v = str(time.time())
+            if c.execute(meta.update().where(meta.c.k == "probe").values(v=v)).rowcount == 0:
+                c.execute(meta.insert().values(k="probe", v=v))
 
     def compact(self, keep: int | None = None) -> None:
         """Drop change-log entries older than the retained history; watches from before then get 410."""

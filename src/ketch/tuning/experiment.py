@@ -118,6 +118,9 @@ class ExperimentController(Controller):
             end = ("Succeeded", "ExperimentMaxTrialsReached", "Experiment has succeeded because max trial count has reached")
         elif sug is not None and true_condition(sug, "Exhausted") and active == 0 and len((sug.get("status") or {}).get("suggestions") or []) <= len(trials):
             end = ("Succeeded", "ExperimentSuggestionEndReached", "Experiment has succeeded because suggestion service has reached the end")
+        elif sug is not None and true_condition(sug, "Failed"):
+            why = next((c for c in (sug.get("status") or {}).get("conditions") or [] if c.get("type") == "Failed"), {})
+            end = ("Failed", why.get("reason") or "SuggestionFailed", f"Suggestion failed: {why.get('message', '')}")
         if end is not None:
             set_condition(status, "Running", "False", end[1], end[2])
             set_condition(status, end[0], "True", end[1], end[2])

@@ -72,6 +72,11 @@ def default_experiment(exp: dict) -> dict:
     return exp
 
 
+# The most points a grid may have: Katib counts and enumerates them; beyond this the Experiment would
+# never finish anyway, and enumerating the space could take the server's memory with it.
+MAX_GRID_POINTS = 100_000
+
+
 def _f(v: object) -> float | None:
     try:
         return float(v)  # type: ignore[arg-type]
@@ -99,6 +104,11 @@ def validate_parameters(params: list[dict]) -> list[FieldError]:
             continue
         if t in ("int", "double"):
             lo, hi = _f(fs.get("min")), _f(fs.get("max"))
+            bad = [k for k in ("min", "max", "step") if (x := _f(fs.get(k))) is not None and not math.isfinite(x)]
+            for k in bad:
+                errs.append(FieldError(f"{path}.feasibleSpace.{k}", "FieldValueInvalid", f"{k} of parameter {name!r} must be a finite number", fs.get(k)))
+            if bad:
+                continue
             if fs.get("list"):
                 errs.append(FieldError(f"{path}.feasibleSpace.list", "FieldValueForbidden", f"list is not allowed for {t} parameter {name!r}"))
             if lo is None or hi is None:
@@ -269,7 +279,10 @@ def grid_size(params: list[dict]) -> float:
             n *= len(fs.get("list") or [])
             continue
         step = _f(fs.get("step")) or (1.0 if p.get("parameterType") == "int" else None)
-        if step is None:
+        lo, hi = _f(fs.get("min")), _f(fs.get("max"))
+        if step is None or lo is None or hi is None or step <= 0:
             return math.inf
-        n *= math.floor((float(fs["max"]) - float(fs["min"])) / step + 1e-9) + 1
+        n *= math.floor((hi - lo) / step + 1e-9) + 1
+        if not math.isfinite(n):
+            return math.inf
     return n

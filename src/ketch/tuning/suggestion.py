@@ -16,8 +16,10 @@ back from there instead of rebuilding it from the trials.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
+import os
 import pickle
 import secrets
 import string
@@ -32,6 +34,8 @@ from ketch.tuning.metrics import objective_value
 from ketch.tuning.names import EXPERIMENT, EXPERIMENT_LABEL, SUGGESTION, TRIAL, true_condition
 
 log = logging.getLogger(__name__)
+# How long one call of an algorithm may take (KETCH_SUGGEST_BUDGET seconds); beyond it the Suggestion fails.
+SUGGEST_BUDGET_S = float(os.environ.get("KETCH_SUGGEST_BUDGET", "120"))
 
 
 def trial_name(exp: str) -> str:
@@ -146,15 +150,26 @@ class SuggestionController(Controller):
             status.pop("completionTime", None)
         suggestions = list(status.get("suggestions") or [])
         owed = int((sug.get("spec") or {}).get("requests", 0)) - len(suggestions)
-        if owed > 0 and true_condition(sug, "Exhausted") is None:
-            algo = ALGORITHMS[exp["spec"]["algorithm"]["algorithmName"]]
+        if owed > 0 and true_condition(sug, "Exhausted", "Failed") is None:
+            algo = ALGORITHMS.get(exp["spec"]["algorithm"]["algorithmName"])
+            why = self._cannot_suggest(exp, algo)
+            if why is not None:
+                return self._fail(sug, status, *why)
             trials = self.client.list(TRIAL, key.namespace, {EXPERIMENT_LABEL: key.name})
             names = [trial_name(key.name) for _ in range(owed)]
             if uid not in self.caches and policy == "FromVolume":
                 self.caches[uid] = self._load(sug, exp) or {}
             cache = self.caches.setdefault(uid, {})
             history = history_of(exp, trials, suggestions)
-            new = algo.suggest(exp, history, names, cache)
+            try:
+                # Off the event loop, within a time budget: an algorithm is arbitrary CPU work (optuna's GP,
+                # a large grid) and must not stall the server or the other controllers.
+                new = await asyncio.wait_for(asyncio.to_thread(algo.suggest, exp, history, names, cache), SUGGEST_BUDGET_S)
+            except TimeoutError:
+                self.caches.pop(uid, None)
+                return self._fail(sug, status, "SuggestionTimedOut", f"algorithm {exp['spec']['algorithm']['algorithmName']!r} took more than {SUGGEST_BUDGET_S:.0f}s to suggest {owed} trial(s)")
+            except ModuleNotFoundError as e:
+                return self._fail(sug, status, "SuggestionFailed", _missing_extra(exp, e))
             if policy == "FromVolume":
                 self._save(sug, exp, cache)
             for n, item in zip(names, new, strict=False):
@@ -175,6 +190,38 @@ class SuggestionController(Controller):
             new_obj["status"] = status
             self.client.update_status(new_obj)
         return None
+
+
+    def _cannot_suggest(self, exp: dict, algo: Any) -> tuple[str, str] | None:
+        """Admission's rules again, for Experiments stored before a rule existed (a grid of 10^9 points
+        written by an older ketch must fail with a reason, not take the server down at start-up)."""
+        from ketch.tuning.spec import validate_parameters
+
+        name = exp["spec"]["algorithm"]["algorithmName"]
+        if algo is None:
+            return "SuggestionFailed", f"unknown algorithm {name!r}"
+        params = exp["spec"].get("parameters") or []
+        problems = [e.render() for e in validate_parameters(params)]
+        if not problems:
+            settings = {s.get("name"): s.get("value") for s in exp["spec"]["algorithm"].get("algorithmSettings") or []}
+            problems = [m for _, m in algo.check(settings, exp["spec"], params)]
+        return ("SuggestionFailed", "; ".join(problems)) if problems else None
+
+    def _fail(self, sug: dict, status: dict, reason: str, message: str) -> None:
+        set_condition(status, "Running", "False", reason, message)
+        set_condition(status, "Failed", "True", reason, message)
+        status["lastReconcileTime"] = now()
+        new_obj = copy.deepcopy(sug)
+        new_obj["status"] = status
+        self.client.update_status(new_obj)
+        self.client.event(sug, "Warning", reason, message)
+        return None
+
+
+def _missing_extra(exp: dict, e: ModuleNotFoundError) -> str:
+    mod = (e.name or str(e)).split(".")[0]
+    return (f"algorithm {exp['spec']['algorithm']['algorithmName']!r} needs the Python package {mod!r}, which is not installed: "
+            "tuning needs pip install 'ketch[tuning]'")
 
 
 CONTROLLERS = [SuggestionController]

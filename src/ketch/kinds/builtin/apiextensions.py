@@ -9,9 +9,44 @@ from ketch.kinds.definitions import (
     ResourceDefinition,
     VersionDef,
 )
+from ketch.kinds.schema_rules import schema_errors
+
+
+def _shape_errors(spec: object) -> list[FieldError]:
+    if not isinstance(spec, dict):
+        return [FieldError("spec", "FieldValueTypeInvalid", 'spec in body must be of type object', type(spec).__name__)]
+    errs = []
+    for k, want in (("group", str), ("scope", str), ("names", dict), ("versions", list)):
+        if spec.get(k) is not None and not isinstance(spec[k], want):
+            errs.append(FieldError(f"spec.{k}", "FieldValueTypeInvalid", f"spec.{k} in body must be of type {'string' if want is str else 'object' if want is dict else 'array'}", type(spec[k]).__name__))
+    for k, v in (spec.get("names") or {}).items() if isinstance(spec.get("names"), dict) else ():
+        if k in ("shortNames", "categories"):
+            if not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
+                errs.append(FieldError(f"spec.names.{k}", "FieldValueTypeInvalid", f"spec.names.{k} in body must be a list of strings", type(v).__name__))
+        elif not isinstance(v, str):
+            errs.append(FieldError(f"spec.names.{k}", "FieldValueTypeInvalid", f"spec.names.{k} in body must be of type string", type(v).__name__))
+    for i, v in enumerate(spec.get("versions") or [] if isinstance(spec.get("versions"), list) else []):
+        if not isinstance(v, dict):
+            errs.append(FieldError(f"spec.versions[{i}]", "FieldValueTypeInvalid", "must be an object", type(v).__name__))
+            continue
+        if v.get("name") is not None and not isinstance(v["name"], str):
+            errs.append(FieldError(f"spec.versions[{i}].name", "FieldValueTypeInvalid", "must be a string", type(v["name"]).__name__))
+        for k in ("served", "storage"):
+            if v.get(k) is not None and not isinstance(v[k], bool):
+                errs.append(FieldError(f"spec.versions[{i}].{k}", "FieldValueTypeInvalid", "must be a boolean", type(v[k]).__name__))
+        for k in ("schema", "subresources"):
+            if v.get(k) is not None and not isinstance(v[k], dict):
+                errs.append(FieldError(f"spec.versions[{i}].{k}", "FieldValueTypeInvalid", "must be an object", type(v[k]).__name__))
+        cols = v.get("additionalPrinterColumns")
+        if cols is not None and not (isinstance(cols, list) and all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in cols)):
+            errs.append(FieldError(f"spec.versions[{i}].additionalPrinterColumns", "FieldValueInvalid", "must be a list of columns, each with a name", None))
+    return errs
 
 
 def _validate(obj: dict, old: dict | None) -> list[FieldError]:
+    shape = _shape_errors(obj.get("spec") or {})
+    if shape:
+        return shape
     errs: list[FieldError] = []
     spec = obj.get("spec") or {}
     names = spec.get("names") or {}
@@ -36,6 +71,8 @@ def _validate(obj: dict, old: dict | None) -> list[FieldError]:
         sch = ((v.get("schema") or {}).get("openAPIV3Schema"))
         if sch is None:
             errs.append(FieldError(f"spec.versions[{i}].schema.openAPIV3Schema", "FieldValueRequired", "schemas are required"))
+        else:
+            errs.extend(schema_errors(sch, f"spec.versions[{i}].schema.openAPIV3Schema"))
     if group and names.get("plural") and obj["metadata"]["name"] != f"{names['plural']}.{group}":
         errs.append(
             FieldError("metadata.name", "FieldValueInvalid", "must be spec.names.plural+\".\"+spec.group", obj["metadata"]["name"])

@@ -134,7 +134,22 @@ class ArrayModel(Model):
         except (InvalidInput, NotImplementedByServer):
             raise
         except Exception as e:
+            if _is_input_error(e):
+                raise InvalidInput(str(e)) from None  # the client's input, the model's message: a 400
             raise InferenceError(str(e)) from None
+
+
+# What the frameworks raise for input of the wrong shape, feature count or type (sklearn, xgboost, numpy:
+# ValueError/TypeError/IndexError; onnxruntime: InvalidArgument; lightgbm/xgboost: their own errors
+# naming the features or the shape).
+_INPUT_ERROR_NAMES = {"InvalidArgument"}
+_INPUT_ERROR_WORDS = ("feature", "shape", "dimension", "expected", "expecting")
+
+
+def _is_input_error(e: Exception) -> bool:
+    if isinstance(e, ValueError | TypeError | IndexError) or type(e).__name__ in _INPUT_ERROR_NAMES:
+        return True
+    return type(e).__name__ in ("LightGBMError", "XGBoostError") and any(w in str(e).lower() for w in _INPUT_ERROR_WORDS)
 
 
 def v1_instances(body: Any) -> np.ndarray:

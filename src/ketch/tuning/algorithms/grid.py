@@ -26,12 +26,15 @@ class Grid(Algorithm):
     settings = {"random_state": as_int(0)}
 
     def extra_checks(self, settings, spec, params):  # noqa: ANN001, ANN201
-        from ketch.tuning.spec import grid_size
+        from ketch.tuning.spec import MAX_GRID_POINTS, grid_size
 
         out = [("", f"grid needs feasibleSpace.step for double parameter {p['name']!r}") for p in params
                if p.get("parameterType") == "double" and not (p.get("feasibleSpace") or {}).get("step")]
-        size = grid_size(params)
-        if not out and spec.get("maxTrialCount") and spec["maxTrialCount"] > size:
+        size = grid_size(params)  # counted from min, max and step: nothing is enumerated here
+        if not out and size > MAX_GRID_POINTS:
+            shown = f"{size:.3g}" if size < 1e300 else "too many"
+            out.append(("", f"the grid has {shown} points, more than the {MAX_GRID_POINTS} allowed: raise feasibleSpace.step or narrow min/max"))
+        elif not out and spec.get("maxTrialCount") and spec["maxTrialCount"] > size:
             out.append(("", f"maxTrialCount {spec['maxTrialCount']} is greater than the {int(size)} points of the grid"))
         return out
 

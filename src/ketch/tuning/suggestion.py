@@ -24,6 +24,7 @@ import pickle
 import secrets
 import string
 from pathlib import Path
+from typing import Any
 
 from ketch.kinds.meta import now, owner_reference, set_condition
 from ketch.machinery.context import Context

@@ -128,7 +128,7 @@ def test_sequence_transformer_then_classifier(shared_ketch, served):
 """), "seq-hard")
     with k.http() as c:
         r = c.post(f"/serving/{NS}/seq-hard", json={"instances": rows})
-        assert r.status_code == 500 and "expecting 4 features" in r.json()["error"], r.text  # lr's own answer
+        assert r.status_code == 400 and "expecting 4 features" in r.json()["error"], r.text  # lr's own answer
         # with four features lr answers and the next step gets the original request, not lr's response
         r = c.post(f"/serving/{NS}/seq-hard", json={"instances": [[1.0, 2.0, 3.0, 4.0]]})
         assert r.status_code == 200 and r.json() == {"instances": [[1.0, 2.0, 3.0, 4.0, 1.4]]}

@@ -148,7 +148,11 @@ def parse_infer_request(model_name: str, body: bytes, header_length: str | None)
         if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
             raise InvalidInput(f"inputs[{i}].shape must be a list of non-negative integers")
         params = d.get("parameters") or None
-        size = (params or {}).get("binary_data_size")
+        if params is not None and not isinstance(params, dict):
+            raise InvalidInput(f"inputs[{i}].parameters must be an object")
+        size = params.get("binary_data_size") if params else None
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+            raise InvalidInput(f"inputs[{i}].parameters.binary_data_size must be a non-negative integer")
         if size is not None:
             if raw is None:
                 raise InvalidInput("received byte inputs, but the 'inference-header-content-length' header is missing.")
@@ -165,6 +169,11 @@ def parse_infer_request(model_name: str, body: bytes, header_length: str | None)
     outs = doc.get("outputs") or []
     if not isinstance(outs, list):
         raise InvalidInput("outputs must be a list")
+    for i, o in enumerate(outs):
+        if not isinstance(o, dict) or not isinstance(o.get("parameters") or {}, dict):
+            raise InvalidInput(f"outputs[{i}] must be an object whose parameters are an object")
+    if not isinstance(doc.get("parameters") or {}, dict):
+        raise InvalidInput("parameters must be an object")
     return InferRequest(model_name, inputs, doc.get("id"), doc.get("parameters") or None, outs)
 
 

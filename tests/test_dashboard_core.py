@@ -62,9 +62,9 @@ def test_app_is_served_from_the_package_with_a_csp(ketch):
 
 def test_app_loads_with_no_external_requests(dashboard):
     page = dashboard.open("/")
-    expect(page.locator("#nav a")).to_have_count(12)
+    expect(page.locator("#nav a")).to_have_count(13)
     for label in ["Pipelines", "Runs", "Experiments", "Recurring runs", "Training jobs", "Tuning experiments",
-                  "Models", "Notebooks", "Resources", "Events", "Monitoring", "Contributors"]:
+                  "Models", "Notebooks", "Volumes", "Resources", "Events", "Monitoring", "Contributors"]:
         expect(page.locator("#nav").get_by_text(label, exact=True)).to_be_visible()
     expect(page.locator("#ns option[value=default]")).to_have_count(1)
     expect(page.locator("#live")).to_contain_text("live")  # the namespace watch stream is open

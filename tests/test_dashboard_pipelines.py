@@ -44,7 +44,7 @@ def compiled(tmp_path) -> dict:
 def test_run_graph_from_a_compiled_pipeline_with_task_states(dashboard, tmp_path):
     spec = compiled(tmp_path)
     page = dashboard.open("/")
-    expect(page.locator("#nav a")).to_have_count(12)
+    expect(page.locator("#nav a")).to_have_count(13)
     states = {"load": "SUCCEEDED", "train": "RUNNING", "train-2": "FAILED"}
     page.evaluate("""async ([spec, states]) => {
         const { dagSvg } = await import('/ui/js/dag.js');
@@ -79,7 +79,7 @@ def test_artifacts_render_metrics_confusion_matrix_roc_and_sandboxed_html(dashbo
         {"artifact_id": "2", "name": "cls", "type": "system.ClassificationMetrics", "metadata": cm.metadata, "uri": "file:///x/cls"},
     ]
     page = dashboard.open("/")
-    expect(page.locator("#nav a")).to_have_count(12)
+    expect(page.locator("#nav a")).to_have_count(13)
     page.evaluate("""async (arts) => {
         const { renderArtifact, sandboxed, markdownToHtml } = await import('/ui/js/pages/pipelines.js');
         const main = document.getElementById('main');

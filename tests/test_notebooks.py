@@ -168,9 +168,9 @@ def test_dashboard_lists_notebooks_with_a_connect_link(ketch, dashboard):
     ketch.kubectl("apply", "-f", "-", input=NOTEBOOK)
     ketch.kubectl("wait", "--for=jsonpath={.status.readyReplicas}=1", "notebook/lab", "--timeout=120s", timeout=150)
     page = dashboard.open("/notebooks")
-    row = page.locator("table.resource-table tbody tr", has_text="lab")
+    row = page.locator("table#notebooks tbody tr", has_text="lab")
     expect(row).to_have_count(1)
-    expect(row.locator("td").nth(1)).to_have_text("1")  # the Ready printer column
+    expect(row.locator("td").nth(0)).to_have_text("Running")  # readyReplicas 1, not stopped
     link = row.locator("a.nb-connect")
     assert link.get_attribute("href") == "/notebook/default/lab/lab"
     shots = dashboard.shot("notebooks").parent

@@ -10,11 +10,13 @@ import * as serving from "./pages/serving.js";
 import * as home from "./pages/home.js";
 import * as contributors from "./pages/contributors.js";
 import * as monitoring from "./pages/monitoring.js";
+import * as notebooks from "./pages/notebooks.js";
+import * as tuningNew from "./pages/tuning_new.js";
 
 const NAV = [
   ["Pipelines", "#/pipelines"], ["Runs", "#/runs"], ["Experiments", "#/experiments"],
   ["Recurring runs", "#/recurringruns"], ["Training jobs", "#/training"], ["Tuning experiments", "#/tuning"],
-  ["Models", "#/models"], ["Notebooks", "#/notebooks"], ["Resources", "#/resources"], ["Events", "#/events"], ["Monitoring", "#/monitoring"],
+  ["Models", "#/models"], ["Notebooks", "#/notebooks"], ["Volumes", "#/volumes"], ["Resources", "#/resources"], ["Events", "#/events"], ["Monitoring", "#/monitoring"],
   ["Contributors", "#/contributors"],
 ];
 
@@ -27,9 +29,9 @@ const ROUTES = [
   ["/pipelines/upload", pipelines.upload], ["/pipelines", pipelines.pipelinesList],
   ["/recurringruns/details/:id", pipelines.recurringDetails], ["/recurringruns", pipelines.recurringRuns],
   ["/training/:group/:plural/:ns/:name", training.details], ["/training", training.list],
-  ["/tuning/:ns/:name", tuning.details], ["/tuning", tuning.list],
+  ["/tuning/new", tuningNew.newExperiment], ["/tuning/:ns/:name", tuning.details], ["/tuning", tuning.list],
   ["/models/:ns/:name", serving.details], ["/models", serving.list],
-  ["/notebooks", resources.notebooks], ["/contributors", contributors.contributors], ["/monitoring", monitoring.page],
+  ["/notebooks/new", notebooks.spawner], ["/notebooks", notebooks.list], ["/volumes", notebooks.volumes], ["/contributors", contributors.contributors], ["/monitoring", monitoring.page],
   ["/resources/:group/:plural/:ns/:name", resources.details], ["/resources/:group/:plural", resources.list],
   ["/resources", resources.index], ["/events", resources.events], ["/search", resources.search],
   ["/create", resources.create], ["/", home.home],

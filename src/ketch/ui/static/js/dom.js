@@ -49,7 +49,7 @@ export function link(href, ...children) { return h("a", { href }, ...children); 
 
 export function badge(state) {
   const st = String(state || "Unknown");
-  const cls = /succe|ready|true|complete|running.*ok|enabled|available/i.test(st) ? "ok"
+  const cls = /succe|ready|true|complete|running.*ok|enabled|available|bound/i.test(st) ? "ok"
     : /fail|error|false|cancel/i.test(st) ? "bad"
     : /run|pend|creat|restart|progress|paus/i.test(st) ? "busy" : "idle";
   return h("span", { class: ["badge", cls], "data-state": st }, st);

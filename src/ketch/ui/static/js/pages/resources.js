@@ -298,13 +298,4 @@ export async function search(root, _p, ctx) {
   ], hits, { id: "search-results", empty: "No object matches." }));
 }
 
-export async function notebooks(root, _p, ctx) {
-  const k = await findKind("kubeflow.org", "notebooks");
-  if (!k) { mount(root, h("h1", {}, "Notebooks"), h("p", { class: "muted" }, "The Notebook kind (kubeflow.org) is not served by this ketch.")); return; }
-  // Each notebook's server is at /notebook/<namespace>/<name>/ on this same port (the Notebook controller's proxy).
-  const connect = { title: "Connect", value: () => "", render: r => h("a", { class: "nb-connect", href: `/notebook/${r.object.metadata.namespace}/${r.object.metadata.name}/lab`, target: "_blank", rel: "noopener" }, "Connect") };
-  const t = liveTable(k, nsOf(ctx), { extra: [connect] });
-  mount(root, h("h1", {}, "Notebooks"), h("div", { class: "toolbar" }, link(`#/create?kind=${encodeURIComponent(k.gv + "/Notebook")}`, "New notebook")), t);
-  return () => t.stop();
-}
 export { kv };

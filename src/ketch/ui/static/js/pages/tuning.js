@@ -19,7 +19,7 @@ export async function list(root, _p, ctx) {
     { title: "Age", value: o => o.metadata.creationTimestamp, render: o => age(o.metadata.creationTimestamp) },
   ], [], { id: "tuning-experiments", empty: `No experiments ${inWhere(ctx)}.` });
   const w = liveObjects(resPath(k, nsOf(ctx)), { onChange: items => t.setRows(items) });
-  mount(root, h("h1", {}, "Tuning experiments"), h("div", { class: "toolbar" }, link(`#/create?kind=${encodeURIComponent(k.gv + "/Experiment")}`, "New experiment")), t);
+  mount(root, h("h1", {}, "Tuning experiments"), h("div", { class: "toolbar" }, link("#/tuning/new", "New experiment"), link(`#/create?kind=${encodeURIComponent(k.gv + "/Experiment")}`, "New from YAML")), t);
   return () => w.stop();
 }
 

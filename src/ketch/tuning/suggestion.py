@@ -202,7 +202,13 @@ class SuggestionController(Controller):
         if algo is None:
             return "SuggestionFailed", f"unknown algorithm {name!r}"
         params = exp["spec"].get("parameters") or []
-        problems = [e.render() for e in validate_parameters(params)]
+        nas = exp["spec"].get("nasConfig")
+        if nas:  # a NAS search space is checked by its own rules, and parameters are optional beside it
+            from ketch.tuning.algorithms import nas_space
+
+            problems = [e.render() for e in nas_space.validate(nas) + (validate_parameters(params) if params else [])]
+        else:
+            problems = [e.render() for e in validate_parameters(params)]
         if not problems:
             settings = {s.get("name"): s.get("value") for s in exp["spec"]["algorithm"].get("algorithmSettings") or []}
             problems = [m for _, m in algo.check(settings, exp["spec"], params)]

@@ -153,7 +153,7 @@ def test_mpijob_mpi4py_allreduce(k, launcher_as_worker):
     create(k, ns, mpijob("ar", 2, cmd, slotsPerWorker=1 if launcher_as_worker else 2, runLauncherAsWorker=launcher_as_worker))
     k.kubectl("wait", "--for=condition=Succeeded", "mpijob/ar", "-n", ns, "--timeout=120s", timeout=140)
     out = logs(k, ns, "ar-launcher")
-    ranks = {int(m.group(1)): m.groups() for m in re.finditer(r"rank=(\d+) size=(\d+) sum=(\d+) pod=(\S+)", out)}
+    ranks = {int(m.group(1)): m.groups() for m in re.finditer(r"rank=(\d+) size=(\d+) sum=(\d+) pod=(\S+?)(?=rank=|\s|$)", out)}
     assert sorted(ranks) == list(range(np_)), out
     want = np_ * (np_ + 1) // 2
     assert all(int(size) == np_ and int(s) == want for _, size, s, _ in ranks.values()), out

@@ -172,7 +172,13 @@ class Kubelet(abc.ABC):
         }
         from ketch.machinery.authn import private_file
 
-        private_file(path, yaml.safe_dump(cfg, sort_keys=False))
+        text = yaml.safe_dump(cfg, sort_keys=False)
+        try:  # build() runs for each start, exec and probe restart: write only what changed
+            same = path.read_text() == text
+        except OSError:
+            same = False
+        if not same:
+            private_file(path, text)
         return str(path)
 
     def bind_claims(self, pod: dict) -> None:

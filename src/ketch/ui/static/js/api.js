@@ -6,6 +6,17 @@ export class ApiError extends Error {
   }
 }
 
+// Once the page is leaving (Log out submitted, a link followed), a 401 from a request still in flight
+// must not start a second navigation: it would abort the first (the logout's redirect to /login).
+let leaving = false;
+addEventListener("submit", (e) => { if (new URL(e.target.action, location.href).pathname === "/logout") leaving = true; });
+addEventListener("pagehide", () => { leaving = true; });
+function sessionEnded() {
+  if (leaving) return;
+  leaving = true;
+  location.assign("/login");
+}
+
 export async function req(method, path, body, headers = {}) {
   const init = { method, headers: { Accept: "application/json", ...headers } };
   if (body !== undefined) {
@@ -13,7 +24,7 @@ export async function req(method, path, body, headers = {}) {
     else { init.body = JSON.stringify(body); init.headers["Content-Type"] ||= "application/json"; }
   }
   const r = await fetch(path, init);
-  if (r.status === 401) { location.assign("/login"); }  // the session ended: log in again
+  if (r.status === 401) sessionEnded();  // the session ended: log in again
   const text = await r.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = { message: text }; }
@@ -92,6 +103,7 @@ export function listWatch(path, { query = "", table = false, onList, onEvent, on
         const q = `watch=true&allowWatchBookmarks=true&resourceVersion=${encodeURIComponent(rv)}${query ? "&" + query : ""}`;
         const r = await fetch(path + sep(path) + q, { headers: { Accept: headers.Accept || "application/json" }, signal: ctrl.signal });
         if (r.status === 410) { rv = null; continue; }
+        if (r.status === 401) { sessionEnded(); return; }
         if (!r.ok) throw new ApiError(r.status, await r.json().catch(() => null));
         bump(1);
         try {

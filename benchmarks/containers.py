@@ -6,8 +6,8 @@ directly, next to the process path.
 For each path the figure is the median time from the request (Pod create, or ``podman run``) until the
 container's command has run (it creates a file in a hostPath volume / bind mount, polled every 5 ms), and
 for the ketch paths also until the Pod reports Running (for a container: when the engine's client has
-started, before the container runs). The three are interleaved with ketch up and each run ends before the
-next starts, so the load of a shared machine falls on all alike. The container path's overhead is its figure minus
+started, before the container runs). The three are interleaved with ketch up and each run ends (the Pod
+deleted and gone) before the next starts, so the load of a shared machine falls on all alike. The container path's overhead is its figure minus
 ``podman run``'s (target: within 50 ms). Needs podman with runc and the busybox test image that
 tests/test_pods_containers.py builds; set CONTAINERS_CONF as those tests do where podman's defaults
 exceed the machine's limits.
@@ -113,11 +113,13 @@ def main() -> None:
                     t_file = wait_file(marks / name)
                     while (c.get(f"/api/v1/namespaces/default/pods/{name}").json().get("status") or {}).get("phase") != "Succeeded":
                         time.sleep(0.02)  # ended and removed before the next start, so runs do not overlap
-                    time.sleep(0.3)
                     if i:
                         ran.append(t_file - t0)
                         running.append(t_run - t0)
                     c.delete(f"/api/v1/namespaces/default/pods/{name}")
+                    while c.get(f"/api/v1/namespaces/default/pods/{name}").status_code != 404:
+                        time.sleep(0.02)  # its teardown done too, not overlapping the next start
+                    time.sleep(0.3)
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(30)

@@ -213,6 +213,26 @@ def test_a_command_missing_from_the_image_cannot_run(k):
     assert "no-such-program" in t["message"]
 
 
+def test_an_image_removed_after_use_is_asked_for_again(k, engine_env):
+    """ketch remembers that an image is there (no engine call per start); once it is removed, the run that
+    finds it gone fails, and the restart asks the engine again: ErrImagePull, not the same failure again."""
+    gone = "localhost/ketch-test-gone:1"
+    assert podman("tag", BUSYBOX, gone, env=engine_env).returncode == 0
+    apply(k, pod("gone-1", image=gone, command=["true"]))
+    assert finished(k, "gone-1")["status"]["phase"] == "Succeeded"
+    assert podman("rmi", gone, env=engine_env).returncode == 0  # the tag only; busybox stays
+    apply(k, pod("gone-2", image=gone, command=["true"], restartPolicy="OnFailure"))
+
+    def status():
+        return (k.kjson("get", "pod", "gone-2")["status"].get("containerStatuses") or [{}])[0]
+
+    st = wait_for(lambda: (s := status()).get("state", {}).get("waiting", {}).get("reason") in ("ErrImagePull", "ImagePullBackOff") and s,
+                  what="a pull of the removed image")
+    assert gone in st["state"]["waiting"]["message"]
+    assert st["lastState"]["terminated"]["reason"] == "ContainerCannotRun" and gone in st["lastState"]["terminated"]["message"]
+    k.kubectl("delete", "pod", "gone-1", "gone-2", "--wait=true", timeout=60)
+
+
 @pytest.fixture(scope="module")
 def python_image(engine_env) -> str:
     """Debian bookworm with its python3, imported into podman once (about 25 s; kept in podman's storage)."""

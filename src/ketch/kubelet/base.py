@@ -172,7 +172,9 @@ class Kubelet(abc.ABC):
         }
         from ketch.machinery.authn import private_file
 
-        text = yaml.safe_dump(cfg, sort_keys=False)
+        # libyaml's emitter where PyYAML has it: the same text, ~10x faster (the pure-Python one cost each
+        # container start ~4 ms, on the way to its exec)
+        text = yaml.dump(cfg, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)
         try:  # build() runs for each start, exec and probe restart: write only what changed
             same = path.read_text() == text
         except OSError:

@@ -38,7 +38,6 @@ import logging
 import os
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +48,7 @@ RUNTIME_CLASS = ("node.k8s.io/v1", "RuntimeClass")
 HANDLERS = {"podman": ("podman",), "docker": ("docker",), "oci": ("podman", "docker"), "runc": ("podman", "docker"), "crun": ("podman", "docker")}
 LABEL_UID = "ketch.dev/pod-uid"
 _engines: dict[str, str | None] = {}
-_present: dict[tuple[str, str], float] = {}  # (engine, image) -> until when it is known to be there
+_present: set[tuple[str, str]] = set()  # (engine, image) known to be there, until a run of it fails to start
 
 
 class Unavailable(Exception):
@@ -120,15 +119,21 @@ class Runtime:
         return proc.returncode or 0, out.decode(errors="replace").strip()
 
     async def has_image(self, image: str) -> bool:
-        """Whether the engine has ``image``; a yes is remembered for a minute (asking costs a pod start
-        ~150 ms of ``image inspect``; a removed image then fails the run, with the engine's message)."""
+        """Whether the engine has ``image``. A yes is remembered until a run of the image fails to start
+        (``forget_image``): asking costs a pod start an ``image inspect`` (40-150 ms, a whole engine CLI
+        start), and a removed image shows itself anyway, as that failed run, with the engine's message."""
         key = (self.exe, image)
-        if _present.get(key, 0.0) > time.monotonic():
+        if key in _present:
             return True
         rc, _ = await self._cli("image", "inspect", "--format", "{{.Id}}", image, timeout=60)
         if rc == 0:
-            _present[key] = time.monotonic() + 60.0
+            _present.add(key)
         return rc == 0
+
+    def forget_image(self, image: str) -> None:
+        """A container of ``image`` was created but never started (its image may be gone): ask the engine
+        again on the next start, which then pulls as the imagePullPolicy says."""
+        _present.discard((self.exe, image))
 
     async def ensure_image(self, c: dict, auth: dict | None, auth_dir: Path) -> None:
         """Pull the container's image as its imagePullPolicy says; raise PullError when it cannot be had."""
@@ -147,7 +152,7 @@ class Runtime:
             args = ["--config", str(auth_dir), "pull"] if self.kind == "docker" else ["pull", "--authfile", str(f)]
         rc, out = await self._cli(*args, image)
         if rc == 0:
-            _present[(self.exe, image)] = time.monotonic() + 60.0
+            _present.add((self.exe, image))
         if rc != 0:
             last = out.splitlines()[-1] if out else f"exit status {rc}"
             raise PullError("ErrImagePull", f'failed to pull image "{image}": {last}')

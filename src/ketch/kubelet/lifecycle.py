@@ -286,6 +286,8 @@ class PodWorker:
             self.pull_failures[cs.name] = n + 1
             reason = e.reason if n == 0 or e.reason == "ErrImageNeverPull" else "ImagePullBackOff"
             msg = str(e) if reason != "ImagePullBackOff" else f'Back-off pulling image "{c.get("image")}": {e}'
+            if cs.terminated:  # a restart that cannot pull: the run before stays in lastState, as in Kubernetes
+                cs.last_state = {"terminated": cs.terminated}
             cs.state = {"waiting": {"reason": reason, "message": msg}}
             cs.next_start = time.time() + min(MAX_BACKOFF, backoff_base() * (2**n))
             self.k.client.event(self.pod, "Warning", "Failed" if n == 0 else "BackOff", msg, "kubelet")
@@ -409,6 +411,7 @@ class PodWorker:
         assert self.runtime is not None
         code, oom, err = await self.runtime.finished(self.runtime.container_name(self.pod, cs.name, cs.run))
         if code is None and client_code is not None and client_code >= 125:  # created, never started
+            self.runtime.forget_image(self.spec_of(cs.name).get("image") or "")
             self.cannot_run[cs.name] = err or self._engine_error(cs) or f"{self.runtime.kind} run exited with {client_code}"
             return client_code
         limited = memory_limit(self.spec_of(cs.name))

@@ -166,6 +166,7 @@ class LocalKubelet(Kubelet):
             self.pending[uid] = pod
             return
         self.pending.pop(uid, None)
+        scheduled = False
         if not spec.get("nodeName"):
             try:
                 pod = self.client.patch(POD, md.get("namespace", ""), md["name"], {"spec": {"nodeName": self.node_name}})
@@ -173,11 +174,14 @@ class LocalKubelet(Kubelet):
                 if e.code == 404:
                     return
                 raise
-            self.client.event(pod, "Normal", "Scheduled", f"Successfully assigned {md.get('namespace')}/{md['name']} to {self.node_name}", "default-scheduler")
+            scheduled = True
         w = PodWorker(self, pod)
         ngpu = int(pod_requests(pod).get(GPU, 0))
         w.gpus = self._free_gpus(ngpu)
         self.start_worker(w)
+        if scheduled:  # recorded once the worker is on its way (it runs first, up to its container's exec)
+            msg = f"Successfully assigned {md.get('namespace')}/{md['name']} to {self.node_name}"
+            asyncio.get_running_loop().call_soon(self.client.event, pod, "Normal", "Scheduled", msg, "default-scheduler")
 
     def start_worker(self, w: PodWorker) -> None:
         self.workers[w.uid] = w

@@ -216,7 +216,9 @@ class WarmStarts:
     async def _spawn(self, z: Zygote, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int,
                      exit_file: str | None, exec_: bool = False) -> tuple[int, asyncio.Future[int | None]] | None:
         try:
-            if not await asyncio.wait_for(asyncio.shield(z.ready), self.start_timeout):
+            # a ready zygote is asked at once: wait_for would first yield a turn of the loop to whatever
+            # else is runnable, on the way to every container's exec
+            if not (z.ready.result() if z.ready.done() else await asyncio.wait_for(asyncio.shield(z.ready), self.start_timeout)):
                 return None
             return await z.spawn(argv, env, cwd, stdout, stderr, exit_file, exec_)
         except TimeoutError:

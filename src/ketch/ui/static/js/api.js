@@ -156,6 +156,27 @@ export function liveObjects(path, { query = "", onChange }) {
   });
 }
 
+// Many lists kept fresh by polling them one after another (one connection at a time), for pages that show
+// many kinds at once: a browser keeps at most six HTTP/1.1 connections per origin, and a watch per kind
+// would hold them all and starve every other request of the page. onChange(key, items) after each list;
+// onRound() after each full round. A list that fails reads as empty.
+export function pollLists(paths, { onChange, onRound, interval = 2000 }) {
+  let stopped = false, timer = null;
+  const round = async () => {
+    for (const [key, path] of paths) {
+      if (stopped) return;
+      let items = [];
+      try { items = (await get(path)).items || []; } catch { items = []; }
+      if (!stopped) onChange(key, items);
+    }
+    if (stopped) return;
+    if (onRound) onRound();
+    timer = setTimeout(round, interval);
+  };
+  round();
+  return { stop() { stopped = true; clearTimeout(timer); } };
+}
+
 // Follow a stream of text (a pod log) and call onText for each chunk.
 export function follow(path, onText, onEnd) {
   const ctrl = new AbortController();

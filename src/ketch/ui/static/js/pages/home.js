@@ -4,7 +4,7 @@
 // HTTP/1.1 connections per origin, and a dozen open watches would starve every other request. Events are
 // one live watch.
 import { h, mount, table, badge, age, link, batched } from "../dom.js";
-import { liveObjects, kinds, get } from "../api.js";
+import { liveObjects, kinds, get, pollLists } from "../api.js";
 import { nsOf } from "./resources.js";
 
 const DONE = new Set(["SUCCEEDED", "FAILED", "CANCELED", "SKIPPED", "Succeeded", "Failed", "Complete", "Completed"]);
@@ -76,16 +76,7 @@ export async function home(root, _p, ctx) {
     const k = served.find(x => x.group === w.group && x.plural === w.plural);
     if (k) paths.push([w.plural, `/apis/${w.group}/${k.version}${ns ? `/namespaces/${ns}` : ""}/${w.plural}`]);
   }
-  let stopped = false, poller = null;
-  const poll = async () => {
-    for (const [plural, path] of paths) {
-      if (stopped) return;
-      try { rows.set(plural, (await get(path)).items || []); } catch { rows.set(plural, []); }
-    }
-    draw();
-    if (!stopped) poller = setTimeout(poll, 2000);
-  };
-  poll();
+  const poller = pollLists(paths, { onChange(plural, items) { rows.set(plural, items); }, onRound: draw });
 
   const evPath = `/api/v1${ns ? `/namespaces/${ns}` : ""}/events`;
   let events = [];
@@ -102,7 +93,7 @@ export async function home(root, _p, ctx) {
   watches.push(liveObjects(evPath, { onChange(items) { events = items; drawEvents(); } }));
   drawEvents();
 
-  let timer = null;
+  let timer = null, stopped = false;
   const usage = async () => {
     try {
       const nodes = (await get("/api/v1/nodes")).items || [];
@@ -121,10 +112,10 @@ export async function home(root, _p, ctx) {
         { title: "Ready", render: n => badge(ready(n) ? "Ready" : "NotReady") },
       ], nodes, { id: "node-table", sortable: false, empty: "No node registered (the kubelet is disabled)." }));
     } catch (e) { mount(node, h("p", { class: "muted" }, String(e.message || e))); }
-    timer = setTimeout(usage, 10000);
+    if (!stopped) timer = setTimeout(usage, 10000);
   };
   usage();
-  return () => { stopped = true; for (const w of watches) w.stop(); clearTimeout(timer); clearTimeout(poller); };
+  return () => { stopped = true; poller.stop(); for (const w of watches) w.stop(); clearTimeout(timer); };
 }
 
 // "24683584Ki" -> "23.5 GiB"; CPU "1500m" stays as it is.

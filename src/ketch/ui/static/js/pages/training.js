@@ -1,7 +1,7 @@
 // Training jobs: every training kind the server serves (kubeflow.org/v1 *jobs, trainer.kubeflow.org TrainJob),
 // listed live; a job's page shows replicas with their pods' states and restarts, conditions, events, logs.
 import { h, mount, clear, table, badge, age, link } from "../dom.js";
-import { kinds, resPath, liveObjects, follow } from "../api.js";
+import { kinds, resPath, liveObjects, follow, pollLists } from "../api.js";
 import { nsOf, objectPage, inWhere } from "./resources.js";
 
 const TRAINING = [["kubeflow.org", /^(pytorch|tf|mpi|xgboost|paddle|jax|mx)jobs$/], ["trainer.kubeflow.org", /^trainjobs$/]];
@@ -29,12 +29,15 @@ export async function list(root, _p, ctx) {
     { title: "Replicas", value: r => replicaSummary(r.o) },
     { title: "Age", value: r => r.o.metadata.creationTimestamp, render: r => age(r.o.metadata.creationTimestamp) },
   ], [], { id: "training-jobs", empty: ks.length ? `No training jobs ${inWhere(ctx)}.` : "No training kinds are served by this ketch yet." });
-  const watches = ks.map(k => liveObjects(resPath(k, ns), {
-    onChange(items) { rows.set(k.plural, items.map(o => ({ k, o }))); t.setRows([...rows.values()].flat()); },
-  }));
+  // polled, not watched: seven training kinds would take more connections than a browser gives a page
+  const byPlural = new Map(ks.map(k => [k.plural, k]));
+  const poller = pollLists(ks.map(k => [k.plural, resPath(k, ns)]), {
+    onChange(plural, items) { const k = byPlural.get(plural); rows.set(plural, items.map(o => ({ k, o }))); },
+    onRound() { t.setRows([...rows.values()].flat()); },
+  });
   mount(root, h("h1", {}, "Training jobs"), h("div", { class: "toolbar" }, ks.map(k => link(`#/create?kind=${encodeURIComponent(k.gv + "/" + k.kind)}`, `New ${k.kind}`))), t);
   void boxes;
-  return () => watches.forEach(w => w.stop());
+  return () => poller.stop();
 }
 
 function replicaSpecs(o) {

@@ -4,6 +4,7 @@ the HPA scale the Deployment out; with an external autoscaler `kubectl scale` ow
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -138,6 +139,20 @@ def test_raw_external_autoscaler_kubectl_scale(k, model):
     url = k.kjson("get", "isvc", "ext")["status"]["url"]
     assert predict(k, url, "ext") == model[1].predict([IRIS_ROW, [5.1, 3.5, 1.4, 0.2]]).tolist()
     assert k.kjson("get", "deployment", "ext-predictor")["spec"]["replicas"] == 2
+
+    # a new model rolls the Deployment (a second ReplicaSet) and keeps the scaled replica count
+    other = model[0].parent / "dt"
+    train_sklearn(other, "dt")
+    k.kubectl("patch", "isvc", "ext", "--type=merge", "-p", json.dumps({"spec": {"predictor": {"sklearn": {"storageUri": str(other)}}}}))
+    wait_for(lambda: k.kjson("get", "deployment", "ext-predictor")["metadata"]["annotations"].get("deployment.kubernetes.io/revision") == "2",
+             timeout=30, what="revision 2 of the Deployment")
+    k.kubectl("rollout", "status", "deployment/ext-predictor", "--timeout=120s")
+    pods = k.kjson("get", "pods", "-l", "app=isvc.ext-predictor")["items"]
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    assert len(live) == 2 and all(str(other) in " ".join(p["spec"]["containers"][0]["args"]) for p in live)
+    assert k.kjson("get", "deployment", "ext-predictor")["spec"]["replicas"] == 2
+    k.kubectl("wait", "--for=condition=Ready", "inferenceservice/ext", "--timeout=60s")
+    assert len(predict(k, url, "ext")) == 2
 
 
 def test_raw_rejects_knative_metrics(k, model):

@@ -35,6 +35,10 @@ from ketch.machinery.errors import StatusError
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 300.0
+SHARED_NETWORK_REASON = "SharedHostNetwork"
+SHARED_NETWORK_MESSAGE = ("Pod shares the host's network: ketch gives Pods no network namespace of their own, so its podIP is "
+                          "127.0.0.1 and its ports are the host's; a second Pod listening on a port already in use fails "
+                          "with \"Address already in use\"")
 
 
 def _rfc3339(epoch: float) -> str:
@@ -648,6 +652,9 @@ class PodWorker:
             try:
                 self.vols = volumes.prepare(self.pod, self.dir, self.k.home, self.lookup, self.k.allocatable(), self.k.mint_token)
                 self.k.bind_claims(self.pod)
+                if not spec.get("hostNetwork"):
+                    # said on the Pod, never silently: ketch makes no network namespace per Pod (issue 15 item 4)
+                    self.k.client.event(self.pod, "Normal", SHARED_NETWORK_REASON, SHARED_NETWORK_MESSAGE, "kubelet")
             except ConfigError as e:
                 for cs in self.cs.values():
                     cs.state = {"waiting": {"reason": "ContainerCreating", "message": str(e)}}

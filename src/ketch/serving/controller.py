@@ -34,7 +34,7 @@ from ketch.kinds.meta import generate_suffix, owner_reference, set_condition
 from ketch.machinery.errors import StatusError
 from ketch.runtime.controller import Controller, Key, Result
 from ketch.runtime.ports import free_port
-from ketch.serving import payloads, runtimes, storagecheck
+from ketch.serving import payloads, raw, runtimes, storagecheck
 from ketch.serving.payloads import SCHEME as PAYLOADS
 from ketch.serving.router import Route, Router, Stats, Target
 from ketch.serving.spec import SpecError, canaries, components, revision_hash
@@ -65,10 +65,10 @@ def rev_number(name: str) -> int:
         return 0
 
 
-class InferenceServiceController(Controller):
+class InferenceServiceController(raw.RawDeploymentMode, Controller):
     name = "inferenceservice"
     kind = ISVC
-    owns = [POD, CM]
+    owns = [POD, CM, raw.DEPLOY, raw.SVC, raw.HPA]
     needs_context = True
     workers = 4
 
@@ -96,6 +96,10 @@ class InferenceServiceController(Controller):
             canary_list = canaries(isvc, comps["predictor"])
         except SpecError as e:
             return self._invalid(isvc, status, "InvalidSpec", str(e))
+        if raw.is_raw(isvc):
+            return await self._reconcile_raw(isvc, key, status, old, comps)
+        if self.owned(raw.DEPLOY, isvc):
+            self.remove_raw(isvc, set())  # switched back from RawDeployment
         route = Route(key.namespace, key.name, entry="transformer" if "transformer" in comps else "predictor",
                       timeout=float(comps["predictor"].get("timeout") or 60))
         requeue: float | None = None
@@ -122,6 +126,39 @@ class InferenceServiceController(Controller):
         route.canaries = [(k, pct) for k, _n, _s, pct in canary_list if canary_ready[k][0] and pct > 0 and route.components.get(k)]
         self.router.set(route)
         self._canary_status(status, canary_list, canary_ready, comp_status)
+        return self._finish(isvc, key, status, old, ready, comp_status, "Serverless", requeue)
+
+    async def _reconcile_raw(self, isvc: dict, key: Key, status: dict, old: dict, comps: dict) -> Result | None:
+        """RawDeployment mode (ketch/serving/raw.py): per component a Deployment, Service and HPA; no
+        revisions, no traffic split, no canaries (as in KServe's raw mode)."""
+        for ref in (POD, CM):  # what a serverless past left: revision Pods and ConfigMaps owned directly
+            for o in self.owned(ref, isvc):
+                if not o["metadata"].get("deletionTimestamp"):
+                    try:
+                        self.client.delete(ref, key.namespace, o["metadata"]["name"])
+                    except StatusError as e:
+                        if e.code != 404:
+                            raise
+        self.remove_raw(isvc, set(comps))
+        route = Route(key.namespace, key.name, entry="transformer" if "transformer" in comps else "predictor",
+                      timeout=float(comps["predictor"].get("timeout") or 60))
+        comp_status = status.setdefault("components", {})
+        for c in [c for c in comp_status if c not in comps]:
+            del comp_status[c]
+        ready = {}
+        for cname, cspec in comps.items():
+            try:
+                cst, targets, state = await self.reconcile_raw_component(isvc, cname, cspec, f"{self.base_url}/serving/{key.namespace}/{key.name}-{cname}")
+            except SpecError as e:
+                return self._invalid(isvc, status, "InvalidSpec", str(e))
+            comp_status[cname], route.components[cname], ready[cname] = cst, targets, state
+        self.router.set(route)
+        self._canary_status(status, [], {}, comp_status)
+        return self._finish(isvc, key, status, old, ready, comp_status, "RawDeployment",
+                            None if all(v[0] for v in ready.values()) else 1.0)
+
+    def _finish(self, isvc: dict, key: Key, status: dict, old: dict, ready: dict, comp_status: dict, mode: str, requeue: float | None) -> Result | None:
+        """Conditions, url and modelStatus from the components' readiness; the status is written if it changed."""
         url = f"{self.base_url}/serving/{key.namespace}/{key.name}"
         for cname, (ok, reason, msg) in ready.items():
             set_condition(status, f"{cname.capitalize()}Ready", "True" if ok else "False", "" if ok else reason, "" if ok else msg)
@@ -139,7 +176,7 @@ class InferenceServiceController(Controller):
         else:
             c, v = bad[0] if bad else ("ingress", (False, "IngressNotReady", ""))
             set_condition(status, "Ready", "False", v[1], v[2])
-        status["deploymentMode"] = "Serverless"
+        status["deploymentMode"] = mode
         status["modelStatus"] = self._model_status(comp_status.get("predictor", {}), ready["predictor"])
         if status != old:
             isvc["status"] = status

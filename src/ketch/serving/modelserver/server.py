@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
 import sys
 
 from ketch.serving.modelserver.metrics import Metrics
@@ -34,6 +35,8 @@ def parser() -> argparse.ArgumentParser:
     a("--model-class", "--model_class", default=None, help="module:Class of a custom Model (the model dir is on sys.path)")
     a("--http-port", "--http_port", type=int, default=8080)
     a("--grpc-port", "--grpc_port", type=int, default=0, help="0: no gRPC server")
+    a("--reuse-port", action="store_true",
+      help="bind the HTTP port with SO_REUSEPORT, so replicas on one host share it and the kernel spreads connections")
     a("--max-batch-size", type=int, default=0, help="adaptive batching: most rows per predict call (0/1: off)")
     a("--max-latency", type=float, default=500.0, help="adaptive batching: most ms a request waits to be merged")
     a("--logger-url", default=None, help="log requests/responses as CloudEvents to this URL, or as JSON lines to a file")
@@ -79,6 +82,7 @@ def build_model(args: argparse.Namespace, model_dir: str) -> Model:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    _mark_ready(False)  # a restarted container is not ready until it has loaded again
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     model_dir = args.model_dir
     try:
@@ -131,8 +135,11 @@ def run(model: Model, args: argparse.Namespace) -> None:
             grpc_server = gs.start(app, asyncio.get_running_loop(), args.grpc_port)
         log.info("serving %s on http://127.0.0.1:%d%s", model.name, args.http_port, f" and grpc 127.0.0.1:{args.grpc_port}" if args.grpc_port else "")
         try:
-            await server.serve()
+            sockets = [_reuse_port_socket(args.http_port)] if args.reuse_port else None
+            _mark_ready(True)  # bound and listening: the kubelet's exec probe of this replica passes from now
+            await server.serve(sockets=sockets)
         finally:
+            _mark_ready(False)
             if grpc_server is not None:
                 grpc_server.stop(0)
 
@@ -142,6 +149,38 @@ def run(model: Model, args: argparse.Namespace) -> None:
         uvloop.run(serve())
     else:
         asyncio.run(serve())
+
+
+def _reuse_port_socket(port: int) -> socket.socket:
+    """The HTTP socket of a replica that shares its port with the other replicas of a Deployment.
+
+    Pods share the host's network (docs/services.md), so a Deployment's replicas, stamped from one
+    template, all get one port; with SO_REUSEPORT each binds it once its model has loaded and the kernel
+    spreads new connections over those bound, so only loaded replicas receive traffic."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", port))
+    s.listen(2048)
+    s.set_inheritable(True)
+    return s
+
+
+def _mark_ready(ready: bool) -> None:
+    """Create or remove ``$KETCH_READY_FILE``: with replicas sharing a port, an HTTP probe of that port may
+    be answered by another replica, so the raw-mode Deployment probes this file instead."""
+    path = os.environ.get("KETCH_READY_FILE")
+    if not path:
+        return
+    if ready:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(str(os.getpid()))
+    else:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 if __name__ == "__main__":

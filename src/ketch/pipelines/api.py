@@ -56,6 +56,9 @@ def ok(data: Any, status: int = 200) -> Response:
     return JSONResponse(data, status_code=status)
 
 
+DEFAULT_EDITOR = "default-editor"  # the ServiceAccount KFP multi-user runs a namespace's tasks under
+
+
 class KfpApi:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -342,6 +345,18 @@ class KfpApi:
             spec["pipelineVersionReference"] = pvr
         return spec
 
+    def run_namespace(self, spec: dict) -> str:
+        """Where a run executes, as KFP multi-user: the namespace of its experiment when that namespace has a
+        ``default-editor`` ServiceAccount (a Profile's), the task Pods then running under that account
+        (unless the run names one). Otherwise KFP's own namespace, as single-user KFP."""
+        exp = self.client.get(K.EXPERIMENT, K.NS, spec.get("experimentId", "")) or {}
+        ns = (exp.get("spec") or {}).get("namespace") or ""
+        if not ns or ns == K.NS or self.client.get(("v1", "ServiceAccount"), ns, DEFAULT_EDITOR) is None:
+            return K.NS
+        if not spec.get("serviceAccount"):
+            spec["serviceAccount"] = DEFAULT_EDITOR
+        return ns
+
     def create_run_object(self, spec: dict, labels: dict | None = None, ns: str = K.NS) -> dict:
         rid = K.new_id()
         return self.client.create({
@@ -354,7 +369,7 @@ class KfpApi:
         if request.method == "POST":
             b = await self._body(request)
             spec = self.run_object(b)
-            o = self.create_run_object(spec)
+            o = self.create_run_object(spec, ns=self.run_namespace(spec))
             self.client.patch(K.EXPERIMENT, K.NS, spec["experimentId"], {"status": {"lastRunCreatedAt": K.ts(o)}}, status=True)
             return ok(K.run_json(o))
         q = request.query_params

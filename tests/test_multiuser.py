@@ -441,6 +441,14 @@ def test_kfp_tasks_run_in_the_profile_namespace_as_default_editor(w):
     plain = k.kjson("get", "pods", "-A", "-l", f"pipelines.kubeflow.org/run={plain_rid}")["items"]
     assert len(plain) == 2 and {p["metadata"]["namespace"] for p in plain} == {"kubeflow"}
     assert {p["spec"].get("serviceAccountName") or "default" for p in plain} == {"default"}
+    # bob's Profile has a quota on requests.cpu: task Pods that name none are refused, and the run fails
+    # with the quota's words instead of retrying the create
+    bob = w.kfp("bob")
+    brid = bob.create_run_from_pipeline_func(pipe, experiment_id=bob.create_experiment("bob-quota", namespace="bob").experiment_id,
+                                             enable_caching=False).run_id
+    assert wait_for(lambda: state(bob, brid), timeout=120, interval=1, what="bob's run") == "FAILED"
+    detail = json.dumps(k.kjson("get", "pipelinerun", brid, "-n", "bob")["status"])
+    assert "must specify requests.cpu" in detail, detail
     # alice (no rights in pipes) cannot reach the Profile's run
     from kfp_server_api.exceptions import ApiException
 

@@ -396,6 +396,13 @@ def test_kfp_runs_belong_to_namespaces(w):
     assert {ra, rb} <= {r.run_id for r in (w.k.kfp_client().list_runs(page_size=100).runs or [])}
 
 
+def _package(pipe, path: Path) -> str:
+    from kfp import compiler
+
+    compiler.Compiler().compile(pipe, str(path))
+    return str(path)
+
+
 def test_kfp_tasks_run_in_the_profile_namespace_as_default_editor(w):
     """As KFP multi-user: a run of a Profile namespace's experiment makes its task Pods in that namespace
     under its ``default-editor`` ServiceAccount; a namespace without that account keeps KFP's own."""
@@ -441,6 +448,17 @@ def test_kfp_tasks_run_in_the_profile_namespace_as_default_editor(w):
     plain = k.kjson("get", "pods", "-A", "-l", f"pipelines.kubeflow.org/run={plain_rid}")["items"]
     assert len(plain) == 2 and {p["metadata"]["namespace"] for p in plain} == {"kubeflow"}
     assert {p["spec"].get("serviceAccountName") or "default" for p in plain} == {"default"}
+    # a recurring run of the Profile's experiment: it and its runs live in pipes, their tasks as default-editor
+    rr = erin.create_recurring_run(experiment_id=exp.experiment_id, job_name="every-2s", interval_second=2, max_concurrency=1,
+                                   pipeline_package_path=_package(pipe, k.home / "two-hellos.yaml"), enable_caching=False)
+    assert k.kjson("get", "recurringrun", rr.recurring_run_id, "-n", "pipes")["spec"]["serviceAccount"] == "default-editor"
+    sched = wait_for(lambda: [p for p in k.kjson("get", "pods", "-n", "pipes")["items"]
+                              if p["metadata"]["labels"]["pipelines.kubeflow.org/run"] != rid], timeout=120, interval=1, what="a scheduled run's pods")
+    assert {p["spec"].get("serviceAccountName") for p in sched} == {"default-editor"}
+    erin.disable_recurring_run(rr.recurring_run_id)
+    assert k.kjson("get", "recurringrun", rr.recurring_run_id, "-n", "pipes")["spec"]["mode"] == "DISABLE"
+    erin.delete_recurring_run(rr.recurring_run_id)
+    wait_for(lambda: k.kubectl("get", "recurringrun", rr.recurring_run_id, "-n", "pipes", check=False).returncode != 0, what="deleted")
     # bob's Profile has a quota on requests.cpu: task Pods that name none are refused, and the run fails
     # with the quota's words instead of retrying the create
     bob = w.kfp("bob")

@@ -71,7 +71,7 @@ class KfpApi:
             o = self.client.get(ref, ns, ident)
             if o is not None:
                 return o
-            if ref != K.RUN:
+            if ref not in (K.RUN, K.RECURRING):  # runs and recurring runs may live in a Profile's namespace
                 break
         raise not_found(what, ident)
 
@@ -440,7 +440,7 @@ class KfpApi:
             if mode not in ("ENABLE", "DISABLE", "MODE_UNSPECIFIED"):
                 raise bad(f"mode: unsupported value {mode!r}")
             spec.update(trigger=trig, mode="DISABLE" if mode == "DISABLE" else "ENABLE", maxConcurrency=int(K.g(b, "max_concurrency") or 1), noCatchup=bool(K.g(b, "no_catchup")))
-            o = self.client.create({"apiVersion": K.GROUP, "kind": "RecurringRun", "metadata": {"name": K.new_id(), "namespace": K.NS, "labels": {K.LABEL_EXPERIMENT: spec["experimentId"]}}, "spec": spec})
+            o = self.client.create({"apiVersion": K.GROUP, "kind": "RecurringRun", "metadata": {"name": K.new_id(), "namespace": self.run_namespace(spec), "labels": {K.LABEL_EXPERIMENT: spec["experimentId"]}}, "spec": spec})
             return ok(K.recurring_json(o))
         q = request.query_params
         extra = []
@@ -455,10 +455,10 @@ class KfpApi:
         if request.method == "GET":
             return ok(K.recurring_json(o))
         if request.method == "DELETE":
-            self.client.delete(K.RECURRING, K.NS, ident)
+            self.client.delete(K.RECURRING, o["metadata"]["namespace"], ident)
             return ok({})
         if verb in ("enable", "disable"):
-            self.client.patch(K.RECURRING, K.NS, ident, {"spec": {"mode": "ENABLE" if verb == "enable" else "DISABLE"}})
+            self.client.patch(K.RECURRING, o["metadata"]["namespace"], ident, {"spec": {"mode": "ENABLE" if verb == "enable" else "DISABLE"}})
             return ok({})
         raise bad(f"unknown recurring run verb {verb!r}")
 

@@ -6,7 +6,10 @@ every broken token (expired, not yet valid, wrong audience or issuer, unknown ke
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
+import ssl
 import threading
 import time
 import uuid
@@ -15,7 +18,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import jwt
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 
 from conftest import free_port, make_ketch, wait_for
 
@@ -25,9 +31,9 @@ CLIENT_ID = "ketch-test"
 class Issuer:
     """A minimal OpenID provider: /.well-known/openid-configuration and /keys, serving ``self.keys``."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[str, str] | None = None) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.keys: dict[str, object] = {}  # kid -> private key; the JWKS publishes their public halves
         self.jwks_hits = 0
         issuer = self
@@ -53,6 +59,10 @@ class Issuer:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), H)
+        if tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     @staticmethod
@@ -182,3 +192,52 @@ def test_rotated_key_is_fetched_and_ec_keys_work(env):
 
     wait_for(ok, timeout=40, interval=1, what="the rotated key to be fetched")
     assert iss.jwks_hits > hits
+
+
+def self_signed(d) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, as files (the issuer's; ketch trusts it by --oidc-ca-file)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test-issuer")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    crt, pem = d / "issuer.crt", d / "issuer.key"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return str(crt), str(pem)
+
+
+def test_https_issuer_with_ca_file_and_email_claim(tmp_path):
+    """An HTTPS issuer trusted through --oidc-ca-file; with the email claim names carry no prefix (as
+    kube-apiserver), an unverified email is refused, and an issuer whose certificate ketch does not trust
+    authenticates nobody."""
+    tls = self_signed(tmp_path)
+    iss = Issuer(tls)
+    iss.new_key("rsa")
+    k = make_ketch(tmp_path, extra_args=["--oidc-issuer-url", iss.url, "--oidc-client-id", CLIENT_ID, "--oidc-username-claim", "email",
+                                         "--oidc-ca-file", tls[0]])
+    k.start()
+    try:
+        tok = iss.token("u-123", email="alice@example.com", email_verified=True)
+        r = kubectl_as(k, tok, "auth", "whoami", "-o", "json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["status"]["userInfo"]["username"] == "alice@example.com"
+        with httpx.Client(base_url=k.url, timeout=30) as c:
+            for bad in (iss.token("u-123", email="alice@example.com", email_verified=False), iss.token("u-123")):
+                assert c.get("/api/v1/namespaces", headers={"Authorization": f"Bearer {bad}"}).status_code == 401
+    finally:
+        k.stop()
+    # the same issuer without the CA file: its certificate is not trusted, so its tokens are refused
+    k2 = make_ketch(tmp_path / "untrusted", extra_args=["--oidc-issuer-url", iss.url, "--oidc-client-id", CLIENT_ID])
+    k2.start()
+    try:
+        with httpx.Client(base_url=k2.url, timeout=30) as c:
+            tok = iss.token("alice")
+            assert c.get("/api/v1/namespaces", headers={"Authorization": f"Bearer {tok}"}).status_code == 401
+    finally:
+        k2.stop()
+        iss.server.shutdown()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 
 import httpx
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512"]
 AUTHENTICATED = "system:authenticated"
 FETCH_TIMEOUT_S = 5.0  # verification runs on the request path: an unreachable issuer must fail fast
+DISCOVERY_RETRY_S = 10.0  # a failed discovery is not retried by every request naming the issuer
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class OIDCVerifier:
         self.cfg = cfg
         self._jwks: jwt.PyJWKClient | None = None
         self._lock = threading.Lock()
+        self._failed_at = -DISCOVERY_RETRY_S  # when discovery last failed: not retried sooner than DISCOVERY_RETRY_S
 
     def _ssl(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.cfg.ca_file) if self.cfg.ca_file else ssl.create_default_context()
@@ -76,15 +79,24 @@ class OIDCVerifier:
             return self._jwks
         with self._lock:
             if self._jwks is None:
-                url = self.cfg.issuer_url.rstrip("/") + "/.well-known/openid-configuration"
-                doc = httpx.get(url, timeout=FETCH_TIMEOUT_S, verify=self._ssl()).raise_for_status().json()
-                if doc.get("issuer") != self.cfg.issuer_url:
-                    # OIDC discovery requires the document's issuer to be the URL it was fetched for
-                    raise ValueError(f"discovery document at {url} names issuer {doc.get('issuer')!r}, not {self.cfg.issuer_url!r}")
-                self._jwks = jwt.PyJWKClient(doc["jwks_uri"], cache_jwk_set=True, lifespan=300, timeout=FETCH_TIMEOUT_S,
-                                             ssl_context=self._ssl() if doc["jwks_uri"].startswith("https:") else None,
-                                             cooldown_duration=5)
+                if time.monotonic() - self._failed_at < DISCOVERY_RETRY_S:
+                    raise ValueError("the issuer's discovery failed recently; not retried yet")
+                try:
+                    self._jwks = self._discover()
+                except Exception:
+                    self._failed_at = time.monotonic()
+                    raise
         return self._jwks
+
+    def _discover(self) -> jwt.PyJWKClient:
+        """Fetch the discovery document and make the JWKS client for its ``jwks_uri``."""
+        url = self.cfg.issuer_url.rstrip("/") + "/.well-known/openid-configuration"
+        doc = httpx.get(url, timeout=FETCH_TIMEOUT_S, verify=self._ssl()).raise_for_status().json()
+        if doc.get("issuer") != self.cfg.issuer_url:
+            # OIDC discovery requires the document's issuer to be the URL it was fetched for
+            raise ValueError(f"discovery document at {url} names issuer {doc.get('issuer')!r}, not {self.cfg.issuer_url!r}")
+        return jwt.PyJWKClient(doc["jwks_uri"], cache_jwk_set=True, lifespan=300, timeout=FETCH_TIMEOUT_S,
+                               ssl_context=self._ssl() if doc["jwks_uri"].startswith("https:") else None, cooldown_duration=5)
 
     def claims(self, token: str) -> dict | None:
         """The verified claims of ``token``, or None (with the reason logged at debug level)."""

@@ -46,6 +46,9 @@ def up(
     if oidc_issuer_url or oidc_client_id:
         from ketch.machinery.oidc import OIDCConfig
 
+        if not oidc_issuer_url:
+            typer.echo("error: --oidc-client-id needs --oidc-issuer-url", err=True)
+            raise typer.Exit(2)
         try:
             settings.oidc = OIDCConfig(oidc_issuer_url or "", oidc_client_id or "", oidc_username_claim, oidc_username_prefix,
                                        oidc_groups_claim, oidc_groups_prefix, str(oidc_ca_file) if oidc_ca_file else None)

@@ -396,6 +396,85 @@ def test_kfp_runs_belong_to_namespaces(w):
     assert {ra, rb} <= {r.run_id for r in (w.k.kfp_client().list_runs(page_size=100).runs or [])}
 
 
+def _package(pipe, path: Path) -> str:
+    from kfp import compiler
+
+    compiler.Compiler().compile(pipe, str(path))
+    return str(path)
+
+
+def test_kfp_tasks_run_in_the_profile_namespace_as_default_editor(w):
+    """As KFP multi-user: a run of a Profile namespace's experiment makes its task Pods in that namespace
+    under its ``default-editor`` ServiceAccount; a namespace without that account keeps KFP's own."""
+    import kfp
+    from kfp import dsl
+
+    @dsl.component
+    def hello():  # no annotations: this module's `from __future__ import annotations` would make them strings
+        print("hello from a Profile")
+
+    @dsl.pipeline(name="two-hellos")
+    def pipe():
+        hello()
+        hello()
+
+    k = w.k
+    # erin's own Profile (alice's namespace list stays as the dashboard test expects)
+    w.tokens["erin"], w.configs["erin"] = add_user(k, "erin")
+    k.kubectl("apply", "-f", "-", input=json.dumps(profile("pipes", "erin")))
+    k.kubectl("create", "namespace", "plain")
+    wait_for(lambda: k.kubectl("get", "serviceaccount", "default-editor", "-n", "pipes", check=False).returncode == 0, what="default-editor")
+    erin = kfp.Client(host=k.url, existing_token=w.tokens["erin"], namespace="pipes")
+    exp = erin.create_experiment("pipes-exp")  # the client's namespace
+    assert {e.experiment_id for e in erin.list_experiments().experiments} == {exp.experiment_id}
+    rid = erin.create_run_from_pipeline_func(pipe, experiment_id=exp.experiment_id, run_name="p1", enable_caching=False).run_id
+    admin = k.kfp_client()
+    plain_rid = admin.create_run_from_pipeline_func(
+        pipe, experiment_id=admin.create_experiment("plain-exp", namespace="plain").experiment_id, run_name="q1", enable_caching=False).run_id
+
+    def state(c, r) -> str | None:
+        s = c.get_run(r).state
+        return s if s in ("SUCCEEDED", "FAILED", "CANCELED") else None
+
+    assert wait_for(lambda: state(erin, rid), timeout=300, interval=1, what="the Profile's run") == "SUCCEEDED", k.log()[-3000:]
+    assert wait_for(lambda: state(admin, plain_rid), timeout=300, interval=1, what="the plain run") == "SUCCEEDED", k.log()[-3000:]
+    assert {r.run_id for r in erin.list_runs().runs} == {rid}
+    pods = k.kjson("get", "pods", "-A", "-l", f"pipelines.kubeflow.org/run={rid}")["items"]
+    assert len(pods) == 2
+    assert {p["metadata"]["namespace"] for p in pods} == {"pipes"}
+    assert {p["spec"].get("serviceAccountName") for p in pods} == {"default-editor"}
+    assert k.kjson("get", "pipelinerun", rid, "-n", "pipes")["spec"]["serviceAccount"] == "default-editor"
+    # no default-editor in "plain": the tasks run where they always did, under the default account
+    plain = k.kjson("get", "pods", "-A", "-l", f"pipelines.kubeflow.org/run={plain_rid}")["items"]
+    assert len(plain) == 2 and {p["metadata"]["namespace"] for p in plain} == {"kubeflow"}
+    assert {p["spec"].get("serviceAccountName") or "default" for p in plain} == {"default"}
+    # a recurring run of the Profile's experiment: it and its runs live in pipes, their tasks as default-editor
+    rr = erin.create_recurring_run(experiment_id=exp.experiment_id, job_name="every-2s", interval_second=2, max_concurrency=1,
+                                   pipeline_package_path=_package(pipe, k.home / "two-hellos.yaml"), enable_caching=False)
+    assert k.kjson("get", "recurringrun", rr.recurring_run_id, "-n", "pipes")["spec"]["serviceAccount"] == "default-editor"
+    sched = wait_for(lambda: [p for p in k.kjson("get", "pods", "-n", "pipes")["items"]
+                              if p["metadata"]["labels"]["pipelines.kubeflow.org/run"] != rid], timeout=120, interval=1, what="a scheduled run's pods")
+    assert {p["spec"].get("serviceAccountName") for p in sched} == {"default-editor"}
+    erin.disable_recurring_run(rr.recurring_run_id)
+    assert k.kjson("get", "recurringrun", rr.recurring_run_id, "-n", "pipes")["spec"]["mode"] == "DISABLE"
+    erin.delete_recurring_run(rr.recurring_run_id)
+    wait_for(lambda: k.kubectl("get", "recurringrun", rr.recurring_run_id, "-n", "pipes", check=False).returncode != 0, what="deleted")
+    # bob's Profile has a quota on requests.cpu: task Pods that name none are refused, and the run fails
+    # with the quota's words instead of retrying the create
+    bob = w.kfp("bob")
+    brid = bob.create_run_from_pipeline_func(pipe, experiment_id=bob.create_experiment("bob-quota", namespace="bob").experiment_id,
+                                             enable_caching=False).run_id
+    assert wait_for(lambda: state(bob, brid), timeout=120, interval=1, what="bob's run") == "FAILED"
+    detail = json.dumps(k.kjson("get", "pipelinerun", brid, "-n", "bob")["status"])
+    assert "must specify requests.cpu" in detail, detail
+    # alice (no rights in pipes) cannot reach the Profile's run
+    from kfp_server_api.exceptions import ApiException
+
+    with pytest.raises(ApiException) as e:
+        w.kfp("alice").get_run(rid)
+    assert e.value.status == 403
+
+
 def test_exec_refused_to_a_viewer_allowed_to_an_editor(w):
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sh", "namespace": "alice"},
            "spec": {"restartPolicy": "Never", "containers": [

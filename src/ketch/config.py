@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ketch.machinery.oidc import OIDCConfig
 
 
 def default_home() -> Path:
@@ -29,6 +33,8 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     insecure: bool = False
+    # OIDC ID tokens from this issuer are accepted (``ketch up --oidc-issuer-url``); see machinery/oidc.py.
+    oidc: OIDCConfig | None = None
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

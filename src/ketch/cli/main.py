@@ -25,6 +25,13 @@ def up(
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert.")] = None,
     allowed_host: Annotated[list[str] | None, typer.Option("--allowed-host", help="A host name (or *.suffix) clients may use besides loopback names and IP addresses; repeatable.")] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help="Serve plain HTTP beyond loopback (tokens then cross the network in clear text).")] = False,
+    oidc_issuer_url: Annotated[str | None, typer.Option("--oidc-issuer-url", envvar="KETCH_OIDC_ISSUER_URL", help="Accept OIDC ID tokens from this issuer (its discovery document and JWKS are fetched from it), as kube-apiserver's flag.")] = None,
+    oidc_client_id: Annotated[str | None, typer.Option("--oidc-client-id", envvar="KETCH_OIDC_CLIENT_ID", help="The audience ID tokens must carry.")] = None,
+    oidc_username_claim: Annotated[str, typer.Option("--oidc-username-claim", envvar="KETCH_OIDC_USERNAME_CLAIM", help="Claim holding the user name.")] = "sub",
+    oidc_username_prefix: Annotated[str | None, typer.Option("--oidc-username-prefix", envvar="KETCH_OIDC_USERNAME_PREFIX", help="Prefix of user names (default '<issuer>#' unless the claim is email; '-' for none).")] = None,
+    oidc_groups_claim: Annotated[str | None, typer.Option("--oidc-groups-claim", envvar="KETCH_OIDC_GROUPS_CLAIM", help="Claim holding the user's groups (string or list).")] = None,
+    oidc_groups_prefix: Annotated[str, typer.Option("--oidc-groups-prefix", envvar="KETCH_OIDC_GROUPS_PREFIX", help="Prefix of group names.")] = "",
+    oidc_ca_file: Annotated[Path | None, typer.Option("--oidc-ca-file", envvar="KETCH_OIDC_CA_FILE", help="PEM CA bundle that signed the issuer's certificate.")] = None,
 ) -> None:
     """Start ketch: the API server, controllers and kubelet in one process."""
     from ketch.config import Settings
@@ -36,6 +43,18 @@ def up(
     lograte.install()  # identical warnings and errors at most once per window, with a count
     settings = Settings.from_env(host=host, port=port, home=home, database_url=database_url, tls_cert=tls_cert, tls_key=tls_key,
                                  insecure=insecure or None)
+    if oidc_issuer_url or oidc_client_id:
+        from ketch.machinery.oidc import OIDCConfig
+
+        if not oidc_issuer_url:
+            typer.echo("error: --oidc-client-id needs --oidc-issuer-url", err=True)
+            raise typer.Exit(2)
+        try:
+            settings.oidc = OIDCConfig(oidc_issuer_url or "", oidc_client_id or "", oidc_username_claim, oidc_username_prefix,
+                                       oidc_groups_claim, oidc_groups_prefix, str(oidc_ca_file) if oidc_ca_file else None)
+        except ValueError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
     if allowed_host:
         settings.allowed_hosts = [*settings.allowed_hosts, *allowed_host]
     if bool(tls_cert) != bool(tls_key):

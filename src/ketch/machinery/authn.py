@@ -11,6 +11,9 @@ Two kinds of credential, as kube-apiserver has them:
   token bound to a Pod stops working when that Pod is gone (or replaced by one with another uid), one
   bound to a ServiceAccount when the account is gone: the object lookup is what revokes them.
 
+- **OIDC ID tokens** from one external issuer when ``ketch up --oidc-issuer-url`` is given
+  (``machinery/oidc.py``), as kube-apiserver's ``--oidc-*`` flags.
+
 Dashboard sessions are JWTs from the same key with their own audience, so a session cookie can never be
 used as an API token nor the other way round.
 
@@ -30,8 +33,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ketch.machinery.hosts import host_name, is_ip, is_loopback  # noqa: F401 - re-exported for the server
+
+if TYPE_CHECKING:
+    from ketch.machinery.oidc import OIDCConfig
 
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 API_AUDIENCE = ISSUER  # what kube-apiserver accepts by default: its own issuer
@@ -165,16 +172,31 @@ class Signer:
             return None
 
 
+def _issuer(token: str) -> str | None:
+    """The ``iss`` a JWT claims, unverified: only to pick the verifier."""
+    import jwt
+
+    try:
+        iss = jwt.decode(token, options={"verify_signature": False}).get("iss")
+    except jwt.PyJWTError:
+        return None
+    return iss if isinstance(iss, str) else None
+
+
 # (kind, namespace, name) -> uid of the object now, or None when it does not exist.
 Lookup = Callable[[str, str, str], str | None]
 
 
 class Authenticator:
-    """Turns a bearer token into a UserInfo (or None): static tokens first, then signed tokens."""
+    """Turns a bearer token into a UserInfo (or None): static tokens first, then signed tokens (ketch's
+    own, or the OIDC issuer's, told apart by their unverified ``iss``)."""
 
     CACHE_S = 5.0  # how long a verified JWT's object check is trusted (a deleted Pod's token dies within it)
 
-    def __init__(self, home: Path, lookup: Lookup) -> None:
+    def __init__(self, home: Path, lookup: Lookup, oidc: OIDCConfig | None = None) -> None:
+        from ketch.machinery.oidc import OIDCVerifier
+
+        self.oidc = OIDCVerifier(oidc) if oidc else None
         self.tokens = TokenFile(home / "tokens.csv")
         self.admin_token = self.tokens.ensure_admin()
         self.signer = Signer(home / "sa.key")
@@ -221,6 +243,10 @@ class Authenticator:
             return user
         if token.count(".") != 2:
             return None
+        if self.oidc is not None and _issuer(token) == self.oidc.cfg.issuer_url:
+            # not cached: exp is checked on every use, and an RS256 verification with a cached key is cheap
+            ident = self.oidc.identity(token)
+            return UserInfo(ident[0], "", ident[1]) if ident else None
         hit = self._cache.get(key)
         now = time.monotonic()
         if hit is not None and now - hit[0] < self.CACHE_S:

@@ -56,6 +56,9 @@ def ok(data: Any, status: int = 200) -> Response:
     return JSONResponse(data, status_code=status)
 
 
+DEFAULT_EDITOR = "default-editor"  # the ServiceAccount KFP multi-user runs a namespace's tasks under
+
+
 class KfpApi:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -68,7 +71,7 @@ class KfpApi:
             o = self.client.get(ref, ns, ident)
             if o is not None:
                 return o
-            if ref != K.RUN:
+            if ref not in (K.RUN, K.RECURRING):  # runs and recurring runs may live in a Profile's namespace
                 break
         raise not_found(what, ident)
 
@@ -342,6 +345,18 @@ class KfpApi:
             spec["pipelineVersionReference"] = pvr
         return spec
 
+    def run_namespace(self, spec: dict) -> str:
+        """Where a run executes, as KFP multi-user: the namespace of its experiment when that namespace has a
+        ``default-editor`` ServiceAccount (a Profile's), the task Pods then running under that account
+        (unless the run names one). Otherwise KFP's own namespace, as single-user KFP."""
+        exp = self.client.get(K.EXPERIMENT, K.NS, spec.get("experimentId", "")) or {}
+        ns = (exp.get("spec") or {}).get("namespace") or ""
+        if not ns or ns == K.NS or self.client.get(("v1", "ServiceAccount"), ns, DEFAULT_EDITOR) is None:
+            return K.NS
+        if not spec.get("serviceAccount"):
+            spec["serviceAccount"] = DEFAULT_EDITOR
+        return ns
+
     def create_run_object(self, spec: dict, labels: dict | None = None, ns: str = K.NS) -> dict:
         rid = K.new_id()
         return self.client.create({
@@ -354,7 +369,7 @@ class KfpApi:
         if request.method == "POST":
             b = await self._body(request)
             spec = self.run_object(b)
-            o = self.create_run_object(spec)
+            o = self.create_run_object(spec, ns=self.run_namespace(spec))
             self.client.patch(K.EXPERIMENT, K.NS, spec["experimentId"], {"status": {"lastRunCreatedAt": K.ts(o)}}, status=True)
             return ok(K.run_json(o))
         q = request.query_params
@@ -425,7 +440,7 @@ class KfpApi:
             if mode not in ("ENABLE", "DISABLE", "MODE_UNSPECIFIED"):
                 raise bad(f"mode: unsupported value {mode!r}")
             spec.update(trigger=trig, mode="DISABLE" if mode == "DISABLE" else "ENABLE", maxConcurrency=int(K.g(b, "max_concurrency") or 1), noCatchup=bool(K.g(b, "no_catchup")))
-            o = self.client.create({"apiVersion": K.GROUP, "kind": "RecurringRun", "metadata": {"name": K.new_id(), "namespace": K.NS, "labels": {K.LABEL_EXPERIMENT: spec["experimentId"]}}, "spec": spec})
+            o = self.client.create({"apiVersion": K.GROUP, "kind": "RecurringRun", "metadata": {"name": K.new_id(), "namespace": self.run_namespace(spec), "labels": {K.LABEL_EXPERIMENT: spec["experimentId"]}}, "spec": spec})
             return ok(K.recurring_json(o))
         q = request.query_params
         extra = []
@@ -440,10 +455,10 @@ class KfpApi:
         if request.method == "GET":
             return ok(K.recurring_json(o))
         if request.method == "DELETE":
-            self.client.delete(K.RECURRING, K.NS, ident)
+            self.client.delete(K.RECURRING, o["metadata"]["namespace"], ident)
             return ok({})
         if verb in ("enable", "disable"):
-            self.client.patch(K.RECURRING, K.NS, ident, {"spec": {"mode": "ENABLE" if verb == "enable" else "DISABLE"}})
+            self.client.patch(K.RECURRING, o["metadata"]["namespace"], ident, {"spec": {"mode": "ENABLE" if verb == "enable" else "DISABLE"}})
             return ok({})
         raise bad(f"unknown recurring run verb {verb!r}")
 

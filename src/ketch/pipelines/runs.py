@@ -55,7 +55,8 @@ class PodRunner:
         if p is None:
             p = self.c.client.get(POD, self.ns, rec["pod"])
         if p is None:
-            return "Missing"
+            # a result with no Pod: the Pod was refused at admission (see start), or ended and was deleted
+            return "Failed" if self.result(rec) is not None else "Missing"
         return (p.get("status") or {}).get("phase") or "Pending"
 
     def start(self, rec: dict, task: dict) -> str:
@@ -73,6 +74,12 @@ class PodRunner:
         try:
             self.c.client.create(pod, self.ns)
         except StatusError as e:
+            if e.code in (403, 422):
+                # refused at admission (a Profile's ResourceQuota, say): the attempt fails with the API's
+                # words, as a Pod that never started, rather than the run retrying the create forever
+                (tdir / "result.json").write_text(json.dumps({"error": f"the task's Pod was refused: {e.message}"}))
+                self.c.queue.add_after(Key(self.ns, run["metadata"]["name"]), 0.05)
+                return name
             if e.code != 409:
                 raise
             # made by a pass whose record was lost (ketch killed before writing it): it may have ended

@@ -71,7 +71,7 @@ def build_context(settings: Settings) -> Context:
     api = Api(store)
     ctx = Context(api=api, settings=settings)
     ctx.services.setdefault("subresources", {})
-    ctx.services["authn"] = Authenticator(settings.home, object_uid(api))
+    ctx.services["authn"] = Authenticator(settings.home, object_uid(api), settings.oidc)
     authorizer = Authorizer(api.store)
     ctx.services["authz"] = authorizer
     api.add_validator(GROUP, "Role", escalation_check(authorizer))

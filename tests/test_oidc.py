@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
+import re
 import ssl
 import threading
 import time
@@ -241,3 +242,21 @@ def test_https_issuer_with_ca_file_and_email_claim(tmp_path):
     finally:
         k2.stop()
         iss.server.shutdown()
+
+
+def test_a_dashboard_session_from_an_id_token_ends_with_the_token(env):
+    """The login form takes an ID token; the session it makes must not outlive it (else a 5-minute token
+    would be a 12-hour session)."""
+    k, iss = env
+    exp = int(time.time()) + 8
+    tok = iss.token("alice", ["devs"], exp=exp)
+    with httpx.Client(base_url=k.url, follow_redirects=False) as h:
+        r = h.post("/login", data={"token": tok}, headers={"Origin": k.url})
+        assert r.status_code == 303, r.text
+        max_age = int(re.search(r"Max-Age=(\d+)", r.headers["set-cookie"]).group(1))
+        assert 0 < max_age <= 8, r.headers["set-cookie"]
+        cookie = r.cookies["ketch_session"]
+    with httpx.Client(base_url=k.url, cookies={"ketch_session": cookie}) as h:
+        assert h.get("/api/v1/namespaces/team/pods").status_code == 200  # group devs has view in team
+        time.sleep(max(0.0, exp + 1.5 - time.time()))
+        assert h.get("/api/v1/namespaces/team/pods").status_code == 401

@@ -22,10 +22,12 @@ Everything on disk here is private (0600 in a 0700 home): these files are the ke
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import hmac
 import io
+import json
 import os
 import secrets
 import threading
@@ -225,12 +227,29 @@ class Authenticator:
                   "iat": now, "nbf": now, "exp": exp, "jti": secrets.token_hex(8), "kubernetes.io": k8s}
         return self.signer.sign(claims), exp
 
-    def session_token(self, user: UserInfo, ttl_s: int = 12 * 3600) -> str:
+    def session_token(self, user: UserInfo, ttl_s: int = 12 * 3600, not_after: float | None = None) -> str:
+        """A dashboard session for ``user``: 12 hours, and never past ``not_after`` (the expiry of the token
+        it was made from: a session must not outlive an OIDC ID token or a ServiceAccount token)."""
         now = int(time.time())
+        if not_after is not None:
+            ttl_s = max(0, min(ttl_s, int(not_after) - now))
         return self.signer.sign({"iss": ISSUER, "sub": user.name, "uid": user.uid, "groups": list(user.groups),
                                  "aud": SESSION_AUDIENCE, "iat": now, "exp": now + ttl_s})
 
     # -- verifying -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def expiry(token: str) -> float | None:
+        """The ``exp`` of a JWT bearer token (read only after ``authenticate`` accepted it), else None."""
+        parts = token.split(".")
+        if len(parts) != 3:
+            return None
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        except ValueError:
+            return None
+        exp = claims.get("exp") if isinstance(claims, dict) else None
+        return float(exp) if isinstance(exp, int | float) else None
 
     def authenticate(self, token: str) -> UserInfo | None:
         if not token:

@@ -298,12 +298,13 @@ class AuthMiddleware:
         if user is None:
             await _page(send, 401, "That token is not valid.")
             return
-        await self._set_session(scope, send, user)
+        await self._set_session(scope, send, user, not_after=self.authn.expiry(token))
 
-    async def _set_session(self, scope: Scope, send: Send, user: UserInfo) -> None:
-        value = self.authn.session_token(user)
+    async def _set_session(self, scope: Scope, send: Send, user: UserInfo, not_after: float | None = None) -> None:
+        ttl = 43200 if not_after is None else max(0, min(43200, int(not_after - time.time())))
+        value = self.authn.session_token(user, not_after=not_after)
         secure = "; Secure" if scope.get("scheme") == "https" else ""
-        await _redirect(send, "/", cookie=f"{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200{secure}")
+        await _redirect(send, "/", cookie=f"{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={ttl}{secure}")
 
 
 def _status_body(code: int, reason: str, message: str) -> bytes:

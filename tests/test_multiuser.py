@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from playwright.sync_api import expect
 
 from conftest import SRC, make_ketch, wait_for
 
@@ -555,6 +556,29 @@ def test_dashboard_shows_own_namespaces_and_manages_contributors(w, chromium):
         page.wait_for_selector("#contrib-readonly")  # a contributor sees who else is there, with no buttons
         assert page.locator("#contrib-form").count() == 0 and page.locator(".contrib-remove").count() == 0
         assert not errors, errors
+    finally:
+        ctx.close()
+    # carol has view on alice: the dashboard offers her no write, with the reason; bob (edit) keeps them
+    ctx, page, errors = page_as("carol")
+    try:
+        page.goto(f"{w.k.url}/#/runs")
+        page.wait_for_selector("#ns option", state="attached")
+        create = page.locator("#main a", has_text="Create run")
+        expect(create).to_have_attribute("aria-disabled", "true")
+        assert "role in namespace alice is view" in create.get_attribute("title")
+        expect(page.locator("#main button", has_text="Terminate")).to_be_disabled()
+        page.goto(f"{w.k.url}/#/notebooks")
+        expect(page.locator("#nb-new")).to_have_attribute("aria-disabled", "true")
+        assert not errors, errors
+    finally:
+        ctx.close()
+    ctx, page, errors = page_as("bob")
+    try:
+        page.goto(f"{w.k.url}/#/notebooks")
+        page.wait_for_selector("#ns option", state="attached")
+        page.select_option("#ns", "alice")
+        expect(page.locator("#nb-new")).to_have_attribute("href", "#/notebooks/new")
+        assert page.locator("#nb-new").get_attribute("aria-disabled") is None
     finally:
         ctx.close()
 

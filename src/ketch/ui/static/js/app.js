@@ -66,7 +66,8 @@ async function route() {
   const root = h("div", { class: "page" });
   mount(main, root);
   try {
-    cleanup = (await fn(root, params, { ...ctx, query })) || null;
+    const wg = await workgroup();
+    cleanup = (await fn(root, params, { ...ctx, query, admin: !!wg.clusterAdmin })) || null;
   } catch (e) {
     root.appendChild(errorBox(e));
   }
@@ -77,6 +78,35 @@ let wgPromise = null;
 export function workgroup() {
   if (!wgPromise) wgPromise = get("/ui/namespaces").catch(() => ({ clusterAdmin: true, namespaces: [] }));
   return wgPromise;
+}
+
+// In a namespace where the user's role is view, the controls that would write are disabled, with a title
+// that says why (the API would refuse them with 403 anyway; a viewer should not be offered them). Pages
+// need not know: links to the create pages and the write buttons are found by what they do.
+const WRITE_LINKS = ["#/create", "#/runs/new", "#/pipelines/upload", "#/notebooks/new", "#/tuning/new"];
+const WRITE_BUTTONS = new Set(["Create", "Start", "Stop", "Delete", "Terminate", "Retry", "Archive", "Restore", "Save (PUT)", "Upload", "Remove", "Pause", "Resume"]);
+async function guardWrites(main) {
+  const wg = await workgroup();
+  const apply = () => {
+    const ns = ctx.ns.get();
+    const entry = (wg.namespaces || []).find(n => n.name === ns);
+    const viewOnly = !wg.clusterAdmin && entry && entry.role === "view";
+    const why = `Your role in namespace ${ns} is view: you cannot change anything here.`;
+    for (const a of main.querySelectorAll("a[href], a[data-write-href]")) {
+      const href = a.getAttribute("href") || a.dataset.writeHref;
+      if (!WRITE_LINKS.some(w => href.startsWith(w))) continue;
+      if (viewOnly && a.hasAttribute("href")) { a.dataset.writeHref = href; a.removeAttribute("href"); a.setAttribute("aria-disabled", "true"); a.title = why; a.classList.add("disabled"); }
+      if (!viewOnly && !a.hasAttribute("href")) { a.setAttribute("href", href); a.removeAttribute("aria-disabled"); a.classList.remove("disabled"); a.title = ""; }
+    }
+    for (const b of main.querySelectorAll("button")) {
+      if (!WRITE_BUTTONS.has(b.textContent.trim()) && b.getAttribute("type") !== "submit") continue;
+      if (viewOnly && !b.disabled) { b.disabled = true; b.dataset.viewOnly = "1"; b.title = why; }
+      if (!viewOnly && b.dataset.viewOnly) { b.disabled = false; delete b.dataset.viewOnly; b.title = ""; }
+    }
+  };
+  new MutationObserver(apply).observe(main, { childList: true, subtree: true });
+  ctx.ns.subscribe(apply);
+  apply();
 }
 
 async function nsSwitcher() {
@@ -112,6 +142,7 @@ function main() {
   const live = document.getElementById("live");
   watchState.listeners.add(n => { live.textContent = n ? `● live (${n})` : "○"; live.className = n ? "on" : ""; });
   nsSwitcher();
+  guardWrites(document.getElementById("main"));
   ctx.ns.subscribe(() => route());
   window.addEventListener("hashchange", route);
   get("/version").then(v => { document.getElementById("brand").title = v.gitVersion; }).catch(() => {});

@@ -9,7 +9,10 @@ import { nsOf } from "./resources.js";
 
 const TERMINAL = new Set(["SUCCEEDED", "FAILED", "SKIPPED", "CANCELED", "ERROR"]);
 // KFP standalone is single-user: its objects are not filtered by the namespace switcher.
-const nsq = () => "";
+// KFP's lists as its UI asks for them: a cluster admin sees every namespace's (single-user KFP); anyone
+// else lists the chosen namespace, as KFP's multi-user mode requires (the API refuses a list across
+// namespaces to a user without rights there).
+const nsq = (ctx) => (ctx && !ctx.admin && ctx.ns.get() && ctx.ns.get() !== "*" ? `namespace=${encodeURIComponent(ctx.ns.get())}` : "");
 const q = (...parts) => parts.filter(Boolean).join("&");
 
 function unavailable(root, title, e) {
@@ -52,7 +55,7 @@ function refresher(fn, ms, keep = () => true) {
 // ---------------------------------------------------------------- pipelines
 export async function pipelinesList(root, _p, ctx) {
   let data;
-  try { data = await get(kfp(`/pipelines?${q(nsq(ctx), "page_size=200", "sort_by=created_at%20desc")}`)); } catch (e) { return unavailable(root, "Pipelines", e); }
+  try { data = await get(kfp(`/pipelines?${q("page_size=200", "sort_by=created_at%20desc")}`)); } catch (e) { return unavailable(root, "Pipelines", e); }
   mount(root, h("h1", {}, "Pipelines"), h("div", { class: "toolbar" }, link("#/pipelines/upload", "Upload pipeline")),
     table([
       { title: "Name", value: p => p.display_name, render: p => link(`#/pipelines/details/${p.pipeline_id}`, p.display_name || p.name || p.pipeline_id) },
@@ -439,7 +442,7 @@ export async function compare(root, _p, ctx) {
 export async function newRun(root, _p, ctx) {
   let pls, exps;
   try {
-    [pls, exps] = await Promise.all([get(kfp(`/pipelines?${q(nsq(ctx), "page_size=200")}`)), get(kfp(`/experiments?${q(nsq(ctx), "page_size=200")}`))]);
+    [pls, exps] = await Promise.all([get(kfp(`/pipelines?${q("page_size=200")}`)), get(kfp(`/experiments?${q(nsq(ctx), "page_size=200")}`))]);
   } catch (e) { return unavailable(root, "Create run", e); }
   let clone = null;
   if (ctx.query.get("clone")) clone = await get(kfp(`/runs/${ctx.query.get("clone")}`));
@@ -561,7 +564,7 @@ export async function recurringRuns(root, _p, ctx) {
     mount(box, recurringTable(d.recurringRuns || d.recurring_runs || [], load));
   }
   try { await load(); } catch (e) { return unavailable(root, "Recurring runs", e); }
-  const [pls, exps] = await Promise.all([get(kfp(`/pipelines?${q(nsq(ctx), "page_size=200")}`)), get(kfp(`/experiments?${q(nsq(ctx), "page_size=200")}`))]);
+  const [pls, exps] = await Promise.all([get(kfp(`/pipelines?${q("page_size=200")}`)), get(kfp(`/experiments?${q(nsq(ctx), "page_size=200")}`))]);
   const name = h("input", { id: "rr-name", placeholder: "name", required: true });
   const plSel = h("select", { id: "rr-pipeline" }, (pls.pipelines || []).map(p => h("option", { value: p.pipeline_id }, p.display_name)));
   const expSel = h("select", { id: "rr-experiment" }, (exps.experiments || []).map(e => h("option", { value: e.experiment_id }, e.display_name)));

@@ -107,7 +107,7 @@ export function groupedBarChart(groups, names, { id = "compare-bars", height = 2
         g.values.map((v, i) => {
           const hgt = v === undefined ? 0 : Math.max(1, (Math.abs(Number(v) || 0) / top) * span);
           return [
-            s("rect", { x: x0 + i * bw + 1, y: base - hgt, width: Math.max(1, bw - 2), height: hgt, fill: COLORS[i % COLORS.length], class: "bar", "data-run": names[i], "data-metric": g.label }, s("title", {}, `${names[i]} · ${g.label}: ${v === undefined ? "—" : fmt(v)}`)),
+            s("rect", { x: x0 + i * bw + 1, y: base - hgt, width: Math.max(1, bw - 2), height: hgt, style: { fill: COLORS[i % COLORS.length] }, class: "bar", "data-run": names[i], "data-metric": g.label }, s("title", {}, `${names[i]} · ${g.label}: ${v === undefined ? "—" : fmt(v)}`)),
             v === undefined ? null : s("text", { x: x0 + i * bw + bw / 2, y: base - hgt - 3, "text-anchor": "middle", class: "tick" }, fmt(v)),
           ];
         }),

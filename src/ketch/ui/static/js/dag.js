@@ -42,7 +42,7 @@ export function layout(nodes, edges) {
 }
 
 export function dagSvg(nodes, edges, { onSelect, selected } = {}) {
-  const W = 150, H = 30, AW = 116, AH = 20, GX = 18, GY = 40, RY = 12;
+  const W = 150, H = 30, AW = 132, AH = 20, GX = 18, GY = 40, RY = 12;
   const { layers, layer, pos, row } = layout(nodes, edges);
   const byId = new Map(nodes.map(n => [n.id, n]));
   const isArt = (id) => (byId.get(id) || {}).kind === "artifact";
@@ -74,10 +74,11 @@ export function dagSvg(nodes, edges, { onSelect, selected } = {}) {
     const sel = () => onSelect && onSelect(n.id, n);
     if (n.kind === "artifact") {
       const type = String(n.type || "system.Artifact").replace(/^system\./, "");
-      const label = n.label.length > 14 ? n.label.slice(0, 13) + "…" : n.label;
+      const short = type.replace("Classification", "Class.").replace("SlicedClass.", "Sliced");
+      const label = n.label.length > 12 ? n.label.slice(0, 11) + "…" : n.label;
       svg.appendChild(s("g", { class: ["artifact-node", selected === n.id ? "selected" : ""], "data-artifact": n.id, "data-type": type, transform: `translate(${cx(n.id) - AW / 2},${cy(n.id)})`, onclick: sel },
         s("rect", { width: AW, height: AH, rx: AH / 2 }),
-        s("text", { x: 10, y: AH / 2 + 4 }, label, s("tspan", { class: "atype" }, ` ${type.slice(0, 10)}`)),
+        s("text", { x: 10, y: AH / 2 + 4 }, label, s("tspan", { class: "atype" }, ` ${short.slice(0, 13)}`)),
         s("title", {}, `${n.label} (${type})`)));
       continue;
     }

@@ -24,10 +24,12 @@ export function layout(nodes, edges) {
   const layers = [];
   for (const n of nodes) (layers[layer.get(n.id)] ||= []).push(n);
   for (let i = 0; i < layers.length; i++) layers[i] ||= [];
-  const pos = new Map(), row = new Map();
+  // ord: a node's index in its layer before wrapping (what the barycentre sweep orders by, so a
+  // child lands in the same row and column as its parent); pos: its column offset in its row.
+  const ord = new Map(), pos = new Map(), row = new Map();
   layers.forEach((L, li) => {
     if (li > 0) {
-      const bc = (n) => { const ps = parents.get(n.id).map(p => pos.get(p)).filter(x => x !== undefined); return ps.length ? ps.reduce((a, b) => a + b, 0) / ps.length : 0; };
+      const bc = (n) => { const ps = parents.get(n.id).map(p => ord.get(p)).filter(x => x !== undefined); return ps.length ? ps.reduce((a, b) => a + b, 0) / ps.length : 0; };
       const key = new Map(L.map(n => [n.id, bc(n)]));
       L.sort((a, b) => key.get(a.id) - key.get(b.id));
     }
@@ -35,6 +37,7 @@ export function layout(nodes, edges) {
     L.forEach((n, i) => {
       const r = Math.floor(i / MAX_ROW), inRow = Math.min(MAX_ROW, L.length - r * MAX_ROW);
       row.set(n.id, r);
+      ord.set(n.id, i);
       pos.set(n.id, (i % MAX_ROW) - (inRow - 1) / 2);
     });
   });
@@ -62,14 +65,11 @@ export function dagSvg(nodes, edges, { onSelect, selected } = {}) {
   const rowH = (li) => (layers[li].some(n => n.kind !== "artifact") ? H : AH) + RY;
   const cy = (id) => top[layer.get(id)] + row.get(id) * rowH(layer.get(id));
   const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, width, height, class: "dag", id: "dag" });
-  const paths = [];
   for (const [a, b] of edges) {
     if (!layer.has(a) || !layer.has(b)) continue;
     const x1 = cx(a), y1 = cy(a) + nh(a), x2 = cx(b), y2 = cy(b), m = Math.max(12, (y2 - y1) / 2);
-    paths.push(`M${x1},${y1} C${x1},${y1 + m} ${x2},${y2 - m} ${x2},${y2}`);
+    svg.appendChild(s("path", { d: `M${x1},${y1} C${x1},${y1 + m} ${x2},${y2 - m} ${x2},${y2}`, class: "edge", "data-from": a, "data-to": b }));
   }
-  // one path element for all edges: a 200-task graph stays cheap to build and to paint
-  if (paths.length) svg.appendChild(s("path", { d: paths.join(" "), class: "edge" }));
   for (const n of nodes) {
     const sel = () => onSelect && onSelect(n.id, n);
     if (n.kind === "artifact") {

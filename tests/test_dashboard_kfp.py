@@ -21,6 +21,9 @@ def test_upload_run_graph_task_panel_and_compare(ketch, dashboard, tmp_path):
     page.click("#upload-submit")
     expect(page.locator("h1")).to_have_text("dash-demo")
     expect(page.locator("#dag g.node")).to_have_count(2)  # the graph preview of the uploaded version
+    # train's output artifacts as their own nodes, with task -> artifact edges
+    expect(page.locator("#dag g.artifact-node")).to_have_count(2)
+    expect(page.locator('#dag g.artifact-node[data-artifact="train/cls"]')).to_have_attribute("data-type", "ClassificationMetrics")
     dashboard.shot("kfp-pipeline")
     page.get_by_role("link", name="Create run").click()
     expect(page.locator("#run-params input[name=n]")).to_have_value("10")
@@ -53,6 +56,13 @@ def test_upload_run_graph_task_panel_and_compare(ketch, dashboard, tmp_path):
     expect(panel.locator("#confusion-matrix rect")).to_have_count(4)
     expect(panel.locator("#roc-curve polyline")).to_have_count(1)
     assert any("/log?follow=true" in u for u in dashboard.requests)
+    # An artifact node opens that artifact's preview, drawn by the task panel's renderer.
+    page.locator('#dag g.artifact-node[data-artifact="train/cls"]').click()
+    preview = panel.locator("#artifact-preview")
+    expect(preview.locator("#confusion-matrix rect")).to_have_count(4)
+    expect(preview.locator("#roc-curve polyline")).to_have_count(1)
+    page.locator('#dag g.artifact-node[data-artifact="train/metrics"]').click()
+    expect(panel.locator("#artifact-preview #metrics-table tbody tr", has_text="accuracy")).to_contain_text("0.512")
     dashboard.shot("kfp-run")
 
     # A second run from the real SDK; the links kfp.Client prints open the right pages.
@@ -87,7 +97,13 @@ def test_upload_run_graph_task_panel_and_compare(ketch, dashboard, tmp_path):
     expect(params.locator("tr.differs")).to_have_count(2)
     metrics = page.locator("#compare-metrics")
     expect(metrics.locator("tr", has_text="train.accuracy")).to_contain_text("0.512")
-    expect(page.locator(".charts svg.chart")).to_have_count(2)  # accuracy and rows
+    # Scalar metrics as one grouped bar chart: two metrics (accuracy, rows) x two runs.
+    expect(page.locator("#compare-bars rect.bar")).to_have_count(4)
+    expect(page.locator('#compare-bars rect.bar[data-metric="train.accuracy"]')).to_have_count(2)
+    # Both runs' ROC curves overlaid on one plot, the confusion matrices side by side.
+    expect(page.locator("#compare-roc polyline")).to_have_count(2)
+    expect(page.locator("#compare-roc .legend")).to_have_count(2)
+    expect(page.locator("#compare-confusion svg.confusion")).to_have_count(2)
     dashboard.shot("kfp-compare")
 
 

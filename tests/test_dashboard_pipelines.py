@@ -8,7 +8,7 @@ import json
 
 import yaml
 from kfp import compiler, dsl
-from kfp.dsl import ClassificationMetrics, Metrics
+from kfp.dsl import ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 from playwright.sync_api import expect
 
 
@@ -65,6 +65,57 @@ def test_run_graph_from_a_compiled_pipeline_with_task_states(dashboard, tmp_path
     assert y["load"] < y["train"] == y["train-2"] < y["evaluate"], y
     expect(page.locator("#dag g.node[data-task=train] text")).to_have_text("train-left")
     dashboard.shot("pipeline-dag")
+
+
+@dsl.component(base_image="python:3.11")
+def shard(i: int, data: Output[Dataset]):
+    open(data.path, "w").write(str(i))
+
+
+@dsl.component(base_image="python:3.11")
+def fit(data: Input[Dataset], model: Output[Model]):
+    open(model.path, "w").write(open(data.path).read())
+
+
+@dsl.pipeline(name="wide")
+def wide():
+    for i in range(20):
+        s = shard(i=i)
+        fit(data=s.outputs["data"])
+
+
+def test_run_graph_artifact_nodes_and_a_wide_layer_wrapped(dashboard, tmp_path):
+    path = tmp_path / "wide.yaml"
+    compiler.Compiler().compile(wide, str(path))
+    spec = yaml.safe_load(path.read_text())
+    page = dashboard.open("/")
+    expect(page.locator("#nav a")).to_have_count(13)
+    page.evaluate("""async (spec) => {
+        const { dagSvg } = await import('/ui/js/dag.js');
+        const { graphOf } = await import('/ui/js/pages/pipelines.js');
+        const g = graphOf(spec);
+        document.getElementById('main').replaceChildren(dagSvg(g.nodes, g.edges));
+    }""", spec)
+    # 40 tasks and their 40 output artifacts (20 Datasets, 20 Models), each its own small node
+    expect(page.locator("#dag g.node")).to_have_count(40)
+    expect(page.locator("#dag g.artifact-node")).to_have_count(40)
+    expect(page.locator('#dag g.artifact-node[data-artifact="shard/data"]')).to_have_attribute("data-type", "Dataset")
+    expect(page.locator('#dag g.artifact-node[data-artifact="fit/model"]')).to_contain_text("model")
+    # task -> artifact -> consuming task, and no direct shard -> fit edge beside it
+    expect(page.locator('#dag path.edge[data-from=shard][data-to="shard/data"]')).to_have_count(1)
+    expect(page.locator('#dag path.edge[data-from="shard/data"][data-to=fit]')).to_have_count(1)
+    expect(page.locator("#dag path.edge[data-from=shard][data-to=fit]")).to_have_count(0)
+    expect(page.locator("#dag path.edge")).to_have_count(60)
+    # The 20-wide layer wraps: the graph stays about one screen wide and the artifact sits between
+    # its producer and its consumer.
+    width = float(page.locator("#dag").get_attribute("width"))
+    assert width < 1500, width
+    box = {k: page.locator(sel).bounding_box() for k, sel in {
+        "shard": "#dag g.node[data-task=shard]", "data": '#dag g.artifact-node[data-artifact="shard/data"]',
+        "fit": "#dag g.node[data-task=fit]"}.items()}
+    assert box["shard"]["y"] < box["data"]["y"] < box["fit"]["y"], box
+    assert box["data"]["width"] < box["shard"]["width"], box
+    dashboard.shot("pipeline-dag-wide")
 
 
 def test_artifacts_render_metrics_confusion_matrix_roc_and_sandboxed_html(dashboard):

@@ -52,14 +52,14 @@ export function barChart(items, { width = 520, height = 220, id } = {}) {
 }
 
 // ClassificationMetrics.confusionMatrix: {annotationSpecs: [{displayName}], rows: [{row: [...]}]}
-export function confusionMatrix(cm) {
+export function confusionMatrix(cm, { id = "confusion-matrix" } = {}) {
   const labels = (cm.annotationSpecs || []).map(a => a.displayName);
   const rows = (cm.rows || []).map(r => r.row || []);
   const max = Math.max(1, ...rows.flat());
   const cell = Math.max(44, 7 * Math.max(0, ...labels.map(l => String(l).length)) + 8), m = 90;
   const n = labels.length;
   const w = m + n * cell + 10, ht = m + n * cell + 10;
-  return s("svg", { viewBox: `0 0 ${w} ${ht}`, width: w, height: ht, class: "chart confusion", id: "confusion-matrix" },
+  return s("svg", { viewBox: `0 0 ${w} ${ht}`, width: w, height: ht, class: "chart confusion", id },
     s("text", { x: m + (n * cell) / 2, y: 14, "text-anchor": "middle", class: "label" }, "Predicted"),
     s("text", { x: 12, y: m + (n * cell) / 2, "text-anchor": "middle", class: "label", transform: `rotate(-90 12 ${m + (n * cell) / 2})` }, "Actual"),
     labels.map((l, i) => [
@@ -78,6 +78,42 @@ export function rocCurve(points) {
   const c = lineChart([{ name: "ROC", points: [[0, 0], ...pts, [1, 1]] }], { width: 320, height: 300, xLabel: "False positive rate", yLabel: "True positive rate", id: "roc-curve" });
   c.appendChild(s("line", { x1: 50, y1: 264, x2: 308, y2: 12, class: "diag" }));
   return c;
+}
+
+const COLORS = ["#2b6cb0", "#c05621", "#2f855a", "#6b46c1", "#b83280", "#4a5568"];
+const rocPoints = (points) => [[0, 0], ...points.map(p => [Number(p.falsePositiveRate ?? 0), Number(p.recall ?? 0)]).sort((a, b) => a[0] - b[0] || a[1] - b[1]), [1, 1]];
+
+// Several runs' ROC curves on one plot: series [{name, points: confidenceMetrics}], one colour each.
+export function rocOverlay(series, { id = "compare-roc" } = {}) {
+  const c = lineChart(series.map(se => ({ name: se.name, points: rocPoints(se.points) })), { width: 420, height: 320, xLabel: "False positive rate", yLabel: "True positive rate", id, dots: false });
+  c.appendChild(s("line", { x1: 50, y1: 284, x2: 408, y2: 12, class: "diag" }));
+  return c;
+}
+
+// Scalar metrics across runs: one group per metric, one bar per run. Metrics differ in scale (an
+// accuracy next to a row count), so each group is scaled to its own largest magnitude and every bar
+// carries its value; the legend names the runs.
+export function groupedBarChart(groups, names, { id = "compare-bars", height = 240 } = {}) {
+  const m = { l: 12, r: 12, t: 18 + 14 * Math.ceil(names.length / 3), b: 40 };
+  const gw = Math.max(24 * names.length + 16, 90), width = Math.max(360, m.l + m.r + gw * groups.length);
+  const base = height - m.b, span = base - m.t - 12;
+  return s("svg", { viewBox: `0 0 ${width} ${height}`, width, height, class: "chart grouped", id, role: "img" },
+    s("line", { x1: m.l, y1: base, x2: width - m.r, y2: base, class: "axis" }),
+    names.map((n, i) => s("text", { x: m.l + (i % 3) * 140, y: 12 + 14 * Math.floor(i / 3), fill: COLORS[i % COLORS.length], class: "legend" }, `■ ${String(n).slice(0, 20)}`)),
+    groups.map((g, gi) => {
+      const x0 = m.l + gi * gw + 8, bw = (gw - 16) / Math.max(1, names.length);
+      const top = Math.max(...g.values.map(v => Math.abs(Number(v) || 0))) || 1;
+      return [
+        g.values.map((v, i) => {
+          const hgt = v === undefined ? 0 : Math.max(1, (Math.abs(Number(v) || 0) / top) * span);
+          return [
+            s("rect", { x: x0 + i * bw + 1, y: base - hgt, width: Math.max(1, bw - 2), height: hgt, style: { fill: COLORS[i % COLORS.length] }, class: "bar", "data-run": names[i], "data-metric": g.label }, s("title", {}, `${names[i]} · ${g.label}: ${v === undefined ? "—" : fmt(v)}`)),
+            v === undefined ? null : s("text", { x: x0 + i * bw + bw / 2, y: base - hgt - 3, "text-anchor": "middle", class: "tick" }, fmt(v)),
+          ];
+        }),
+        s("text", { x: x0 + (gw - 16) / 2, y: base + 14, "text-anchor": "middle", class: "tick" }, String(g.label).slice(0, 18)),
+      ];
+    }));
 }
 
 // rows: [{label, values: {dim: number}, color?}]; dims: [{name, values?}] — the last dim is usually the objective.

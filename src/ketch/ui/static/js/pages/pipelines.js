@@ -4,7 +4,7 @@
 import { h, mount, clear, table, errorBox, badge, age, duration, link, kv } from "../dom.js";
 import { get, req, kfp, follow, findKind, resPath, listWatch } from "../api.js";
 import { dagSvg } from "../dag.js";
-import { lineChart, barChart, confusionMatrix, rocCurve } from "../charts.js";
+import { lineChart, confusionMatrix, rocCurve, rocOverlay, groupedBarChart } from "../charts.js";
 import { nsOf } from "./resources.js";
 
 const TERMINAL = new Set(["SUCCEEDED", "FAILED", "SKIPPED", "CANCELED", "ERROR"]);
@@ -70,11 +70,37 @@ export function specOf(x) {
   return sp || null;
 }
 
-export function graphOf(spec) {
+// Tasks and, as KFP's UI draws them, their output artifacts: task -> artifact -> consuming task. A
+// task-to-task edge stays only where no artifact already links the two. Artifact node ids are
+// "producer/outputKey" (a task id never holds a slash: KFP's compiler makes them DNS-like).
+export function graphOf(spec, { artifacts = true } = {}) {
   const tasks = (spec && spec.root && spec.root.dag && spec.root.dag.tasks) || {};
+  const comps = (spec && spec.components) || {};
   const nodes = Object.entries(tasks).map(([id, t]) => ({ id, label: (t.taskInfo && t.taskInfo.name) || id }));
-  const edges = [];
-  for (const [id, t] of Object.entries(tasks)) for (const d of t.dependentTasks || []) edges.push([d, id]);
+  const edges = [], linked = new Set();
+  if (artifacts) {
+    const arts = new Map();
+    for (const [id, t] of Object.entries(tasks)) {
+      const c = comps[(t.componentRef || {}).name] || {};
+      for (const [k, d] of Object.entries(((c.outputDefinitions || {}).artifacts) || {})) {
+        const aid = `${id}/${k}`;
+        arts.set(aid, { id: aid, kind: "artifact", label: k, task: id, output: k, type: ((d.artifactType || {}).schemaTitle) || "system.Artifact" });
+        edges.push([id, aid]);
+      }
+    }
+    for (const [id, t] of Object.entries(tasks)) {
+      for (const v of Object.values(((t.inputs || {}).artifacts) || {})) {
+        const o = v.taskOutputArtifact;
+        if (!o) continue;
+        const aid = `${o.producerTask}/${o.outputArtifactKey}`;
+        if (!arts.has(aid)) continue;
+        edges.push([aid, id]);
+        linked.add(`${o.producerTask}\n${id}`);
+      }
+    }
+    nodes.push(...arts.values());
+  }
+  for (const [id, t] of Object.entries(tasks)) for (const d of t.dependentTasks || []) if (!linked.has(`${d}\n${id}`)) edges.push([d, id]);
   return { nodes, edges };
 }
 
@@ -199,7 +225,7 @@ export async function runDetails(root, p, ctx) {
     const idx = taskIndex(run);
     let g = graphOf(spec);
     if (!g.nodes.length) g = { nodes: [...idx.keys()].map(id => ({ id, label: id })), edges: [] };
-    for (const n of g.nodes) n.state = (idx.get(n.id) || idx.get(n.label) || {}).state || (TERMINAL.has(run.state) ? "SKIPPED" : "PENDING");
+    for (const n of g.nodes) if (n.kind !== "artifact") n.state = (idx.get(n.id) || idx.get(n.label) || {}).state || (TERMINAL.has(run.state) ? "SKIPPED" : "PENDING");
     return { g, idx };
   };
   function draw() {
@@ -220,7 +246,13 @@ export async function runDetails(root, p, ctx) {
         link(`#/runs/new?clone=${run.run_id}`, "Clone")),
       h("details", {}, h("summary", {}, "Parameters"), kv(params)));
     const { g } = nodesFor();
-    mount(graph, dagSvg(g.nodes, g.edges, { selected, onSelect: (id) => { selected = id; draw(); openTask(id); } }));
+    mount(graph, dagSvg(g.nodes, g.edges, { selected, onSelect: (id, n) => { selected = id; draw(); if (n && n.kind === "artifact") openArtifact(n); else openTask(id); } }));
+  }
+  function openArtifact(n) {
+    if (panelStop) { panelStop(); panelStop = null; }
+    panel.dataset.state = "";
+    panel.dataset.pod = "";
+    panelStop = artifactPanel(panel, n, taskIndex(run).get(n.task), run);
   }
   function openTask(id) {
     if (panelStop) panelStop();
@@ -228,7 +260,7 @@ export async function runDetails(root, p, ctx) {
     const t = idx.get(id) || null;
     panelStop = taskPanel(panel, id, t, run, spec, ctx);
   }
-  async function reload() { run = await get(kfp(`/runs/${p.id}`)); draw(); if (selected) { const t = taskIndex(run).get(selected); if (t && (panel.dataset.state !== t.state || panel.dataset.pod !== (t.pod_name || ""))) openTask(selected); } }
+  async function reload() { run = await get(kfp(`/runs/${p.id}`)); draw(); if (selected && !selected.includes("/")) { const t = taskIndex(run).get(selected); if (t && (panel.dataset.state !== t.state || panel.dataset.pod !== (t.pod_name || ""))) openTask(selected); } }
   draw();
   mount(root, head, h("div", { class: "run-body" }, graph, panel));
   const stop = follower(reload, p.id, 2000, () => !TERMINAL.has(run.state));
@@ -273,6 +305,26 @@ function taskPanel(panel, id, t, run, spec, ctx) {
     if (!embedded.length && !ids.length) arts.appendChild(h("p", { class: "muted" }, "none"));
   })();
   return () => { if (stopLog) stopLog.stop(); };
+}
+
+// An artifact node's preview: the producing task's output artifact under that key, drawn by the same
+// renderer as the task panel's Artifacts list; before the task has produced it, what it will be.
+function artifactPanel(panel, n, t, run) {
+  const body = h("div", { class: "artifacts", id: "artifact-preview", "data-artifact": n.id });
+  mount(panel, h("h2", {}, n.label), h("p", { class: "muted" }, `${n.type} · output of `, h("b", {}, n.task)), body);
+  let stopped = false;
+  (async () => {
+    const emb = (((t && t.artifacts) || {}).outputs || {})[n.output] || [];
+    let arts = emb.map(a => normArtifact(a, n.output, run));
+    if (!arts.length) {
+      const ids = (((t && t.outputs) || {})[n.output] || {}).artifact_ids || [];
+      arts = await Promise.all(ids.map(async aid => normArtifact(await get(kfp(`/artifacts/${encodeURIComponent(aid)}`)), n.output, run)));
+    }
+    if (stopped) return;
+    if (!arts.length) { body.appendChild(h("p", { class: "muted" }, t ? `Not produced (task ${String(t.state || "").toLowerCase()}).` : "Not produced yet.")); return; }
+    for (const a of arts) { try { body.appendChild(await renderArtifact(a)); } catch (e) { body.appendChild(errorBox(e)); } }
+  })().catch(e => body.appendChild(errorBox(e)));
+  return () => { stopped = true; };
 }
 
 // One artifact shape for the renderers, from ketch's embedded records ({id, name, uri, type: {schemaTitle},
@@ -400,43 +452,61 @@ export function markdownToHtml(md) {
   return out.join("\n");
 }
 
+// A run's scalar metrics ("task.metric": number) and its ClassificationMetrics artifacts, from the
+// artifacts ketch embeds in task details, else fetched by id.
 async function runMetrics(run) {
-  const metrics = {};
+  const metrics = {}, classification = [];
+  const take = (task, a) => {
+    const type = String(a.type);
+    if (/ClassificationMetrics/.test(type)) classification.push({ task, name: a.name, metadata: a.metadata || {} });
+    else if (/Metrics$/.test(type) && !/Sliced/.test(type)) for (const [k, v] of Object.entries(a.metadata || {})) if (typeof v === "number") metrics[`${task}.${k}`] = v;
+  };
   for (const t of ((run.run_details || {}).task_details) || []) {
-    const emb = Object.values(((t.artifacts || {}).outputs) || {}).flat().map(a => normArtifact(a, "", run));
-    for (const a of emb) {
-      if (/Metrics$/.test(a.type) && !/Classification|Sliced/.test(a.type)) for (const [k, v] of Object.entries(a.metadata || {})) if (typeof v === "number") metrics[`${t.task_name || t.display_name}.${k}`] = v;
-    }
+    const task = t.task_name || t.display_name;
+    const emb = Object.entries(((t.artifacts || {}).outputs) || {}).flatMap(([n, v]) => (v || []).map(a => normArtifact(a, n, run)));
+    for (const a of emb) take(task, a);
     if (emb.length) continue;
-    for (const o of Object.values(t.outputs || {})) {
+    for (const [n, o] of Object.entries(t.outputs || {})) {
       for (const aid of o.artifact_ids || []) {
-        try {
-          const a = normArtifact(await get(kfp(`/artifacts/${encodeURIComponent(aid)}`)));
-          const type = String(a.type);
-          if (/Metrics$/.test(type) && !/Classification/.test(type)) for (const [k, v] of Object.entries(a.metadata || {})) if (typeof v === "number") metrics[`${t.display_name}.${k}`] = v;
-        } catch { /* artifact gone */ }
+        try { take(task, normArtifact(await get(kfp(`/artifacts/${encodeURIComponent(aid)}`)), n, run)); } catch { /* artifact gone */ }
       }
     }
   }
-  return metrics;
+  return { metrics, classification };
 }
 
 export async function compare(root, _p, ctx) {
   const ids = (ctx.query.get("runs") || "").split(",").filter(Boolean);
   if (ids.length < 2) { mount(root, h("h1", {}, "Compare runs"), errorBox("Select two or more runs on the Runs page.")); return; }
   const rs = await Promise.all(ids.map(id => get(kfp(`/runs/${id}`))));
-  const ms = await Promise.all(rs.map(runMetrics));
+  const got = await Promise.all(rs.map(runMetrics));
+  const ms = got.map(g => g.metrics);
+  const names = rs.map(r => r.display_name || r.run_id);
   const pkeys = [...new Set(rs.flatMap(r => Object.keys((r.runtime_config || {}).parameters || {})))].sort();
   const mkeys = [...new Set(ms.flatMap(m => Object.keys(m)))].sort();
   const side = (keys, get1) => h("table", { class: "grid" },
     h("thead", {}, h("tr", {}, h("th", {}, ""), rs.map(r => h("th", {}, link(`#/runs/details/${r.run_id}`, r.display_name || r.run_id))))),
     h("tbody", {}, keys.map(k => { const vals = rs.map((r, i) => get1(r, i, k)); const differs = new Set(vals.map(v => JSON.stringify(v))).size > 1;
-      return h("tr", { class: differs ? "differs" : "" }, h("th", {}, k), vals.map(v => h("td", {}, v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v)))); })));
+      return h("tr", { class: differs ? "differs" : "", title: differs ? "values differ" : "" }, h("th", {}, k), vals.map(v => h("td", {}, v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v)))); })));
+  // ClassificationMetrics by "task.output" across runs: the ROC curves of all runs on one plot, the
+  // confusion matrices side by side.
+  const ckeys = [...new Set(got.flatMap(g => g.classification.map(c => `${c.task}.${c.name}`)))].sort();
+  const cls = (i, k) => got[i].classification.find(c => `${c.task}.${c.name}` === k);
+  const plots = ckeys.map((k, ki) => {
+    const roc = names.map((n, i) => ({ name: n, points: ((cls(i, k) || {}).metadata || {}).confidenceMetrics })).filter(x => x.points && x.points.length);
+    const cms = names.map((n, i) => ({ name: n, cm: ((cls(i, k) || {}).metadata || {}).confusionMatrix })).filter(x => x.cm);
+    return h("section", { class: "compare-classification", "data-key": k }, h("h3", {}, k),
+      roc.length ? h("figure", {}, h("figcaption", {}, "ROC curves"), rocOverlay(roc, { id: ki ? `compare-roc-${ki}` : "compare-roc" })) : null,
+      cms.length ? h("div", { class: "cm-row", id: ki ? `compare-confusion-${ki}` : "compare-confusion" },
+        cms.map(x => h("figure", {}, h("figcaption", {}, x.name), confusionMatrix(x.cm, { id: null })))) : null);
+  });
   mount(root, h("h1", {}, "Compare runs"),
     h("h2", {}, "Overview"), side(["state", "duration"], (r, i, k) => (k === "state" ? r.state : duration(r.created_at, r.finished_at))),
     h("h2", {}, "Parameters"), h("div", { id: "compare-params" }, side(pkeys, (r, i, k) => ((r.runtime_config || {}).parameters || {})[k])),
     h("h2", {}, "Metrics"), h("div", { id: "compare-metrics" }, mkeys.length ? side(mkeys, (r, i, k) => ms[i][k]) : h("p", { class: "muted" }, "No scalar metrics.")),
-    h("div", { class: "charts" }, mkeys.map(k => h("figure", {}, h("figcaption", {}, k), barChart(rs.map((r, i) => ({ label: r.display_name || r.run_id, value: ms[i][k] ?? 0 })), { width: 360, height: 200 })))));
+    mkeys.length ? h("div", { class: "charts" }, h("figure", {}, h("figcaption", {}, "Scalar metrics (each metric scaled to its largest value)"),
+      groupedBarChart(mkeys.map(k => ({ label: k, values: ms.map(m => m[k]) })), names))) : null,
+    ckeys.length ? [h("h2", {}, "Classification"), plots] : null);
 }
 
 export async function newRun(root, _p, ctx) {

@@ -190,6 +190,10 @@ def test_terminate_a_running_run_and_a_refused_upload(ketch, dashboard, tmp_path
     page.click("#run-terminate")
     expect(page.locator(".page .badge").first).to_have_text(re.compile("CANCEL"), timeout=30000)
     assert client.get_run(r.run_id).state in ("CANCELING", "CANCELED")
+    # actions only where they apply: a canceled run cannot be terminated again, and may be retried
+    expect(page.locator(".page .badge").first).to_have_text("CANCELED", timeout=30000)
+    expect(page.locator("#run-terminate")).to_be_disabled()
+    expect(page.locator("#run-retry")).to_be_enabled()
     dashboard.shot("kfp-terminated")
     # A file the backend cannot read is refused with its message, in place.
     bad = tmp_path / "broken.yaml"

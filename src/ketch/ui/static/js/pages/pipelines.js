@@ -235,13 +235,14 @@ export async function runDetails(root, p, ctx) {
         run.experiment_id ? [" · ", link(`#/experiments/details/${run.experiment_id}`, "experiment")] : null),
       run.error ? errorBox(run.error.message || JSON.stringify(run.error)) : null,
       h("div", { class: "toolbar" },
-        h("button", { id: "run-terminate", onclick: () => req("POST", kfp(`/runs/${run.run_id}:terminate`)).then(reload) }, "Terminate"),
+        // actions only where they apply: a finished run cannot be terminated, only a failed one retried
+        h("button", { id: "run-terminate", disabled: TERMINAL.has(run.state), onclick: () => req("POST", kfp(`/runs/${run.run_id}:terminate`)).then(reload) }, "Terminate"),
         // KFP's API has no pause call: the PipelineRun's spec.suspend is the switch (as `ketch pause` sets it)
         TERMINAL.has(run.state) ? null : h("button", {
           id: "run-pause", onclick: () => req("PATCH", `/apis/pipelines.kubeflow.org/v1/namespaces/${run.namespace || "kubeflow"}/pipelineruns/${run.run_id}`,
             { spec: { suspend: run.state === "PAUSED" ? null : true } }, { "Content-Type": "application/merge-patch+json" }).then(reload),
         }, run.state === "PAUSED" ? "Resume" : "Pause"),
-        h("button", { id: "run-retry", onclick: () => req("POST", kfp(`/runs/${run.run_id}:retry`)).then(reload) }, "Retry"),
+        h("button", { id: "run-retry", disabled: !["FAILED", "CANCELED"].includes(run.state), onclick: () => req("POST", kfp(`/runs/${run.run_id}:retry`)).then(reload) }, "Retry"),
         h("button", { onclick: () => req("POST", kfp(`/runs/${run.run_id}:archive`)).then(reload) }, "Archive"),
         link(`#/runs/new?clone=${run.run_id}`, "Clone")),
       h("details", {}, h("summary", {}, "Parameters"), kv(params)));
@@ -338,7 +339,7 @@ export function normArtifact(a, outputName, run) {
 
 function ioSummary(io) {
   const out = {};
-  for (const [k, v] of Object.entries(io || {})) out[k] = v && v.artifact_ids ? `artifacts ${v.artifact_ids.join(", ")}` : v && v.parameter_value !== undefined ? v.parameter_value : v;
+  for (const [k, v] of Object.entries(io || {})) out[k] = v && v.artifact_ids ? `artifact ${k}${v.artifact_ids.length > 1 ? ` (${v.artifact_ids.length})` : ""} (under Artifacts)` : v && v.parameter_value !== undefined ? v.parameter_value : v;
   return out;
 }
 

@@ -43,6 +43,14 @@ if [ ! -x "$KSERVE_VENV/bin/python" ]; then
     || { echo "warning: could not build the kserve virtualenv; its SDK test will be skipped" >&2; rm -rf "$KSERVE_VENV"; }
 fi
 export KETCH_KSERVE_PYTHON="$KSERVE_VENV/bin/python"
+# Katib's kubeflow-katib SDK pins protobuf<5 and kubeflow-training==1.9.0, so it too gets its own virtualenv;
+# kubernetes stays below 32, whose models' type strings the SDK's deserializer cannot read.
+KATIB_VENV="${KETCH_KATIB_VENV:-/tmp/katib-venv}"
+if [ ! -x "$KATIB_VENV/bin/python" ]; then
+  (python3 -m venv "$KATIB_VENV" && "$KATIB_VENV/bin/pip" install -q --disable-pip-version-check kubeflow-katib==0.19.0 kubernetes==31.0.0) \
+    || { echo "warning: could not build the kubeflow-katib virtualenv; its SDK test will be skipped" >&2; rm -rf "$KATIB_VENV"; }
+fi
+export KETCH_KATIB_PYTHON="$KATIB_VENV/bin/python"
 # Notebook tests run a real JupyterLab from its own virtualenv, mapped to the notebook image in images.yaml
 # (as a user with a separate Jupyter environment would), so its many dependencies stay out of ketch's.
 JUPYTER_VENV="${KETCH_TEST_JUPYTER_VENV:-/tmp/jupyter-venv}"

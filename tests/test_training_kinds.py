@@ -191,3 +191,23 @@ def test_mpijob_hostfile_formats_and_env(k):
     r = k.kubectl("create", "-n", ns, "-f", "-", check=False,
                   input=yaml.safe_dump(mpijob("bad", 1, ["true"], mpiImplementation="LAM")))
     assert r.returncode != 0 and "mpiImplementation" in r.stderr, r.stderr
+
+
+def test_mpijob_torch_ddp_launched_by_mpirun(k):
+    """torch DDP over gloo, launched by ``mpirun -np 2`` on the launcher into two workers: each rank reads
+    OMPI_COMM_WORLD_RANK/SIZE and the MASTER_ADDR/PORT ketch sets in every Pod (rank 0's Pod, a real port)."""
+    import torch  # noqa: F401 - the torch extra; scripts/test.sh installs it
+
+    ns = ns_(k, "mpi-ddp")
+    cmd = ["mpirun", "-np", "2", PY, str(SCRIPTS / "mpi_ddp.py")]
+    create(k, ns, mpijob("ddp", 2, cmd, slotsPerWorker=1))
+    r = subprocess.run(["kubectl", "--kubeconfig", str(k.kubeconfig), "wait", "--for=condition=Succeeded", "mpijob/ddp",
+                        "-n", ns, "--timeout=120s"], capture_output=True, text=True, timeout=140)
+    out = logs(k, ns, "ddp-launcher")
+    assert r.returncode == 0, f"{r.stderr}\nlauncher log:\n{out[-3000:]}\nworker-0 log:\n{logs(k, ns, 'ddp-worker-0')[-2000:]}"
+    ranks = {int(m.group(1)): m.groups() for m in
+             re.finditer(r"ddp rank=(\d+) size=(\d+) sum=(\d+) biasgrad=(\S+) pod=(\S+?)(?=ddp rank=|\s|$)", out)}
+    assert sorted(ranks) == [0, 1], out
+    assert all(int(size) == 2 and int(s) == 3 for _, size, s, _, _ in ranks.values()), out
+    assert all(float(g) == 1.0 for *_, g, _ in ranks.values()), out  # d(sum)/d(bias) = 1 on each rank, averaged
+    assert {pod for *_, pod in ranks.values()} == {"ddp-worker-0", "ddp-worker-1"}, out

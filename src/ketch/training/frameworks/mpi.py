@@ -89,13 +89,23 @@ def _objects(t: Topology) -> list[dict]:
     return out
 
 
+def _rendezvous(t: Topology) -> list[dict]:
+    """MASTER_ADDR/PORT for frameworks that rendezvous beside MPI (torch DDP under mpirun, as mpi-operator
+    users set them by hand): the address of the Pod that hosts rank 0 and a real port of its own on this
+    host, since the Pods' DNS names do not resolve for host processes."""
+    first = ("Launcher", 0) if t.spec.get("runLauncherAsWorker") or not t.replicas("Worker") else ("Worker", 0)
+    host, port = t.addr(*first)
+    return [env("MASTER_ADDR", host), env("MASTER_PORT", port)]
+
+
 def _env(t: Topology, rtype: str, index: int) -> list[dict]:
     if rtype != "Launcher":
         # Not on the launcher: mpirun hands its own OMPI_MCA_* to every rank, which would put all
         # "nodes" back in one directory; without it there, each worker's own value reaches its ranks.
-        return [env("K_MPI_JOB_ROLE", "worker"), env("TMPDIR", TMP_MOUNT), env("OMPI_MCA_btl_vader_backing_directory", TMP_MOUNT)]
+        return [env("K_MPI_JOB_ROLE", "worker"), env("TMPDIR", TMP_MOUNT), env("OMPI_MCA_btl_vader_backing_directory", TMP_MOUNT),
+                *_rendezvous(t)]
     agent, hf, slots = f"{CONFIG_MOUNT}/kubexec.sh", f"{CONFIG_MOUNT}/hostfile", _slots(t.spec)
-    out = [env("K_MPI_JOB_ROLE", "launcher"), env("TMPDIR", TMP_MOUNT)]
+    out = [env("K_MPI_JOB_ROLE", "launcher"), env("TMPDIR", TMP_MOUNT), *_rendezvous(t)]
     impl = _impl(t.spec)
     if impl == "OpenMPI":
         out += [env("OMPI_MCA_plm_rsh_agent", agent), env("OMPI_MCA_orte_default_hostfile", hf),

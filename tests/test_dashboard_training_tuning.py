@@ -84,13 +84,15 @@ def test_tuning_experiment_runs_and_the_pages_follow_it(ketch, dashboard):
     shows its progress, its page the best trial, the sortable trials table and both plots, all live."""
     page = dashboard.open("/tuning")
     with ketch.http() as c:
-        r = c.post("/apis/kubeflow.org/v1beta1/namespaces/default/experiments", json=real_experiment("hpo"))
+        exp = real_experiment("hpo")
+        exp["spec"]["trialTemplate"]["retain"] = True  # finished trials keep their Pods, so their logs stay readable
+        r = c.post("/apis/kubeflow.org/v1beta1/namespaces/default/experiments", json=exp)
         assert r.status_code == 201, r.text
     row = page.locator("#tuning-experiments tbody tr", has_text="hpo")
     expect(row).to_be_visible()
     row.get_by_role("link", name="hpo").click()
     trials = page.locator("#trials-table")
-    expect(trials.locator("th")).to_have_text(["Trial", "State", "lr", "layers", "optimizer", "accuracy"])
+    expect(trials.locator("th")).to_have_text(["Trial", "State", "lr", "layers", "optimizer", "accuracy", ""])
     # The page fills in as trials finish, without a reload.
     expect(trials.locator("tbody tr .badge", has_text="Succeeded")).to_have_count(6, timeout=120000)
     expect(page.locator("#tuning-summary .badge").first).to_have_text("Succeeded", timeout=30000)
@@ -104,6 +106,10 @@ def test_tuning_experiment_runs_and_the_pages_follow_it(ketch, dashboard):
     expect(trials.locator("tbody tr").first).to_contain_text(best)
     best_acc = next(m for m in exp["status"]["currentOptimalTrial"]["observation"]["metrics"] if m["name"] == "accuracy")
     assert float(trials.locator("tbody tr").first.locator("td").nth(5).inner_text()) == float(best_acc["latest"])
+    # The trial's own log, from its Pod's primary container: what it printed
+    trials.locator("tbody tr").first.locator("button.trial-logs").click()
+    expect(page.locator("#trial-log-title")).to_contain_text(best)
+    expect(page.locator("#trial-log")).to_contain_text(f"accuracy={float(best_acc['latest']):.4f}")
     expect(page.locator("#objective-chart polyline")).to_have_count(2)
     expect(page.locator("#parallel-coordinates polyline.pc-line")).to_have_count(6)
     dashboard.shot("tuning-experiment")

@@ -1,7 +1,7 @@
 // Tuning: Katib Experiments (kubeflow.org/v1beta1) with progress, the best trial, a sortable trials table,
 // the objective over trials and a parallel-coordinates plot; all kept live by watches.
 import { h, mount, table, badge, age, link, kv, batched } from "../dom.js";
-import { findKind, resPath, liveObjects } from "../api.js";
+import { findKind, resPath, liveObjects, get, follow } from "../api.js";
 import { nsOf, objectPage, inWhere } from "./resources.js";
 import { lineChart, parallelCoordinates } from "../charts.js";
 
@@ -74,6 +74,7 @@ export async function details(root, p, ctx) {
       { title: "State", value: state, render: t => badge(state(t)) },
       ...pnames.map(n => ({ title: n, value: t => pv(t, n) ?? "", render: t => short(pv(t, n)), })),
       { title: goal, value: t => metric(t, goal) ?? "" },
+      { title: "", value: () => "", render: t => h("button", { class: "trial-logs", "data-trial": t.metadata.name, onclick: () => openLog(t) }, "Logs") },
     ], rows, { id: "trials-table", empty: "No trials yet." }));
     tbox.dataset.sig = sig;
     const done = rows.filter(t => typeof metric(t, goal) === "number");
@@ -84,11 +85,35 @@ export async function details(root, p, ctx) {
       h("figure", {}, h("figcaption", {}, "Parameters against the objective"),
         parallelCoordinates([...pnames.map(name => ({ name })), { name: goal }], done.map(t => ({ label: t.metadata.name, values: Object.fromEntries([...pnames.map(n => [n, pv(t, n)]), [goal, metric(t, goal)]]) })))));
   }
+  // A trial's log: its primary container's, in the trial's Pod (found by Katib's trial label), followed
+  // live while it runs. A finished trial's Job is deleted unless the template says `retain: true`.
+  const logTitle = h("h3", { id: "trial-log-title" });
+  const logBox = h("pre", { class: "log", id: "trial-log" });
+  let logStop = null;
+  async function openLog(t) {
+    if (logStop) { logStop.stop(); logStop = null; }
+    logTitle.textContent = `Log of ${t.metadata.name}`;
+    logBox.textContent = "";
+    const nsPods = `/api/v1/namespaces/${encodeURIComponent(p.ns)}/pods`;
+    let pods = [];
+    try { pods = (await get(`${nsPods}?labelSelector=${encodeURIComponent("katib.kubeflow.org/trial=" + t.metadata.name)}`)).items || []; } catch (e) { logBox.textContent = String(e.message || e); return; }
+    if (!pods.length) {
+      logBox.textContent = "No Pod is left for this trial: Katib deletes a finished trial's run unless the trial template sets retain: true.";
+      return;
+    }
+    pods.sort((a, b) => String(a.metadata.creationTimestamp).localeCompare(String(b.metadata.creationTimestamp)));
+    const pod = pods[pods.length - 1];
+    const primary = ((exp.spec || {}).trialTemplate || {}).primaryContainerName;
+    const names = ((pod.spec || {}).containers || []).map(c => c.name);
+    const container = names.includes(primary) ? primary : names[0];
+    logStop = follow(`${nsPods}/${encodeURIComponent(pod.metadata.name)}/log?follow=true&tailLines=500${container ? "&container=" + encodeURIComponent(container) : ""}`,
+      (text) => { logBox.textContent += text; logBox.scrollTop = logBox.scrollHeight; });
+  }
   const redraw = batched(draw);
   const ew = liveObjects(resPath(ek, p.ns), { query: `fieldSelector=${encodeURIComponent("metadata.name=" + p.name)}`, onChange(items) { exp = items[0] || null; redraw(); } });
   const tw = tk ? liveObjects(resPath(tk, p.ns), { query: `labelSelector=${encodeURIComponent("katib.kubeflow.org/experiment=" + p.name)}`, onChange(items) { trials = items; redraw(); } }) : null;
   const objBox = h("div");
   const stopObj = objectPage(objBox, ek, p.ns, p.name, ctx);
-  mount(root, h("h1", {}, `Experiment ${p.name}`), summary, h("h2", {}, "Trials"), plots, tbox, h("details", {}, h("summary", {}, "Object, YAML and events"), objBox));
-  return () => { ew.stop(); if (tw) tw.stop(); stopObj(); };
+  mount(root, h("h1", {}, `Experiment ${p.name}`), summary, h("h2", {}, "Trials"), plots, tbox, logTitle, logBox, h("details", {}, h("summary", {}, "Object, YAML and events"), objBox));
+  return () => { ew.stop(); if (tw) tw.stop(); stopObj(); if (logStop) logStop.stop(); };
 }

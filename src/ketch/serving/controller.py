@@ -37,17 +37,22 @@ from ketch.runtime.ports import free_port
 from ketch.serving import payloads, raw, runtimes, storagecheck
 from ketch.serving.payloads import SCHEME as PAYLOADS
 from ketch.serving.router import Route, Router, Stats, Target
-from ketch.serving.spec import SpecError, canaries, components, revision_hash
+from ketch.serving.spec import (
+    A_GRPC_PORT,
+    A_PORT,
+    L_COMP,
+    L_ISVC,
+    POD,
+    SpecError,
+    canaries,
+    components,
+    revision_hash,
+)
 
 log = logging.getLogger(__name__)
 ISVC = ("serving.kserve.io/v1beta1", "InferenceService")
-POD = ("v1", "Pod")
 CM = ("v1", "ConfigMap")
-L_ISVC = "serving.kserve.io/inferenceservice"
-L_COMP = "component"
 L_REV = "serving.knative.dev/revision"
-A_PORT = "serving.ketch.io/port"
-A_GRPC_PORT = "serving.ketch.io/grpc-port"
 A_READY = "serving.ketch.io/ready"
 A_FAILED = "serving.ketch.io/failed"
 UNLIMITED = 10  # maxReplicas 0 means "no limit"; on one machine, this many

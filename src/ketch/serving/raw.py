@@ -32,7 +32,7 @@ from ketch.kinds.meta import owner_reference
 from ketch.machinery.errors import StatusError
 from ketch.runtime.ports import free_port
 from ketch.serving.router import Target
-from ketch.serving.spec import SpecError, revision_hash
+from ketch.serving.spec import A_GRPC_PORT, A_PORT, L_COMP, L_ISVC, POD, SpecError, revision_hash
 
 MODE = "serving.kserve.io/deploymentMode"
 RAW_MODES = ("RawDeployment", "Standard")
@@ -40,11 +40,6 @@ AUTOSCALER_CLASS = "serving.kserve.io/autoscalerClass"
 DEPLOY = ("apps/v1", "Deployment")
 SVC = ("v1", "Service")
 HPA = ("autoscaling/v2", "HorizontalPodAutoscaler")
-POD = ("v1", "Pod")
-L_ISVC = "serving.kserve.io/inferenceservice"
-L_COMP = "component"
-A_PORT = "serving.ketch.io/port"
-A_GRPC_PORT = "serving.ketch.io/grpc-port"
 A_TEMPLATE = "serving.ketch.io/template-hash"
 # An HPA on utilisation needs requests; KServe's defaults (1 CPU, 2Gi) would misjudge a laptop's model server.
 DEFAULT_REQUESTS = {"cpu": "100m", "memory": "256Mi"}

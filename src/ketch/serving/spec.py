@@ -16,6 +16,12 @@ import orjson
 FRAMEWORKS = ("sklearn", "xgboost", "lightgbm", "pytorch", "onnx", "tensorflow", "triton", "huggingface", "pmml", "paddle")
 V2_BY_DEFAULT = ("triton", "onnx", "huggingface")
 COMPONENTS = ("predictor", "transformer", "explainer")
+# Labels and annotations a component's Pods carry in both deployment modes (serverless and raw)
+POD = ("v1", "Pod")
+L_ISVC = "serving.kserve.io/inferenceservice"
+L_COMP = "component"
+A_PORT = "serving.ketch.io/port"
+A_GRPC_PORT = "serving.ketch.io/grpc-port"
 TRAFFIC_ONLY = ("canaryTrafficPercent",)
 
 

@@ -620,3 +620,40 @@ def test_pods_act_as_their_service_account_through_rbac(w, tmp_path):
 
     assert run("as-default", "bob", "default") == {"own": 200, "other": 403, "push": 404, "registry": 200}  # 404: authorized, no trial t
     assert run("as-viewer", "alice", "default-viewer") == {"own": 200, "other": 200, "push": 403, "registry": 200}
+
+
+def test_kubeflow_sdk_acts_as_its_user(w):
+    """The kubeflow SDK (TrainerClient) with each user's kubeconfig: carol (view on alice) lists alice's
+    TrainJobs but cannot start one; bob (edit on alice) may; dave (no binding) cannot even list."""
+    from kubeflow.common.types import KubernetesBackendConfig
+    from kubeflow.trainer import CustomTrainer, TrainerClient
+
+    def client(user: str) -> TrainerClient:
+        return TrainerClient(KubernetesBackendConfig(config_file=str(w.configs[user]), namespace="alice"))
+
+    runtime = TrainerClient(KubernetesBackendConfig(config_file=str(w.k.kubeconfig), namespace="alice")).get_runtime("torch-distributed")
+    trainer = CustomTrainer(func=hello_func, num_nodes=1, resources_per_node={"cpu": "100m"})
+    assert client("carol").list_jobs() == []
+    with pytest.raises(Exception) as refused:
+        client("carol").train(runtime=runtime, trainer=trainer)
+    assert _forbidden(refused.value), refused.value
+    assert w.k.kjson("get", "trainjobs", "-n", "alice")["items"] == []  # nothing half-made
+    job = client("bob").train(runtime=runtime, trainer=trainer)
+    assert job in {j.name for j in client("carol").list_jobs()}  # the viewer sees what the editor started
+    with pytest.raises(Exception) as hidden:
+        client("dave").list_jobs()
+    assert _forbidden(hidden.value), hidden.value
+    client("bob").delete_job(job)
+
+
+def _forbidden(e: BaseException | None) -> bool:
+    """The SDK wraps the API's 403 in its own RuntimeError: look down the chain of causes."""
+    while e is not None:
+        if getattr(e, "status", None) == 403 or "forbidden" in str(e).lower():
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def hello_func():
+    print("hello", flush=True)

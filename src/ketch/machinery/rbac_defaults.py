@@ -90,6 +90,10 @@ def cluster_roles() -> list[dict]:
         # The model registry is one for the installation (namespace kubeflow): every authenticated user and
         # Pod may read it (model servers download from it); writes need a binding in namespace kubeflow.
         _cr("ketch:model-registry-reader", [_rule(["modelregistry.kubeflow.org"], ["*"], ["get", "list"])]),
+        # ClusterTrainingRuntimes are the installation's catalogue of training blueprints: a namespace's
+        # RoleBinding cannot grant a cluster-scoped read, and the kubeflow SDK reads the runtime of every job
+        # it lists or starts, so every authenticated user may read them (writing them stays an admin's).
+        _cr("ketch:training-runtimes-reader", [_rule(["trainer.kubeflow.org"], ["clustertrainingruntimes"], READ)]),
         _cr("kubeflow-edit-kubeflow-kinds", labels={f"{KF_LABEL}edit": t}, rules=[_rule(KUBEFLOW_GROUPS, ["*"], WRITE + KFP_EDIT_VERBS)]),
     ]
 
@@ -100,6 +104,7 @@ def cluster_role_bindings() -> list[dict]:
         _crb("system:basic-user", "system:basic-user", "system:authenticated"),
         _crb("system:discovery", "system:discovery", "system:authenticated"),
         _crb("ketch:model-registry-readers", "ketch:model-registry-reader", "system:authenticated"),
+        _crb("ketch:training-runtimes-readers", "ketch:training-runtimes-reader", "system:authenticated"),
     ]
 
 

@@ -90,6 +90,11 @@ def test_torchrun_on_path_when_torch_is_importable(k, tmp_path):
     venv = tmp_path / "venv"  # an interpreter that imports torch (system site) but has no torchrun script
     subprocess.run([PY, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
     assert not (venv / "bin" / "torchrun").exists()
+    # the system site may not have torch (the suite's own venv does): make torch importable by a .pth
+
+    import torch
+    sp = next((venv / "lib").glob("python3*/site-packages"))
+    (sp / "ketch-test-torch.pth").write_text(str(Path(torch.__file__).resolve().parents[1]) + "\n")
     add_images(k, [{"match": "local/torch-env", "python": str(venv / "bin" / "python"), "env": {"PATH": "/usr/bin:/bin"}}])
     ns = ns_(k, "torchrun")
     create(k, ns, {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "tr"},

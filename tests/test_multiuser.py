@@ -228,6 +228,12 @@ def test_resource_names_subresources_and_nonresource_urls(w):
     assert json.loads(k.kubectl("create", "-f", "-", "-o", "json", input=json.dumps(sar)).stdout)["status"]["allowed"] is False
     r = w.kubectl("dave", "create", "-f", "-", input=json.dumps(sar))  # dave may not ask about others
     assert r.returncode != 0 and 'cannot create resource "subjectaccessreviews"' in r.stderr
+    # a review is answered, not stored, so its spec's types are checked where it is read: a 422 naming the field
+    bad = {"apiVersion": "authorization.k8s.io/v1", "kind": "LocalSubjectAccessReview",
+           "spec": {"groups": [["g"]], "nonResourceAttributes": {"path": "/", "verb": "get"}}}
+    with k.http() as h:
+        r = h.post("/apis/authorization.k8s.io/v1/namespaces/alice/localsubjectaccessreviews", json=bad)
+    assert r.status_code == 422 and r.json()["details"]["causes"][0]["field"] == "spec.groups[0]", r.text
 
 
 def test_escalation_is_prevented(w):

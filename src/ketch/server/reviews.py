@@ -21,8 +21,9 @@ from ketch.kinds.definitions import ResourceDefinition
 from ketch.machinery.authn import UserInfo
 from ketch.machinery.authz import Authorizer, current_user
 from ketch.machinery.context import Context
-from ketch.machinery.errors import StatusError, bad_request
+from ketch.machinery.errors import StatusError, bad_request, invalid
 from ketch.machinery.requestinfo import Attributes
+from ketch.machinery.validation import validate
 
 
 def _invalid(kind: str, group: str, field: str, msg: str) -> StatusError:
@@ -51,10 +52,13 @@ def register_reviews(ctx: Context, authorizer: Authorizer) -> None:
             raise StatusError(401, "Unauthorized", "Unauthorized")
         return u
 
-    async def body_of(request: Request) -> dict:
+    async def body_of(request: Request, rd: ResourceDefinition) -> dict:
         b: Any = await read_body(request) or {}
         if not isinstance(b, dict):
             raise bad_request("the body of a review must be an object")
+        _, found = validate(rd.versions[0].schema, b)
+        if found.errors:
+            raise invalid(rd, "", found.errors)
         return b
 
     def reply(rd: ResourceDefinition, b: dict, status: dict, ns: str = "") -> Response:
@@ -69,7 +73,7 @@ def register_reviews(ctx: Context, authorizer: Authorizer) -> None:
         return {"allowed": ok, "reason": "allowed by RBAC" if ok else ""}
 
     async def ssar(request: Request, rd: ResourceDefinition, ns: str) -> Response:
-        b = await body_of(request)
+        b = await body_of(request, rd)
         return reply(rd, b, decide(caller(), _attributes(b.get("spec") or {}, rd.kind)))
 
     def spec_user(spec: dict) -> UserInfo:
@@ -79,12 +83,12 @@ def register_reviews(ctx: Context, authorizer: Authorizer) -> None:
         return UserInfo(spec.get("user") or "", spec.get("uid") or "", tuple(spec.get("groups") or ()))
 
     async def sar(request: Request, rd: ResourceDefinition, ns: str) -> Response:
-        b = await body_of(request)
+        b = await body_of(request, rd)
         spec = b.get("spec") or {}
         return reply(rd, b, decide(spec_user(spec), _attributes(spec, rd.kind)))
 
     async def lsar(request: Request, rd: ResourceDefinition, ns: str) -> Response:
-        b = await body_of(request)
+        b = await body_of(request, rd)
         spec = b.get("spec") or {}
         a = _attributes(spec, rd.kind)
         if a.is_resource and a.namespace != ns:
@@ -93,7 +97,7 @@ def register_reviews(ctx: Context, authorizer: Authorizer) -> None:
         return reply(rd, b, decide(spec_user(spec), a), ns)
 
     async def ssrr(request: Request, rd: ResourceDefinition, ns: str) -> Response:
-        b = await body_of(request)
+        b = await body_of(request, rd)
         namespace = (b.get("spec") or {}).get("namespace") or ""
         rules = authorizer.rules_for(caller(), namespace)
         res, nonres = [], []
@@ -103,7 +107,7 @@ def register_reviews(ctx: Context, authorizer: Authorizer) -> None:
         return reply(rd, b, {"resourceRules": res, "nonResourceRules": nonres, "incomplete": False})
 
     async def whoami(request: Request, rd: ResourceDefinition, ns: str) -> Response:
-        await body_of(request)
+        await body_of(request, rd)
         return json_response({"kind": rd.kind, "apiVersion": rd.api_version("v1"),
                               "metadata": {"creationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
                               "status": {"userInfo": caller().to_status()}}, 201)

@@ -104,10 +104,26 @@ def _v1(cols: list[PrinterColumn]) -> list[VersionDef]:
     return [VersionDef("v1", schema=OPEN, printer_columns=cols)]
 
 
+_STR = {"type": "string"}
+_ATTRS = {"type": "object", "properties": {k: _STR for k in ("namespace", "verb", "group", "version", "resource",
+                                                             "subresource", "name", "path")},
+          "x-kubernetes-preserve-unknown-fields": True}
+_SUBJECT_SPEC = {"type": "object", "x-kubernetes-preserve-unknown-fields": True, "properties": {
+    "user": _STR, "uid": _STR, "groups": {"type": "array", "items": _STR},
+    "extra": {"type": "object", "additionalProperties": {"type": "array", "items": _STR}},
+    "resourceAttributes": _ATTRS, "nonResourceAttributes": _ATTRS, "namespace": _STR}}
+
+
+def _review_schema() -> dict:
+    # The review is answered from its spec without storing it, so the spec's types are checked here, as the
+    # apiserver's typed decoding does: a list where a string belongs is a 422 naming the field, not a crash.
+    return {"type": "object", "x-kubernetes-preserve-unknown-fields": True, "properties": {"spec": _SUBJECT_SPEC}}
+
+
 def _review(group: str, kind: str, plural: str, namespaced: bool = False) -> ResourceDefinition:
     # Create-only: the server answers a review in the response and stores nothing (server/reviews.py).
     return ResourceDefinition(group=group, kind=kind, plural=plural, singular=kind.lower(), namespaced=namespaced,
-                              versions=[VersionDef("v1", schema=OPEN)], verbs=["create"])
+                              versions=[VersionDef("v1", schema=_review_schema())], verbs=["create"])
 
 
 _created = [PrinterColumn("Created At", fn=lambda o: (o.get("metadata") or {}).get("creationTimestamp", ""))]

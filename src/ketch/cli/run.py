@@ -14,6 +14,7 @@ from typing import Annotated
 import httpx
 import typer
 
+from ketch.cli import progress
 from ketch.machinery.connect import resolve
 
 FINAL = {"SUCCEEDED", "FAILED", "CANCELED", "SKIPPED"}
@@ -97,22 +98,7 @@ def run(
         typer.echo(f"run {run_id} submitted ({server}/#/runs/details/{run_id})")
         if not wait:
             return
-        seen: dict[str, str] = {}
-        t0 = time.time()
-        while True:
-            run_obj = http.get(f"{api}/runs/{run_id}").json()
-            for t in (run_obj.get("run_details") or {}).get("task_details") or []:
-                if t.get("kind") in ("dag", "loop", "iteration"):
-                    continue
-                st = t["state"] + (" (cached)" if t.get("cached") else "")
-                if seen.get(t["task_id"]) != st:
-                    seen[t["task_id"]] = st
-                    extra = f"  {t['error']['message']}" if t.get("error") else ""
-                    outs = t.get("parameters", {}).get("outputs") if t["state"] == "SUCCEEDED" else None
-                    typer.echo(f"[{time.time() - t0:7.2f}s] {t['task_id']:<40} {st}{extra}{'  ' + json.dumps(outs) if outs else ''}")
-            if run_obj.get("state") in FINAL:
-                break
-            time.sleep(0.2)
+        run_obj, t0 = _follow(http, api, run_id, body["display_name"])
         state = run_obj["state"]
         outputs = (run_obj.get("pipeline_outputs") or {}).get("parameters")
         if outputs:
@@ -129,9 +115,45 @@ def run(
                     if logs.status_code == 200 and logs.text.strip():
                         typer.echo(f"--- last lines of {t['task_id']} ({t['pod_name']}) ---\n{logs.text.rstrip()}")
         msg = (run_obj.get("error") or {}).get("message", "")
-        typer.echo(f"run {run_id} {state} in {time.time() - t0:.2f}s{': ' + msg if msg else ''}")
+        done = f" ({run_obj['task_summary']} tasks)" if run_obj.get("task_summary") else ""
+        typer.echo(f"run {run_id} {state} in {time.time() - t0:.2f}s{done}{': ' + msg if msg else ''}")
         if state != "SUCCEEDED":
             raise typer.Exit(1)
+
+
+def _follow(http: httpx.Client, api: str, run_id: str, title: str) -> tuple[dict, float]:
+    """Poll the run until it ends, printing a line for each task state change, and show how many of its
+    tasks are done: a live bar under the lines on a terminal; in a pipe each line ends with the count
+    (``[2/5 tasks]``) so CI logs read the same without escape codes. Returns the final run and the start time."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(highlight=False)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tasks"), TimeElapsedColumn(),
+                   console=console, disable=not console.is_terminal)
+    seen: dict[str, str] = {}
+    t0 = time.time()
+    with bar:
+        job = bar.add_task(title, total=None)
+        while True:
+            run_obj = http.get(f"{api}/runs/{run_id}").json()
+            counts = progress.fraction(run_obj.get("task_summary"))
+            if counts:
+                bar.update(job, completed=counts[0], total=counts[1])
+            tail = f"  [{counts[0]}/{counts[1]} tasks]" if counts and bar.disable else ""
+            for t in (run_obj.get("run_details") or {}).get("task_details") or []:
+                if t.get("kind") in ("dag", "loop", "iteration"):
+                    continue
+                st = t["state"] + (" (cached)" if t.get("cached") else "")
+                if seen.get(t["task_id"]) != st:
+                    seen[t["task_id"]] = st
+                    extra = f"  {t['error']['message']}" if t.get("error") else ""
+                    outs = t.get("parameters", {}).get("outputs") if t["state"] == "SUCCEEDED" else None
+                    console.print(f"[{time.time() - t0:7.2f}s] {t['task_id']:<40} {st}{extra}{'  ' + json.dumps(outs) if outs else ''}{tail}",
+                                  markup=False, soft_wrap=True)
+            if run_obj.get("state") in FINAL:
+                return run_obj, t0
+            time.sleep(0.2)
 
 
 def _experiment(http: httpx.Client, api: str, name: str) -> str:

@@ -692,3 +692,49 @@ def _topo(tasks: dict) -> list[tuple[str, dict]]:
         _topo_cache.clear()
     _topo_cache[key] = [tasks, res]
     return res
+
+
+def task_progress(p: ir.Pipeline, tasks: dict) -> tuple[int, int]:
+    """(leaf tasks finished, leaf tasks the run is expected to have): what a progress bar shows.
+
+    The engine creates a task only once its upstream tasks have finished, so counting the records alone
+    would give "1/1" for the first task of a five-task chain. The total adds, for every task not created
+    yet, how many leaf tasks its component holds (a loop's body counted once until its items are known);
+    a DAG, loop or iteration that has finished (or was skipped by its condition) adds only what it
+    created, since nothing more will run under it.
+    """
+    done = sum(1 for r in tasks.values() if r["kind"] in ir.LEAF_KINDS and r["state"] in TERMINAL)
+    return done, max(done, _planned(p, tasks, "", p.root, closed=False))
+
+
+def _planned(p: ir.Pipeline, tasks: dict, scope: str, comp: dict, closed: bool) -> int:
+    n = 0
+    for name, t in ((comp.get("dag") or {}).get("tasks") or {}).items():
+        tid = f"{scope}/{name}" if scope else name
+        sub = p.component(t["componentRef"]["name"])
+        rec = tasks.get(tid)
+        if rec is None:
+            n += 0 if closed else _static_leaves(p, sub)
+        elif rec["kind"] in ir.LEAF_KINDS:
+            n += 1
+        elif rec["kind"] == "dag":
+            n += _planned(p, tasks, tid, sub, closed or rec["state"] in TERMINAL)
+        elif rec["kind"] == "loop":
+            shut = closed or rec["state"] in TERMINAL
+            if "items" not in rec:
+                n += 0 if shut else _static_leaves(p, sub)
+                continue
+            for i in range(len(rec["items"])):
+                it = tasks.get(f"{tid}[{i}]")
+                if it is not None:
+                    n += _planned(p, tasks, it["id"], sub, shut or it["state"] in TERMINAL)
+                elif not shut:
+                    n += _static_leaves(p, sub)
+    return n
+
+
+def _static_leaves(p: ir.Pipeline, comp: dict) -> int:
+    """Leaf tasks one instance of a component runs when every task of it runs (1 for a container)."""
+    if "dag" not in comp:
+        return 1
+    return sum(_static_leaves(p, p.component(t["componentRef"]["name"])) for t in (comp["dag"].get("tasks") or {}).values())

@@ -135,6 +135,8 @@ def run_json(o: dict, details: bool = True) -> dict:
         d["run_details"] = {"task_details": task_details(o)}
     if st.get("error"):
         d["error"] = st["error"]
+    if st.get("summary"):  # a ketch extra, as task_details' are: "done/total" leaf tasks, for progress bars
+        d["task_summary"] = st["summary"]
     return d
 
 

@@ -329,7 +329,7 @@ class RunController(Controller):
         if new_state != state or eng.changed:
             if new_state != state:
                 _push_state(st, new_state)
-            st["summary"] = _summary(tasks)
+            st["summary"] = _summary(tasks, p)
             run["status"] = st
             self.update_status(run)
         return Result(requeue_after=eng.wake) if eng.wake else None
@@ -355,7 +355,12 @@ def _push_state(st: dict, state: str, error: str | None = None) -> None:
         h.append(e)
 
 
-def _summary(tasks: dict) -> str:
+def _summary(tasks: dict, p: ir.Pipeline | None = None) -> str:
+    """The "done/total" count of leaf tasks (`ketch status` and `ketch run` draw it as a bar). While the run
+    is going, the total includes tasks not created yet (``engine.task_progress``); once it has ended, it is
+    what ran."""
+    if p is not None:
+        return "{}/{}".format(*engine.task_progress(p, tasks))
     leaf = [r for r in tasks.values() if r["kind"] in ir.LEAF_KINDS]
     done = sum(1 for r in leaf if r["state"] in FINAL)
     return f"{done}/{len(leaf)}"

@@ -3,38 +3,13 @@ file:// and plain paths; a model is fetched once per revision and the fetch is a
 
 from __future__ import annotations
 
-import http.server
 import io
 import os
-import subprocess
-import sys
 import tarfile
-import threading
-import time
 
 import httpx
-import pytest
 
-from serving_helpers import IRIS_ROW, ModelServer, free_port, train_sklearn
-
-
-@pytest.fixture
-def s3(tmp_path):
-    pytest.importorskip("moto")
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(url, timeout=0.5)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    env = {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
-    yield env
-    proc.terminate()
-    proc.wait(10)
+from serving_helpers import IRIS_ROW, ModelServer, train_sklearn
 
 
 def test_s3_model_served(tmp_path, s3, monkeypatch):
@@ -70,24 +45,6 @@ def test_s3_missing_prefix_fails_cleanly(tmp_path, s3, monkeypatch):
     assert s.proc.wait(30) == 1
     assert "no objects under that prefix" in s.output()
     assert not cache.exists()  # nothing half-written
-
-
-@pytest.fixture
-def http_server(tmp_path):
-    root = tmp_path / "www"
-    root.mkdir()
-
-    class H(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, directory=str(root), **kw)
-
-        def log_message(self, *a):
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield root, f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
 
 
 def test_http_tar_gz_archive(tmp_path, http_server):

@@ -5,10 +5,14 @@ starts; node pods start as a gang (all or none)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import yaml
 
-from conftest import make_ketch, wait_for
+from conftest import SRC, make_ketch, wait_for
 
 API = "trainer.kubeflow.org/v1alpha1"
 INIT_IMAGE = "ghcr.io/kubeflow/trainer/dataset-initializer"
@@ -107,3 +111,35 @@ def test_trainjob_nodes_start_as_a_gang(k, tmp_path):
     names = [p["metadata"]["name"] for p in k.kjson("get", "pods", "-n", ns)["items"]]
     assert not [n for n in names if "-node-" in n], names  # none of the nodes started while all cannot
     k.kubectl("delete", "trainjob", "big", "-n", ns)
+
+
+def _initializer(dest, uri: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The initializer as a TrainJob's Pod runs it: its own process, STORAGE_URI in the environment."""
+    e = {**os.environ, "PYTHONPATH": str(SRC), "STORAGE_URI": uri, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "ketch.training.initializers", "dataset", str(dest)], env=e,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_initializer_fetches_an_s3_prefix_and_an_http_file(tmp_path, s3, http_server):
+    """The s3:// and http(s):// schemes against real servers on loopback (moto's S3, an HTTP file server)."""
+    import boto3
+
+    b = boto3.client("s3", endpoint_url=s3["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                     aws_access_key_id="test", aws_secret_access_key="test")
+    b.create_bucket(Bucket="data")
+    for key in ("train/a.csv", "train/sub/b.csv", "trainer/not-this.csv"):  # a sibling prefix stays out
+        b.put_object(Bucket="data", Key=key, Body=key.encode())
+    (tmp_path / "ws").mkdir()
+    r = _initializer(tmp_path / "ws" / "dataset", "s3://data/train", s3)
+    assert r.returncode == 0 and "(2 files)" in r.stdout, r.stdout + r.stderr
+    got = sorted(str(p.relative_to(tmp_path / "ws" / "dataset")) for p in (tmp_path / "ws" / "dataset").rglob("*") if p.is_file())
+    assert got == ["a.csv", "sub/b.csv"] and (tmp_path / "ws" / "dataset" / "sub" / "b.csv").read_text() == "train/sub/b.csv"
+    r = _initializer(tmp_path / "ws" / "empty", "s3://data/none", s3)
+    assert r.returncode == 1 and "no objects under s3://data/none" in r.stderr, r.stderr
+    assert not (tmp_path / "ws" / "empty").exists()  # nothing half-written
+    root, url = http_server
+    (root / "train.csv").write_text("x,1\n")
+    r = _initializer(tmp_path / "ws" / "web", f"{url}/train.csv")
+    assert r.returncode == 0 and (tmp_path / "ws" / "web" / "train.csv").read_text() == "x,1\n", r.stderr
+    r = _initializer(tmp_path / "ws" / "gone", f"{url}/missing.csv")
+    assert r.returncode == 1 and f"GET {url}/missing.csv: HTTP 404" in r.stderr, r.stderr

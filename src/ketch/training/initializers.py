@@ -20,6 +20,8 @@ import sys
 import tempfile
 from urllib.parse import urlparse
 
+from ketch import download
+
 SCHEMES = ("", "file", "http", "https", "s3", "hf")
 
 
@@ -37,41 +39,17 @@ def _local(src: str, out: str) -> None:
 
 
 def _http(uri: str, out: str) -> None:
-    import httpx
-
-    target = os.path.join(out, os.path.basename(urlparse(uri).path) or "download")
     try:
-        with httpx.stream("GET", uri, follow_redirects=True, timeout=60) as r:
-            if r.status_code != 200:
-                raise InitError(f"GET {uri}: HTTP {r.status_code}")
-            with open(target, "wb") as f:
-                for chunk in r.iter_bytes(1 << 20):
-                    f.write(chunk)
-    except httpx.HTTPError as e:
+        download.http_file(uri, out, "download")
+    except download.DownloadError as e:
         raise InitError(f"GET {uri}: {e}") from e
 
 
 def _s3(uri: str, out: str) -> None:
     try:
-        import boto3
+        n = download.s3_prefix(uri, out)
     except ImportError as e:
         raise InitError("s3:// needs boto3 (pip install boto3)") from e
-    u = urlparse(uri)
-    bucket, prefix = u.netloc, u.path.lstrip("/")
-    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("S3_ENDPOINT")
-    if endpoint and "://" not in endpoint:
-        endpoint = ("https://" if os.environ.get("S3_USE_HTTPS", "1") != "0" else "http://") + endpoint
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
-    n = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            key = obj["Key"]
-            rel = os.path.relpath(key, prefix) if prefix and key != prefix else os.path.basename(key)
-            if key.endswith("/") or rel.startswith(".."):
-                continue
-            os.makedirs(os.path.dirname(os.path.join(out, rel)) or out, exist_ok=True)
-            s3.download_file(bucket, key, os.path.join(out, rel))
-            n += 1
     if n == 0:
         raise InitError(f"no objects under {uri}")
 

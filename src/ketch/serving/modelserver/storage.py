@@ -22,6 +22,8 @@ import tempfile
 import zipfile
 from urllib.parse import urlparse
 
+from ketch import download
+
 MARKER = ".ketch-fetched"
 
 
@@ -114,43 +116,16 @@ def fetch(uri: str, dest: str) -> str:
 
 
 def _s3(uri: str, out: str) -> None:
-    import boto3
-
-    u = urlparse(uri)
-    bucket, prefix = u.netloc, u.path.lstrip("/")
-    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("S3_ENDPOINT")
-    if endpoint and "://" not in endpoint:
-        endpoint = ("https://" if os.environ.get("S3_USE_HTTPS", "1") != "0" else "http://") + endpoint
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
-    n = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            key = obj["Key"]
-            if key.endswith("/"):
-                continue
-            rel = os.path.relpath(key, prefix) if prefix and key != prefix else os.path.basename(key)
-            if rel.startswith(".."):
-                continue  # "models/a" must not match "models/ab/..."
-            target = os.path.join(out, rel)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            s3.download_file(bucket, key, target)
-            n += 1
-    if n == 0:
+    if download.s3_prefix(uri, out) == 0:
         raise FileNotFoundError(f"storageUri {uri}: no objects under that prefix")
     _maybe_unpack(out)
 
 
 def _http(uri: str, out: str) -> None:
-    import httpx
-
-    name = os.path.basename(urlparse(uri).path) or "model"
-    target = os.path.join(out, name)
-    with httpx.stream("GET", uri, follow_redirects=True, timeout=60) as r:
-        if r.status_code != 200:
-            raise RuntimeError(f"storageUri {uri}: HTTP {r.status_code}")
-        with open(target, "wb") as f:
-            for chunk in r.iter_bytes(1 << 20):
-                f.write(chunk)
+    try:
+        download.http_file(uri, out, "model")
+    except download.DownloadError as e:
+        raise RuntimeError(f"storageUri {uri}: {e}") from e
     _maybe_unpack(out)
 
 

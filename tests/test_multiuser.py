@@ -69,10 +69,11 @@ class World:
         h = {"Authorization": f"Bearer {self.tokens[user]}"} if user else {}
         return httpx.Client(base_url=self.k.url, headers=h, timeout=30)
 
-    def kfp(self, user: str):
+    def kfp(self, user: str, namespace: str | None = None):
+        """kfp.Client as ``user`` (its token), optionally with a default namespace as a Profile's user sets."""
         import kfp
 
-        return kfp.Client(host=self.k.url, existing_token=self.tokens[user])
+        return kfp.Client(host=self.k.url, existing_token=self.tokens[user], **({"namespace": namespace} if namespace else {}))
 
 
 @pytest.fixture(scope="module")
@@ -360,18 +361,26 @@ def test_public_inference_service_needs_no_token(w):
     k.kubectl("delete", "inferenceservice", "pub", "-n", "alice", "--wait=false")
 
 
-def test_kfp_runs_belong_to_namespaces(w):
+def hello_pipeline(name: str, times: int = 1):
+    """A pipeline of ``times`` tasks that print a line: the smallest run a namespace can own."""
     from kfp import dsl
-    from kfp_server_api.exceptions import ApiException
 
     @dsl.component
     def hello():  # no annotations: this module's `from __future__ import annotations` would make them strings
-        print("hi")
+        print("hello")
 
-    @dsl.pipeline(name="hello")
+    @dsl.pipeline(name=name)
     def pipe():
-        hello()
+        for _ in range(times):
+            hello()
 
+    return pipe
+
+
+def test_kfp_runs_belong_to_namespaces(w):
+    from kfp_server_api.exceptions import ApiException
+
+    pipe = hello_pipeline("hello")
     alice, bob, carol, dave = (w.kfp(u) for u in ("alice", "bob", "carol", "dave"))
     ea = alice.create_experiment("alice-exp", namespace="alice")
     eb = bob.create_experiment("bob-exp", namespace="bob")
@@ -413,25 +422,14 @@ def _package(pipe, path: Path) -> str:
 def test_kfp_tasks_run_in_the_profile_namespace_as_default_editor(w):
     """As KFP multi-user: a run of a Profile namespace's experiment makes its task Pods in that namespace
     under its ``default-editor`` ServiceAccount; a namespace without that account keeps KFP's own."""
-    import kfp
-    from kfp import dsl
-
-    @dsl.component
-    def hello():  # no annotations: this module's `from __future__ import annotations` would make them strings
-        print("hello from a Profile")
-
-    @dsl.pipeline(name="two-hellos")
-    def pipe():
-        hello()
-        hello()
-
+    pipe = hello_pipeline("two-hellos", times=2)
     k = w.k
     # erin's own Profile (alice's namespace list stays as the dashboard test expects)
     w.tokens["erin"], w.configs["erin"] = add_user(k, "erin")
     k.kubectl("apply", "-f", "-", input=json.dumps(profile("pipes", "erin")))
     k.kubectl("create", "namespace", "plain")
     wait_for(lambda: k.kubectl("get", "serviceaccount", "default-editor", "-n", "pipes", check=False).returncode == 0, what="default-editor")
-    erin = kfp.Client(host=k.url, existing_token=w.tokens["erin"], namespace="pipes")
+    erin = w.kfp("erin", namespace="pipes")
     exp = erin.create_experiment("pipes-exp")  # the client's namespace
     assert {e.experiment_id for e in erin.list_experiments().experiments} == {exp.experiment_id}
     rid = erin.create_run_from_pipeline_func(pipe, experiment_id=exp.experiment_id, run_name="p1", enable_caching=False).run_id

@@ -80,3 +80,19 @@ def test_a_bad_poddefault_is_refused_naming_the_field(ketch):
         "matchLabels: {add-secret: \"true\"}", "matchExpressions: [{key: a, operator: Maybe}]"), check=False)
     assert r.returncode != 0
     assert "operator" in r.stderr, r.stderr
+
+
+def test_admission_follows_poddefault_changes_at_once(ketch):
+    """Admission reads a cache kept by a watch: a PodDefault created, changed or deleted is what the very
+    next Pod create sees (no wait between the two kubectl calls), in each of several rounds."""
+    k = ketch
+    for i in range(5):
+        k.kubectl("apply", "-f", "-", input=PODDEFAULT.replace("hello-from-poddefault", f"round-{i}"))
+        k.kubectl("apply", "-f", "-", input=pod(f"r{i}", '{add-secret: "true"}', "pass"))
+        env = k.kjson("get", "pod", f"r{i}")["spec"]["containers"][0]["env"]
+        assert {"name": "GREETING", "value": f"round-{i}"} in env, env
+    k.kubectl("delete", "poddefault", "add-secret")
+    k.kubectl("apply", "-f", "-", input=pod("after-delete", '{add-secret: "true"}', "pass"))
+    got = k.kjson("get", "pod", "after-delete")
+    assert not (got["spec"]["containers"][0].get("env") or []), got["spec"]["containers"][0]
+    assert not any(a.startswith("poddefault.admission") for a in got["metadata"].get("annotations") or {})

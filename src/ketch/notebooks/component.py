@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import ketch.notebooks as pkg
 from ketch.machinery.context import Context
-from ketch.notebooks.poddefaults import admitter
+from ketch.notebooks.poddefaults import PodDefaultCache, admitter
 from ketch.notebooks.proxy import NotebookProxy
 from ketch.notebooks.spawner import routes as spawner_routes
 from ketch.runtime import start_controllers
 
 
 def setup(ctx: Context) -> None:
-    ctx.api.add_validator("", "Pod", admitter(ctx.api))  # Kubeflow's PodDefault webhook
+    cache = PodDefaultCache(ctx.api)
+    ctx.services.setdefault("controllers", {})[cache.name] = cache
+    ctx.add_task(cache.run)
+    ctx.api.add_validator("", "Pod", admitter(ctx.api, cache))  # Kubeflow's PodDefault webhook
     proxy = NotebookProxy(ctx)
     ctx.add_routes(proxy.routes() + spawner_routes(ctx))
     ctx.on_shutdown(proxy.close)

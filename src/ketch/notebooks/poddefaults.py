@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from ketch.kinds.definitions import FieldError
 from ketch.machinery.selectors import label_matches
+from ketch.runtime import Controller, Key, Result
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,33 @@ def apply(pod: dict, pds: list[dict]) -> list[str]:
     return [pd["metadata"]["name"] for pd in chosen]
 
 
-def admitter(api) -> Callable[[dict, dict | None], list[FieldError]]:
-    """The Pod admission hook: on create, apply the namespace's matching PodDefaults (no errors of its own)."""
+class PodDefaultCache(Controller):
+    """Every PodDefault, kept in an informer by a list-then-watch, so the admission hook reads memory rather
+    than the store on each Pod create (kube-apiserver's admission plugins read informers the same way).
+    It reconciles nothing: the watch's events only update the cache. Until the first list has arrived
+    (and again while re-listing after a lost watch), ``cached`` reads the API instead. A PodDefault
+    written just before a Pod is in the cache already: the store publishes the change on commit and the
+    watch task runs on the same event loop before the next request is read."""
+
+    name = "poddefault-cache"
+    kind = (API_VERSION, KIND)
+    cache_primary = True
+    workers = 1
+
+    def __init__(self, api) -> None:
+        super().__init__(api)
+        self.watches[0].mapper = lambda o: []  # cache only: no key to reconcile
+
+    async def reconcile(self, key: Key) -> Result | None:  # pragma: no cover - nothing is ever queued
+        return None
+
+    def in_namespace(self, ns: str) -> list[dict]:
+        return self.cached(self.kind, ns)
+
+
+def admitter(api, cache: PodDefaultCache | None = None) -> Callable[[dict, dict | None], list[FieldError]]:
+    """The Pod admission hook: on create, apply the namespace's matching PodDefaults (no errors of its own),
+    read from ``cache`` when there is one, else from the store."""
 
     def admit(pod: dict, old: dict | None) -> list[FieldError]:
         if old is not None:
@@ -107,7 +133,7 @@ def admitter(api) -> Callable[[dict, dict | None], list[FieldError]]:
         ns = (pod.get("metadata") or {}).get("namespace")
         if rd is None or not ns:
             return []
-        pds = api.list(rd, ns).get("items") or []
+        pds = cache.in_namespace(ns) if cache is not None else api.list(rd, ns).get("items") or []
         if pds:
             applied = apply(pod, pds)
             if applied:

@@ -24,10 +24,15 @@ def loud(word: str = "hey") -> str:
     return shout(word=word).set_caching_options(False).output
 
 
-def cli(k, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+def cli_env(k, **extra: str) -> dict[str, str]:
+    """No KETCH_* variables: the CLI finds the server and token from the kubeconfig alone."""
     env = {kk: v for kk, v in os.environ.items() if not kk.startswith("KETCH_")}
-    env.update(KUBECONFIG=str(k.kubeconfig), PYTHONPATH=str(SRC), HOME=str(k.home / "nohome"))
-    return subprocess.run([sys.executable, "-m", "ketch", *args], env=env, capture_output=True, text=True, timeout=timeout)
+    env.update(KUBECONFIG=str(k.kubeconfig), PYTHONPATH=str(SRC), HOME=str(k.home / "nohome"), **extra)
+    return env
+
+
+def cli(k, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ketch", *args], env=cli_env(k), capture_output=True, text=True, timeout=timeout)
 
 
 def test_logs_and_status(shared_ketch):
@@ -45,6 +50,7 @@ def test_logs_and_status(shared_ketch):
     k.kubectl("create", "job", "sleeper", "-n", "busy", "--image=python:3.11", "--", sys.executable, "-c", "import time; time.sleep(60)")
     r = cli(k, "status")
     assert r.returncode == 0 and "sleeper" in r.stdout and "busy" in r.stdout, r.stdout + r.stderr
+    assert "0/1 completions" in next(line for line in r.stdout.splitlines() if "sleeper" in line), r.stdout
     assert rid not in r.stdout  # finished runs only with --all
     r = cli(k, "status", "--all", "-n", "kubeflow")
     assert rid in r.stdout and "SUCCEEDED" in r.stdout, r.stdout
@@ -60,7 +66,7 @@ def test_unreachable_server_is_one_line(shared_ketch):
 
 # -- progress ------------------------------------------------------------------------------------------------
 
-THREE_STEPS = '''
+NAP = '''
 from kfp import dsl
 
 @dsl.component
@@ -68,7 +74,9 @@ def nap(seconds: float) -> float:
     import time
     time.sleep(seconds)
     return seconds
+'''
 
+THREE_STEPS = NAP + '''
 @dsl.pipeline
 def three_steps(last: float = 0.0):
     a = nap(seconds=0.0).set_caching_options(False)
@@ -76,16 +84,7 @@ def three_steps(last: float = 0.0):
     nap(seconds=last).after(b).set_caching_options(False)
 '''
 
-
-LOOP_AND_BRANCH = '''
-from kfp import dsl
-
-@dsl.component
-def nap(seconds: float) -> float:
-    import time
-    time.sleep(seconds)
-    return seconds
-
+LOOP_AND_BRANCH = NAP + '''
 @dsl.pipeline
 def loop_and_branch(flag: bool = False):
     with dsl.ParallelFor([0.3, 0.3, 0.3], parallelism=1) as s:
@@ -103,9 +102,7 @@ def in_pty(k, *args: str, until: str | None = None, timeout: float = 120) -> tup
     import signal
     import time
 
-    env = {kk: v for kk, v in os.environ.items() if not kk.startswith("KETCH_")}
-    env.update(KUBECONFIG=str(k.kubeconfig), PYTHONPATH=str(SRC), HOME=str(k.home / "nohome"), TERM="xterm-256color",
-               COLUMNS="220", LINES="40")
+    env = cli_env(k, TERM="xterm-256color", COLUMNS="220", LINES="40")
     env.pop("NO_COLOR", None)
     master, slave = pty.openpty()
     p = subprocess.Popen([sys.executable, "-m", "ketch", *args], env=env, stdin=slave, stdout=slave, stderr=slave, close_fds=True)

@@ -183,13 +183,25 @@ def test_status_shows_progress_of_runs_jobs_and_experiments(shared_ketch, tmp_pa
                                       "trialSpec": {"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {"spec": {
                                           "restartPolicy": "Never", "containers": [{"name": "training", "image": "python:3.11",
                                           "command": [sys.executable, "-c", "print('accuracy=0.5')", "${trialParameters.lr}"]}]}}}}}}}
-    k.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [job, exp]}))
+    # a Trainer v2 TrainJob of two nodes, node 1 done while node 0 keeps going
+    runtime = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainingRuntime", "metadata": {"name": "plain", "namespace": ns},
+               "spec": {"mlPolicy": {"numNodes": 2, "torch": {}}, "template": {"spec": {"replicatedJobs": [
+                   {"name": "node", "template": {"metadata": {"labels": {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}},
+                                                 "spec": {"template": {"spec": {"containers": [
+                                                     {"name": "node", "image": "python:3.11", "command": ["false"]}]}}}}}]}}}}
+    node = "import os, time; time.sleep(300 if os.environ['PET_NODE_RANK'] == '0' else 0)"
+    tj = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob", "metadata": {"name": "tj", "namespace": ns},
+          "spec": {"runtimeRef": {"kind": "TrainingRuntime", "name": "plain"}, "trainer": {"numNodes": 2, "command": [sys.executable, "-c", node]}}}
+    k.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [job, exp, runtime]}))
+    k.kubectl("apply", "-f", "-", input=json.dumps(tj))
     try:
         def summary() -> str:
             return (k.kjson("get", "pipelinerun", rid, "-n", "kubeflow").get("status") or {}).get("summary", "")
         wait_for(lambda: summary() == "2/3", timeout=120, what="two of three tasks done")
         wait_for(lambda: ((k.kjson("get", "pytorchjob", "trainer", "-n", ns).get("status") or {}).get("replicaStatuses") or {})
                  .get("Worker", {}).get("succeeded") == 2, timeout=120, what="workers succeeded")
+        wait_for(lambda: [j.get("succeeded") for j in (k.kjson("get", "trainjob", "tj", "-n", ns).get("status") or {}).get("jobsStatus") or []] == [1],
+                 timeout=120, what="one node done")
         wait_for(lambda: (k.kjson("get", "experiment", "search", "-n", ns).get("status") or {}).get("trialsSucceeded") == 2,
                  timeout=180, what="experiment's trials")
         r = cli(k, "status")
@@ -197,6 +209,7 @@ def test_status_shows_progress_of_runs_jobs_and_experiments(shared_ketch, tmp_pa
         row = {line.split("│")[3].strip(): line for line in r.stdout.splitlines() if line.count("│") > 5}  # by NAME
         assert "2/3 tasks" in row[rid], r.stdout
         assert "2/3 replicas succeeded, 1 active" in row["trainer"], r.stdout
+        assert "1/2 Pods succeeded, 1 ready" in row["tj"], r.stdout
         assert "search" not in row  # the experiment has finished: shown with --all
         assert "\x1b[" not in r.stdout, repr(r.stdout[r.stdout.index("\x1b[") - 100:][:300])
         assert row[rid].split("│")[5].strip().startswith("2/3 tasks"), r.stdout  # the words alone, no bar
@@ -212,3 +225,4 @@ def test_status_shows_progress_of_runs_jobs_and_experiments(shared_ketch, tmp_pa
     finally:
         c.terminate_run(rid)
         k.kubectl("delete", "pytorchjob", "trainer", "-n", ns, check=False)
+        k.kubectl("delete", "trainjob", "tj", "-n", ns, check=False)

@@ -9,7 +9,10 @@ from elsewhere hits all alike):
 - ``off``: no logger;
 - ``store``: ``--logger-mode all`` to ketch's built-in payload store (every request and response);
 - ``http``: to an HTTP sink, one POST per event (KServe's binary mode);
-- ``http-batch``: the same sink, CloudEvents batches of 64.
+- ``http-batch``: the same sink, CloudEvents batches of 64;
+- ``http-agent``: as ``http``, delivered by the logger's agent process (``--logger-agent``,
+  serving/modelserver/logagent.py), pinned to CPU 1 here as KServe's agent container has a CPU of its own;
+  its CPU time per request is printed beside the model server's.
 
 The sink is as cheap as one can be (raw asyncio on uvloop: reads each body, counts events, answers 200),
 so it keeps up and what is dropped is the logger's doing. Prints each round, then per setting the median
@@ -138,6 +141,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--settings", default=None, help="comma-separated settings to run (default: all; off always runs)")
     ap.add_argument("--profile", default=None, help="run this setting once under pyinstrument and print the profile")
     a = ap.parse_args()
     import joblib
@@ -154,7 +158,10 @@ def main() -> None:
     wait(f"http://127.0.0.1:{sink_port}/", sink)
     sink_url = f"http://127.0.0.1:{sink_port}/events"
     settings = {"off": [], "store": ["--logger-url", f"payloads://{tmp / 'store'}"],
-                "http": ["--logger-url", sink_url], "http-batch": ["--logger-url", sink_url, "--logger-batch-size", "64", "--logger-batch-interval", "0.05"]}
+                "http": ["--logger-url", sink_url], "http-batch": ["--logger-url", sink_url, "--logger-batch-size", "64", "--logger-batch-interval", "0.05"],
+                "http-agent": ["--logger-url", sink_url, "--logger-agent"]}
+    if a.settings:
+        settings = {k: v for k, v in settings.items() if k == "off" or k in a.settings.split(",")}
     if a.profile:
         settings = {a.profile: settings[a.profile]}
     results: dict[str, list[dict]] = {k: [] for k in settings}
@@ -172,19 +179,25 @@ def main() -> None:
                     wait(f"http://127.0.0.1:{port}/v2/health/ready", p)
                     before = sink_count(sink_port)
                     proc = psutil.Process(p.pid)
+                    agents = proc.children()  # the HTTP sinks' delivery agent: a core of its own, as KServe's agent container
+                    for ag in agents:
+                        ag.cpu_affinity([1])
                     cpu0, req0 = sum(proc.cpu_times()[:2]), served(port)
+                    acpu0 = sum(sum(ag.cpu_times()[:2]) for ag in agents)
                     out = subprocess.run([sys.executable, str(HERE / "loadgen.py"), f"http://127.0.0.1:{port}/v1/models/m:predict", "--body", BODY,
                                           "-c", str(a.concurrency), "-d", str(a.duration), "--cpu", "1"], capture_output=True, text=True, check=True)
                     r = json.loads(out.stdout.strip().splitlines()[-1])
                     time.sleep(0.5)  # the last batch (batchInterval 50 ms) and the pipelined POSTs' answers
                     text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-                    r["cpu_us"] = 1e6 * (sum(proc.cpu_times()[:2]) - cpu0) / max(1.0, counters(text, "ketch_model_requests_total") - req0)
+                    nreq = max(1.0, counters(text, "ketch_model_requests_total") - req0)
+                    r["cpu_us"] = 1e6 * (sum(proc.cpu_times()[:2]) - cpu0) / nreq
+                    r["agent_us"] = 1e6 * (sum(sum(ag.cpu_times()[:2]) for ag in agents) - acpu0) / nreq
                     r["dropped"] = counters(text, "kserve_logger_events_dropped_total")
                     r["failed"] = counters(text, "kserve_logger_events_failed_total")
                     r["delivered"] = sink_count(sink_port) - before
                     results[name].append(r)
                     print(f"  round {rnd + 1} {name:10} {r['rps']:8.0f} rps  p50 {r['p50']:7.2f} ms  p99 {r['p99']:7.2f} ms  errors {r['errors']}"
-                          f"  cpu {r['cpu_us']:6.1f} us/req  delivered {r['delivered']:7.0f}  dropped {r['dropped']:7.0f}  failed {r['failed']:5.0f}", flush=True)
+                          f"  cpu {r['cpu_us']:6.1f} (+agent {r['agent_us']:5.1f}) us/req  delivered {r['delivered']:7.0f}  dropped {r['dropped']:7.0f}  failed {r['failed']:5.0f}", flush=True)
                 finally:
                     if a.profile:  # pyinstrument writes its report when the server exits on SIGINT
                         os.kill(p.pid, signal.SIGINT)
@@ -197,7 +210,7 @@ def main() -> None:
         print((tmp / "profile.txt").read_text() if (tmp / "profile.txt").exists() else "no profile written (is pyinstrument importable?)")
         return
     print(f"\nc={a.concurrency}, V1, 1-row bodies; {a.rounds} rounds of {a.duration:g} s (median, and the range over rounds)")
-    print(f"{'logger':10} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'cost':>8} {'range':>16} {'cpu us/req':>10} {'cpu cost':>9} {'range':>16}"
+    print(f"{'logger':10} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'cost':>8} {'range':>16} {'cpu us/req':>10} {'cpu cost':>9} {'range':>16} {'agent us':>8}"
           f" {'delivered':>10} {'dropped':>8}")
     for name in settings:
         rs = results[name]
@@ -206,6 +219,7 @@ def main() -> None:
         print(f"{name:10} {statistics.median(r['rps'] for r in rs):8.0f} {statistics.median(r['p50'] for r in rs):8.2f} "
               f"{statistics.median(r['p99'] for r in rs):8.2f} {statistics.median(costs):+7.1f}% {f'{min(costs):+.1f}..{max(costs):+.1f}%':>16} "
               f"{statistics.median(r['cpu_us'] for r in rs):10.1f} {statistics.median(cpu):+8.1f}% {f'{min(cpu):+.1f}..{max(cpu):+.1f}%':>16} "
+              f"{statistics.median(r['agent_us'] for r in rs):8.1f} "
               f"{sum(r['delivered'] for r in rs):10.0f} {sum(r['dropped'] for r in rs):8.0f}")
     print("cost: throughput lost against off (positive: slower); cpu: the model server's CPU time per request answered (logger work\n"
           "included), less disturbed by other load on the machine than rps; delivered and dropped: events, all rounds together")

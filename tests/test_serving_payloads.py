@@ -95,14 +95,22 @@ def test_http_sink_gets_kserve_cloudevent_headers(tmp_path, sink):
         s.stop()
 
 
-def test_http_sink_pipelines_events_on_one_connection_with_each_events_headers(tmp_path):
+@pytest.mark.parametrize("agent", [False, True], ids=["in-process", "agent"])
+def test_http_sink_pipelines_events_on_one_connection_with_each_events_headers(tmp_path, agent):
     """Many concurrent requests: their events reach a keep-alive sink as one POST each (binary mode) over a
     persistent connection or two, and the pre-encoded head carries each event's own Ce-Id, Ce-Time and
-    Ce-Metadata. An id from a request body cannot inject a header."""
+    Ce-Metadata. An id from a request body cannot inject a header. The same from the delivery agent, a
+    child process whose counts reach the model server's metrics."""
     sink = Sink(keep_alive=True)
     train_sklearn(tmp_path / "m")
     s = ModelServer(tmp_path, "--model-name", "iris", "--model-dir", str(tmp_path / "m"), "--logger-url", sink.url,
-                    "--service-name", "demo", "--namespace", "ns1", "--logger-metadata-headers", "x-user", "--no-access-log").wait_ready()
+                    "--service-name", "demo", "--namespace", "ns1", "--logger-metadata-headers", "x-user", "--no-access-log",
+                    *(["--logger-agent"] if agent else [])).wait_ready()
+    if agent:
+        import psutil
+
+        kids = psutil.Process(s.proc.pid).children()
+        assert [k.cmdline()[2] for k in kids] == ["ketch.serving.modelserver.logagent"]
     n = 60
 
     async def flood() -> list[int]:
@@ -140,9 +148,13 @@ def test_http_sink_pipelines_events_on_one_connection_with_each_events_headers(t
         assert sorted(reqs) == list(range(n))
         want = {(("type", "org.kubeflow.serving.inference.request"),): n + 1.0, (("type", "org.kubeflow.serving.inference.response"),): n + 1.0}
         wait_for(lambda: metric(s.url, "kserve_logger_events_sent_total") == want, timeout=10, what="sent counters")
+        assert sum(metric(s.url, "kserve_logger_work_queue_depth").values()) == 0  # nothing held once all is reported
     finally:
         s.stop()
         sink.close()
+    if agent:
+        wait_for(lambda: not any(k.is_running() and k.status() != psutil.STATUS_ZOMBIE for k in kids), timeout=10,
+                 what="the agent to end with the model server")
 
 
 def test_http_sink_batches_as_cloudevents_batch(tmp_path, sink):

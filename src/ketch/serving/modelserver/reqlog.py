@@ -21,7 +21,8 @@ counted in ``kserve_logger_events_sent_total`` / ``..._failed_total`` and timed,
 What one event costs is taken from inference (the logger shares the model server's core), so the request
 path only appends to the queue and the worker does the rest in bulk: HTTP sinks get their POSTs over one
 keep-alive connection, pipelined, with each request head pre-encoded per event type so that only
-``Ce-Id``, ``Ce-Time``, ``Ce-Metadata`` and the length are formatted per event (sinkhttp.py).
+``Ce-Id``, ``Ce-Time``, ``Ce-Metadata`` and the length are formatted per event (sinkhttp.py). With
+``agent=True`` (``--logger-agent``) an HTTP sink is delivered by a child process instead (logagent.py).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class LoggerMetrics:
 class RequestLogger:
     def __init__(self, url: str, mode: str = "all", model_name: str = "", service: str = "", namespace: str = "", component: str = "predictor",
                  batch_size: int = 1, batch_interval: float = 1.0, metadata_headers: list[str] | None = None, endpoint: str = "default",
-                 metrics: LoggerMetrics | None = None, queue_size: int = 0) -> None:
+                 metrics: LoggerMetrics | None = None, queue_size: int = 0, agent: bool = False) -> None:
         self.url = url
         self.mode = mode or "all"
         self.source = f"http://localhost/{service or model_name}"
@@ -76,7 +77,6 @@ class RequestLogger:
         self.metadata_headers = [h.lower() for h in metadata_headers or []]
         self.metrics = metrics
         self._q: collections.deque = collections.deque()
-        # KServe's bound for one-POST-per-event; a batching or bulk-written sink buffers more
         # events queued plus those being delivered: what the logger holds is bounded, whatever the sink does
         self._bound = queue_size or QUEUE
         self._inflight_n = 0
@@ -89,6 +89,14 @@ class RequestLogger:
         self._client = SinkConnection(url) if url.startswith(("http://", "https://")) else None
         self._writer: PayloadWriter | None = None
         self.component = component
+        # an HTTP sink's deliveries in a process of their own (logagent.py), started now, before the loop
+        self._agent = None
+        if agent and self._client is not None:
+            from ketch.serving.modelserver import logagent
+
+            self._agent = logagent.spawn({"url": url, "mode": self.mode, "model_name": model_name, "service": service, "namespace": namespace,
+                                          "component": component, "batch_size": self.batch_size, "batch_interval": batch_interval,
+                                          "endpoint": endpoint, "queue_size": self._bound})
 
     def wants(self, kind: str) -> bool:
         return self.mode == "all" or self.mode == kind
@@ -147,7 +155,31 @@ class RequestLogger:
                 self._wake_at = 1
         return bool(self._q)
 
+    def put(self, item: tuple) -> None:
+        """Queue an event already made by another logger's ``log`` (the agent's input)."""
+        if self._task is None:
+            self._start()
+        if len(self._q) + self._inflight_n >= self._bound:
+            if self.metrics is not None:
+                self._dropped[item[0]].inc()
+            return
+        self._q.append(item)
+        if self._idle and len(self._q) >= self._wake_at:
+            self._idle = False
+            self._wake.set()
+
+    def idle(self) -> bool:
+        return not self._q and not self._inflight_n
+
     async def _run(self) -> None:
+        if self._agent is not None:
+            from ketch.serving.modelserver import logagent
+
+            try:
+                await logagent.feed(self, self._agent)
+            except Exception as e:  # noqa: BLE001 - the agent gone: deliver from here
+                log.error("request logger: the delivery agent failed (%s); delivering from the model server", e)
+            self._agent = None
         q = self._q
         http = self.url.startswith(("http://", "https://"))
         # an HTTP sink without batching gets one POST per event (KServe's binary mode), all those queued

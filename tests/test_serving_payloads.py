@@ -220,7 +220,9 @@ def test_builtin_store_is_bounded_and_rotated(tmp_path):
                 c.post(f"{s.url}/v1/models/demo:predict", json={"instances": [[float(i), 2.8, 4.8, 1.4]]})
         wait_for(lambda: any(e.get("data", {}).get("instances", [[0]])[0][0] == 119.0 for e in payloads.read(store, 5, "request")),
                  timeout=10, what="the last request stored")
-        files = sorted(p.name for p in store.iterdir())
+        # (a rotation renames the file, then opens a new one: between the two, only the rotation is there)
+        files = wait_for(lambda: sorted(p.name for p in store.iterdir()) if any(p.name.endswith(".jsonl") for p in store.iterdir()) else None,
+                         timeout=5, what="this replica's current file")
         assert "predictor-1.jsonl" not in files  # pruned to stay under the cap
         assert len(files) == 2 and files[1].endswith(".jsonl.1"), files  # this replica's file and one rotation
         assert sum(p.stat().st_size for p in store.iterdir()) <= 12000 + 4000

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from playwright.sync_api import expect
 
 from dashboard_kinds import (
@@ -116,3 +117,106 @@ def test_tuning_experiment_runs_and_the_pages_follow_it(ketch, dashboard):
     page = dashboard.open("/tuning")
     expect(page.locator("#tuning-experiments tbody tr", has_text="hpo").locator(".progress")).to_contain_text("6/6")
     dashboard.shot("tuning-list")
+
+
+NAS = {"graphConfig": {"numLayers": 3, "inputSizes": [8, 8, 1], "outputSizes": [10]},
+       "operations": [
+           {"operationType": "convolution", "parameters": [
+               {"name": "filter_size", "parameterType": "categorical", "feasibleSpace": {"list": ["3", "5"]}},
+               {"name": "num_filter", "parameterType": "categorical", "feasibleSpace": {"list": ["8", "16"]}}]},
+           {"operationType": "reduction", "parameters": [
+               {"name": "reduction_type", "parameterType": "categorical", "feasibleSpace": {"list": ["max_pooling", "avg_pooling"]}},
+               {"name": "pool_size", "parameterType": "int", "feasibleSpace": {"min": "2", "max": "3", "step": "1"}}]}]}
+# A trial that scores the architecture it is handed (no training: the page is under test, not ENAS)
+ENAS_TRIAL = ("import sys, json; a = dict(x.split('=', 1) for x in sys.argv[1:]); "
+              "arch = json.loads(a['--architecture'].replace(\"'\", '\"')); cfg = json.loads(a['--nn_config'].replace(\"'\", '\"')); "
+              "conv = sum(cfg['embedding'][str(r[0])]['opt_type'] == 'convolution' for r in arch); "
+              "print('Validation-Accuracy=%.4f' % (0.5 + 0.1 * conv + 0.01 * sum(sum(r[1:]) for r in arch)), flush=True)")
+KATIB_GENOTYPE = ("Genotype(normal=[[('separable_convolution_3x3', 0), ('max_pooling_3x3', 1)], [('skip_connection', 0), "
+                  "('separable_convolution_5x5', 2)]], normal_concat=range(2, 4), reduce=[[('max_pooling_3x3', 0), ('max_pooling_3x3', 1)], "
+                  "[('skip_connection', 2), ('separable_convolution_3x3', 1)]], reduce_concat=range(2, 4))")
+
+
+def nas_experiment(name: str, algorithm: str, command: list[str], trials: int, nas: dict, **spec) -> dict:
+    params = ([{"name": "neuralNetworkArchitecture", "reference": "architecture"}, {"name": "neuralNetworkConfig", "reference": "nn_config"}]
+              if algorithm == "enas" else [{"name": "searchSpace", "reference": "search-space"}])
+    return {"apiVersion": "kubeflow.org/v1beta1", "kind": "Experiment", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"objective": {"type": "maximize", "objectiveMetricName": "Validation-Accuracy"}, "algorithm": {"algorithmName": algorithm},
+                     "maxTrialCount": trials, "parallelTrialCount": min(2, trials), "nasConfig": nas,
+                     "metricsCollectorSpec": {"collector": {"kind": "StdOut"}},
+                     "trialTemplate": {"primaryContainerName": "training", "trialParameters": params,
+                                       "trialSpec": {"apiVersion": "batch/v1", "kind": "Job", "spec": {"backoffLimit": 0, "template": {"spec": {
+                                           "restartPolicy": "Never", "containers": [{"name": "training", "image": "python:3.11", "command": command}]}}}}},
+                     **spec}}
+
+
+def test_nas_experiments_show_the_best_architecture(ketch, dashboard):
+    """Real ENAS and DARTS experiments (ketch's suggestions, trials run by the kubelet): the experiment's page
+    shows the best trial's architecture layer by layer (operation, its parameters from nn_config, skip
+    connections) and DARTS' genotype, from Katib's Best-Genotype metric or, not collected, the trial's log."""
+    pytest.importorskip("torch", reason="ENAS' controller is torch (the torch extra)")
+    from ketch.tuning.algorithms import nas_space
+
+    enas = nas_experiment("enas-ui", "enas", ["python", "-c", ENAS_TRIAL, "--architecture=${trialParameters.neuralNetworkArchitecture}",
+                                              "--nn_config=${trialParameters.neuralNetworkConfig}"], 4, NAS)
+    darts_nas = {"graphConfig": {"numLayers": 2}, "operations": [
+        {"operationType": "separable_convolution", "parameters": [{"name": "filter_size", "parameterType": "categorical", "feasibleSpace": {"list": ["3", "5"]}}]},
+        {"operationType": "max_pooling", "parameters": [{"name": "filter_size", "parameterType": "categorical", "feasibleSpace": {"list": ["3"]}}]},
+        {"operationType": "skip_connection"}]}
+    # Katib's DARTS example: the genotype collected as a metric by a filter of its own
+    darts = nas_experiment("darts-ui", "darts", ["python", "-c", f"print({('Best-Genotype=' + KATIB_GENOTYPE)!r}); print('Validation-Accuracy=0.91')",
+                                                 "${trialParameters.searchSpace}"], 1, darts_nas)
+    darts["spec"]["objective"]["additionalMetricNames"] = ["Best-Genotype"]
+    darts["spec"]["metricsCollectorSpec"]["source"] = {"filter": {"metricsFormat": [r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)",
+                                                                                     r"([\w-]+)=(Genotype.*)"]}}
+    # ketch's own DARTS trainer prints one operation per layer; not collected, so the page reads the log
+    layers = nas_experiment("darts-log", "darts", ["python", "-c", "print('Best-Genotype=[\"max_pooling_3x3\", \"separable_convolution_5x5\"]'); "
+                                                   "print('Validation-Accuracy=0.88')", "${trialParameters.searchSpace}"], 1, darts_nas)
+    layers["spec"]["trialTemplate"]["retain"] = True
+    with ketch.http() as c:
+        for e in (enas, darts, layers):
+            r = c.post("/apis/kubeflow.org/v1beta1/namespaces/default/experiments", json=e)
+            assert r.status_code == 201, r.text
+    for name in ("enas-ui", "darts-ui", "darts-log"):
+        ketch.kubectl("wait", "--for=condition=Succeeded", f"experiment/{name}", "--timeout=240s", timeout=250)
+
+    # ENAS: the rows are the best trial's layers, each operation and its parameters as nn_config names them
+    exp = ketch.kjson("get", "experiment", "enas-ui")
+    best = exp["status"]["currentOptimalTrial"]
+    got = {a["name"]: a["value"] for a in best["parameterAssignments"]}
+    arch = nas_space.parse_architecture(got["architecture"])
+    emb = {o["opt_id"]: o for o in nas_space.operations(NAS)}
+    page = dashboard.open("/tuning/default/enas-ui")
+    panel = page.locator("#best-architecture")
+    expect(panel).to_contain_text(best["bestTrialName"])
+    rows = panel.locator("#nas-layers tbody tr")
+    expect(rows).to_have_count(3)
+    for i, row in enumerate(arch):
+        op = emb[row[0]]
+        cells = rows.nth(i).locator("td")
+        expect(cells.nth(0)).to_have_text(str(i + 1))
+        expect(cells.nth(1)).to_have_text(op["opt_type"])
+        expect(cells.nth(2)).to_have_text(", ".join(f"{k}={v}" for k, v in op["opt_params"].items()))
+        skips = [f"layer {j + 1}" for j, v in enumerate(row[1:]) if v]
+        expect(cells.nth(3)).to_have_text(", ".join(skips) if skips else "none")
+    expect(page.locator("#best-trial")).not_to_contain_text("embedding")  # nn_config is drawn, not dumped
+    # each trial's row names its operations by layer
+    expect(page.locator("#trials-table tbody tr", has_text=best["bestTrialName"])).to_contain_text(" > ".join(emb[r[0]]["opt_type"] for r in arch))
+    expect(page.locator("#parallel-coordinates")).to_have_count(0)  # no hyperparameters to plot
+    dashboard.shot("tuning-nas-enas")
+
+    # DARTS, Katib's genotype: normal and reduce cells, an edge per row
+    page = dashboard.open("/tuning/default/darts-ui")
+    rows = page.locator("#best-architecture #nas-genotype tbody tr")
+    expect(rows).to_have_count(8)
+    expect(rows.nth(0)).to_have_text(re.compile(r"normal\s*0\s*c\(k-2\)\s*separable_convolution_3x3"))
+    expect(rows.nth(3)).to_have_text(re.compile(r"normal\s*1\s*node 0\s*separable_convolution_5x5"))
+    expect(rows.nth(6)).to_have_text(re.compile(r"reduce\s*1\s*node 0\s*skip_connection"))
+    dashboard.shot("tuning-nas-darts")
+
+    # DARTS, one operation per layer, read from the retained trial's log
+    page = dashboard.open("/tuning/default/darts-log")
+    rows = page.locator("#best-architecture #nas-genotype tbody tr")
+    expect(rows).to_have_count(2, timeout=30000)
+    expect(rows.nth(0)).to_have_text(re.compile(r"1\s*max_pooling_3x3"))
+    expect(rows.nth(1)).to_have_text(re.compile(r"2\s*separable_convolution_5x5"))

@@ -8,6 +8,7 @@ import asyncio
 import json
 import threading
 import time
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -19,17 +20,24 @@ from serving_helpers import IRIS_ROW, ModelServer, train_sklearn
 
 
 class Sink:
-    """A real HTTP server recording what it is sent (headers, body); ``delay`` makes it slow."""
+    """A real HTTP server recording what it is sent (headers, body); ``delay`` makes it slow. By default
+    HTTP/1.0, as http.server is: one request per connection (the logger must fall back from pipelining);
+    ``keep_alive`` makes it HTTP/1.1, and ``conns`` records the client address of each request."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, keep_alive: bool = False) -> None:
         self.got: list[tuple[dict, bytes]] = []
+        self.conns: list[tuple] = []
         sink = self
 
         class H(BaseHTTPRequestHandler):
+            if keep_alive:
+                protocol_version = "HTTP/1.1"
+
             def do_POST(self):  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 if delay:
                     time.sleep(delay)
+                sink.conns.append(self.client_address)
                 sink.got.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 self.send_response(200)
                 self.send_header("content-length", "0")
@@ -87,6 +95,68 @@ def test_http_sink_gets_kserve_cloudevent_headers(tmp_path, sink):
         s.stop()
 
 
+@pytest.mark.parametrize("agent", [False, True], ids=["in-process", "agent"])
+def test_http_sink_pipelines_events_on_one_connection_with_each_events_headers(tmp_path, agent):
+    """Many concurrent requests: their events reach a keep-alive sink as one POST each (binary mode) over a
+    persistent connection or two, and the pre-encoded head carries each event's own Ce-Id, Ce-Time and
+    Ce-Metadata. An id from a request body cannot inject a header. The same from the delivery agent, a
+    child process whose counts reach the model server's metrics."""
+    sink = Sink(keep_alive=True)
+    train_sklearn(tmp_path / "m")
+    s = ModelServer(tmp_path, "--model-name", "iris", "--model-dir", str(tmp_path / "m"), "--logger-url", sink.url,
+                    "--service-name", "demo", "--namespace", "ns1", "--logger-metadata-headers", "x-user", "--no-access-log",
+                    *(["--logger-agent"] if agent else [])).wait_ready()
+    if agent:
+        import psutil
+
+        kids = psutil.Process(s.proc.pid).children()
+        assert [k.cmdline()[2] for k in kids] == ["ketch.serving.modelserver.logagent"]
+    n = 60
+
+    async def flood() -> list[int]:
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=16)) as c:
+            rs = await asyncio.gather(*(c.post(f"{s.url}/v1/models/iris:predict", json={"instances": [[float(i), 2.8, 4.8, 1.4]]},
+                                               headers={"x-request-id": f"req-{i}", "x-user": f"user-{i}"}) for i in range(n)))
+            return [r.status_code for r in rs]
+
+    try:
+        t0 = datetime.now(UTC)
+        assert asyncio.run(flood()) == [200] * n
+        r = httpx.post(f"{s.url}/v2/models/iris/infer", json={"id": "evil\r\nX-Injected: 1", "inputs": [
+            {"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": IRIS_ROW}]})
+        assert r.status_code == 200, r.text
+        wait_for(lambda: len(sink.got) >= 2 * n + 2, timeout=20, what="every event")
+        t1 = datetime.now(UTC)
+        assert len(sink.got) == 2 * n + 2
+        assert len(set(sink.conns)) <= 3, set(sink.conns)  # persistent: not a connection per event
+        reqs = {}
+        for h, b in sink.got:
+            assert h["ce-specversion"] == "1.0" and h["ce-inferenceservicename"] == "demo" and h["ce-namespace"] == "ns1"
+            assert h["ce-source"] == "http://localhost/demo" and h["ce-component"] == "predictor" and h["ce-endpoint"] == "default"
+            assert t0 <= datetime.fromisoformat(h["ce-time"]) <= t1
+            assert "x-injected" not in h
+            if h["ce-id"].startswith("evil"):
+                assert h["ce-id"] == "evil  X-Injected: 1" and h["ce-metadata"] == "null"
+                continue
+            i = int(h["ce-id"].removeprefix("req-"))
+            assert json.loads(h["ce-metadata"]) == {"x-user": [f"user-{i}"]}
+            if h["ce-type"] == "org.kubeflow.serving.inference.request":
+                assert json.loads(b)["instances"][0][0] == float(i)  # this event's own body under its own id
+                reqs[i] = h
+            else:
+                assert h["ce-type"] == "org.kubeflow.serving.inference.response" and "predictions" in json.loads(b)
+        assert sorted(reqs) == list(range(n))
+        want = {(("type", "org.kubeflow.serving.inference.request"),): n + 1.0, (("type", "org.kubeflow.serving.inference.response"),): n + 1.0}
+        wait_for(lambda: metric(s.url, "kserve_logger_events_sent_total") == want, timeout=10, what="sent counters")
+        assert sum(metric(s.url, "kserve_logger_work_queue_depth").values()) == 0  # nothing held once all is reported
+    finally:
+        s.stop()
+        sink.close()
+    if agent:
+        wait_for(lambda: not any(k.is_running() and k.status() != psutil.STATUS_ZOMBIE for k in kids), timeout=10,
+                 what="the agent to end with the model server")
+
+
 def test_http_sink_batches_as_cloudevents_batch(tmp_path, sink):
     train_sklearn(tmp_path / "m")
     s = ModelServer(tmp_path, "--model-name", "iris", "--model-dir", str(tmp_path / "m"), "--logger-url", sink.url, "--service-name", "demo",
@@ -100,7 +170,9 @@ def test_http_sink_batches_as_cloudevents_batch(tmp_path, sink):
         events = [e for _, b in sink.got for e in json.loads(b)]
         assert [e["data"]["instances"][0][0] for e in events] == list(range(6))
         assert all(e["type"] == "org.kubeflow.serving.inference.request" and e["specversion"] == "1.0" and e["inferenceservicename"] == "demo"
-                   for e in events)
+                   and e["source"] == "http://localhost/demo" and e["datacontenttype"] == "application/json" and e["namespace"] == ""
+                   and e["component"] == "predictor" and e["endpoint"] == "default" for e in events)
+        assert len({e["id"] for e in events}) == 6 and all(datetime.fromisoformat(e["time"]).tzinfo for e in events)
         assert len(sink.got) < 6 and max(len(json.loads(b)) for _, b in sink.got) == 4  # batched, at most batchSize per POST
     finally:
         s.stop()
@@ -109,7 +181,8 @@ def test_http_sink_batches_as_cloudevents_batch(tmp_path, sink):
 def test_slow_sink_drops_are_counted(tmp_path):
     slow = Sink(delay=0.5)
     train_sklearn(tmp_path / "m")
-    s = ModelServer(tmp_path, "--model-name", "iris", "--model-dir", str(tmp_path / "m"), "--logger-url", slow.url, "--no-access-log").wait_ready()
+    s = ModelServer(tmp_path, "--model-name", "iris", "--model-dir", str(tmp_path / "m"), "--logger-url", slow.url, "--no-access-log",
+                    "--logger-queue-size", "100").wait_ready()
 
     async def flood() -> list[int]:
         async with httpx.AsyncClient(limits=httpx.Limits(max_connections=32)) as c:
@@ -122,7 +195,8 @@ def test_slow_sink_drops_are_counted(tmp_path):
         dropped = sum(metric(s.url, "kserve_logger_events_dropped_total").values())
         depth = sum(metric(s.url, "kserve_logger_work_queue_depth").values())
         sent = sum(metric(s.url, "kserve_logger_events_sent_total").values())
-        # 300 events, a queue of 100 and a sink taking two a second: most are dropped, and every one is accounted for
+        # 300 events, 100 held at most (queued or in flight) and a sink taking two a second: most are dropped,
+        # and every one is accounted for
         assert dropped >= 150 and dropped + sent + depth <= 300 + 1, (dropped, sent, depth)
     finally:
         s.stop()
@@ -146,7 +220,9 @@ def test_builtin_store_is_bounded_and_rotated(tmp_path):
                 c.post(f"{s.url}/v1/models/demo:predict", json={"instances": [[float(i), 2.8, 4.8, 1.4]]})
         wait_for(lambda: any(e.get("data", {}).get("instances", [[0]])[0][0] == 119.0 for e in payloads.read(store, 5, "request")),
                  timeout=10, what="the last request stored")
-        files = sorted(p.name for p in store.iterdir())
+        # (a rotation renames the file, then opens a new one: between the two, only the rotation is there)
+        files = wait_for(lambda: sorted(p.name for p in store.iterdir()) if any(p.name.endswith(".jsonl") for p in store.iterdir()) else None,
+                         timeout=5, what="this replica's current file")
         assert "predictor-1.jsonl" not in files  # pruned to stay under the cap
         assert len(files) == 2 and files[1].endswith(".jsonl.1"), files  # this replica's file and one rotation
         assert sum(p.stat().st_size for p in store.iterdir()) <= 12000 + 4000

@@ -43,6 +43,8 @@ def parser() -> argparse.ArgumentParser:
     a("--logger-mode", default="all", choices=["all", "request", "response"])
     a("--logger-batch-size", type=int, default=1, help="HTTP sinks: events per POST (>1: CloudEvents batched content mode)")
     a("--logger-batch-interval", type=float, default=1.0, help="HTTP sinks: most seconds an event waits for its batch to fill")
+    a("--logger-queue-size", type=int, default=0, help="most log events queued or being delivered (default 10000); more are dropped")
+    a("--logger-agent", action="store_true", help="deliver to an HTTP sink from a child process (logagent.py), not the model server's own")
     a("--logger-metadata-headers", default="", help="comma-separated request headers sent along as the events' metadata")
     a("--predictor-host", "--predictor_host", default=None, help="transformer: the predictor to forward to")
     a("--protocol", default="v1", help="transformer: the predictor's protocol")
@@ -115,7 +117,8 @@ def run(model: Model, args: argparse.Namespace) -> None:
     if args.logger_url:
         rl = RequestLogger(args.logger_url, args.logger_mode, model.name, args.service_name, args.namespace, args.component,
                            batch_size=args.logger_batch_size, batch_interval=args.logger_batch_interval,
-                           metadata_headers=[h for h in args.logger_metadata_headers.split(",") if h], metrics=LoggerMetrics(metrics.registry))
+                           metadata_headers=[h for h in args.logger_metadata_headers.split(",") if h], metrics=LoggerMetrics(metrics.registry),
+                           queue_size=args.logger_queue_size, agent=args.logger_agent)
     app = ModelServerApp(reg, access_log=not args.no_access_log, request_logger=rl)
     try:
         import uvloop  # noqa: F401

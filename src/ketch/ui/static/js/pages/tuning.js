@@ -1,10 +1,14 @@
-// Tuning: Katib Experiments (kubeflow.org/v1beta1) with progress, the best trial, a sortable trials table,
-// the objective over trials and a parallel-coordinates plot; all kept live by watches.
+// Tuning: Katib Experiments (kubeflow.org/v1beta1) with progress, the best trial (for NAS, its
+// architecture: pages/nas.js), a sortable trials table, the objective over trials and a
+// parallel-coordinates plot; all kept live by watches.
 import { h, mount, table, badge, age, link, kv, batched } from "../dom.js";
 import { findKind, resPath, liveObjects, get, follow } from "../api.js";
 import { nsOf, objectPage, inWhere } from "./resources.js";
 import { lineChart, parallelCoordinates } from "../charts.js";
+import { bestArchitecture, genotypeMetric, genotypeInLog, architectureSummary } from "./nas.js";
 
+// Trial parameters of NAS shown in the architecture panel rather than as values.
+const NAS_PARAMS = new Set(["architecture", "nn_config", "search-space", "algorithm-settings"]);
 const state = (o) => { const on = ((o.status && o.status.conditions) || []).filter(c => c.status === "True"); return on.length ? on[on.length - 1].type : "Created"; };
 
 export async function list(root, _p, ctx) {
@@ -62,17 +66,22 @@ export async function details(root, p, ctx) {
     const goal = obj.objectiveMetricName || "objective";
     const pnames = ((exp.spec || {}).parameters || []).map(x => x.name);
     const best = (exp.status || {}).currentOptimalTrial || {};
+    const nas = !!(exp.spec || {}).nasConfig;
+    const algo = ((exp.spec || {}).algorithm || {}).algorithmName;
     mount(summary, h("p", {}, badge(state(exp)), " ", progressBar(exp), ` · ${obj.type || ""} ${goal}${obj.goal !== undefined ? " to " + obj.goal : ""} · algorithm ${((exp.spec || {}).algorithm || {}).algorithmName || ""}`),
       h("h2", {}, "Best trial"), best.bestTrialName ? h("div", { id: "best-trial" }, h("p", {}, best.bestTrialName),
-        kv(Object.fromEntries([...(best.parameterAssignments || []).map(a => [a.name, short(num(a.value))]), ...(((best.observation || {}).metrics) || []).map(m => [m.name, m.latest ?? m.max])]))) : h("p", { class: "muted" }, "none yet"));
+        kv(Object.fromEntries([...(best.parameterAssignments || []).filter(a => !nas || !NAS_PARAMS.has(a.name)).map(a => [a.name, short(num(a.value))]),
+          ...(((best.observation || {}).metrics) || []).filter(m => !/genotype/i.test(m.name)).map(m => [m.name, m.latest ?? m.max])]))) : h("p", { class: "muted" }, "none yet"),
+      ...(nas ? [bestArchitecture(exp, best, genotypeOf(best))] : []));
     const rows = trials.slice().sort((a, b) => String(a.metadata.creationTimestamp).localeCompare(String(b.metadata.creationTimestamp)) || a.metadata.name.localeCompare(b.metadata.name));
     const pv = (t, n) => num(((t.spec || {}).parameterAssignments || []).find(a => a.name === n)?.value);
-    const sig = JSON.stringify([pnames, goal, best.bestTrialName]);
+    const sig = JSON.stringify([pnames, goal, best.bestTrialName, nas]);
     if (tbox.firstChild && tbox.dataset.sig === sig) tbox.firstChild.setRows(rows);
     else mount(tbox, table([
       { title: "Trial", value: t => t.metadata.name, render: t => h("span", { class: t.metadata.name === best.bestTrialName ? "best" : "" }, t.metadata.name) },
       { title: "State", value: state, render: t => badge(state(t)) },
       ...pnames.map(n => ({ title: n, value: t => pv(t, n) ?? "", render: t => short(pv(t, n)), })),
+      ...(nas && algo === "enas" ? [{ title: "Architecture", value: t => architectureSummary(t, exp.spec.nasConfig) }] : []),
       { title: goal, value: t => metric(t, goal) ?? "" },
       { title: "", value: () => "", render: t => h("button", { class: "trial-logs", "data-trial": t.metadata.name, onclick: () => openLog(t) }, "Logs") },
     ], rows, { id: "trials-table", empty: "No trials yet." }));
@@ -82,8 +91,31 @@ export async function details(root, p, ctx) {
     const running = done.map((t, i) => { const v = metric(t, goal); bestSoFar = bestSoFar === null ? v : obj.type === "minimize" ? Math.min(bestSoFar, v) : Math.max(bestSoFar, v); return [i + 1, bestSoFar]; });
     mount(plots,
       h("figure", {}, h("figcaption", {}, `${goal} over trials`), lineChart([{ name: goal, points: done.map((t, i) => [i + 1, metric(t, goal)]) }, { name: "best so far", points: running }], { xLabel: "trial", yLabel: goal, id: "objective-chart", dots: done.length < 300 })),
-      h("figure", {}, h("figcaption", {}, "Parameters against the objective"),
+      pnames.length === 0 ? null : h("figure", {}, h("figcaption", {}, "Parameters against the objective"),
         parallelCoordinates([...pnames.map(name => ({ name })), { name: goal }], done.map(t => ({ label: t.metadata.name, values: Object.fromEntries([...pnames.map(n => [n, pv(t, n)]), [goal, metric(t, goal)]]) })))));
+  }
+  // NAS: the best trial's genotype (DARTS), from its metrics or else, once per best trial, its log.
+  const genotypes = new Map();
+  function genotypeOf(best) {
+    const name = best.bestTrialName;
+    if (!name) return null;
+    const trial = trials.find(t => t.metadata.name === name);
+    const fromMetric = genotypeMetric(best) || genotypeMetric(trial && trial.status);
+    if (fromMetric) return fromMetric;
+    if (!genotypes.has(name)) {
+      genotypes.set(name, undefined);
+      genotypeFromLog(name).then(g => { genotypes.set(name, g); redraw(); }, () => genotypes.set(name, null));
+    }
+    return genotypes.get(name);
+  }
+  async function genotypeFromLog(trialName) {
+    const nsPods = `/api/v1/namespaces/${encodeURIComponent(p.ns)}/pods`;
+    const pods = (await get(`${nsPods}?labelSelector=${encodeURIComponent("katib.kubeflow.org/trial=" + trialName)}`)).items || [];
+    if (!pods.length) return null;
+    const pod = pods[pods.length - 1];
+    const primary = ((exp.spec || {}).trialTemplate || {}).primaryContainerName;
+    const res = await fetch(`${nsPods}/${encodeURIComponent(pod.metadata.name)}/log${primary ? "?container=" + encodeURIComponent(primary) : ""}`);
+    return res.ok ? genotypeInLog(await res.text()) : null;
   }
   // A trial's log: its primary container's, in the trial's Pod (found by Katib's trial label), followed
   // live while it runs. A finished trial's Job is deleted unless the template says `retain: true`.

@@ -89,9 +89,17 @@ def prune(d: Path, cap: int, keep: Path | None = None) -> None:
 
 
 def _files(d: Path) -> list[Path]:
+    """The files oldest first. A writer renames and prunes while readers look, so a file may go between the
+    listing and its stat: it is left out, never an error."""
     if not d.is_dir():
         return []
-    return sorted(d.glob("*.jsonl*"), key=lambda p: p.stat().st_mtime)
+    found: list[tuple[float, Path]] = []
+    for p in d.glob("*.jsonl*"):
+        try:
+            found.append((p.stat().st_mtime, p))
+        except FileNotFoundError:
+            continue
+    return [p for _, p in sorted(found)]
 
 
 def read(d: Path, limit: int = 100, kind: str | None = None) -> list[dict]:
@@ -123,9 +131,12 @@ def events_since(d: Path, offsets: dict[str, int]) -> Iterator[dict]:
             start = 0
         if st.st_size == start:
             continue
-        with open(p, "rb") as f:
-            f.seek(start)
-            data = f.read()
+        try:
+            with open(p, "rb") as f:
+                f.seek(start)
+                data = f.read()
+        except FileNotFoundError:  # pruned since the listing
+            continue
         end = data.rfind(b"\n") + 1  # a line still being written waits for the next call
         offsets[key] = start + end
         for ln in data[:end].splitlines():

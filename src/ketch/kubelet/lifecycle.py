@@ -722,7 +722,7 @@ class PodWorker:
                 self.k.client.event(self.pod, "Normal", SHARED_NETWORK_REASON, SHARED_NETWORK_MESSAGE, "kubelet")
             return True
         try:
-            self.net = await asyncio.to_thread(self.k.network.setup, self.uid, self.name, self.ns, self.pod_ip)
+            self.net = await asyncio.to_thread(self.k.network.setup, self.uid, spec.get("hostname") or self.name, self.ns, self.pod_ip)
         except OSError as e:
             msg = f"Failed to create pod sandbox: setting up the Pod's network namespace failed: {e}"
             for cs in self.cs.values():

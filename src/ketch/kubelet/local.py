@@ -65,7 +65,7 @@ class LocalKubelet(Kubelet):
         self.pending: dict[str, dict] = {}  # uid -> pod waiting for room
         self._capacity: dict[str, float] | None = None
         self.leave_running = os.environ.get("KETCH_KUBELET_ON_EXIT", "kill") == "leave"
-        self.network = select_network(ctx.settings.port, self.home)
+        self.network = select_network(ctx.settings)
         self.warm = WarmStarts(Path(self.home) / "kubelet", enabled=self.local_processes and os.environ.get("KETCH_WARM_START", "1") != "0",
                                supervise=self.local_processes and os.environ.get("KETCH_SUPERVISE", "1") != "0")
 
@@ -100,7 +100,7 @@ class LocalKubelet(Kubelet):
         if exe is None:
             raise CannotRun(f'exec: "{argv[0]}": executable file not found in $PATH')
         started = None
-        into = {"netns": net.path, "hosts": net.hosts} if net is not None and net.netns else None
+        into = {"netns": net.path, "hosts": net.hosts, "hostname": net.hostname} if net is not None and net.netns else None
         if stdin is None:
             if preload:
                 started = await self.warm.spawn(preload, [exe, *argv[1:]], env, cwd, stdout, stderr, exit_file, into)

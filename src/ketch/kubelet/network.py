@@ -13,7 +13,7 @@ Two modes, chosen by ``KETCH_POD_NETWORK`` (docs/kubelet.md, "Pod networks"):
   (bind-mounted over the real one, as ``ip netns exec`` does from ``/etc/netns/<name>/hosts``) names its own
   hostname and every Service as ``svc.ns.svc.cluster.local``, ``svc.ns`` and, in its namespace, ``svc``.
   It needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) and iproute2's ``ip``; ``auto`` picks it where both are
-  there and ``host`` otherwise.
+  there and ``host`` otherwise (resolved in ketch.config, since controllers need to know it too).
 
 The namespaces are named after the Pod's uid (``ketch-<uid>``), so they outlive a killed ketch as the
 Pod's processes do, and the next kubelet adopts them (the address is in the Pod's state file); those of
@@ -34,6 +34,8 @@ import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from ketch.config import Settings, netns_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,7 @@ class PodNet:
 
     ip: str
     netns: str | None = None
+    hostname: str = ""
 
     @property
     def path(self) -> str | None:
@@ -107,23 +110,9 @@ class PodNet:
 HOST = PodNet("127.0.0.1")
 
 
-def mode() -> str:
-    """The configured mode, with ``auto`` resolved: ``netns`` where this process may make namespaces."""
-    m = (os.environ.get("KETCH_POD_NETWORK") or "host").strip().lower()
-    if m not in ("host", "netns", "auto"):
-        raise ValueError(f"KETCH_POD_NETWORK={m!r}: expected host, netns or auto")
-    if m == "auto":
-        return "netns" if permitted() is None else "host"
-    return m
-
-
 def permitted() -> str | None:
     """Why this process cannot make Pod namespaces (None: it can)."""
-    if os.geteuid() != 0:
-        return "ketch is not running as root (network namespaces need CAP_NET_ADMIN and CAP_SYS_ADMIN)"
-    if shutil.which("ip") is None:
-        return "iproute2's ip command is not installed"
-    return None
+    return netns_unavailable()
 
 
 def _ip(*args: str, batch: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -300,7 +289,7 @@ class NamespacedNetwork(Network):
         name = self.netns_name(uid)
         addr = self._allocate(uid, ip)
         self.names[uid] = (hostname, namespace)
-        net = PodNet(addr, name)
+        net = PodNet(addr, name, hostname[:63])
         if (NETNS_DIR / name).exists() and ip == addr:
             self._write_hosts(uid)
             return net
@@ -373,5 +362,7 @@ class NamespacedNetwork(Network):
             self.teardown(owner)
 
 
-def select(api_port: int, home: Path) -> Network:
-    return NamespacedNetwork(api_port, home) if mode() == "netns" else Network(api_port, home)
+def select(settings: Settings) -> Network:
+    """The network ``settings.pod_network`` names (KETCH_POD_NETWORK, resolved in ketch.config)."""
+    cls = NamespacedNetwork if settings.pod_network == "netns" else Network
+    return cls(settings.port, settings.home)

@@ -140,9 +140,14 @@ class ServiceProxy:
             md, spec = s["metadata"], s.get("spec") or {}
             ip = spec.get("clusterIP") or ""
             ep = eps.get((md["namespace"], md["name"]))
-            if ip == "None":  # headless: the name resolves to the ready Pods themselves
+            if ip == "None":  # headless: the name resolves to the ready Pods themselves, and each Pod with a
+                # hostname under this subdomain to its own address (<hostname>.<svc>.<ns>.svc), as cluster DNS does
                 for addr in sorted({a for a, _ in endpoint_addresses(ep)}):
                     names.append((addr, md["name"], md["namespace"]))
+                for subset in (ep or {}).get("subsets") or []:
+                    for a in subset.get("addresses") or []:
+                        if a.get("hostname") and a.get("ip"):
+                            names.append((a["ip"], f"{a['hostname']}.{md['name']}", md["namespace"]))
                 continue
             try:
                 if ipaddress.ip_address(ip) not in SERVICE_CIDR:

@@ -191,7 +191,8 @@ def _exec(req: dict, fds: list[int], err_w: int) -> None:
 
 def enter_net(net: dict) -> None:
     """Join the Pod's network namespace and see its hosts file as /etc/hosts, as ``ip netns exec`` does:
-    setns(2), then a mount namespace of this process's own (mounts made here never reach the host) in
+    setns(2), a UTS namespace with the Pod's hostname (what distributed frameworks resolve to find their
+    own address), then a mount namespace of this process's own (mounts made here never reach the host) in
     which the Pod's hosts file is bind-mounted over /etc/hosts. ctypes, being standard library, is safe here."""
     import ctypes
 
@@ -207,6 +208,10 @@ def enter_net(net: dict) -> None:
         check(libc.setns(fd, 0x40000000), "setns")  # CLONE_NEWNET
     finally:
         os.close(fd)
+    if net.get("hostname"):  # a UTS namespace of its own: gethostname() is the Pod's, as on a node
+        name = net["hostname"].encode()
+        check(libc.unshare(0x04000000), "unshare(CLONE_NEWUTS)")
+        check(libc.sethostname(name, len(name)), "sethostname")
     if net.get("hosts"):
         check(libc.unshare(0x00020000), "unshare")  # CLONE_NEWNS
         # MS_REC | MS_SLAVE on /: nothing mounted below propagates back to the host

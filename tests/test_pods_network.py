@@ -5,12 +5,18 @@ own, Services a ClusterIP with a proxy and names in every Pod's /etc/hosts."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
-import socket
+import re
+import subprocess
+import sys
+from pathlib import Path
 
+import httpx
 import pytest
+import yaml
 
-from conftest import wait_for
+from conftest import free_port, kubectl_bin, make_ketch, wait_for
 
 SERVE = "import socket,sys,time; s=socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(); print('listening', flush=True); time.sleep(600)"
 
@@ -26,14 +32,15 @@ def events(k, name: str) -> list[dict]:
     return k.kjson("get", "events", "--field-selector", f"involvedObject.name={name}")["items"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def test_shared_host_network_is_said_on_the_pod_and_is_real(tmp_path):
+    k = make_ketch(tmp_path, env={"KETCH_POD_NETWORK": "host"}).start()
+    try:
+        _shared_host_network(k)
+    finally:
+        k.stop()
 
 
-def test_shared_host_network_is_said_on_the_pod_and_is_real(ketch):
-    k = ketch
+def _shared_host_network(k) -> None:
     port = free_port()
     k.kubectl("apply", "-f", "-", input=pod("first", port))
     wait_for(lambda: "listening" in k.kubectl("logs", "first").stdout, timeout=60, what="the first Pod to listen")
@@ -94,8 +101,6 @@ def ready(k, name: str, ns: str = "default") -> dict:
 
 @pytest.fixture
 def netns_ketch(tmp_path):
-    from conftest import make_ketch
-
     k = make_ketch(tmp_path, env={"KETCH_POD_NETWORK": "netns"}).start()
     try:
         yield k
@@ -105,11 +110,6 @@ def netns_ketch(tmp_path):
 
 @needs_netns
 def test_each_pod_has_its_own_address_and_services_have_cluster_ips_and_names(netns_ketch):
-    import ipaddress
-    from pathlib import Path
-
-    import httpx
-
     k = netns_ketch
     # two Pods listening on the same port: on Kubernetes each has its own IP, and so here
     for n in ("web-a", "web-b"):
@@ -161,10 +161,6 @@ def test_each_pod_has_its_own_address_and_services_have_cluster_ips_and_names(ne
     assert f"{cip}\tweb.default.svc.cluster.local" in hosts and f"{a['status']['podIP']}\tweb-a" in hosts
     apply_obj(k, web_pod("local-only", bind="127.0.0.1", labels={"app": "local"}))
     wait_for(lambda: k.kjson("get", "pod", "local-only")["status"].get("phase") == "Running", timeout=60, what="local-only running")
-    import subprocess
-
-    from conftest import free_port, kubectl_bin
-
     port = free_port()
     pf = subprocess.Popen([kubectl_bin(), "--kubeconfig", str(k.kubeconfig), "port-forward", "pod/local-only", f"{port}:8080"],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -184,8 +180,6 @@ def test_each_pod_has_its_own_address_and_services_have_cluster_ips_and_names(ne
 
 
 def _get(url: str) -> str | None:
-    import httpx
-
     try:
         return httpx.get(url, timeout=3).text
     except httpx.HTTPError:
@@ -194,8 +188,6 @@ def _get(url: str) -> str | None:
 
 @needs_netns
 def test_a_pods_namespace_and_address_survive_kill_9_of_ketch(netns_ketch):
-    from pathlib import Path
-
     k = netns_ketch
     apply_obj(k, web_pod("keep"))
     before = ready(k, "keep")
@@ -208,3 +200,33 @@ def test_a_pods_namespace_and_address_survive_kill_9_of_ketch(netns_ketch):
     assert _get(f"http://{ip}:8080/").endswith("keep")
     k.kubectl("delete", "pod", "keep", "--wait=true")
     wait_for(lambda: not Path(f"/run/netns/ketch-{uid}").exists(), timeout=30, what="the namespace removed")
+
+
+@pytest.mark.parametrize("mode", ["host", "netns"])
+def test_pytorch_ddp_peers_find_each_other_in_either_network(tmp_path, mode):
+    """The training operator's wiring in both networks: 127.0.0.1 and a port of the master's own on the
+    host network; the master's headless Service name (resolved in each Pod's hosts file) with Pods of their
+    own addresses. Gloo finds each rank's address from its hostname, which is the Pod's in netns mode."""
+    if mode == "netns" and netns_unavailable() is not None:
+        pytest.skip(f"network namespaces: {netns_unavailable()}")
+    pytest.importorskip("torch", reason="needs the torch extra")
+    script = str(Path(__file__).parent / "training_scripts" / "ddp_train.py")
+    k = make_ketch(tmp_path, env={"KETCH_POD_NETWORK": mode}).start()
+    try:
+        rs = {"replicas": 1, "template": {"spec": {"containers": [{"name": "pytorch", "image": "python:3.11", "command": [sys.executable, script]}]}}}
+        job = {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "ddp", "namespace": "default"},
+               "spec": {"pytorchReplicaSpecs": {"Master": rs, "Worker": rs}}}
+        k.kubectl("create", "-f", "-", input=yaml.safe_dump(job))
+        k.kubectl("wait", "--for=condition=Succeeded", "pytorchjob/ddp", "--timeout=180s", timeout=200)
+        pods = {n: k.kjson("get", "pod", n) for n in ("ddp-master-0", "ddp-worker-0")}
+        addr = {e["name"]: e.get("value") for e in pods["ddp-worker-0"]["spec"]["containers"][0]["env"]}["MASTER_ADDR"]
+        ips = {p["status"]["podIP"] for p in pods.values()}
+        if mode == "netns":
+            assert addr == "ddp-master-0" and len(ips) == 2
+        else:
+            assert addr == "127.0.0.1" and ips == {"127.0.0.1"}
+        for rank, n in enumerate(pods):
+            m = re.search(r"rank=(\d+) world=2 .* in_sync=True", k.kubectl("logs", n).stdout)
+            assert m and int(m.group(1)) == rank
+    finally:
+        k.stop()

@@ -364,3 +364,36 @@ def test_default_runtime_and_adoption_after_kill9(dk, engine_env, tmp_path):
     assert t["exitCode"] == 3 and t["reason"] == "Error"
     assert (marks / "log").read_text() == "started\n"  # one container all along, not a restart
     assert not [n for n in engine_names(engine_env) if "_long_" in n or "_short_" in n]
+
+
+def test_containers_join_the_pods_own_network_namespace(engine_env, tmp_path):
+    """With KETCH_POD_NETWORK=netns a container gets its Pod's address, as a process does: two containers
+    both serve :8080, each at its own podIP, and see the Pod's hosts file."""
+    from ketch.kubelet.network import permitted
+
+    if permitted() is not None:
+        pytest.skip(f"network namespaces: {permitted()}")
+    import httpx
+
+    k = make_ketch(tmp_path, env={"CONTAINERS_CONF": engine_env["CONTAINERS_CONF"], "KETCH_POD_NETWORK": "netns"}).start()
+    try:
+        k.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": "podman"}, "handler": "podman"}))
+        serve = ["sh", "-c", "mkdir -p /w && echo $HOSTNAME > /w/index.html && exec httpd -f -p 8080 -h /w"]
+        for n in ("box-a", "box-b"):
+            apply(k, pod(n, command=serve))
+        pods = [running(k, n, timeout=120) for n in ("box-a", "box-b")]
+        ips = [p["status"]["podIP"] for p in pods]
+        assert len(set(ips)) == 2 and all(ip.startswith("10.244.") for ip in ips)
+
+        def answer(ip: str) -> str | None:
+            try:
+                return httpx.get(f"http://{ip}:8080/", timeout=3).text.strip()
+            except httpx.HTTPError:
+                return None
+
+        for p, ip in zip(pods, ips, strict=True):
+            assert wait_for(lambda ip=ip: answer(ip), timeout=30, what=f"{ip}:8080") == p["metadata"]["name"]
+        hosts = k.kubectl("exec", "box-a", "--", "cat", "/etc/hosts").stdout
+        assert f"{ips[0]}\tbox-a" in hosts
+    finally:
+        k.stop()

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from conftest import make_ketch, wait_for
+from ketch.kubelet.env import expand
 
 TOKEN: list[str] = [""]
 
@@ -98,7 +99,8 @@ def drive(k, ns: str, exp: str, run, timeout: float = 120, until=None) -> dict:
             if p["metadata"]["name"] in seen or p.get("status", {}).get("phase") in ("Succeeded", "Failed"):
                 continue
             seen.add(p["metadata"]["name"])
-            env = {e["name"]: e.get("value") for e in p["spec"]["containers"][0].get("env") or []}
+            # as a kubelet would: $(KETCH_SERVER) is where the Pod reaches ketch
+            env = {e["name"]: expand(e.get("value") or "", {"KETCH_SERVER": k.url}) for e in p["spec"]["containers"][0].get("env") or []}
             code = run(p, args_of(p), env)
             set_pod(k, p, "Succeeded" if code == 0 else "Failed", code)
         return None

@@ -15,6 +15,32 @@ def default_home() -> Path:
     return Path(os.environ.get("KETCH_HOME") or Path.home() / ".ketch").expanduser()
 
 
+def netns_unavailable() -> str | None:
+    """Why this process cannot give Pods network namespaces (None: it can)."""
+    import shutil
+
+    if os.geteuid() != 0:
+        return "ketch is not running as root (network namespaces need CAP_NET_ADMIN and CAP_SYS_ADMIN)"
+    if shutil.which("ip") is None:
+        return "iproute2's ip command is not installed"
+    return None
+
+
+def pod_network_mode(value: str) -> str:
+    """``KETCH_POD_NETWORK`` resolved: ``auto`` is ``netns`` where this process may make namespaces."""
+    m = value.strip().lower()
+    if m not in ("host", "netns", "auto"):
+        raise ValueError(f"KETCH_POD_NETWORK={value!r}: expected host, netns or auto")
+    if m == "auto":
+        return "netns" if netns_unavailable() is None else "host"
+    return m
+
+
+def pod_network() -> str:
+    """This process's Pod network mode, from the environment (what Settings.pod_network holds)."""
+    return pod_network_mode(os.environ.get("KETCH_POD_NETWORK") or "host")
+
+
 @dataclass
 class Settings:
     home: Path = field(default_factory=default_home)
@@ -35,6 +61,10 @@ class Settings:
     insecure: bool = False
     # OIDC ID tokens from this issuer are accepted (``ketch up --oidc-issuer-url``); see machinery/oidc.py.
     oidc: OIDCConfig | None = None
+    # Pods' network (KETCH_POD_NETWORK, kubelet/network.py): "host" (all at 127.0.0.1) or "netns" (a network
+    # namespace and address per Pod); "auto" is resolved here. Controllers read it to hand out peer
+    # addresses: Service names where Pods resolve them, 127.0.0.1 ports where they share the host's network.
+    pod_network: str = "host"
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -45,6 +75,7 @@ class Settings:
             s.watch_history = int(os.environ["KETCH_WATCH_HISTORY"])
         if os.environ.get("KETCH_ALLOWED_HOSTS"):
             s.allowed_hosts = [x.strip() for x in os.environ["KETCH_ALLOWED_HOSTS"].split(",") if x.strip()]
+        s.pod_network = pod_network()
         if os.environ.get("KETCH_DISABLE"):
             s.disabled = {x.strip() for x in os.environ["KETCH_DISABLE"].split(",") if x.strip()}
         for k, v in overrides.items():

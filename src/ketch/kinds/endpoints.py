@@ -1,8 +1,8 @@
 """Pure helpers to turn a Service's Endpoints into host:port pairs.
 
 Any component (training operators handing out ``<job>-master-0:23456``, tuning, pipelines) reads the
-``Endpoints`` object through the API and calls these; nothing here touches server state. Every pod runs on
-this host, so addresses are loopback addresses (see docs/services.md).
+``Endpoints`` object through the API and calls these; nothing here touches server state. Addresses are
+the Pods' IPs: 127.0.0.1 on the host network, their own with a namespace per Pod (see docs/services.md).
 """
 
 from __future__ import annotations
@@ -39,6 +39,6 @@ def endpoint_pods(endpoints: dict | None) -> list[str]:
 
 
 def service_host(service: dict) -> str:
-    """The address a client dials for a Service: its clusterIP (127.0.0.1 in ketch)."""
+    """The address a client dials for a Service: its clusterIP (127.0.0.1 on the host network, docs/services.md)."""
     ip = (service.get("spec") or {}).get("clusterIP")
     return "127.0.0.1" if not ip or ip == "None" else ip

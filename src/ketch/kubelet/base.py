@@ -23,6 +23,7 @@ from ketch.kinds.meta import now
 from ketch.kinds.resources import TRACKED, format_quantity, pod_requests
 from ketch.kubelet.images import Images
 from ketch.kubelet.logs import LogOptions
+from ketch.kubelet.network import Network, PodNet
 from ketch.machinery.client import Client
 from ketch.machinery.context import Context
 
@@ -56,6 +57,7 @@ class Kubelet(abc.ABC):
         self.client = Client(ctx.api, manager="ketch-kubelet")
         self.home = ctx.settings.home
         self.images = Images(self.home)
+        self.network: Network = Network(ctx.settings.port, self.home)  # the host's, unless a kubelet gives Pods their own
 
     # -- the node ------------------------------------------------------------------------------------------
 
@@ -149,14 +151,14 @@ class Kubelet(abc.ABC):
             audiences=[source["audience"]] if source.get("audience") else None)
         return tok
 
-    def kubeconfig(self, pod_dir: Path, namespace: str, token_file: str | None) -> str:
+    def kubeconfig(self, pod_dir: Path, namespace: str, token_file: str | None, host: str = "127.0.0.1") -> str:
         """The pod's kubeconfig: this ketch, the pod's namespace as default, and the pod's ServiceAccount
         token as its credential (none when the token is not mounted), as in-cluster config is on a node."""
         import yaml
 
         path = pod_dir / "kubeconfig"
         # HTTPS: client-go (kubectl) sends a token only over TLS; the certificate is ketch's own.
-        cluster: dict = {"server": self.ctx.settings.kube_url}
+        cluster: dict = {"server": self.ctx.settings.kube_url if host == "127.0.0.1" else f"https://{host}:{self.ctx.settings.port}"}
         if self.ctx.settings.tls_cert:  # inline, so the file alone is enough (a container mounts only it)
             import base64
 
@@ -242,7 +244,7 @@ class Kubelet(abc.ABC):
     @abc.abstractmethod
     async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int, preload: tuple[str, ...] = (),
                     requests: dict[str, float] | None = None, exit_file: str | None = None,
-                    stdin: int | None = None) -> Started:
+                    stdin: int | None = None, net: PodNet | None = None) -> Started:
         """Start one container process in its own process group, output to the given descriptors;
         raise CannotRun with Kubernetes' message when the executable cannot be found or started.
         ``exit_file`` is where something that outlives ketch should record how the process ended
@@ -252,7 +254,8 @@ class Kubelet(abc.ABC):
         ``requests`` (cpu cores, memory bytes, GPUs) is where a kubelet that places processes on other
         machines finds what the container needs; the local kubelet has admitted the Pod already.
         ``stdin`` (a container with ``stdin: true``) is the read end of its stdin FIFO; a kubelet whose
-        processes run elsewhere may leave it unconnected."""
+        processes run elsewhere may leave it unconnected. ``net`` is the Pod's network (network.py): a
+        kubelet that gives Pods network namespaces starts the process inside the Pod's."""
 
     @abc.abstractmethod
     def alive(self, pid: int, create_time: float | None) -> bool:

@@ -95,6 +95,14 @@ def setup(ctx: Context) -> None:
     else:
         kubelet = LocalKubelet(ctx)
     ctx.services["kubelet"] = kubelet
+    from ketch.kubelet.network import NamespacedNetwork
+
+    if isinstance(kubelet.network, NamespacedNetwork):  # Services get ClusterIPs, a proxy and names in Pods
+        from ketch.kubelet.servicenet import ServiceProxy
+
+        proxy = ServiceProxy(ctx, kubelet.network)
+        proxy.install()
+        ctx.add_task(proxy.run)
     from ketch.kubelet.prometheus import register
 
     register(kubelet)  # container CPU and memory on /metrics

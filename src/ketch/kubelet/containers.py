@@ -6,8 +6,10 @@ client in the foreground, ``podman run --name <...> <image> ...``, which streams
 into the Pod's log files, forwards SIGTERM to the container (graceful termination) and exits with its exit
 status. What a container needs on top of a process is here:
 
-- **networking**: ``--network host``, so ketch's 127.0.0.1 wiring (Services, MASTER_ADDR, TF_CONFIG, model
-  server ports) holds as it does for processes;
+- **networking**: the Pod's network, as for processes (network.py): ``--network host`` on the host network;
+  with a namespace per Pod (``KETCH_POD_NETWORK=netns``), podman joins the Pod's namespace by path
+  (``--network ns:/run/netns/ketch-<uid>``) with the Pod's hosts file as /etc/hosts, so a container has the
+  Pod's address; docker cannot join a named namespace, so its Pods stay on the host network;
 - **volumes**: every volume (emptyDir, PVC, hostPath, configMap, secret, downwardAPI, projected) is the same
   directory as for a process, bind-mounted at its real mountPath (``readOnly`` honoured); nothing is
   rewritten. The pod's kubeconfig is mounted at the path ``KUBECONFIG`` names;
@@ -42,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ketch.kinds.resources import parse_quantity
+from ketch.kubelet.network import PodNet
 
 log = logging.getLogger(__name__)
 RUNTIME_CLASS = ("node.k8s.io/v1", "RuntimeClass")
@@ -160,12 +163,14 @@ class Runtime:
     # -- running ---------------------------------------------------------------------------------------
 
     def run_argv(self, pod: dict, c: dict, name: str, env: dict[str, str], mounts: list[tuple[str, str, bool]],
-                 client_env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+                 client_env: dict[str, str], net: PodNet | None = None) -> tuple[list[str], dict[str, str]]:
         """The engine client's argv and environment for one run of container ``c``. Variables go by name
         (``--env NAME``, the value in the client's environment, so secrets stay off the command line),
         except those the client itself needs under the same name (PATH, HOME...), which go as NAME=value."""
         md = pod["metadata"]
-        argv = [self.exe, "run", "--name", name, "--network", "host", "--hostname", md["name"][:63],
+        # the Pod's network namespace when it has one (podman joins it by path), else the host's
+        network = f"ns:{net.path}" if net is not None and net.netns and self.kind == "podman" else "host"
+        argv = [self.exe, "run", "--name", name, "--network", network, "--hostname", md["name"][:63],
                 "--label", f"{LABEL_UID}={md['uid']}", "--label", f"ketch.dev/container={c['name']}",
                 "--label", f"ketch.dev/pod={md.get('namespace', 'default')}/{md['name']}"]
         if self.kind == "podman":
@@ -177,6 +182,8 @@ class Runtime:
             else:
                 cenv[k] = v
                 argv += ["--env", k]
+        if network != "host" and net is not None and net.hosts:  # Service names, as the Pod's processes see them
+            argv += ["--no-hosts", "--volume", f"{net.hosts}:/etc/hosts:ro"]
         for host, path, ro in mounts:
             argv += ["--volume", f"{host}:{path}:{'ro' if ro else 'rw'}"]
         limits = (c.get("resources") or {}).get("limits") or {}

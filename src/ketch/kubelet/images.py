@@ -59,7 +59,7 @@ class Image:
 # image maps to, ketch's own by default (``pip install 'ketch[notebooks]'``).
 BUILTIN: list[dict] = [
     {"match": "*jupyter*", "command": [
-        "jupyter", "lab", "--ip=127.0.0.1", "--port=$(NB_PORT)", "--no-browser", "--allow-root",
+        "jupyter", "lab", "--ip=$(KETCH_BIND_HOST)", "--port=$(NB_PORT)", "--no-browser", "--allow-root",
         "--IdentityProvider.token=$(JUPYTER_TOKEN)", "--ServerApp.password=",
         "--ServerApp.base_url=$(NB_PREFIX)", "--ServerApp.authenticate_prometheus=False",
     ]},

@@ -24,7 +24,7 @@ from ketch.kinds.builtin.pod import SA_VOLUME_PREFIX
 from ketch.kinds.meta import now, parse_time
 from ketch.kinds.mounts import ENV as MOUNTS_ENV
 from ketch.kinds.resources import GPU, container_requests, memory_limit, pod_requests, qos_class
-from ketch.kubelet import containers, exits, images, logs, process, torchrun, volumes
+from ketch.kubelet import containers, exits, images, logs, network, process, torchrun, volumes
 from ketch.kubelet.base import KINDS, POD, CannotRun, Kubelet, Started
 from ketch.kubelet.env import ConfigError, container_env, expand
 from ketch.kubelet.images import find_executable
@@ -36,9 +36,9 @@ from ketch.machinery.errors import StatusError
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 300.0
 SHARED_NETWORK_REASON = "SharedHostNetwork"
-SHARED_NETWORK_MESSAGE = ("Pod shares the host's network: ketch gives Pods no network namespace of their own, so its podIP is "
-                          "127.0.0.1 and its ports are the host's; a second Pod listening on a port already in use fails "
-                          "with \"Address already in use\"")
+SHARED_NETWORK_MESSAGE = ("Pod shares the host's network (KETCH_POD_NETWORK=host): its podIP is 127.0.0.1 and its ports are the "
+                          "host's; a second Pod listening on a port already in use fails with \"Address already in use\". "
+                          "Run ketch as root with KETCH_POD_NETWORK=netns for a network namespace per Pod")
 
 
 def _rfc3339(epoch: float) -> str:
@@ -109,6 +109,8 @@ class PodWorker:
         self.done = False  # terminal: holds no resources any more
         self._dir_made = False
         self._exits_made = False
+        self.net: network.PodNet | None = None  # the Pod's address and network namespace, once made
+        self.pod_ip: str | None = None  # recorded, so a restarted ketch adopts the namespace with its address
 
     # -- persistence -----------------------------------------------------------------------------------
 
@@ -118,7 +120,7 @@ class PodWorker:
             self._dir_made = True
         data = {
             "namespace": self.ns, "name": self.name, "uid": self.uid, "startTime": self.start_time,
-            "failed": self.failed, "gpus": self.gpus, "containers": {n: asdict(c) for n, c in self.cs.items()},
+            "failed": self.failed, "gpus": self.gpus, "podIP": self.pod_ip, "containers": {n: asdict(c) for n, c in self.cs.items()},
         }
         tmp = self.dir / "state.json.tmp"
         tmp.write_text(json.dumps(data))
@@ -128,6 +130,7 @@ class PodWorker:
         self.start_time = data.get("startTime")
         self.failed = tuple(data["failed"]) if data.get("failed") else None  # type: ignore[assignment]
         self.gpus = list(data.get("gpus") or [])
+        self.pod_ip = data.get("podIP")
         for n, d in (data.get("containers") or {}).items():
             if n in self.cs:
                 self.cs[n] = CState(**d)
@@ -186,17 +189,30 @@ class PodWorker:
                 return os.path.join((self.vols or {})[v["name"]], "token")
         return None
 
+    def _api_env(self) -> dict[str, str]:
+        """How the Pod reaches ketch (the bridge's address in netns mode, loopback otherwise), what its
+        servers bind to, and who it is."""
+        host, port = self.k.network.api_host, self.k.ctx.settings.port
+        return {
+            "HOSTNAME": self.name,
+            "KUBERNETES_SERVICE_HOST": host,
+            "KUBERNETES_SERVICE_PORT": str(port),
+            "KETCH_SERVER": f"http://{host}:{port}",
+            "KETCH_BIND_HOST": "0.0.0.0" if self.net is not None and self.net.netns else "127.0.0.1",
+            "KETCH_POD_NAME": self.name, "KETCH_POD_NAMESPACE": self.ns, "KETCH_POD_UID": self.uid,
+            "KUBECONFIG": self.k.kubeconfig(self.dir, self.ns, self.token_file(), host),
+        }
+
     def _base_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KETCH_") or k == "KETCH_BACKOFF_BASE_SECONDS"}
-        env.update({
-            "HOSTNAME": self.name,
-            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
-            "KUBERNETES_SERVICE_PORT": str(self.k.ctx.settings.port),
-            "KETCH_SERVER": self.k.ctx.settings.url,
-            "KETCH_POD_NAME": self.name, "KETCH_POD_NAMESPACE": self.ns, "KETCH_POD_UID": self.uid,
-            "KUBECONFIG": self.k.kubeconfig(self.dir, self.ns, self.token_file()),
-        })
+        env.update(self._api_env())
         return env
+
+    def _with_ip(self) -> dict:
+        """The Pod as its containers' fieldRefs see it: with its address even before the status says it."""
+        if self.net is None:
+            return self.pod
+        return {**self.pod, "status": {**(self.pod.get("status") or {}), "podIP": self.net.ip, "podIPs": [{"ip": self.net.ip}]}}
 
     def rt(self) -> containers.Runtime | None:
         """The Pod's container runtime (None: its containers are processes); raises containers.Unavailable."""
@@ -224,7 +240,7 @@ class PodWorker:
         for m in c.get("volumeMounts") or []:
             if m.get("name") in (self.vols or {}):
                 base[volumes.env_name(m["name"])] = mounts.get(m["mountPath"].rstrip("/") or "/", "")
-        env = container_env(self.pod, c, base, self.lookup, self.k.allocatable())
+        env = container_env(self._with_ip(), c, base, self.lookup, self.k.allocatable())
         env = {k: rw(v) for k, v in env.items()}
         if mounts:
             env[MOUNTS_ENV] = json.dumps(mounts)  # after rewriting: its keys are the mountPaths themselves
@@ -258,16 +274,12 @@ class PodWorker:
         (containers.py): Kubernetes' variables only, volumes at their real mountPaths, nothing rewritten."""
         rt = self.runtime
         assert rt is not None
-        kubeconfig = self.k.kubeconfig(self.dir, self.ns, self.token_file())
-        base = {
-            "HOSTNAME": self.name, "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(self.k.ctx.settings.port),
-            "KUBECONFIG": kubeconfig, "KETCH_SERVER": self.k.ctx.settings.url,
-            "KETCH_POD_NAME": self.name, "KETCH_POD_NAMESPACE": self.ns, "KETCH_POD_UID": self.uid,
-        }
+        base = self._api_env()
+        kubeconfig = base["KUBECONFIG"]
         mapped = containers.ketch_mapped_in(list(c.get("command") or []), self.k.home)
         if mapped is not None:  # ketch's own program (a pipeline task): ketch is mapped into the image
             base.update(mapped[1])
-        env = container_env(self.pod, c, base, self.lookup, self.k.allocatable())
+        env = container_env(self._with_ip(), c, base, self.lookup, self.k.allocatable())
         spec = dict(c)
         for f in ("command", "args"):
             if c.get(f):
@@ -275,7 +287,7 @@ class PodWorker:
         mounts = [*containers.mounts_of(c, self.vols or {}), *(mapped[0] if mapped else []), (kubeconfig, kubeconfig, True)]
         client_env = {k: v for k, v in os.environ.items() if not k.startswith("KETCH_")}
         name = rt.container_name(self.pod, c["name"], self.cs[c["name"]].run + 1)
-        argv, cenv = rt.run_argv(self.pod, spec, name, env, mounts, client_env)
+        argv, cenv = rt.run_argv(self.pod, spec, name, env, mounts, client_env, self.net)
         os.makedirs(self.dir, exist_ok=True)
         return argv, cenv, str(self.dir)
 
@@ -350,7 +362,7 @@ class PodWorker:
                 record.parent.mkdir(parents=True, exist_ok=True)
                 self._exits_made = True
             started = await self.k.spawn(argv, env, cwd, fds["stdout"], fds["stderr"], preload_of(self.pod), container_requests(c),
-                                         exit_file=str(record), stdin=fds.get("stdin"))
+                                         exit_file=str(record), stdin=fds.get("stdin"), net=self.net)
         except CannotRun as e:
             self._start_failed(cs, ship, str(e))
             return
@@ -511,6 +523,12 @@ class PodWorker:
                          for p in ("readinessProbe", "livenessProbe", "startupProbe") if c.get(p) and "exec" in c[p]}}
         self.probers[cs.name] = asyncio.create_task(self._probe_loop(cs, c, env, cwd))
 
+    def _probe_net(self) -> network.PodNet:
+        """Where probes reach the Pod: its IP; exec probes of processes enter its namespace (an OCI
+        container's already run inside it, through the engine)."""
+        net = self.net or network.HOST
+        return network.PodNet(net.ip) if self.runtime is not None else net
+
     async def _probe_loop(self, cs: CState, c: dict, env: dict, cwd: str) -> None:
         start = time.monotonic()
         counts = {p: [0, 0] for p in ("startupProbe", "readinessProbe", "livenessProbe")}  # successes, failures
@@ -522,7 +540,7 @@ class PodWorker:
                 if not pr or due[p] > t or (p != "startupProbe" and not cs.started) or (p == "startupProbe" and cs.started):
                     continue
                 due[p] = t + float(pr.get("periodSeconds") or 10)
-                ok, msg = await run_probe(pr, c, env, cwd)
+                ok, msg = await run_probe(pr, c, env, cwd, self._probe_net())
                 if not cs.running:
                     return
                 s, f = counts[p]
@@ -614,6 +632,8 @@ class PodWorker:
                 await self.kill_all(0)
                 for t in list(self.probers.values()):
                     t.cancel()
+                if self.net is not None and self.net.netns:  # a finished Pod keeps its address, not its namespace
+                    await asyncio.to_thread(self.k.network.teardown, self.uid)
                 self.k.pod_finished(self)
                 self.write_status()
             timeout = self.next_wake()
@@ -652,15 +672,14 @@ class PodWorker:
             try:
                 self.vols = volumes.prepare(self.pod, self.dir, self.k.home, self.lookup, self.k.allocatable(), self.k.mint_token)
                 self.k.bind_claims(self.pod)
-                if not spec.get("hostNetwork"):
-                    # said on the Pod, never silently: ketch makes no network namespace per Pod (issue 15 item 4)
-                    self.k.client.event(self.pod, "Normal", SHARED_NETWORK_REASON, SHARED_NETWORK_MESSAGE, "kubelet")
             except ConfigError as e:
                 for cs in self.cs.values():
                     cs.state = {"waiting": {"reason": "ContainerCreating", "message": str(e)}}
                 self.config_error["volumes"] = ("FailedMount", str(e))
                 self.wake_in(1.0)
                 return
+        if self.net is None and not await self._network(spec):
+            return
         # memory limits
         for cs in self.cs.values():
             lim = memory_limit(self.spec_of(cs.name))
@@ -689,6 +708,35 @@ class PodWorker:
             if cs.terminated is None or self._should_restart(cs):
                 if cs.next_start <= nowt:
                     await self.start(cs)
+
+    async def _network(self, spec: dict) -> bool:
+        """Give the Pod its network (network.py) before any container starts; False: not yet (retried)."""
+        try:
+            docker = getattr(self.rt(), "kind", "") == "docker"  # cannot join a named namespace (containers.py)
+        except containers.Unavailable:
+            docker = False
+        if spec.get("hostNetwork") or self.k.network.kind == "host" or docker:
+            self.net = network.HOST
+            if not spec.get("hostNetwork"):
+                # said on the Pod, never silently: this node gives Pods no network namespace (docs/kubelet.md)
+                self.k.client.event(self.pod, "Normal", SHARED_NETWORK_REASON, SHARED_NETWORK_MESSAGE, "kubelet")
+            return True
+        try:
+            self.net = await asyncio.to_thread(self.k.network.setup, self.uid, spec.get("hostname") or self.name, self.ns, self.pod_ip)
+        except OSError as e:
+            msg = f"Failed to create pod sandbox: setting up the Pod's network namespace failed: {e}"
+            for cs in self.cs.values():
+                if "waiting" in cs.state:
+                    cs.state = {"waiting": {"reason": "ContainerCreating", "message": msg}}
+            self.config_error["network"] = ("FailedCreatePodSandBox", msg)
+            self.k.client.event(self.pod, "Warning", "FailedCreatePodSandBox", msg, "kubelet")
+            self.wake_in(2.0)
+            return False
+        self.config_error.pop("network", None)
+        if self.net.ip != self.pod_ip:
+            self.pod_ip = self.net.ip
+            self.save()
+        return True
 
     def wake_in(self, delay: float) -> None:
         asyncio.get_running_loop().call_later(delay, self.wake.set)
@@ -780,13 +828,17 @@ class PodWorker:
             cond("ContainersReady", ready, "" if ready else nr_reason, "" if ready else nr_msg),
             cond("PodScheduled", True),
         ]
+        host_ip = self.k.network.api_host
+        pod_ip = self.net.ip if self.net is not None else (self.pod_ip or "127.0.0.1")
+        if spec.get("hostNetwork"):
+            pod_ip = host_ip
         st: dict = {
             "phase": phase,
             "conditions": conds,
-            "hostIP": "127.0.0.1",
-            "hostIPs": [{"ip": "127.0.0.1"}],
-            "podIP": "127.0.0.1",
-            "podIPs": [{"ip": "127.0.0.1"}],
+            "hostIP": host_ip,
+            "hostIPs": [{"ip": host_ip}],
+            "podIP": pod_ip,
+            "podIPs": [{"ip": pod_ip}],
             "startTime": self.start_time,
             "qosClass": qos_class(self.pod),
             "containerStatuses": [self._cstatus(cs) for cs in mains],
@@ -816,6 +868,8 @@ class PodWorker:
     def cleanup(self) -> None:
         for t in list(self.probers.values()) + list(self.waiters.values()):
             t.cancel()
+        if self.net is not None and self.net.netns:
+            self.k.network.teardown(self.uid)
         volumes.remove_pod_dir(self.dir)
         import shutil
 

@@ -31,6 +31,8 @@ from ketch.kubelet.env import ConfigError
 from ketch.kubelet.images import find_executable
 from ketch.kubelet.lifecycle import PodWorker
 from ketch.kubelet.logs import Shipper, container_log_dir
+from ketch.kubelet.network import PodNet
+from ketch.kubelet.network import select as select_network
 from ketch.kubelet.warm import ExecFailed, WarmStarts
 from ketch.machinery.context import Context
 from ketch.machinery.errors import StatusError
@@ -63,6 +65,7 @@ class LocalKubelet(Kubelet):
         self.pending: dict[str, dict] = {}  # uid -> pod waiting for room
         self._capacity: dict[str, float] | None = None
         self.leave_running = os.environ.get("KETCH_KUBELET_ON_EXIT", "kill") == "leave"
+        self.network = select_network(ctx.settings)
         self.warm = WarmStarts(Path(self.home) / "kubelet", enabled=self.local_processes and os.environ.get("KETCH_WARM_START", "1") != "0",
                                supervise=self.local_processes and os.environ.get("KETCH_SUPERVISE", "1") != "0")
 
@@ -88,7 +91,7 @@ class LocalKubelet(Kubelet):
 
     async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int, preload: tuple[str, ...] = (),
                     requests: dict[str, float] | None = None, exit_file: str | None = None,
-                    stdin: int | None = None) -> Started:
+                    stdin: int | None = None, net: PodNet | None = None) -> Started:
         """Fork it from a warm zygote, or exec it through the supervisor (both record its exit status in
         ``exit_file``, beyond ketch's life); exec it directly only when neither can be had, or when the
         container reads a stdin of its own (``stdin: true``, for ``kubectl attach -i``), which the
@@ -97,17 +100,21 @@ class LocalKubelet(Kubelet):
         if exe is None:
             raise CannotRun(f'exec: "{argv[0]}": executable file not found in $PATH')
         started = None
+        into = {"netns": net.path, "hosts": net.hosts, "hostname": net.hostname} if net is not None and net.netns else None
         if stdin is None:
             if preload:
-                started = await self.warm.spawn(preload, [exe, *argv[1:]], env, cwd, stdout, stderr, exit_file)
+                started = await self.warm.spawn(preload, [exe, *argv[1:]], env, cwd, stdout, stderr, exit_file, into)
             if started is None:
                 try:
-                    started = await self.warm.exec([exe, *argv[1:]], env, cwd, stdout, stderr, exit_file)
+                    started = await self.warm.exec([exe, *argv[1:]], env, cwd, stdout, stderr, exit_file, into)
                 except ExecFailed as e:
                     raise CannotRun(f"failed to start {argv[0]!r}: {e}") from e
         if started is not None:
             pid, ended = started
             return Started(pid, process.create_time(pid), lambda: asyncio.shield(ended))
+        if net is not None and net.netns:  # no supervisor: `ip netns exec` enters the namespace, then execs it
+            argv = net.wrap([exe, *argv[1:]])
+            exe = argv[0]
         try:
             proc = await asyncio.create_subprocess_exec(
                 exe, *argv[1:], stdin=asyncio.subprocess.DEVNULL if stdin is None else stdin, stdout=stdout, stderr=stderr,
@@ -257,7 +264,9 @@ class LocalKubelet(Kubelet):
         uncordon = asyncio.create_task(self.watch_uncordon())
         try:
             self.warm.start_supervisor()
+            await self.network.start()
             self.recover()
+            self.network.sweep(set(self.workers))  # namespaces of Pods deleted while ketch was down
             rd = self.ctx.api.rd(*POD)
             while True:
                 async for typ, obj in self.ctx.api.watch(rd):
@@ -374,6 +383,11 @@ class LocalKubelet(Kubelet):
                     w.write_status()
                     w.save()
         self.warm.close()
+        if not self.leave_running:
+            for w in workers:
+                if w.net is not None and w.net.netns:
+                    self.network.teardown(w.uid)
+        await self.network.stop()
         log.info("kubelet: stopped")
 
 

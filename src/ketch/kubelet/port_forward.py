@@ -10,7 +10,8 @@ Two framings, chosen by the WebSocket subprotocol the client offers:
   ``ports`` query parameter; port *i* uses channel 2i for data and 2i+1 for errors, and the first frame
   the server writes on each channel carries the port (2 bytes, little endian), as the kubelet does.
 
-Pods share the host's network in ketch (docs/kubelet.md), so a Pod's port is 127.0.0.1:port; the Pod must
+A Pod's port is its localhost:port: 127.0.0.1 of the host's network, or of the Pod's own namespace when
+it has one (network.py, docs/kubelet.md); the Pod must
 be Running, as kubectl and the kubelet require.
 """
 
@@ -23,7 +24,7 @@ import struct
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ketch.kubelet import spdy
+from ketch.kubelet import network, spdy
 from ketch.kubelet.base import POD
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,13 @@ CHUNK = 32 * 1024
 HOST = "127.0.0.1"
 
 
-async def _open(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.open_connection(HOST, port)
+async def _open(port: int, netns: str | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the Pod's localhost:port: inside its network namespace when it has one, as the
+    kubelet's port-forward enters the Pod's sandbox."""
+    if netns is None:
+        return await asyncio.open_connection(HOST, port)
+    sock = await asyncio.to_thread(network.connect_in, netns, HOST, port)
+    return await asyncio.open_connection(sock=sock)
 
 
 def _connect_error(name: str, ns: str, port: int, e: Exception) -> str:
@@ -54,12 +60,14 @@ async def serve(ws: WebSocket, kubelet: object) -> None:
     if pod is None or (pod.get("status") or {}).get("phase") != "Running":
         await ws.close(code=1011, reason=f'pod "{name}" not found' if pod is None else "unable to forward port because pod is not running")
         return
+    worker = next((w for w in getattr(kubelet, "workers", {}).values() if w.ns == ns and w.name == name), None)
+    netns = worker.net.path if worker is not None and worker.net is not None else None
     await ws.accept(subprotocol=proto or None)
     try:
         if proto == SPDY_TUNNEL:
-            await _SpdySession(ws, ns, name).run()
+            await _SpdySession(ws, ns, name, netns).run()
         else:
-            await _channels(ws, ns, name)
+            await _channels(ws, ns, name, netns)
     except WebSocketDisconnect:
         pass
     except Exception:  # noqa: BLE001 - one broken session must not take the server with it
@@ -73,8 +81,8 @@ async def serve(ws: WebSocket, kubelet: object) -> None:
 
 
 class _SpdySession:
-    def __init__(self, ws: WebSocket, ns: str, name: str) -> None:
-        self.ws, self.ns, self.name = ws, ns, name
+    def __init__(self, ws: WebSocket, ns: str, name: str, netns: str | None = None) -> None:
+        self.ws, self.ns, self.name, self.netns = ws, ns, name, netns
         self.codec = spdy.Codec()
         self.lock = asyncio.Lock()
         self.error_streams: dict[str, int] = {}  # requestid -> stream id
@@ -142,7 +150,7 @@ class _SpdySession:
         err_sid = self.error_streams.pop(rid, None)
         try:
             port = int(port_s)
-            reader, writer = await _open(port)
+            reader, writer = await _open(port, self.netns)
         except (ValueError, OSError) as e:
             self.pending.pop(sid, None)
             if err_sid is not None:
@@ -171,7 +179,7 @@ class _SpdySession:
 # -- channels (the kubernetes Python client) ------------------------------------------------------------------
 
 
-async def _channels(ws: WebSocket, ns: str, name: str) -> None:
+async def _channels(ws: WebSocket, ns: str, name: str, netns: str | None = None) -> None:
     try:
         ports = [int(p) for p in ",".join(ws.query_params.getlist("ports")).split(",") if p.strip()]
     except ValueError:
@@ -191,7 +199,7 @@ async def _channels(ws: WebSocket, ns: str, name: str) -> None:
         await send(2 * i, struct.pack("<H", port))
         await send(2 * i + 1, struct.pack("<H", port))
         try:
-            reader, writer = await _open(port)
+            reader, writer = await _open(port, netns)
         except OSError as e:
             await send(2 * i + 1, _connect_error(name, ns, port, e).encode())
             continue

@@ -7,6 +7,8 @@ import os
 
 import httpx
 
+from ketch.kubelet.network import HOST, PodNet
+
 
 def _port(port: object, container: dict) -> int:
     if isinstance(port, int) or (isinstance(port, str) and port.isdigit()):
@@ -17,11 +19,13 @@ def _port(port: object, container: dict) -> int:
     raise ValueError(f"port {port!r} not found in the container's ports")
 
 
-async def run_probe(probe: dict, container: dict, env: dict[str, str], cwd: str) -> tuple[bool, str]:
+async def run_probe(probe: dict, container: dict, env: dict[str, str], cwd: str, net: PodNet = HOST) -> tuple[bool, str]:
+    """One probe of ``container``: network probes dial the Pod's IP (``net``), exec probes run in its
+    network namespace, as the kubelet probes a Pod on a node."""
     timeout = float(probe.get("timeoutSeconds") or 1)
     try:
         if "exec" in probe:
-            cmd = (probe["exec"] or {}).get("command") or []
+            cmd = net.wrap(list((probe["exec"] or {}).get("command") or []))
             proc = await asyncio.create_subprocess_exec(
                 *cmd, env=env, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
@@ -36,7 +40,7 @@ async def run_probe(probe: dict, container: dict, env: dict[str, str], cwd: str)
         if "httpGet" in probe:
             h = probe["httpGet"] or {}
             scheme = (h.get("scheme") or "HTTP").lower()
-            host = h.get("host") or "127.0.0.1"
+            host = h.get("host") or net.ip
             url = f"{scheme}://{host}:{_port(h.get('port'), container)}{h.get('path') or '/'}"
             headers = {x["name"]: x["value"] for x in h.get("httpHeaders") or []}
             async with httpx.AsyncClient(timeout=timeout, verify=False) as c:
@@ -46,12 +50,12 @@ async def run_probe(probe: dict, container: dict, env: dict[str, str], cwd: str)
         if "tcpSocket" in probe:
             t = probe["tcpSocket"] or {}
             port = _port(t.get("port"), container)
-            _, w = await asyncio.wait_for(asyncio.open_connection(t.get("host") or "127.0.0.1", port), timeout)
+            _, w = await asyncio.wait_for(asyncio.open_connection(t.get("host") or net.ip, port), timeout)
             w.close()
             return True, ""
         if "grpc" in probe:
             port = int((probe["grpc"] or {}).get("port"))
-            _, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+            _, w = await asyncio.wait_for(asyncio.open_connection(net.ip, port), timeout)
             w.close()
             return True, ""
         return False, "probe has no handler"

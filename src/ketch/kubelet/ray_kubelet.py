@@ -28,6 +28,7 @@ from collections.abc import Callable
 from ketch.kinds.resources import GPU
 from ketch.kubelet.base import CannotRun, Started
 from ketch.kubelet.local import LocalKubelet
+from ketch.kubelet.network import PodNet
 from ketch.machinery.context import Context
 
 log = logging.getLogger(__name__)
@@ -203,7 +204,7 @@ class RayKubelet(LocalKubelet):
 
     async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int, preload: tuple[str, ...] = (),
                     requests: dict[str, float] | None = None, exit_file: str | None = None,
-                    stdin: int | None = None) -> Started:
+                    stdin: int | None = None, net: PodNet | None = None) -> Started:
         req = requests or {}
         opts = {"num_cpus": float(req.get("cpu", 0)), "num_gpus": float(req.get(GPU, 0))}
         if req.get("memory"):

@@ -98,6 +98,9 @@ async def serve(ws: WebSocket, kubelet: object) -> None:
     exe = find_executable(command[0], env.get("PATH", ""), cwd)
     if exe is None:
         return await fail(f'exec: "{command[0]}": executable file not found in $PATH')
+    if worker.runtime is None and worker.net is not None and worker.net.netns:  # into the Pod's network namespace
+        command = worker.net.wrap([exe, *command[1:]])
+        exe = command[0]
     master = None
     if tty:
         import pty

@@ -141,7 +141,7 @@ class Zygote:
             fut.set_result(None)
 
     async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int, exit_file: str | None = None,
-                    exec_: bool = False) -> tuple[int, asyncio.Future[int | None]]:
+                    exec_: bool = False, net: dict | None = None) -> tuple[int, asyncio.Future[int | None]]:
         """Fork the container (``exec_``: fork and exec ``argv``); its pid and a future of its exit status.
         ConnectionError if the zygote is gone, ExecFailed if the exec did not happen."""
         async with self._lock:  # one request in flight: replies come back in order
@@ -149,7 +149,7 @@ class Zygote:
                 raise ConnectionError("the zygote exited")
             fut: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
             self._replies.append(fut)
-            req = {"argv": argv, "env": env, "cwd": cwd, "exit_file": exit_file, "exec": exec_}
+            req = {"argv": argv, "env": env, "cwd": cwd, "exit_file": exit_file, "exec": exec_, "net": net}
             try:
                 socket.send_fds(self.sock, [json.dumps(req).encode()], [stdout, stderr])
             except OSError as e:
@@ -192,7 +192,7 @@ class WarmStarts:
             self._zygote(())
 
     async def exec(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int,
-                   exit_file: str | None = None) -> tuple[int, asyncio.Future[int | None]] | None:
+                   exit_file: str | None = None, net: dict | None = None) -> tuple[int, asyncio.Future[int | None]] | None:
         """Exec the container through the supervisor; None to start it directly (no supervisor to be had).
         ExecFailed when the program could not be exec'd."""
         if not self.supervise:
@@ -200,10 +200,10 @@ class WarmStarts:
         z = self._zygote(())
         if z is None:
             return None
-        return await self._spawn(z, argv, env, cwd, stdout, stderr, exit_file, exec_=True)
+        return await self._spawn(z, argv, env, cwd, stdout, stderr, exit_file, exec_=True, net=net)
 
     async def spawn(self, modules: tuple[str, ...], argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int,
-                    exit_file: str | None = None) -> tuple[int, asyncio.Future[int | None]] | None:
+                    exit_file: str | None = None, net: dict | None = None) -> tuple[int, asyncio.Future[int | None]] | None:
         """Fork the container from the zygote for ``modules`` (started on first use, and waited for: its
         imports are what the container would have done itself); None to exec it instead."""
         if not self.enabled:
@@ -211,16 +211,16 @@ class WarmStarts:
         z = self._zygote(modules)
         if z is None or not z.fits(argv, env):
             return None
-        return await self._spawn(z, argv, env, cwd, stdout, stderr, exit_file)
+        return await self._spawn(z, argv, env, cwd, stdout, stderr, exit_file, net=net)
 
     async def _spawn(self, z: Zygote, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int,
-                     exit_file: str | None, exec_: bool = False) -> tuple[int, asyncio.Future[int | None]] | None:
+                     exit_file: str | None, exec_: bool = False, net: dict | None = None) -> tuple[int, asyncio.Future[int | None]] | None:
         try:
             # a ready zygote is asked at once: wait_for would first yield a turn of the loop to whatever
             # else is runnable, on the way to every container's exec
             if not (z.ready.result() if z.ready.done() else await asyncio.wait_for(asyncio.shield(z.ready), self.start_timeout)):
                 return None
-            return await z.spawn(argv, env, cwd, stdout, stderr, exit_file, exec_)
+            return await z.spawn(argv, env, cwd, stdout, stderr, exit_file, exec_, net)
         except TimeoutError:
             log.warning("zygote %s not ready after %ss; starting the process directly", ",".join(z.modules) or "(supervisor)", self.start_timeout)
         except ConnectionError as e:

@@ -122,6 +122,12 @@ def _fork(sup: Supervisor, req: dict, fds: list[int], wake_r: int, wake_w: int) 
         if req.get("exec"):
             os.close(err_r)
             _exec(req, fds, err_w)  # does not return
+        if req.get("net"):
+            try:
+                enter_net(req["net"])
+            except OSError as e:
+                os.write(fds[1], f"ketch: cannot enter the Pod's network namespace: {e}\n".encode())
+                os._exit(127)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         return req, fds
@@ -169,6 +175,8 @@ def _stdio(fds: list[int]) -> None:
 def _exec(req: dict, fds: list[int], err_w: int) -> None:
     """Become the exec'd container, as subprocess would start it: own session, default signals."""
     try:
+        if req.get("net"):
+            enter_net(req["net"])
         _stdio(fds)
         for name in _DEFAULT_SIGNALS:
             signal.signal(getattr(signal, name), signal.SIG_DFL)
@@ -179,6 +187,36 @@ def _exec(req: dict, fds: list[int], err_w: int) -> None:
         msg = f"{e.strerror}" if isinstance(e, OSError) and e.strerror else str(e)
         os.write(err_w, (msg or type(e).__name__).encode())
     os._exit(127)
+
+
+def enter_net(net: dict) -> None:
+    """Join the Pod's network namespace and see its hosts file as /etc/hosts, as ``ip netns exec`` does:
+    setns(2), a UTS namespace with the Pod's hostname (what distributed frameworks resolve to find their
+    own address), then a mount namespace of this process's own (mounts made here never reach the host) in
+    which the Pod's hosts file is bind-mounted over /etc/hosts. ctypes, being standard library, is safe here."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def check(rc: int, what: str) -> None:
+        if rc != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"{what}: {os.strerror(err)}")
+
+    fd = os.open(net["netns"], os.O_RDONLY)
+    try:
+        check(libc.setns(fd, 0x40000000), "setns")  # CLONE_NEWNET
+    finally:
+        os.close(fd)
+    if net.get("hostname"):  # a UTS namespace of its own: gethostname() is the Pod's, as on a node
+        name = net["hostname"].encode()
+        check(libc.unshare(0x04000000), "unshare(CLONE_NEWUTS)")
+        check(libc.sethostname(name, len(name)), "sethostname")
+    if net.get("hosts"):
+        check(libc.unshare(0x00020000), "unshare")  # CLONE_NEWNS
+        # MS_REC | MS_SLAVE on /: nothing mounted below propagates back to the host
+        check(libc.mount(None, b"/", None, 0x4000 | 0x80000, None), "mount --make-rslave /")
+        check(libc.mount(net["hosts"].encode(), b"/etc/hosts", None, 0x1000, None), "mount --bind hosts")  # MS_BIND
 
 
 def become(req: dict, fds: list[int]) -> str:

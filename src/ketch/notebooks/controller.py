@@ -246,16 +246,16 @@ class NotebookController(Controller):
             self.client.patch(SERVICE, key.namespace, key.name, {"spec": {"ports": want_svc["spec"]["ports"], "selector": want_svc["spec"]["selector"]}})
         self._status(nb, pod)
         if culling() and pod is not None and (pod.get("status") or {}).get("phase") == "Running":
-            await self._cull(nb, port)
+            await self._cull(nb, port, (pod.get("status") or {}).get("podIP") or "127.0.0.1")
             return Result(requeue_after=check_period())
         return None
 
-    async def _cull(self, nb: dict, port: int) -> None:
+    async def _cull(self, nb: dict, port: int, ip: str = "127.0.0.1") -> None:
         """Record the server's last activity; stop the notebook once idle past CULL_IDLE_TIME."""
         import httpx
 
         md = nb["metadata"]
-        base = f"http://127.0.0.1:{port}{prefix(md['namespace'], md['name'])}/api"
+        base = f"http://{ip}:{port}{prefix(md['namespace'], md['name'])}/api"
         tok = secret_token(self.client.get(SECRET, md["namespace"], token_secret_name(md["name"])))
         try:
             async with httpx.AsyncClient(timeout=5, headers={"Authorization": f"token {tok}"} if tok else {}) as http:

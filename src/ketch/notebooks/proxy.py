@@ -58,12 +58,13 @@ class NotebookProxy:
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0), follow_redirects=False,
                                       cookies=http.cookiejar.CookieJar(policy=_NoCookies()))
 
-    def port(self, ns: str, name: str) -> int | None:
+    def address(self, ns: str, name: str) -> tuple[str, int] | None:
+        """The notebook server's (podIP, port): its Pod's own address when Pods have one (netns mode)."""
         pod = self.client.get(POD, ns, pod_name(name))
         if pod is None or (pod.get("status") or {}).get("phase") != "Running":
             return None
         p = (pod["metadata"].get("annotations") or {}).get(PORT_ANNOTATION)
-        return int(p) if p else None
+        return ((pod.get("status") or {}).get("podIP") or "127.0.0.1", int(p)) if p else None
 
     def upstream_headers(self, ns: str, name: str, port: int, headers: list[tuple[str, str]], incoming) -> list[tuple[str, str]]:  # noqa: ANN001
         tok = secret_token(self.client.get(SECRET, ns, token_secret_name(name)))
@@ -80,10 +81,11 @@ class NotebookProxy:
         ns, name = request.path_params["namespace"], request.path_params["name"]
         if "rest" not in request.path_params:
             return RedirectResponse(str(request.url.replace(path=request.url.path + "/")), status_code=302)
-        port = self.port(ns, name)
-        if port is None:
+        got = self.address(ns, name)
+        if got is None:
             return JSONResponse({"message": f"notebook {ns}/{name} is not running"}, status_code=503)
-        url = f"http://127.0.0.1:{port}{request.url.path}" + (f"?{request.url.query}" if request.url.query else "")
+        ip, port = got
+        url = f"http://{ip}:{port}{request.url.path}" + (f"?{request.url.query}" if request.url.query else "")
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP]
         headers.append(("x-forwarded-host", request.headers.get("host", "")))
         headers = self.upstream_headers(ns, name, port, headers, request.headers)
@@ -102,12 +104,13 @@ class NotebookProxy:
         from websockets.exceptions import ConnectionClosed
 
         ns, name = ws.path_params["namespace"], ws.path_params["name"]
-        port = self.port(ns, name)
-        if port is None:
+        got = self.address(ns, name)
+        if got is None:
             await ws.close(code=1013, reason=f"notebook {ns}/{name} is not running")
             return
+        ip, port = got
         query = ws.scope.get("query_string", b"").decode()
-        url = f"ws://127.0.0.1:{port}{ws.url.path}" + (f"?{query}" if query else "")
+        url = f"ws://{ip}:{port}{ws.url.path}" + (f"?{query}" if query else "")
         headers = [(k, v) for k, v in ws.headers.items() if k.lower() in WS_HEADERS]
         headers = [h for h in self.upstream_headers(ns, name, port, headers, ws.headers) if h[0] != "origin"]
         # Kubernetes' bearer subprotocol (a credential for ketch) is never passed on

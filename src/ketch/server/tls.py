@@ -12,13 +12,14 @@ import ipaddress
 import socket
 from pathlib import Path
 
+from ketch.kubelet.network import GATEWAY
 from ketch.machinery.authn import private_file
 
 
 def self_signed(home: Path, host: str) -> tuple[Path, Path]:
     d = home / "tls"
     cert_p, key_p = d / "tls.crt", d / "tls.key"
-    if cert_p.exists() and key_p.exists():
+    if cert_p.exists() and key_p.exists() and _names_gateway(cert_p):
         return cert_p, key_p
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -27,7 +28,9 @@ def self_signed(home: Path, host: str) -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                                     x509.IPAddress(ipaddress.ip_address("::1"))]
+                                     x509.IPAddress(ipaddress.ip_address("::1")),
+                                     # where Pods with a network namespace of their own reach ketch (kubelet/network.py)
+                                     x509.IPAddress(ipaddress.ip_address(GATEWAY))]
     for n in {socket.gethostname(), socket.getfqdn()}:
         if n and n != "localhost":
             names.append(x509.DNSName(n))
@@ -54,6 +57,18 @@ def self_signed(home: Path, host: str) -> tuple[Path, Path]:
                                           serialization.NoEncryption()).decode())
     cert_p.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert_p, key_p
+
+
+def _names_gateway(cert_path: Path) -> bool:
+    """Whether a certificate made here already names the Pod network's gateway (made before it did: renewed)."""
+    from cryptography import x509
+
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        ips = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.IPAddress)
+    except (ValueError, x509.ExtensionNotFound):
+        return False
+    return ipaddress.ip_address(GATEWAY) in ips
 
 
 def fingerprint(cert_path: Path) -> str:

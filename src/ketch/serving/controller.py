@@ -538,7 +538,8 @@ class InferenceServiceController(raw.RawDeploymentMode, Controller):
         if "ketch.serving.modelserver" in " ".join(c.get("command", []) + c.get("args", [])):
             c["args"] = list(c.get("args") or []) + common
             if cname in ("transformer", "explainer"):
-                c["args"] += ["--predictor-host", f"{self.base_url}/serving/{ns}/{name}-predictor"]
+                # through the gateway, at the address the kubelet gives the Pod for ketch ($(KETCH_SERVER))
+                c["args"] += ["--predictor-host", f"$(KETCH_SERVER)/serving/{ns}/{name}-predictor"]
         c["env"] = env + (c.get("env") or [])
         c["ports"] = [{"containerPort": port, "name": "http1"}]
         c.setdefault("readinessProbe", {"tcpSocket": {"port": port}, "periodSeconds": 1})

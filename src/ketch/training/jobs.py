@@ -21,7 +21,7 @@ from ketch.training import conditions as C
 from ketch.training.frameworks import all_frameworks
 from ketch.training.frameworks.base import Framework, Topology
 from ketch.training.pods import exit_code, gang_fits, phase, pod_requests, restart_count, waiting_to_restart
-from ketch.training.ports import service_ports
+from ketch.training.ports import peer_host, service_ports
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class ReplicaJobController(Controller):
                 if taken is None:
                     taken = service_ports(self.client.list(SERVICE, None, JOB_NAME))
                 svc = self._create_service(job, rt, i, free_port(taken))
-            addrs[(rt, i)] = (HOST, int(svc["spec"]["ports"][0]["port"]))
+            addrs[(rt, i)] = (peer_host(sname), int(svc["spec"]["ports"][0]["port"]))
         for s in services:
             if s["metadata"]["name"] not in want:
                 self.client.delete(SERVICE, ns, s["metadata"]["name"])

@@ -6,6 +6,15 @@ before the pods; a restarted ketch reads it back from there, so the wiring survi
 
 from __future__ import annotations
 
+from ketch.config import pod_network
+
+
+def peer_host(service: str) -> str:
+    """How a replica names a peer: its headless Service's name where Pods have addresses of their own and
+    resolve Service names (KETCH_POD_NETWORK=netns, as the operators do on a cluster), else 127.0.0.1 (the
+    peer's port is its own on the shared host network)."""
+    return service if pod_network() == "netns" else "127.0.0.1"
+
 
 def service_ports(services: list[dict]) -> set[int]:
     out: set[int] = set()

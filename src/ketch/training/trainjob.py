@@ -18,7 +18,7 @@ from ketch.machinery.errors import StatusError
 from ketch.runtime import Controller, Key, Result, Watch
 from ketch.runtime.ports import free_port
 from ketch.training.pods import exit_code, gang_fits, phase, pod_requests, quantity
-from ketch.training.ports import service_ports
+from ketch.training.ports import peer_host, service_ports
 
 POD = ("v1", "Pod")
 SERVICE = ("v1", "Service")
@@ -188,7 +188,7 @@ class TrainJobController(Controller):
                     continue
             for i in missing:
                 if step == node:
-                    self._create_pod(job, runtime, rj, ml, trainer, i, n, names[step][i], port)
+                    self._create_pod(job, runtime, rj, ml, trainer, i, n, names[step][i], port, peer_host(names[node][0]))
                 else:
                     self._create_step_pod(job, r, step, names[step][0])
         pods = self._pods(job)
@@ -268,7 +268,8 @@ class TrainJobController(Controller):
                 svc = self.client.get(SERVICE, md["namespace"], svc_name) or svc
         return int(svc["spec"]["ports"][0]["port"])
 
-    def _create_pod(self, job: dict, runtime: dict, rj: dict, ml: dict, trainer: dict, i: int, n: int, pname: str, port: int) -> None:
+    def _create_pod(self, job: dict, runtime: dict, rj: dict, ml: dict, trainer: dict, i: int, n: int, pname: str, port: int,
+                    host: str = HOST) -> None:
         md = job["metadata"]
         ptmpl = copy.deepcopy((((rj.get("template") or {}).get("spec") or {}).get("template")) or {})
         pspec = ptmpl.get("spec") or {}
@@ -292,11 +293,11 @@ class TrainJobController(Controller):
             plugin = []
             if ml.get("torch") is not None:
                 plugin = [("PET_NNODES", n), ("PET_NPROC_PER_NODE", _nproc(trainer, ml["torch"] or {}, c.get("resources") or {})),
-                          ("PET_NODE_RANK", i), ("PET_MASTER_ADDR", HOST), ("PET_MASTER_PORT", port)]
+                          ("PET_NODE_RANK", i), ("PET_MASTER_ADDR", host), ("PET_MASTER_PORT", port)]
             elif ml.get("jax") is not None:
-                plugin = [("JAX_NUM_PROCESSES", n), ("JAX_PROCESS_ID", i), ("JAX_COORDINATOR_ADDRESS", f"{HOST}:{port}")]
+                plugin = [("JAX_NUM_PROCESSES", n), ("JAX_PROCESS_ID", i), ("JAX_COORDINATOR_ADDRESS", f"{host}:{port}")]
             elif ml.get("xgboost") is not None:
-                plugin = [("DMLC_TRACKER_URI", HOST), ("DMLC_TRACKER_PORT", port), ("DMLC_TASK_ID", i), ("DMLC_NUM_WORKER", n)]
+                plugin = [("DMLC_TRACKER_URI", host), ("DMLC_TRACKER_PORT", port), ("DMLC_TASK_ID", i), ("DMLC_NUM_WORKER", n)]
             user = [e for e in trainer.get("env") or [] if e.get("name") not in RESERVED]
             names = {e["name"] for e in user} | {k for k, _ in plugin}
             c["env"] = [e for e in c.get("env") or [] if e.get("name") not in names] + user + [{"name": k, "value": str(v)} for k, v in plugin]

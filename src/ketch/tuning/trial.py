@@ -241,7 +241,8 @@ class TrialController(Controller):
         primary = spec.get("primaryContainerName")
         plabels = spec.get("primaryPodLabels")
         env = [{"name": "KATIB_TRIAL_NAME", "value": md["name"]}, {"name": "KETCH_TRIAL_NAMESPACE", "value": md["namespace"]},
-               {"name": "KETCH_URL", "value": self.ctx.settings.url}]
+               # the kubelet's KETCH_SERVER: where this Pod reaches ketch (loopback, or the Pod network's gateway)
+               {"name": "KETCH_URL", "value": "$(KETCH_SERVER)"}]
         if run.get("kind") == "TrainJob" and str(run.get("apiVersion", "")).startswith("trainer.kubeflow.org/"):
             # A TrainJob holds no pod template (its runtime does): Trainer v2 puts `spec.labels` on every pod
             # and `spec.trainer.env` into the `node` container, which is what the SDK names primary.

@@ -9,6 +9,7 @@ anything else -> INTERNAL. Outputs come back as ``raw_output_contents``, as KSer
 from __future__ import annotations
 
 import asyncio
+import os
 from concurrent import futures
 from typing import Any
 
@@ -136,7 +137,7 @@ def start(app: ModelServerApp, loop: asyncio.AbstractEventLoop, port: int, worke
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=[
         ("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)])
     pbg.add_GRPCInferenceServiceServicer_to_server(Servicer(app, loop), server)
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    bound = server.add_insecure_port(f"{os.environ.get('KETCH_BIND_HOST') or '127.0.0.1'}:{port}")
     if bound == 0:
         raise RuntimeError(f"cannot bind gRPC port {port}")
     server.start()

@@ -21,6 +21,9 @@ from ketch.serving.modelserver.reqlog import LoggerMetrics, RequestLogger
 from ketch.serving.modelserver.rest import ModelServerApp, Registry
 
 log = logging.getLogger("ketch.serving.modelserver")
+# What the kubelet says the Pod's servers bind to: loopback on the host network, every address of the Pod's own
+# network namespace when it has one (KETCH_POD_NETWORK=netns), where the gateway reaches it at the podIP.
+BIND = os.environ.get("KETCH_BIND_HOST") or "127.0.0.1"
 GUESS = [((".joblib", ".pkl", ".pickle"), "sklearn"), ((".onnx",), "onnx"), ((".pt", ".pth", ".pt2"), "pytorch"),
          ((".ubj",), "xgboost"), (("model.py",), "custom")]
 
@@ -126,7 +129,7 @@ def run(model: Model, args: argparse.Namespace) -> None:
         loop_kind = "uvloop"
     except ImportError:
         loop_kind = "asyncio"
-    config = uvicorn.Config(app, host="127.0.0.1", port=args.http_port, loop=loop_kind, http="httptools", lifespan="off",
+    config = uvicorn.Config(app, host=BIND, port=args.http_port, loop=loop_kind, http="httptools", lifespan="off",
                             access_log=False, log_level="warning", backlog=2048)
     server = uvicorn.Server(config)
 
@@ -136,7 +139,7 @@ def run(model: Model, args: argparse.Namespace) -> None:
             from ketch.serving.modelserver import grpc_server as gs
 
             grpc_server = gs.start(app, asyncio.get_running_loop(), args.grpc_port)
-        log.info("serving %s on http://127.0.0.1:%d%s", model.name, args.http_port, f" and grpc 127.0.0.1:{args.grpc_port}" if args.grpc_port else "")
+        log.info("serving %s on http://%s:%d%s", model.name, BIND, args.http_port, f" and grpc {BIND}:{args.grpc_port}" if args.grpc_port else "")
         try:
             sockets = [_reuse_port_socket(args.http_port)] if args.reuse_port else None
             _mark_ready(True)  # bound and listening: the kubelet's exec probe of this replica passes from now
@@ -163,7 +166,7 @@ def _reuse_port_socket(port: int) -> socket.socket:
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    s.bind(("127.0.0.1", port))
+    s.bind((BIND, port))
     s.listen(2048)
     s.set_inheritable(True)
     return s

@@ -112,8 +112,11 @@ def netns_ketch(tmp_path):
 def test_each_pod_has_its_own_address_and_services_have_cluster_ips_and_names(netns_ketch):
     k = netns_ketch
     # two Pods listening on the same port: on Kubernetes each has its own IP, and so here
-    for n in ("web-a", "web-b"):
-        apply_obj(k, web_pod(n))
+    apply_obj(k, web_pod("web-a"))
+    b_pod = web_pod("web-b")  # an exec probe runs in the Pod's namespace: its 127.0.0.1 is the Pod's own
+    b_pod["spec"]["containers"][0]["readinessProbe"] = {"exec": {"command": [
+        "python3", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/', timeout=1)"]}, "periodSeconds": 1}
+    apply_obj(k, b_pod)
     a, b = ready(k, "web-a"), ready(k, "web-b")
     ips = {a["status"]["podIP"], b["status"]["podIP"]}
     assert len(ips) == 2 and all(ipaddress.ip_address(ip) in ipaddress.ip_network("10.244.0.0/16") for ip in ips)
@@ -159,6 +162,7 @@ def test_each_pod_has_its_own_address_and_services_have_cluster_ips_and_names(ne
     # Pod's own localhost, as on a node, even a server bound to 127.0.0.1 inside it
     hosts = k.kubectl("exec", "web-a", "--", "cat", "/etc/hosts").stdout
     assert f"{cip}\tweb.default.svc.cluster.local" in hosts and f"{a['status']['podIP']}\tweb-a" in hosts
+    assert k.kubectl("exec", "web-a", "--", "hostname").stdout.strip() == "web-a"  # the Pod's UTS namespace
     apply_obj(k, web_pod("local-only", bind="127.0.0.1", labels={"app": "local"}))
     wait_for(lambda: k.kjson("get", "pod", "local-only")["status"].get("phase") == "Running", timeout=60, what="local-only running")
     port = free_port()

@@ -540,7 +540,7 @@ class PodWorker:
                 if not pr or due[p] > t or (p != "startupProbe" and not cs.started) or (p == "startupProbe" and cs.started):
                     continue
                 due[p] = t + float(pr.get("periodSeconds") or 10)
-                ok, msg = await run_probe(pr, c, env, cwd, self._probe_net())
+                ok, msg = await run_probe(pr, c, env, cwd, self._probe_net(), cs.pid)
                 if not cs.running:
                     return
                 s, f = counts[p]

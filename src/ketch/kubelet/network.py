@@ -101,10 +101,17 @@ class PodNet:
     def hosts(self) -> str | None:
         return str(ETC_NETNS / self.netns / "hosts") if self.netns else None
 
-    def wrap(self, argv: list[str]) -> list[str]:
+    def wrap(self, argv: list[str], pid: int | None = None) -> list[str]:
         """``argv`` run inside the Pod's namespace (with its /etc/hosts): for what is exec'd without the
-        supervisor (probes, ``kubectl exec``, containers with a stdin)."""
-        return [shutil.which("ip") or "/usr/sbin/ip", "netns", "exec", self.netns, *argv] if self.netns else argv
+        supervisor (probes, ``kubectl exec``, containers with a stdin). Given a running container's ``pid``,
+        util-linux's nsenter joins that process's network, UTS and mount namespaces (its hostname too);
+        else ``ip netns exec`` makes the same view from the named namespace."""
+        if not self.netns:
+            return argv
+        nsenter = shutil.which("nsenter")
+        if pid and nsenter:
+            return [nsenter, "-t", str(pid), "-n", "-u", "-m", "--", *argv]
+        return [shutil.which("ip") or "/usr/sbin/ip", "netns", "exec", self.netns, *argv]
 
 
 HOST = PodNet("127.0.0.1")

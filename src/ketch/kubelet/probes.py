@@ -19,13 +19,14 @@ def _port(port: object, container: dict) -> int:
     raise ValueError(f"port {port!r} not found in the container's ports")
 
 
-async def run_probe(probe: dict, container: dict, env: dict[str, str], cwd: str, net: PodNet = HOST) -> tuple[bool, str]:
+async def run_probe(probe: dict, container: dict, env: dict[str, str], cwd: str, net: PodNet = HOST,
+                    pid: int | None = None) -> tuple[bool, str]:
     """One probe of ``container``: network probes dial the Pod's IP (``net``), exec probes run in its
     network namespace, as the kubelet probes a Pod on a node."""
     timeout = float(probe.get("timeoutSeconds") or 1)
     try:
         if "exec" in probe:
-            cmd = net.wrap(list((probe["exec"] or {}).get("command") or []))
+            cmd = net.wrap(list((probe["exec"] or {}).get("command") or []), pid)
             proc = await asyncio.create_subprocess_exec(
                 *cmd, env=env, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,

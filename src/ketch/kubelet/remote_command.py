@@ -99,7 +99,7 @@ async def serve(ws: WebSocket, kubelet: object) -> None:
     if exe is None:
         return await fail(f'exec: "{command[0]}": executable file not found in $PATH')
     if worker.runtime is None and worker.net is not None and worker.net.netns:  # into the Pod's network namespace
-        command = worker.net.wrap([exe, *command[1:]])
+        command = worker.net.wrap([exe, *command[1:]], cs.pid)
         exe = command[0]
     master = None
     if tty:

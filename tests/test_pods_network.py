@@ -234,3 +234,47 @@ def test_pytorch_ddp_peers_find_each_other_in_either_network(tmp_path, mode):
             assert m and int(m.group(1)) == rank
     finally:
         k.stop()
+
+
+@needs_netns
+def test_a_neighbour_on_the_lan_cannot_reach_the_api_or_a_cluster_ip_through_the_bridge(netns_ketch):
+    """A host accepts packets for any of its addresses on any interface: a neighbour that routes 10.244.0.0/16
+    and 10.96.0.0/16 to this machine must not reach ketch's API forwarder (which would look like loopback to
+    ketch) nor a Service's proxy. The neighbour is a network namespace on a veth of its own, not the bridge."""
+    k = netns_ketch
+    apply_obj(k, web_pod("web-a"))
+    ready(k, "web-a")
+    k.kubectl("create", "service", "clusterip", "web", "--tcp=80:8080")
+    cip = k.kjson("get", "service", "web")["spec"]["clusterIP"]
+    wait_for(lambda: _get(f"http://{cip}/"), timeout=30, what="the ClusterIP to answer on this machine")
+    lan, veth = "ketch-test-lan", "kvtestlan0"
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    subprocess.run(["ip", "netns", "del", lan], capture_output=True)
+    ip("netns", "add", lan)
+    try:
+        ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", lan)
+        ip("addr", "add", "192.168.77.1/24", "dev", veth)
+        ip("link", "set", veth, "up")
+        for cmd in (["addr", "add", "192.168.77.2/24", "dev", "eth0"], ["link", "set", "eth0", "up"], ["link", "set", "lo", "up"],
+                    ["route", "add", "10.244.0.0/16", "via", "192.168.77.1"], ["route", "add", "10.96.0.0/16", "via", "192.168.77.1"]):
+            ip("-n", lan, *cmd)
+        probe = ("import socket, sys\n"
+                 "for host, port in [('10.244.0.1', int(sys.argv[1])), (sys.argv[2], 80)]:\n"
+                 "    s = socket.create_connection((host, port), timeout=5)\n"  # TCP connects: the address is local
+                 "    s.sendall(b'GET /healthz HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\n"
+                 "    s.settimeout(5)\n"
+                 "    try:\n"
+                 "        got = s.recv(100)\n"
+                 "    except ConnectionResetError:\n"
+                 "        got = b''\n"
+                 "    print(host, repr(got))\n")
+        out = subprocess.run(["ip", "netns", "exec", lan, sys.executable, "-c", probe, str(k.port), cip],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.splitlines() == [f"10.244.0.1 {b''!r}", f"{cip} {b''!r}"], out.stdout  # closed, nothing served
+    finally:
+        subprocess.run(["ip", "netns", "del", lan], capture_output=True)
+        subprocess.run(["ip", "link", "del", veth], capture_output=True)

@@ -122,7 +122,7 @@ def permitted() -> str | None:
     return netns_unavailable()
 
 
-def _ip(*args: str, batch: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def ip_cmd(*args: str, batch: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
     cmd = ["ip", *args] + (["-batch", "-"] if batch is not None else [])
     r = subprocess.run(cmd, input=batch, capture_output=True, text=True, timeout=30)
     if check and r.returncode != 0:
@@ -197,6 +197,18 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
                 writer.close()
 
 
+def on_this_machine(writer: asyncio.StreamWriter, *nets: ipaddress.IPv4Network) -> bool:
+    """Whether a connection to one of ketch's Pod-network listeners comes from a Pod or from this machine.
+    A host accepts packets for any of its addresses on any interface, so without this a neighbour on the
+    LAN could send to 10.244.0.1 and reach ketch's API as if from loopback, or a Service's proxy."""
+    peer = writer.get_extra_info("peername")
+    try:
+        ip = ipaddress.ip_address(peer[0])
+    except (TypeError, ValueError, IndexError):
+        return False
+    return ip.is_loopback or ip in POD_CIDR or any(ip in n for n in nets)
+
+
 async def forward(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter, host: str, port: int) -> None:
     """Join a client connection to ``host:port``, both ways (kube-proxy's userspace mode, per connection)."""
     try:
@@ -259,8 +271,13 @@ class NamespacedNetwork(Network):
 
     async def start(self) -> None:
         await asyncio.to_thread(self._bridge)
-        self._api_server = await asyncio.start_server(
-            lambda r, w: forward(r, w, "127.0.0.1", self.api_port), GATEWAY, self.api_port, reuse_address=True)
+        self._api_server = await asyncio.start_server(self._to_api, GATEWAY, self.api_port, reuse_address=True)
+
+    async def _to_api(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        if not on_this_machine(w):
+            w.close()
+            return
+        await forward(r, w, "127.0.0.1", self.api_port)
 
     async def stop(self) -> None:
         if self._api_server is not None:
@@ -268,9 +285,9 @@ class NamespacedNetwork(Network):
             self._api_server = None
 
     def _bridge(self) -> None:
-        if _ip("link", "show", BRIDGE, check=False).returncode != 0:
-            _ip("link", "add", BRIDGE, "type", "bridge", "forward_delay", "0", check=False)
-        _ip(batch=f"addr replace {GATEWAY}/{POD_CIDR.prefixlen} dev {BRIDGE}\nlink set {BRIDGE} up\n")
+        if ip_cmd("link", "show", BRIDGE, check=False).returncode != 0:
+            ip_cmd("link", "add", BRIDGE, "type", "bridge", "forward_delay", "0", check=False)
+        ip_cmd(batch=f"addr replace {GATEWAY}/{POD_CIDR.prefixlen} dev {BRIDGE}\nlink set {BRIDGE} up\n")
 
     @staticmethod
     def netns_name(uid: str) -> str:
@@ -302,14 +319,14 @@ class NamespacedNetwork(Network):
             return net
         veth = "kv" + uid.replace("-", "")[:12]
         with contextlib.suppress(OSError):
-            _ip("netns", "del", name, check=False)
-        _ip("netns", "add", name)
+            ip_cmd("netns", "del", name, check=False)
+        ip_cmd("netns", "add", name)
         try:
-            _ip(batch=f"link add {veth} type veth peer name eth0 netns {name}\nlink set {veth} master {BRIDGE} up\n")
-            _ip("-n", name, batch=(f"addr add {addr}/{POD_CIDR.prefixlen} dev eth0\nlink set eth0 up\nlink set lo up\n"
+            ip_cmd(batch=f"link add {veth} type veth peer name eth0 netns {name}\nlink set {veth} master {BRIDGE} up\n")
+            ip_cmd("-n", name, batch=(f"addr add {addr}/{POD_CIDR.prefixlen} dev eth0\nlink set eth0 up\nlink set lo up\n"
                                    f"route add default via {GATEWAY}\n"))
         except OSError:
-            _ip("netns", "del", name, check=False)
+            ip_cmd("netns", "del", name, check=False)
             raise
         self._write_hosts(uid)
         return net
@@ -353,7 +370,7 @@ class NamespacedNetwork(Network):
             ip = self.ips.pop(uid, None)
         self.names.pop(uid, None)
         if (NETNS_DIR / name).exists():
-            _ip("netns", "del", name, check=False)
+            ip_cmd("netns", "del", name, check=False)
         shutil.rmtree(ETC_NETNS / name, ignore_errors=True)
         if ip:
             release(ip, self.home)

@@ -30,7 +30,17 @@ import os
 import threading
 
 from ketch.kinds.endpoints import endpoint_addresses
-from ketch.kubelet.network import BRIDGE, CLAIMS, NamespacedNetwork, _ip, claim, claims_of, forward, release
+from ketch.kubelet.network import (
+    BRIDGE,
+    CLAIMS,
+    NamespacedNetwork,
+    claim,
+    claims_of,
+    forward,
+    ip_cmd,
+    on_this_machine,
+    release,
+)
 from ketch.machinery.context import Context
 from ketch.machinery.errors import FieldError
 
@@ -164,7 +174,7 @@ class ServiceProxy:
         self.targets = want
         addrs = {ip for ip, _ in want}
         for ip in sorted(addrs - self.addresses):
-            await asyncio.to_thread(_ip, "addr", "replace", f"{ip}/32", "dev", BRIDGE)
+            await asyncio.to_thread(ip_cmd, "addr", "replace", f"{ip}/32", "dev", BRIDGE)
             self.addresses.add(ip)
         for key in [k for k in self.listeners if k not in want]:
             self.listeners.pop(key).close()
@@ -175,7 +185,7 @@ class ServiceProxy:
                 except OSError as e:
                     log.warning("service proxy: cannot listen on %s:%s: %s", key[0], key[1], e)
         for ip in sorted(self.addresses - addrs):
-            await asyncio.to_thread(_ip, "addr", "del", f"{ip}/32", "dev", BRIDGE, check=False)
+            await asyncio.to_thread(ip_cmd, "addr", "del", f"{ip}/32", "dev", BRIDGE, check=False)
             self.addresses.discard(ip)
             self.ips.release(ip)
         # addresses claimed in admission for a Service whose create then failed: freed after a minute
@@ -186,6 +196,9 @@ class ServiceProxy:
 
     def _handler(self, key: tuple[str, int]):  # noqa: ANN202
         async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            if not on_this_machine(w, SERVICE_CIDR):  # a ClusterIP is for Pods and this machine, not the LAN
+                w.close()
+                return
             targets = self.targets.get(key) or []
             if not targets:  # no ready endpoint: refused, as a Service without endpoints is on a cluster
                 w.close()

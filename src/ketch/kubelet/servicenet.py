@@ -178,6 +178,7 @@ class ServiceProxy:
             self.addresses.add(ip)
         for key in [k for k in self.listeners if k not in want]:
             self.listeners.pop(key).close()
+            self.rr.pop(key, None)
         for key in want:
             if key not in self.listeners:
                 try:

@@ -56,12 +56,17 @@ def test_search_space_expansion_and_nn_config():
     assert cfg["num_layers"] == 3 and cfg["input_sizes"] == [8, 8, 1] and cfg["embedding"]["5"]["opt_params"]["pool_size"] == "3"
 
 
+ROUNDS = 30
+
+
 def test_enas_controller_learns_from_rewards():
-    """REINFORCE for real: rewarding one operation in layer 0 makes the controller sample it."""
+    """REINFORCE for real: rewarding one operation in layer 0 makes the controller sample it. (Adam at 0.05
+    learns this in 12 rounds for most seeds but swings away for some, seed 5 among them; 0.02 learns it for
+    every seed tried.)"""
     from ketch.tuning.algorithms import ALGORITHMS, Entry, nas_space
 
     exp = {"metadata": {"uid": "00000000-0000"}, "spec": {"nasConfig": NAS, "objective": {"type": "maximize"}, "algorithm": {
-        "algorithmName": "enas", "algorithmSettings": [{"name": "random_state", "value": "5"}, {"name": "controller_learning_rate", "value": "0.05"},
+        "algorithmName": "enas", "algorithmSettings": [{"name": "random_state", "value": "5"}, {"name": "controller_learning_rate", "value": "0.02"},
                                                        {"name": "controller_train_steps", "value": "3"}, {"name": "controller_baseline_decay", "value": "0.9"}]}}}
     enas, cache, history = ALGORITHMS["enas"], {}, []
     first = [nas_space.parse_architecture(a["architecture"])[0][0] for a in enas.suggest(exp, [], [f"a{i}" for i in range(40)], cache)]

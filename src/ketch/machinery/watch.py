@@ -1,7 +1,8 @@
 """Watch fan-out: every committed change reaches each interested watcher's queue, in commit order.
 
-The store calls ``publish`` from whatever thread wrote; queues belong to the event loop, so events hop
-onto the loop thread-safely.
+The store calls ``publish`` from whatever thread committed (in resourceVersion order, one commit at a
+time); queues belong to the event loop, so events hop onto the loop through its FIFO of callbacks, from the
+loop's own thread too, so an event is never queued ahead of one published earlier from another thread.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ class WatchHub:
             except RuntimeError:
                 running = None
             if running is s.loop:
-                self._put(s, ch)
+                # queued behind changes other threads published before this one (call_soon_threadsafe
+                # feeds the same FIFO), never ahead of them
+                s.loop.call_soon(self._put, s, ch)
             else:
                 try:
                     s.loop.call_soon_threadsafe(self._put, s, ch)

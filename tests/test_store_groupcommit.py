@@ -5,6 +5,7 @@ threads, and over HTTP against `ketch up` with concurrent clients and a watch.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -141,6 +142,37 @@ def test_many_threads_writing_lose_nothing_and_stay_in_order(store):
     assert seen == all_rvs, "subscribers did not see every change exactly once in resourceVersion order"
     assert [c.rv for c in store.changes_since(start)] == all_rvs
     assert store.batched_writes > store.batches, "sixteen writers never shared a commit"
+
+
+def test_event_loop_writers_and_thread_writers_share_commits(store):
+    """Creates awaited on an event loop (what request handlers do) alongside blocking writers on threads:
+    every write settles, none is lost, and the order stays gapless."""
+    seen: list[int] = []
+    store.subscribe(lambda ch: seen.append(ch.rv))
+    start = store.current_rv()
+
+    def blocking(w: int) -> list[int]:
+        return [int(store.create(KEY, _cm(f"t{w}-{i}"))["metadata"]["resourceVersion"]) for i in range(30)]
+
+    async def main() -> tuple[list[int], list[int], BaseException | None]:
+        loop = asyncio.get_running_loop()
+        threads = [loop.run_in_executor(None, blocking, w) for w in range(4)]
+        created = await asyncio.gather(*(store.create_async(KEY, _cm(f"a{i}")) for i in range(200)))
+        try:
+            await store.create_async(KEY, _cm("a7"))
+            dup = None
+        except StoreExists as e:
+            dup = e
+        from_threads = [rv for rvs in await asyncio.gather(*threads) for rv in rvs]
+        return [int(o["metadata"]["resourceVersion"]) for o in created], from_threads, dup
+
+    from_loop, from_threads, dup = asyncio.run(main())
+    assert isinstance(dup, StoreExists), "a name taken was not refused on the async path"
+    all_rvs = sorted(from_loop + from_threads)
+    assert all_rvs == list(range(start + 1, start + 1 + 320)), "resourceVersions have gaps or repeats"
+    assert seen == all_rvs
+    assert all(store.get(KEY, "gc", f"a{i}") is not None for i in range(200))
+    assert store.batched_writes > store.batches
 
 
 def test_concurrent_http_writers_and_a_watch(tmp_path):

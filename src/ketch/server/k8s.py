@@ -276,7 +276,7 @@ class K8sHandler:
             if m == "POST":
                 opts = _options(q)
                 body = await read_body(request)
-                obj = await self._write(self.api.create, rd, ns, body, t.version, opts)
+                obj = await self.api.create_async(rd, ns, body, t.version, opts)
                 return json_response(obj, 201, _warn_headers(opts))
             if m == "DELETE":
                 body = _delete_options(await read_body(request))

@@ -10,6 +10,7 @@ global counter, as etcd's revision is.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import logging
@@ -135,7 +136,7 @@ class _Write:
     ``on_commit`` runs once the batch holding it has committed. ``wake`` is set when the write is settled
     (``done``), or when its writer is asked to lead the next commit."""
 
-    __slots__ = ("done", "error", "on_commit", "result", "run", "wake")
+    __slots__ = ("done", "error", "notify", "on_commit", "result", "run", "wake")
 
     def __init__(self, run: Callable[[Any, int], tuple[Change | None, Any]],
                  on_commit: Callable[[Any], None] | None = None) -> None:
@@ -145,10 +146,22 @@ class _Write:
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
+        self.notify: Callable[[], None] | None = None  # an async writer's: answer its event loop
 
     def settle(self, result: Any = None, error: BaseException | None = None) -> None:
         self.result, self.error, self.done = result, error, True
         self.wake.set()
+        if self.notify is not None:
+            self.notify()
+
+
+def _resolve(fut: asyncio.Future, w: _Write) -> None:
+    if fut.cancelled():
+        return
+    if w.error is not None:
+        fut.set_exception(w.error)
+    else:
+        fut.set_result(w.result)
 
 
 class SQLStore:
@@ -207,6 +220,11 @@ class SQLStore:
         self._commit_lock = threading.Lock()  # held by the committer of the moment
         self._committing = threading.local()  # set on the committer's thread while it commits
         self._closed = False
+        # Commits for writers on an event loop (which must not block) are made by this thread; ``_kick``
+        # wakes it.
+        self._kick = threading.Event()
+        self._async_committer = threading.Thread(target=self._async_commit_loop, name="ketch-store-committer", daemon=True)
+        self._async_committer.start()
 
     # -- reads -------------------------------------------------------------------------------------------
 
@@ -330,16 +348,53 @@ class SQLStore:
                 finally:
                     self._committing.active = False
                     self._commit_lock.release()
-                    # Whoever queued while this batch committed is waiting: hand the next commit to the
-                    # first of them. (A writer queued after this check finds the lock free itself.)
-                    with contextlib.suppress(IndexError):
-                        self._pending[0].wake.set()
+                    self._hand_on()
             else:
                 w.wake.wait()
                 w.wake.clear()
         if w.error is not None:
             raise w.error
         return w.result
+
+    def _hand_on(self) -> None:
+        """Whoever queued while a batch committed is waiting: hand the next commit to the first of them
+        (or to the async committer, for a write from an event loop). A writer queued after this check
+        finds the lock free itself."""
+        if self._pending:
+            with contextlib.suppress(IndexError):
+                self._pending[0].wake.set()
+            self._kick.set()
+
+    async def submit_async(self, w: _Write) -> Any:
+        """Queue a write from an event loop and await its commit without blocking the loop: the async
+        committer thread commits it (with whatever else is queued) and answers through the loop."""
+        if self._closed:
+            raise RuntimeError("the store is closed")
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        w.notify = lambda: loop.call_soon_threadsafe(_resolve, fut, w)
+        self._pending.append(w)
+        self._kick.set()
+        return await fut
+
+    def _async_commit_loop(self) -> None:
+        while not self._closed:
+            self._kick.wait()
+            self._kick.clear()
+            while self._pending and not self._closed:
+                with self._commit_lock:
+                    self._committing.active = True
+                    try:
+                        batch = []
+                        while self._pending and len(batch) < MAX_BATCH:
+                            batch.append(self._pending.popleft())
+                        if batch:
+                            with contextlib.suppress(Exception):  # settled with the error already
+                                self._commit(batch)
+                    finally:
+                        self._committing.active = False
+                with contextlib.suppress(IndexError):
+                    self._pending[0].wake.set()  # a sync writer queued meanwhile may lead the next one
 
     def _commit(self, batch: list[_Write]) -> None:
         try:
@@ -437,6 +492,13 @@ class SQLStore:
             )
 
     def create(self, key: str, obj: dict) -> dict:
+        return self._submit(self._create_write(key, obj))
+
+    async def create_async(self, key: str, obj: dict) -> dict:
+        """``create`` for a caller on an event loop: awaits the commit without blocking the loop."""
+        return await self.submit_async(self._create_write(key, obj))
+
+    def _create_write(self, key: str, obj: dict) -> _Write:
         md = obj["metadata"]
         ns, name = md.get("namespace", ""), md["name"]
 
@@ -451,7 +513,7 @@ class SQLStore:
             self._log(cur, rv, key, obj, "ADDED", data)
             return Change(rv, key, ns, name, "ADDED", obj), obj
 
-        return self._submit(_Write(run))
+        return _Write(run)
 
     def update(self, key: str, obj: dict, expected_rv: int | None = None, reindex: bool = True) -> dict:
         """Replace an object; ``reindex=False`` when the caller knows its labels and owners did not change
@@ -535,6 +597,7 @@ class SQLStore:
     def close(self) -> None:
         """Commit what is queued, stop the committer, and close every connection."""
         self._closed = True
+        self._kick.set()
         with self._commit_lock:  # let the commit in progress finish; refuse what is still queued
             while self._pending:
                 self._pending.popleft().settle(error=RuntimeError("the store is closed"))

@@ -220,7 +220,7 @@ def test_concurrent_http_writers_and_a_watch(tmp_path):
         barrier = threading.Barrier(8)
 
         def replace(w: int) -> int:
-            body = {**shared, "data": {"v": str(w)}}
+            body = {**shared, "data": {"v": f"client-{w}"}}
             with k.http(timeout=30) as hc:
                 barrier.wait(10)
                 return hc.put("/api/v1/namespaces/gc/configmaps/shared", json=body).status_code

@@ -371,9 +371,10 @@ class SQLStore:
         committer thread commits it (with whatever else is queued) and answers through the loop."""
         if self._closed:
             raise RuntimeError("the store is closed")
-        if not self._async_inflight and not self._pending and self._commit_lock.acquire(blocking=False):
-            # Idle: commit right here, as a lone blocking writer would: handing one write to a thread and
-            # back costs two thread wake-ups, more than its commit. (Under load the commit is awaited.)
+        if self.is_sqlite and not self._async_inflight and not self._pending and self._commit_lock.acquire(blocking=False):
+            # Idle SQLite: commit right here, as a lone blocking writer would: handing one write to a thread
+            # and back costs two thread wake-ups, more than a WAL commit. (Under load the commit is awaited;
+            # a PostgreSQL commit, a round trip and an fsync, is always awaited off the loop.)
             try:
                 self._committing.active = True
                 with contextlib.suppress(Exception):  # settled with the error already

@@ -14,6 +14,7 @@ from dashboard_kinds import (
     install,
     pytorchjob,
 )
+from tuning_helpers import NAS
 
 
 def put_status(ketch, path: str, status: dict) -> None:
@@ -119,14 +120,6 @@ def test_tuning_experiment_runs_and_the_pages_follow_it(ketch, dashboard):
     dashboard.shot("tuning-list")
 
 
-NAS = {"graphConfig": {"numLayers": 3, "inputSizes": [8, 8, 1], "outputSizes": [10]},
-       "operations": [
-           {"operationType": "convolution", "parameters": [
-               {"name": "filter_size", "parameterType": "categorical", "feasibleSpace": {"list": ["3", "5"]}},
-               {"name": "num_filter", "parameterType": "categorical", "feasibleSpace": {"list": ["8", "16"]}}]},
-           {"operationType": "reduction", "parameters": [
-               {"name": "reduction_type", "parameterType": "categorical", "feasibleSpace": {"list": ["max_pooling", "avg_pooling"]}},
-               {"name": "pool_size", "parameterType": "int", "feasibleSpace": {"min": "2", "max": "3", "step": "1"}}]}]}
 # A trial that scores the architecture it is handed (no training: the page is under test, not ENAS)
 ENAS_TRIAL = ("import sys, json; a = dict(x.split('=', 1) for x in sys.argv[1:]); "
               "arch = json.loads(a['--architecture'].replace(\"'\", '\"')); cfg = json.loads(a['--nn_config'].replace(\"'\", '\"')); "

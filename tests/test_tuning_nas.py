@@ -15,20 +15,13 @@ import pytest
 import yaml
 
 from conftest import make_ketch
+from tuning_helpers import NAS
 
 torch = pytest.importorskip("torch", reason="ENAS trains its controller with torch (the torch extra)")
 
 PY = sys.executable
 SCRIPTS = Path(__file__).parent / "tuning_scripts"
 PRELOAD = {"kubelet.ketch.dev/preload": "torch,sklearn.datasets,sklearn.model_selection"}  # trials fork from a warm interpreter
-NAS = {"graphConfig": {"numLayers": 3, "inputSizes": [8, 8, 1], "outputSizes": [10]},
-       "operations": [
-           {"operationType": "convolution", "parameters": [
-               {"name": "filter_size", "parameterType": "categorical", "feasibleSpace": {"list": ["3", "5"]}},
-               {"name": "num_filter", "parameterType": "categorical", "feasibleSpace": {"list": ["8", "16"]}}]},
-           {"operationType": "reduction", "parameters": [
-               {"name": "reduction_type", "parameterType": "categorical", "feasibleSpace": {"list": ["max_pooling", "avg_pooling"]}},
-               {"name": "pool_size", "parameterType": "int", "feasibleSpace": {"min": "2", "max": "3", "step": "1"}}]}]}
 POOLING_ONLY = [[4], [5, 0], [6, 0, 0]]
 
 

@@ -21,16 +21,19 @@ class Registry:
     def on_change(self, fn: Callable[[], None]) -> None:
         self._listeners.append(fn)
 
+    # Copy on write: readers on other threads (API writes run on writer threads) iterate ``_by_key``
+    # without the lock, so a CRD registered meanwhile must not change the dict under them.
     def add(self, rd: ResourceDefinition) -> None:
         with self._lock:
-            self._by_key[rd.key] = rd
+            self._by_key = {**self._by_key, rd.key: rd}
             self.generation += 1
         for fn in self._listeners:
             fn()
 
     def remove(self, key: str) -> None:
         with self._lock:
-            if self._by_key.pop(key, None) is not None:
+            if key in self._by_key:
+                self._by_key = {k: v for k, v in self._by_key.items() if k != key}
                 self.generation += 1
         for fn in self._listeners:
             fn()

@@ -1,7 +1,9 @@
 """Watch fan-out: every committed change reaches each interested watcher's queue, in commit order.
 
-The store calls ``publish`` from whatever thread wrote; queues belong to the event loop, so events hop
-onto the loop thread-safely.
+The store calls ``publish`` from whatever thread committed (in resourceVersion order, one commit at a
+time); queues belong to the event loop, so events from other threads hop onto the loop through its FIFO
+of callbacks, and one published on the loop's own thread goes straight to the queue unless some from
+other threads are still in flight (then it queues behind them, never ahead).
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ class Subscription:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     overflowed: bool = False
+    # Changes handed to the loop from other threads, and those of them put on the queue: while any are in
+    # flight, a change published on the loop's own thread queues behind them rather than jumping ahead.
+    scheduled: int = 0
+    delivered: int = 0
 
     def wants(self, ch: Change) -> bool:
         if self.key is not None and ch.key != self.key:
@@ -54,13 +60,21 @@ class WatchHub:
                 running = asyncio.get_running_loop()
             except RuntimeError:
                 running = None
-            if running is s.loop:
+            if running is s.loop and s.scheduled == s.delivered:
                 self._put(s, ch)
             else:
+                s.scheduled += 1  # one publisher at a time: the store publishes from its commit
                 try:
-                    s.loop.call_soon_threadsafe(self._put, s, ch)
+                    if running is s.loop:  # behind the ones still in flight (the same FIFO of callbacks)
+                        s.loop.call_soon(self._put_later, s, ch)
+                    else:
+                        s.loop.call_soon_threadsafe(self._put_later, s, ch)
                 except RuntimeError:  # loop closed
                     self.unsubscribe(s)
+
+    def _put_later(self, s: Subscription, ch: Change) -> None:
+        s.delivered += 1
+        self._put(s, ch)
 
     def _put(self, s: Subscription, ch: Change) -> None:
         if s.queue.qsize() >= self.MAX_QUEUE:

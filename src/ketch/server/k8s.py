@@ -4,8 +4,11 @@ content types, query parameters, Tables, watch streams and Status errors."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -183,6 +186,9 @@ def _warn_headers(opts: Options) -> dict | None:
     return {"Warning": ", ".join(f"299 - {quoted(w)}" for w in opts.warnings[:20])}
 
 
+WRITE_THREADS = 32  # writes in flight at once; more wait their turn for a thread
+
+
 class K8sHandler:
     """One ASGI-friendly handler for every resource request."""
 
@@ -192,6 +198,15 @@ class K8sHandler:
         self.subs = subresource_handlers
         # Create-only kinds answered by a handler and never stored (the review APIs), by storage key.
         self.creators = creators if creators is not None else {}
+        # Writes run here, off the event loop: each waits for the store's group commit, so while some wait
+        # the loop keeps reading requests, and concurrent writers share a commit.
+        self._writers = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="ketch-write")
+
+    async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run the Api write ``fn(*args)`` on a writer thread (with this request's context: the user
+        admission checks read) and await it without blocking the loop."""
+        call = functools.partial(contextvars.copy_context().run, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._writers, call)
 
     async def __call__(self, request: Request) -> Response:
         try:
@@ -261,13 +276,13 @@ class K8sHandler:
             if m == "POST":
                 opts = _options(q)
                 body = await read_body(request)
-                obj = self.api.create(rd, ns, body, t.version, opts)
+                obj = await self.api.create_async(rd, ns, body, t.version, opts)
                 return json_response(obj, 201, _warn_headers(opts))
             if m == "DELETE":
                 body = _delete_options(await read_body(request))
                 opts = _options(q)
-                res = self.api.delete_collection(
-                    rd, ns or None, q.get("labelSelector"), q.get("fieldSelector"),
+                res = await self._write(
+                    self.api.delete_collection, rd, ns or None, q.get("labelSelector"), q.get("fieldSelector"),
                     q.get("propagationPolicy") or body.get("propagationPolicy"), _grace(q, body), opts,
                 )
                 return json_response(res)
@@ -281,7 +296,7 @@ class K8sHandler:
         if m == "PUT":
             opts = _options(q)
             body = await read_body(request)
-            obj = self.api.update(rd, ns, name, body, t.version, t.sub, opts)
+            obj = await self._write(self.api.update, rd, ns, name, body, t.version, t.sub, opts)
             return json_response(obj, 200, _warn_headers(opts))
         if m == "PATCH":
             opts = _options(q)
@@ -296,7 +311,7 @@ class K8sHandler:
                     raise bad_request(f"error decoding YAML: the apply configuration is not UTF-8 text ({e.reason} at byte {e.start})") from None
             else:
                 body = await read_body(request, allow_yaml=False)
-            obj = self.api.patch(rd, ns, name, ct, body, t.version, t.sub, opts)
+            obj = await self._write(self.api.patch, rd, ns, name, ct, body, t.version, t.sub, opts)
             return json_response(obj, 200, _warn_headers(opts))
         if m == "DELETE":
             body = _delete_options(await read_body(request))
@@ -306,7 +321,7 @@ class K8sHandler:
             prop = q.get("propagationPolicy") or body.get("propagationPolicy")
             if _flag(q, "orphanDependents") or body.get("orphanDependents") is True:
                 prop = "Orphan"
-            obj = self.api.delete(rd, ns, name, prop, _grace(q, body), body.get("preconditions"), opts)
+            obj = await self._write(self.api.delete, rd, ns, name, prop, _grace(q, body), body.get("preconditions"), opts)
             return json_response(obj)
         raise method_not_allowed(f"the server does not allow this method on the requested resource ({path})")
 

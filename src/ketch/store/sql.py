@@ -1,18 +1,24 @@
 """SQLAlchemy store: SQLite in WAL mode by default, PostgreSQL by URL.
 
-Every write is one transaction that both changes ``objects`` and appends to ``changes`` (the log watches
-replay from), so a write is all-or-nothing and nothing acknowledged is lost when the process is killed:
-SQLite's WAL with synchronous=NORMAL survives a process crash (only an OS crash can drop the last commits).
-The resourceVersion is a single global counter, as etcd's revision is.
+Every write both changes ``objects`` and appends to ``changes`` (the log watches replay from) inside one
+SAVEPOINT of a committed transaction, so a write is all-or-nothing; writes are group-committed by one
+committer thread (many writers' changes in one transaction) and each is acknowledged only after that
+commit, so nothing acknowledged is lost when the process is killed: SQLite's WAL with synchronous=NORMAL
+survives a process crash (only an OS crash can drop the last commits). The resourceVersion is a single
+global counter, as etcd's revision is.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
@@ -84,6 +90,27 @@ _DELETE = objects.delete().where(*_WHERE_ONE)
 _LOG = changes.insert()
 _OWNERS_DEL = owners.delete().where(owners.c.key == _B("k"), owners.c.namespace == _B("ns"), owners.c.name == _B("n"))
 _LABELS_DEL = labels.delete().where(labels.c.key == _B("k"), labels.c.namespace == _B("ns"), labels.c.name == _B("n"))
+_META_SET = meta.update().where(meta.c.k == _B("mk")).values(v=_B("mv"))
+_COMPACT = changes.delete().where(changes.c.rv <= _B("upto"))
+# The committer's statements, as (statement, the insert's columns): compiled once per database into SQL
+# text with named parameters and run on the DB-API cursor, since SQLAlchemy's per-statement execution
+# machinery cost more than SQLite itself (a create is five statements; see docs/benchmarks.md).
+_WRITE_STATEMENTS: dict[str, tuple[sa.sql.ClauseElement, list[str] | None]] = {
+    "insert": (_INSERT, ["key", "namespace", "name", "uid", "rv", "data"]),
+    "update": (_UPDATE, None),
+    "update_if": (_UPDATE_IF, None),
+    "delete": (_DELETE, None),
+    "get_rv": (_GET_RV, None),
+    "get_rv_data": (_GET_RV_DATA, None),
+    "log": (_LOG, ["rv", "key", "namespace", "name", "type", "data"]),
+    "owners_del": (_OWNERS_DEL, None),
+    "labels_del": (_LABELS_DEL, None),
+    "labels_add": (labels.insert(), ["key", "namespace", "name", "label", "value"]),
+    "owners_add": (owners.insert(), ["owner_uid", "key", "namespace", "name"]),
+    "meta_set": (_META_SET, None),
+    "meta_add": (meta.insert(), ["k", "v"]),
+    "compact": (_COMPACT, None),
+}
 
 
 def _dumps(obj: dict) -> str:
@@ -100,31 +127,81 @@ def _owner_uids(obj: dict) -> list[str]:
     return [o["uid"] for o in (obj.get("metadata", {}).get("ownerReferences") or []) if o.get("uid")]
 
 
+MAX_BATCH = 256  # writes per group commit: bounds one transaction's size (and a failed commit's blast radius)
+
+
+class _Write:
+    """One queued write: ``run(cursor, rv)`` does its statements inside its own SAVEPOINT, given the
+    resourceVersion it would take, and returns (the Change it makes or None, the caller's result);
+    ``on_commit`` runs once the batch holding it has committed. ``wake`` is set when the write is settled
+    (``done``), or when its writer is asked to lead the next commit."""
+
+    __slots__ = ("done", "error", "notify", "on_commit", "result", "run", "wake")
+
+    def __init__(self, run: Callable[[Any, int], tuple[Change | None, Any]],
+                 on_commit: Callable[[Any], None] | None = None) -> None:
+        self.run = run
+        self.on_commit = on_commit
+        self.wake = threading.Event()
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.notify: Callable[[], None] | None = None  # an async writer's: answer its event loop
+
+    def settle(self, result: Any = None, error: BaseException | None = None) -> None:
+        self.result, self.error, self.done = result, error, True
+        self.wake.set()
+        if self.notify is not None:
+            self.notify()
+
+
+def _resolve(fut: asyncio.Future, w: _Write) -> None:
+    if fut.cancelled():
+        return
+    if w.error is not None:
+        fut.set_exception(w.error)
+    else:
+        fut.set_result(w.result)
+
+
 class SQLStore:
-    """The default store. Thread-safe: writes are serialised by one lock (one writer, as SQLite wants)."""
+    """The default store. Thread-safe, with group commit: every write joins one queue, and one writer at
+    a time (the committer: whoever finds the commit free, or is handed it) takes every write waiting,
+    runs each in its own SAVEPOINT inside one transaction (a write that fails, a 409 or a name taken,
+    fails alone), commits once, publishes the batch's changes in resourceVersion order, and only then
+    answers each writer. Under load many writers share one commit; alone, a write commits at once on its
+    own thread (no batching timer, no hand-off). Reads use their own pooled connections and never wait
+    for a commit (SQLite WAL readers see the last one)."""
 
     def __init__(self, url: str, history: int = 100_000) -> None:
         self.url = url
         self.history = history
-        is_sqlite = url.startswith("sqlite")
+        self.is_sqlite = is_sqlite = url.startswith("sqlite")
         kwargs: dict = {}
+        wkwargs: dict = {"pool_size": 1, "max_overflow": 0}
         if is_sqlite:
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            kwargs["connect_args"] = wkwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            kwargs.update(pool_size=8, max_overflow=32)  # readers run concurrently, each on its own connection
+            kwargs["paramstyle"] = wkwargs["paramstyle"] = "named"  # hot paths pass dicts to DB-API cursors
         self.engine = sa.create_engine(url, **kwargs)
+        # The committer's own engine: one connection, whose transactions it begins and ends itself.
+        self._wengine = sa.create_engine(url, **wkwargs)
         if is_sqlite:
-
-            @event.listens_for(self.engine, "connect")
-            def _pragmas(dbapi_conn, _record):  # noqa: ANN001
-                cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA synchronous=NORMAL")
-                cur.execute("PRAGMA foreign_keys=OFF")
-                cur.close()
+            for eng in (self.engine, self._wengine):
+                event.listen(eng, "connect", _sqlite_pragmas)
+            # pysqlite's implicit transactions break SAVEPOINT: the committer begins its own instead.
+            event.listen(self._wengine, "connect", _sqlite_manual_transactions)
+        d = self._wengine.dialect
+        self._sql = {name: str(stmt.compile(dialect=d, column_keys=cols)) for name, (stmt, cols) in _WRITE_STATEMENTS.items()}
+        self._integrity_error: type[Exception] = d.loaded_dbapi.IntegrityError
+        self._get_sql = str(_GET.compile(dialect=self.engine.dialect))
 
         backfill = not sa.inspect(self.engine).has_table("labels")
         _md.create_all(self.engine)
         if backfill:
             self._index_labels()
+        # Held by the committer while it commits and moves ``_rv``, and by ``list`` while it reads, so a
+        # list's (items, resourceVersion) pair is consistent.
         self._lock = threading.RLock()
         self._subscribers: list[Callable[[Change], None]] = []
         with self.engine.connect() as c:
@@ -136,12 +213,33 @@ class SQLStore:
             self._compacted = int(row[0]) if row else 0
         self._rv = max(top, self._compacted)
         self._writes_since_compact = 0
+        self.batches = 0  # group commits so far, and the writes they carried: what the benchmark reports
+        self.batched_writes = 0
+        self._wconn: Any = None  # the committer's DB-API connection (from its engine's pool)
+        self._pending: collections.deque[_Write] = collections.deque()  # writes waiting for a commit
+        self._commit_lock = threading.Lock()  # held by the committer of the moment
+        self._committing = threading.local()  # set on the committer's thread while it commits
+        self._closed = False
+        # Commits for writers on an event loop (which must not block) are made by this thread; ``_kick``
+        # wakes it.
+        self._kick = threading.Event()
+        self._async_inflight = 0  # async writes awaiting a commit (touched on event loop threads only)
+        self._async_committer = threading.Thread(target=self._async_commit_loop, name="ketch-store-committer", daemon=True)
+        self._async_committer.start()
 
     # -- reads -------------------------------------------------------------------------------------------
 
     def get(self, key: str, namespace: str, name: str) -> dict | None:
-        with self.engine.connect() as c:
-            row = c.execute(_GET, {"k": key, "ns": namespace, "n": name}).first()
+        # The hottest read (every write checks its namespace): on the pooled DB-API connection directly,
+        # as the committer writes, sparing SQLAlchemy's per-statement machinery.
+        conn = self.engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            cur.execute(self._get_sql, {"k": key, "ns": namespace, "n": name})
+            row = cur.fetchone()
+            cur.close()
+        finally:
+            conn.close()  # back to the pool
         return orjson.loads(row[0]) if row else None
 
     def _index_labels(self) -> None:
@@ -163,10 +261,10 @@ class SQLStore:
                 labels.c.label == lk, labels.c.value == lv,
             ))
         q = q.order_by(objects.c.namespace, objects.c.name)
-        with self._lock:  # a consistent (items, rv) pair
-            with self.engine.connect() as c:
+        with self.engine.connect() as c:
+            with self._lock:  # no commit between the read and the rv: a consistent (items, rv) pair
                 rows = c.execute(q).all()
-            rv = self._rv
+                rv = self._rv
         return [orjson.loads(r[0]) for r in rows], rv
 
     def current_rv(self) -> int:
@@ -215,6 +313,9 @@ class SQLStore:
     # -- writes ------------------------------------------------------------------------------------------
 
     def subscribe(self, fn: Callable[[Change], None]) -> None:
+        """Call ``fn`` with every committed change, in resourceVersion order, from the committer thread
+        (before the write is acknowledged). ``fn`` must not write to the store: the committer would wait
+        on itself."""
         self._subscribers.append(fn)
 
     def _emit(self, ch: Change) -> None:
@@ -224,124 +325,320 @@ class SQLStore:
             except Exception:  # a broken subscriber must never fail a committed write
                 log.exception("store subscriber failed")
 
-    def _log(self, c: sa.Connection, rv: int, key: str, obj: dict, typ: str, data: str) -> None:
-        md = obj["metadata"]
-        c.execute(_LOG, {"rv": rv, "key": key, "namespace": md.get("namespace", ""), "name": md["name"], "type": typ, "data": data})
+    def _submit(self, w: _Write) -> Any:
+        """Queue a write and return once it has committed (its result), or raise its own error.
 
-    def _index(self, c: sa.Connection, key: str, obj: dict, replace: bool) -> None:
+        Leader/follower group commit: a writer that finds the commit lock free commits everything queued,
+        its own write included; one that finds it taken waits, and is woken either settled or, when the
+        committer leaves writes queued behind it, to commit the next batch itself."""
+        if self._closed:
+            raise RuntimeError("the store is closed")
+        if getattr(self._committing, "active", False):
+            raise RuntimeError("a store subscriber may not write to the store (the commit would wait on itself)")
+        self._pending.append(w)
+        while not w.done:
+            if self._commit_lock.acquire(blocking=False):
+                try:
+                    self._committing.active = True
+                    if not w.done:
+                        batch = []
+                        while self._pending and len(batch) < MAX_BATCH:
+                            batch.append(self._pending.popleft())
+                        if batch:
+                            self._commit(batch)
+                finally:
+                    self._committing.active = False
+                    self._commit_lock.release()
+                    self._hand_on()
+            else:
+                w.wake.wait()
+                w.wake.clear()
+        if w.error is not None:
+            raise w.error
+        return w.result
+
+    def _hand_on(self) -> None:
+        """Whoever queued while a batch committed is waiting: hand the next commit to the first of them
+        (or to the async committer, for a write from an event loop). A writer queued after this check
+        finds the lock free itself."""
+        if self._pending:
+            with contextlib.suppress(IndexError):
+                self._pending[0].wake.set()
+            self._kick.set()
+
+    async def submit_async(self, w: _Write) -> Any:
+        """Queue a write from an event loop and await its commit without blocking the loop: the async
+        committer thread commits it (with whatever else is queued) and answers through the loop."""
+        if self._closed:
+            raise RuntimeError("the store is closed")
+        if self.is_sqlite and not self._async_inflight and not self._pending and self._commit_lock.acquire(blocking=False):
+            # Idle SQLite: commit right here, as a lone blocking writer would: handing one write to a thread
+            # and back costs two thread wake-ups, more than a WAL commit. (Under load the commit is awaited;
+            # a PostgreSQL commit, a round trip and an fsync, is always awaited off the loop.)
+            try:
+                self._committing.active = True
+                with contextlib.suppress(Exception):  # settled with the error already
+                    self._commit([w])
+            finally:
+                self._committing.active = False
+                self._commit_lock.release()
+                self._hand_on()
+            if w.error is not None:
+                raise w.error
+            return w.result
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        w.notify = lambda: loop.call_soon_threadsafe(_resolve, fut, w)
+        self._async_inflight += 1
+        try:
+            self._pending.append(w)
+            self._kick.set()
+            return await fut
+        finally:
+            self._async_inflight -= 1
+
+    def _async_commit_loop(self) -> None:
+        while not self._closed:
+            self._kick.wait()
+            self._kick.clear()
+            while self._pending and not self._closed:
+                with self._commit_lock:
+                    self._committing.active = True
+                    try:
+                        batch = []
+                        while self._pending and len(batch) < MAX_BATCH:
+                            batch.append(self._pending.popleft())
+                        if batch:
+                            with contextlib.suppress(Exception):  # settled with the error already
+                                self._commit(batch)
+                    finally:
+                        self._committing.active = False
+                with contextlib.suppress(IndexError):
+                    self._pending[0].wake.set()  # a sync writer queued meanwhile may lead the next one
+
+    def _commit(self, batch: list[_Write]) -> None:
+        try:
+            self._run_batch(batch)
+        except BaseException as e:  # never leave a writer waiting, whatever went wrong
+            log.exception("store commit failed")
+            for w in batch:
+                if not w.done:
+                    w.settle(error=e)
+            raise
+
+    def _run_batch(self, batch: list[_Write]) -> None:
+        rv = self._rv
+        done: list[tuple[_Write, Change | None, Any, BaseException | None]] = []
+        try:
+            if self._wconn is None:
+                self._wconn = self._wengine.raw_connection()
+            conn = self._wconn
+            cur = conn.cursor()
+            try:
+                if self.is_sqlite:
+                    cur.execute("BEGIN IMMEDIATE")  # the write lock now, not half-way through the batch
+                for w in batch:
+                    cur.execute("SAVEPOINT w")
+                    try:
+                        ch, res = w.run(cur, rv + 1)
+                    except Exception as e:  # this write's own failure: undo its statements alone
+                        cur.execute("ROLLBACK TO SAVEPOINT w")
+                        cur.execute("RELEASE SAVEPOINT w")
+                        done.append((w, None, None, e))
+                        continue
+                    cur.execute("RELEASE SAVEPOINT w")
+                    if ch is not None:
+                        rv = ch.rv
+                    done.append((w, ch, res, None))
+                with self._lock:
+                    conn.commit()
+                    self._rv = rv
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    conn.rollback()
+                raise
+            finally:
+                with contextlib.suppress(Exception):
+                    cur.close()
+        except Exception as e:  # the batch did not commit: no write in it happened
+            log.warning("store commit failed: %s", e)
+            if self._wconn is not None:  # start the next batch on a fresh connection
+                with contextlib.suppress(Exception):
+                    self._wconn.invalidate()
+                self._wconn = None
+            own = {id(w): err for w, _ch, _res, err in done if err is not None}
+            for w in batch:
+                w.settle(error=own.get(id(w)) or e)
+            return
+        self.batches += 1
+        self.batched_writes += len(batch)
+        n = 0
+        for w, ch, res, err in done:
+            if err is None:
+                if ch is not None:
+                    n += 1
+                    self._emit(ch)
+                if w.on_commit is not None:
+                    try:
+                        w.on_commit(res)
+                    except Exception:
+                        log.exception("store post-commit step failed")
+        for w, _ch, res, err in done:
+            w.settle(res, err)
+        self._writes_since_compact += n
+        if n and self._writes_since_compact >= min(1000, max(self.history, 1)):
+            self._writes_since_compact = 0
+            self._run_batch([self._compaction(self.history)])
+
+    def _log(self, cur: Any, rv: int, key: str, obj: dict, typ: str, data: str) -> None:
+        md = obj["metadata"]
+        cur.execute(self._sql["log"], {"rv": rv, "key": key, "namespace": md.get("namespace", ""), "name": md["name"], "type": typ, "data": data})
+
+    def _index(self, cur: Any, key: str, obj: dict, replace: bool) -> None:
         """Keep the owner and label indexes of one object in step with it, in the write's transaction."""
         md = obj["metadata"]
         ns, name = md.get("namespace", ""), md["name"]
         if replace:
-            c.execute(_LABELS_DEL, {"k": key, "ns": ns, "n": name})
-            c.execute(_OWNERS_DEL, {"k": key, "ns": ns, "n": name})
+            cur.execute(self._sql["labels_del"], {"k": key, "ns": ns, "n": name})
+            cur.execute(self._sql["owners_del"], {"k": key, "ns": ns, "n": name})
         rows = _label_rows(key, obj)
         if rows:
-            c.execute(labels.insert(), rows)
+            cur.executemany(self._sql["labels_add"], rows)
         uids = _owner_uids(obj)
         if uids:
-            c.execute(
-                owners.insert(),
+            cur.executemany(
+                self._sql["owners_add"],
                 [{"owner_uid": u, "key": key, "namespace": ns, "name": name} for u in dict.fromkeys(uids)],
             )
 
     def create(self, key: str, obj: dict) -> dict:
+        return self._submit(self._create_write(key, obj))
+
+    async def create_async(self, key: str, obj: dict) -> dict:
+        """``create`` for a caller on an event loop: awaits the commit without blocking the loop."""
+        return await self.submit_async(self._create_write(key, obj))
+
+    def _create_write(self, key: str, obj: dict) -> _Write:
         md = obj["metadata"]
         ns, name = md.get("namespace", ""), md["name"]
-        with self._lock:
-            rv = self._rv + 1
+
+        def run(cur: Any, rv: int) -> tuple[Change, dict]:
             md["resourceVersion"] = str(rv)
             data = _dumps(obj)
             try:
-                with self.engine.begin() as c:
-                    c.execute(_INSERT, {"key": key, "namespace": ns, "name": name, "uid": md["uid"], "rv": rv, "data": data})
-                    self._index(c, key, obj, replace=False)
-                    self._log(c, rv, key, obj, "ADDED", data)
-            except sa.exc.IntegrityError as e:
+                cur.execute(self._sql["insert"], {"key": key, "namespace": ns, "name": name, "uid": md["uid"], "rv": rv, "data": data})
+            except self._integrity_error as e:
                 raise StoreExists(f"{key} {ns}/{name}") from e
-            self._rv = rv
-            self._emit(Change(rv, key, ns, name, "ADDED", obj))
-            self._after_write()
-        return obj
+            self._index(cur, key, obj, replace=False)
+            self._log(cur, rv, key, obj, "ADDED", data)
+            return Change(rv, key, ns, name, "ADDED", obj), obj
+
+        return _Write(run)
 
     def update(self, key: str, obj: dict, expected_rv: int | None = None, reindex: bool = True) -> dict:
         """Replace an object; ``reindex=False`` when the caller knows its labels and owners did not change
         (a status write), which spares rewriting the label and owner index rows."""
         md = obj["metadata"]
         ns, name = md.get("namespace", ""), md["name"]
-        with self._lock:
-            rv = self._rv + 1
+
+        def run(cur: Any, rv: int) -> tuple[Change, dict]:
             md["resourceVersion"] = str(rv)
             data = _dumps(obj)
-            with self.engine.begin() as c:
-                where = {"k": key, "ns": ns, "n": name}
-                if expected_rv is not None:
-                    res = c.execute(_UPDATE_IF, {**where, "want_rv": expected_rv, "new_rv": rv, "new_data": data})
-                else:
-                    res = c.execute(_UPDATE, {**where, "new_rv": rv, "new_data": data})
-                if res.rowcount != 1:
-                    exists = c.execute(_GET_RV, where).first()
-                    if exists is None:
-                        raise StoreNotFound(f"{key} {ns}/{name}")
-                    raise StoreConflict(f"{key} {ns}/{name}")
-                if reindex:
-                    self._index(c, key, obj, replace=True)
-                self._log(c, rv, key, obj, "MODIFIED", data)
-            self._rv = rv
-            self._emit(Change(rv, key, ns, name, "MODIFIED", obj))
-            self._after_write()
-        return obj
+            where = {"k": key, "ns": ns, "n": name}
+            if expected_rv is not None:
+                cur.execute(self._sql["update_if"], {**where, "want_rv": expected_rv, "new_rv": rv, "new_data": data})
+            else:
+                cur.execute(self._sql["update"], {**where, "new_rv": rv, "new_data": data})
+            if cur.rowcount != 1:
+                cur.execute(self._sql["get_rv"], where)
+                if cur.fetchone() is None:
+                    raise StoreNotFound(f"{key} {ns}/{name}")
+                raise StoreConflict(f"{key} {ns}/{name}")
+            if reindex:
+                self._index(cur, key, obj, replace=True)
+            self._log(cur, rv, key, obj, "MODIFIED", data)
+            return Change(rv, key, ns, name, "MODIFIED", obj), obj
+
+        return self._submit(_Write(run))
 
     def delete(self, key: str, namespace: str, name: str, expected_rv: int | None = None) -> dict:
-        with self._lock:
-            with self.engine.begin() as c:
-                where = {"k": key, "ns": namespace, "n": name}
-                row = c.execute(_GET_RV_DATA, where).first()
-                if row is None:
-                    raise StoreNotFound(f"{key} {namespace}/{name}")
-                if expected_rv is not None and row[0] != expected_rv:
-                    raise StoreConflict(f"{key} {namespace}/{name}")
-                obj = orjson.loads(row[1])
-                rv = self._rv + 1
-                obj["metadata"]["resourceVersion"] = str(rv)
-                c.execute(_DELETE, where)
-                c.execute(_OWNERS_DEL, where)
-                c.execute(_LABELS_DEL, where)
-                self._log(c, rv, key, obj, "DELETED", _dumps(obj))
-            self._rv = rv
-            self._emit(Change(rv, key, namespace, name, "DELETED", obj))
-            self._after_write()
-        return obj
+        def run(cur: Any, rv: int) -> tuple[Change, dict]:
+            where = {"k": key, "ns": namespace, "n": name}
+            cur.execute(self._sql["get_rv_data"], where)
+            row = cur.fetchone()
+            if row is None:
+                raise StoreNotFound(f"{key} {namespace}/{name}")
+            if expected_rv is not None and row[0] != expected_rv:
+                raise StoreConflict(f"{key} {namespace}/{name}")
+            obj = orjson.loads(row[1])
+            obj["metadata"]["resourceVersion"] = str(rv)
+            cur.execute(self._sql["delete"], where)
+            cur.execute(self._sql["owners_del"], where)
+            cur.execute(self._sql["labels_del"], where)
+            self._log(cur, rv, key, obj, "DELETED", _dumps(obj))
+            return Change(rv, key, namespace, name, "DELETED", obj), obj
 
-    def _after_write(self) -> None:
-        self._writes_since_compact += 1
-        if self._writes_since_compact >= min(1000, max(self.history, 1)):
-            self._writes_since_compact = 0
-            self.compact()
+        return self._submit(_Write(run))
 
     def probe_write(self) -> None:
-        """Commit one tiny write (a heartbeat row in ``meta``): raises if the store cannot be written."""
-        with self._lock, self.engine.begin() as c:
-            v = str(time.time())
-            if c.execute(meta.update().where(meta.c.k == "probe").values(v=v)).rowcount == 0:
-                c.execute(meta.insert().values(k="probe", v=v))
+        """Commit one tiny write (a heartbeat row in ``meta``) through the committer: raises if the store
+        cannot be written, and hangs (the caller's timeout) if the committer is stuck."""
+
+        def run(cur: Any, rv: int) -> tuple[None, None]:
+            self._set_meta(cur, "probe", str(time.time()))
+            return None, None
+
+        self._submit(_Write(run))
+
+    def _set_meta(self, cur: Any, k: str, v: str) -> None:
+        cur.execute(self._sql["meta_set"], {"mk": k, "mv": v})
+        if cur.rowcount == 0:
+            cur.execute(self._sql["meta_add"], {"k": k, "v": v})
+
+    def _compaction(self, keep: int) -> _Write:
+        def run(cur: Any, rv: int) -> tuple[None, int | None]:
+            upto = (rv - 1) - keep  # rv - 1: the newest change written before this step in its batch
+            if upto <= self._compacted:
+                return None, None
+            cur.execute(self._sql["compact"], {"upto": upto})
+            self._set_meta(cur, "compacted", str(upto))
+            return None, upto
+
+        def committed(upto: int | None) -> None:
+            if upto is not None:
+                self._compacted = upto
+
+        return _Write(run, committed)
 
     def compact(self, keep: int | None = None) -> None:
         """Drop change-log entries older than the retained history; watches from before then get 410."""
-        keep = self.history if keep is None else keep
-        upto = self._rv - keep
-        if upto <= self._compacted:
-            return
-        with self._lock, self.engine.begin() as c:
-            c.execute(changes.delete().where(changes.c.rv <= upto))
-            if c.execute(sa.select(meta.c.k).where(meta.c.k == "compacted")).first():
-                c.execute(meta.update().where(meta.c.k == "compacted").values(v=str(upto)))
-            else:
-                c.execute(meta.insert().values(k="compacted", v=str(upto)))
-            self._compacted = upto
+        self._submit(self._compaction(self.history if keep is None else keep))
 
     def close(self) -> None:
+        """Commit what is queued, stop the committer, and close every connection."""
+        self._closed = True
+        self._kick.set()
+        with self._commit_lock:  # let the commit in progress finish; refuse what is still queued
+            while self._pending:
+                self._pending.popleft().settle(error=RuntimeError("the store is closed"))
+        if self._wconn is not None:
+            with contextlib.suppress(Exception):
+                self._wconn.close()
+            self._wconn = None
+        self._wengine.dispose()
         self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=OFF")
+    cur.close()
+
+
+def _sqlite_manual_transactions(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # the writer's BEGIN comes from its "begin" event
 
 
 def open_store(url_or_path: str | Path, history: int = 100_000) -> SQLStore:

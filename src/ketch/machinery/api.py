@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,6 +117,32 @@ def _refuse_non_finite(rd: ResourceDefinition, body: Any) -> None:
         md = body.get("metadata") if isinstance(body, dict) else None
         name = md.get("name") if isinstance(md, dict) and isinstance(md.get("name"), str) else ""
         raise errors.invalid(rd, name, bad)
+
+
+GUARANTEED_SECONDS = 30.0  # how long a write whose object keeps moving re-reads it before giving up with a 409
+
+
+def _moved(rd: ResourceDefinition, name: str) -> StatusError:
+    """The 409 of a write whose object changed between its read and its commit (another writer won).
+    Marked, so a write that did not ask for a resourceVersion can re-read and try again."""
+    e = errors.conflict(rd, name)
+    e.moved = True  # type: ignore[attr-defined]
+    return e
+
+
+def _guaranteed(fn: Callable[[], dict]) -> dict:
+    """Run a read-modify-write until it commits on an unmoved object, as kube-apiserver's
+    GuaranteedUpdate does: writes run concurrently on writer threads (and on the loop), and a group commit
+    widens the window between a write's read and its commit, so a hot object moves under its writers often.
+    Each round one of them commits, so all make progress; the caller decides whether the write may be
+    retried at all (not when the client named the resourceVersion it wrote against)."""
+    deadline = time.monotonic() + GUARANTEED_SECONDS
+    while True:
+        try:
+            return fn()
+        except StatusError as e:
+            if not getattr(e, "moved", False) or time.monotonic() > deadline:
+                raise
 
 
 def _guarded(rd: ResourceDefinition, fn: Callable[[dict, dict | None], list[FieldError]], obj: dict, old: dict | None) -> list[FieldError]:
@@ -439,13 +466,23 @@ class Api:
             raise bad_request(f"the name of the object ({md['name']}) does not match the name on the URL ({name})")
         if rd.namespaced and md.get("namespace") and md["namespace"] != ns:
             raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
-        old = self.store.get(rd.key, ns, name)
-        if old is None:
-            raise errors.not_found(rd, name)
         want_rv = md.get("resourceVersion")
-        if want_rv and str(want_rv) != old["metadata"]["resourceVersion"]:
-            raise errors.conflict(rd, name)
-        return self._write_update(rd, version, old, obj, subresource, opts)
+        retrying = not want_rv
+
+        def attempt() -> dict:
+            old = self.store.get(rd.key, ns, name)
+            if old is None:
+                raise errors.not_found(rd, name)
+            if want_rv and str(want_rv) != old["metadata"]["resourceVersion"]:
+                raise errors.conflict(rd, name)
+            # _write_update fills in fields of the body it is given (not a status body's): a retry starts
+            # again from the request's
+            body = obj if subresource == "status" or not retrying else clone(obj)
+            return self._write_update(rd, version, old, body, subresource, opts)
+
+        if want_rv:
+            return attempt()
+        return _guaranteed(attempt)
 
     def _write_update(
         self,
@@ -506,7 +543,7 @@ class Api:
             try:
                 gone = self.store.delete(rd.key, md.get("namespace", ""), md["name"], int(old["metadata"]["resourceVersion"]))
             except StoreConflict as e:
-                raise errors.conflict(rd, name) from e
+                raise _moved(rd, name) from e
             except StoreNotFound as e:
                 raise errors.not_found(rd, name) from e
             self._run_hooks(rd, "DELETED", gone)
@@ -515,7 +552,7 @@ class Api:
             same = all(obj["metadata"].get(f) == old["metadata"].get(f) for f in ("labels", "ownerReferences"))
             self.store.update(rd.key, obj, int(old["metadata"]["resourceVersion"]), reindex=not same)
         except StoreConflict as e:
-            raise errors.conflict(rd, name) from e
+            raise _moved(rd, name) from e
         except StoreNotFound as e:
             raise errors.not_found(rd, name) from e
         self._run_hooks(rd, "MODIFIED", obj)
@@ -537,11 +574,18 @@ class Api:
         ctype = patch_type.split(";")[0].strip()
         if isinstance(patch, dict | list):
             _refuse_non_finite(rd, patch)
+        # A patch that names a resourceVersion is written against it or not at all; any other re-reads the
+        # object when it moved under it, and applies again.
+        prv = (patch.get("metadata") or {}).get("resourceVersion") if isinstance(patch, dict) else None
         if ctype in (APPLY, APPLY_CBOR):
             from ketch.machinery import apply as ssa
 
-            return ssa.server_side_apply(self, rd, ns, name, patch, version, subresource, opts)
-        for _attempt in range(5):
+            def apply() -> dict:
+                return ssa.server_side_apply(self, rd, ns, name, clone(patch), version, subresource, opts)
+
+            return apply() if prv else _guaranteed(apply)
+
+        def attempt() -> dict:
             old = self.store.get(rd.key, ns, name)
             if old is None:
                 raise errors.not_found(rd, name)
@@ -566,20 +610,15 @@ class Api:
             if not isinstance(new["metadata"], dict):
                 raise errors.invalid(rd, name, meta_type_errors(new))
             md = new["metadata"]
-            prv = (patch.get("metadata") or {}).get("resourceVersion") if isinstance(patch, dict) else None
             if prv and str(prv) != old["metadata"]["resourceVersion"]:
                 raise errors.conflict(rd, name)
             md["resourceVersion"] = old["metadata"]["resourceVersion"]
-            try:
-                self._check_type(rd, version, new)
-                if md.get("name") != name:
-                    raise bad_request("metadata.name: Invalid value: the name cannot be changed by a patch")
-                return self._write_update(rd, version, old, new, subresource, opts)
-            except StatusError as e:
-                if e.reason == "Conflict" and not prv:
-                    continue  # the object moved under us: re-read and re-apply the patch
-                raise
-        raise errors.conflict(rd, name)
+            self._check_type(rd, version, new)
+            if md.get("name") != name:
+                raise bad_request("metadata.name: Invalid value: the name cannot be changed by a patch")
+            return self._write_update(rd, version, old, new, subresource, opts)
+
+        return attempt() if prv else _guaranteed(attempt)
 
     def delete(
         self,
@@ -592,6 +631,19 @@ class Api:
         opts: Options = DEFAULT,
     ) -> dict:
         ns = ns if rd.namespaced else ""
+        # Preconditions are checked again on each attempt, so retrying a moved object is always safe.
+        return _guaranteed(lambda: self._delete_once(rd, ns, name, propagation, grace_seconds, preconditions, opts))
+
+    def _delete_once(
+        self,
+        rd: ResourceDefinition,
+        ns: str,
+        name: str,
+        propagation: str | None,
+        grace_seconds: int | None,
+        preconditions: dict | None,
+        opts: Options,
+    ) -> dict:
         old = self.store.get(rd.key, ns, name)
         if old is None:
             raise errors.not_found(rd, name)
@@ -637,7 +689,7 @@ class Api:
             try:
                 self.store.update(rd.key, new, int(md["resourceVersion"]))
             except StoreConflict as e:
-                raise errors.conflict(rd, name) from e
+                raise _moved(rd, name) from e
             self._run_hooks(rd, "MODIFIED", new)
             return self._out(rd, None, clone(new))
         try:

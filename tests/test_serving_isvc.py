@@ -437,3 +437,42 @@ def test_explainer_logger_and_batcher_from_spec(shared_ketch, models, tmp_path):
     pod = k.kjson("get", "pods", "-n", ns, "-l", "component=predictor")["items"][0]
     args = pod["spec"]["containers"][0]["args"]
     assert args[args.index("--max-batch-size") + 1] == "16" and args[args.index("--max-latency") + 1] == "100"
+
+
+def test_logger_http_sink_is_fed_through_the_agent_from_spec(shared_ketch, models):
+    """An InferenceService whose ``logger`` names an HTTP sink gets KServe's agent arrangement by default:
+    its model server hands events to a logger agent process beside it, which delivers them with KServe's
+    CloudEvent headers; ``serving.ketch.io/logger-agent: "false"`` keeps delivery in the model server."""
+    import psutil
+
+    from test_serving_payloads import Sink
+
+    k = shared_ketch
+    ns = ns_of(k, "agent")
+    sink = Sink(keep_alive=True)
+    try:
+        logger = f"    logger:\n      mode: all\n      url: {sink.url}\n"
+        k.kubectl("apply", "-f", "-", input=isvc_yaml("iris", ns, str(models["lr"][0]), extra=logger)
+                  + "---\n" + isvc_yaml("inproc", ns, str(models["lr"][0]), extra=logger,
+                                        annotations='  annotations:\n    serving.ketch.io/logger-agent: "false"\n'))
+        k.kubectl("wait", "--for=condition=Ready", "isvc/iris", "isvc/inproc", "-n", ns, "--timeout=90s")
+        for name in ("iris", "inproc"):
+            url = k.kjson("get", "isvc", name, "-n", ns)["status"]["url"]
+            r = httpx.post(f"{url}/v1/models/{name}:predict", json={"instances": [IRIS_ROW]}, headers=k.headers, timeout=30)
+            assert r.json() == {"predictions": [1]}
+        wait_for(lambda: {h.get("ce-inferenceservicename") for h, _ in sink.got} >= {"iris", "inproc"} and len(sink.got) >= 4,
+                 timeout=20, what="both services' events at the sink")
+        for name in ("iris", "inproc"):
+            hs = [h for h, _ in sink.got if h["ce-inferenceservicename"] == name]
+            assert sorted(h["ce-type"] for h in hs) == ["org.kubeflow.serving.inference.request", "org.kubeflow.serving.inference.response"]
+            assert all(h["ce-namespace"] == ns and h["ce-component"] == "predictor" for h in hs)
+        for name, agent in (("iris", True), ("inproc", False)):
+            pod = k.kjson("get", "pods", "-n", ns, "-l", f"serving.kserve.io/inferenceservice={name}")["items"][0]
+            assert ("--logger-agent" in pod["spec"]["containers"][0]["args"]) is agent
+            # the model server's process (the one listening on its port) and the agent it started
+            port = int(pod["metadata"]["annotations"]["serving.ketch.io/port"])
+            server = next(psutil.Process(c.pid) for c in psutil.net_connections("tcp") if c.laddr.port == port and c.status == "LISTEN" and c.pid)
+            kids = [" ".join(c.cmdline()) for c in server.children()]
+            assert any("ketch.serving.modelserver.logagent" in c for c in kids) is agent, kids
+    finally:
+        sink.close()

@@ -55,6 +55,9 @@ CM = ("v1", "ConfigMap")
 L_REV = "serving.knative.dev/revision"
 A_READY = "serving.ketch.io/ready"
 A_FAILED = "serving.ketch.io/failed"
+# "false" keeps an HTTP sink's deliveries in the model server's own process; by default, with more than
+# one core, they run in a logger agent process beside it, as KServe's agent sidecar does
+A_LOGGER_AGENT = "serving.ketch.io/logger-agent"
 UNLIMITED = 10  # maxReplicas 0 means "no limit"; on one machine, this many
 STABLE_WINDOW = float(os.environ.get("KETCH_SERVING_STABLE_WINDOW", "10"))
 
@@ -508,6 +511,8 @@ class InferenceServiceController(raw.RawDeploymentMode, Controller):
                 common += ["--logger-batch-size", str(int(lg["batchSize"])), "--logger-batch-interval", str(_seconds(lg.get("batchInterval", "1s")))]
             if lg.get("metadataHeaders"):
                 common += ["--logger-metadata-headers", ",".join(lg["metadataHeaders"])]
+            if url.startswith(("http://", "https://")) and _logger_agent(isvc):
+                common += ["--logger-agent"]
         probe = {"httpGet": {"path": "/v2/health/ready", "port": port}, "periodSeconds": 1}
         if "model" in spec:
             model = spec["model"]
@@ -559,6 +564,15 @@ def _seconds(v: Any) -> float:
 
 def _predictor_like(cname: str) -> bool:
     return cname == "predictor" or cname.startswith("canary-")
+
+
+def _logger_agent(isvc: dict) -> bool:
+    """Whether an HTTP sink is fed through the logger agent process: formatting and delivering events
+    then costs another core, not the model server's; on one core that would only add switching."""
+    want = _ann(isvc, A_LOGGER_AGENT).strip().lower()
+    if want in ("true", "false"):
+        return want == "true"
+    return (os.cpu_count() or 1) > 1
 
 
 def _ann(obj: dict, key: str) -> str:

@@ -15,7 +15,8 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import Scope
 
 import ketch
 from ketch.config import Settings
@@ -142,6 +143,37 @@ def bootstrap(api: Api) -> None:
     rbac_defaults.ensure(api)
 
 
+class ResourceRoute(Route):
+    """The Kubernetes resource paths (``/api/...``, ``/apis/...``), matched before the other routes by
+    prefix: Starlette tries each route's pattern in turn, and with the components' routes ahead of the
+    catch-all that was ~6 % of a create's CPU. A path under a prefix that another route serves (the KFP
+    REST API, metrics.k8s.io, the model registry) is left to the routes after this one, in their order."""
+
+    def __init__(self, endpoint: Callable, others: list[BaseRoute]) -> None:
+        super().__init__("/apis/{rest:path}", endpoint, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+        prefixes = set()
+        for r in others:
+            path = getattr(r, "path", "")
+            if isinstance(r, Route) and path.startswith(("/api/", "/apis/")):
+                prefixes.add(path.split("{", 1)[0])
+        self.taken = tuple(sorted(prefixes))
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path.startswith("/apis/"):
+                rest = path[6:]
+            elif path.startswith("/api/"):
+                rest = path[5:]
+            else:
+                return Match.NONE, {}
+            if not path.startswith(self.taken):
+                if scope["method"] not in self.methods:
+                    return Match.PARTIAL, {"endpoint": self.endpoint, "path_params": {"rest": rest}}
+                return Match.FULL, {"endpoint": self.endpoint, "path_params": {"rest": rest}}
+        return Match.NONE, {}
+
+
 def build_app(ctx: Context) -> Starlette:
     k8s = K8sHandler(ctx.api, ctx.services["subresources"], ctx.services.get("creators"))
 
@@ -156,6 +188,7 @@ def build_app(ctx: Context) -> Starlette:
         return PlainTextResponse("ok")
 
     routes = [
+        ResourceRoute(handler, ctx.routes),
         Route("/version", version),
         Route("/healthz", healthz),
         Route("/livez", healthz),

@@ -5,13 +5,15 @@ write what it produced (``result.json`` next to the task file) for the run contr
 Python components run through kfp's own executor in this process, without the pip stage of their command
 (kfp is already importable here; that stage is most of kfp.local's per-task cost). Container components run
 their command with every placeholder resolved by kfp's own placeholder code. Artifacts whose URIs are not
-local paths (s3://, gs://, memory://...) are copied through fsspec.
+local paths (s3://, gs://, memory://...) are copied through fsspec, with the endpoint and credentials the
+Pod was given (``ketch.storage``): inputs are staged down to local files before the component runs, and
+outputs are written to local scratch paths, then uploaded once it has ended, as KFP's launcher does.
 
 ``packages_to_install`` never writes ketch's environment: what it asks for comes from a per-set layer built
 with uv (``ketch.pyenvs``), reused by every task with the same set.
 
-Kept free of ketch imports beyond the standard library, ``ketch.kinds.mounts`` and ``ketch.pyenvs`` so a task
-starts fast.
+Kept free of ketch imports beyond the standard library, ``ketch.kinds.mounts``, ``ketch.pyenvs`` and
+``ketch.storage`` so a task starts fast.
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ def _local(uri: str) -> str:
 
 
 def _fs_get(uri: str, dest: Path) -> None:
-    import fsspec
+    from ketch import storage
 
-    fs, path = fsspec.core.url_to_fs(uri)
+    fs, path = storage.filesystem(uri)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if fs.isdir(path):
         fs.get(path, str(dest), recursive=True)
@@ -46,11 +48,11 @@ def _fs_get(uri: str, dest: Path) -> None:
 
 
 def _fs_put(src: Path, uri: str) -> None:
-    import fsspec
+    from ketch import storage
 
     if not src.exists():
         return
-    fs, path = fsspec.core.url_to_fs(uri)
+    fs, path = storage.filesystem(uri)
     parent = path.rsplit("/", 1)[0]
     if parent:
         fs.makedirs(parent, exist_ok=True)  # a no-op on object stores, needed on file systems

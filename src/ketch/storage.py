@@ -22,7 +22,7 @@ ENV = "KETCH_ARTIFACTS"
 ENDPOINT_ENV = "KETCH_S3_ENDPOINT_URL"
 CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 SECRET = "ketch-artifact-store"  # the Secret (per namespace) that carries CREDENTIALS into Pods
-EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure", "hf": "hf"}
+EXTRAS = {"s3": "s3", "s3a": "s3", "minio": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure", "hf": "hf"}
 
 
 def artifacts_url() -> str | None:
@@ -54,7 +54,7 @@ def region() -> str | None:
 def storage_options(uri: str) -> dict[str, Any]:
     """fsspec options for ``uri``: the S3 endpoint and region from the environment for ``s3://``."""
     proto = uri.split("://", 1)[0] if "://" in uri else ""
-    if proto not in ("s3", "s3a"):
+    if proto not in ("s3", "s3a", "minio"):
         return {}
     kw: dict[str, Any] = {}
     if endpoint_url():
@@ -70,6 +70,8 @@ def filesystem(uri: str, listings_cache: bool = True) -> tuple[Any, str]:
     was written is not answered from s3fs's cache."""
     import fsspec
 
+    if uri.startswith("minio://"):  # KFP's name for its MinIO store: S3 at the configured endpoint
+        uri = "s3://" + uri[len("minio://"):]
     opts = storage_options(uri)
     if not listings_cache and is_remote(uri):
         opts["use_listings_cache"] = False
@@ -84,7 +86,7 @@ def unavailable(uri: str) -> str | None:
 
     from fsspec.registry import known_implementations, registry
 
-    proto = uri.split("://", 1)[0]
+    proto = uri.split("://", 1)[0].replace("minio", "s3")
     if proto in registry:
         return None
     impl = known_implementations.get(proto)

@@ -103,10 +103,35 @@ class Settings:
         return f"https://{self._local_host()}:{self.port}"
 
     @property
+    def artifacts(self) -> str | None:
+        """``KETCH_ARTIFACTS``: the shared store (an fsspec URL such as ``s3://bucket/prefix``, or a shared
+        directory) for pipeline artifacts and archived Pod logs; None: everything stays under the home."""
+        from ketch import storage
+
+        return storage.artifacts_url()
+
+    @property
     def artifact_root(self) -> str:
         """Where pipeline artifacts live unless a run names another pipeline root; what routes that read
-        artifacts may serve from (besides object stores)."""
-        return os.environ.get("KETCH_PIPELINE_ROOT") or str(self.home / "pipelines" / "artifacts")
+        artifacts may serve from (besides object stores): ``KETCH_PIPELINE_ROOT``, else
+        ``<KETCH_ARTIFACTS>/pipelines``, else a directory under the home."""
+        if os.environ.get("KETCH_PIPELINE_ROOT"):
+            return os.environ["KETCH_PIPELINE_ROOT"]
+        if self.artifacts:
+            from ketch import storage
+
+            return storage.join(self.artifacts, "pipelines")
+        return str(self.home / "pipelines" / "artifacts")
+
+    @property
+    def log_archive(self) -> str | None:
+        """Where the kubelet archives each ended container run's log (``<KETCH_ARTIFACTS>/logs``), so
+        ``kubectl logs`` still answers where the local file is gone; None without ``KETCH_ARTIFACTS``."""
+        if not self.artifacts:
+            return None
+        from ketch import storage
+
+        return storage.join(self.artifacts, "logs")
 
     def path(self, *parts: str) -> Path:
         p = self.home.joinpath(*parts)

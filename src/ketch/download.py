@@ -8,9 +8,10 @@ import time; boto3 and httpx only when a URI of theirs is fetched), as ``ketch.p
 keeps its own words for a failure (the initializer's one-line reason, the model server's
 ``storageUri ...`` message) and its own policy (archives unpacked or not, temporary directory, marker).
 
-S3 as the AWS SDK and KServe configure it: the endpoint from ``AWS_ENDPOINT_URL`` or ``S3_ENDPOINT`` (a
-bare ``host:port`` gets ``https://`` unless ``S3_USE_HTTPS=0``), the region from ``AWS_DEFAULT_REGION``
-(``us-east-1`` by default), credentials from the usual AWS variables and files.
+S3 as the AWS SDK and KServe configure it (``ketch.storage.endpoint_url``): the endpoint from
+``AWS_ENDPOINT_URL`` or ``S3_ENDPOINT`` (a bare ``host:port`` gets ``https://`` unless ``S3_USE_HTTPS=0``),
+the region from ``AWS_DEFAULT_REGION`` (``us-east-1`` by default), credentials from the usual AWS variables
+and files.
 """
 
 from __future__ import annotations
@@ -27,10 +28,9 @@ def s3_client():
     """A boto3 S3 client configured from the environment (ImportError without boto3)."""
     import boto3
 
-    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("S3_ENDPOINT")
-    if endpoint and "://" not in endpoint:
-        endpoint = ("https://" if os.environ.get("S3_USE_HTTPS", "1") != "0" else "http://") + endpoint
-    return boto3.client("s3", endpoint_url=endpoint, region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    from ketch import storage
+
+    return boto3.client("s3", endpoint_url=storage.endpoint_url(), region_name=storage.region() or "us-east-1")
 
 
 def s3_prefix(uri: str, out: str) -> int:

@@ -60,6 +60,13 @@ def up(
     if bool(tls_cert) != bool(tls_key):
         typer.echo("error: --tls-cert and --tls-key go together", err=True)
         raise typer.Exit(2)
+    if settings.artifacts:
+        from ketch import storage
+
+        why = storage.unavailable(settings.artifacts)
+        if why:
+            typer.echo(f"error: {storage.ENV}={why}", err=True)
+            raise typer.Exit(2)
     exposed = not is_loopback(host if ":" not in host else f"[{host}]")
 
     def banner(login_code: str) -> None:
@@ -75,6 +82,8 @@ def up(
             where = f"https://{host if host not in ('0.0.0.0', '::') else socket.gethostname()}:{port} to the network, " \
                     f"{settings.url} on this machine"
         typer.echo(f"ketch {_version()} serving on {where} (bound to {host}:{port}; state in {settings.home})", err=True)
+        if settings.artifacts:
+            typer.echo(f"artifacts and archived Pod logs: {settings.artifacts}", err=True)
         if exposed:
             typer.echo(f"TLS certificate {settings.tls_cert} (SHA-256 {fingerprint(Path(str(settings.tls_cert)))})", err=True)
             if settings.insecure:

@@ -22,7 +22,7 @@ import ketch
 from ketch.kinds.meta import now
 from ketch.kinds.resources import TRACKED, format_quantity, pod_requests
 from ketch.kubelet.images import Images
-from ketch.kubelet.logs import LogOptions
+from ketch.kubelet.logs import LogArchive, LogOptions
 from ketch.kubelet.network import Network, PodNet
 from ketch.machinery.client import Client
 from ketch.machinery.context import Context
@@ -58,6 +58,8 @@ class Kubelet(abc.ABC):
         self.home = ctx.settings.home
         self.images = Images(self.home)
         self.network: Network = Network(ctx.settings.port, self.home)  # the host's, unless a kubelet gives Pods their own
+        # ended runs' logs copied to the shared store (KETCH_ARTIFACTS), read back where the local file is gone
+        self.log_archive: LogArchive | None = LogArchive(ctx.settings.log_archive) if ctx.settings.log_archive else None
 
     # -- the node ------------------------------------------------------------------------------------------
 
@@ -286,6 +288,21 @@ class Kubelet(abc.ABC):
     @abc.abstractmethod
     def log_dir(self, namespace: str, pod: str, container: str):  # noqa: ANN201
         """Directory holding the container's shipped logs (``<restart>.log`` files, see logs.py)."""
+
+    def archive_log(self, pod: dict, container: str, restart: int, path: Path) -> None:
+        """A container run has ended and its log is complete: copy it to the shared store, if there is one."""
+        if self.log_archive is not None:
+            md = pod["metadata"]
+            self.log_archive.upload(path, md.get("namespace") or "default", md["name"], md.get("uid") or "", container, restart)
+
+    async def restore_logs(self, pod: dict, container: str) -> int:
+        """Fetch a container's archived runs back into its local log directory (0: none archived)."""
+        if self.log_archive is None:
+            return 0
+        md = pod["metadata"]
+        ns = md.get("namespace") or "default"
+        return await asyncio.to_thread(self.log_archive.restore, self.log_dir(ns, md["name"], container), ns, md["name"],
+                                       md.get("uid") or "", container)
 
     async def read_log(self, namespace: str, pod: str, container: str, opts: LogOptions) -> AsyncIterator[str]:
         """Yield the container's log text; the default reads the shipped files."""

@@ -61,6 +61,8 @@ def log_handler(ctx: Context, kubelet: Kubelet):  # noqa: ANN201
             if opts.since is None:
                 raise bad_request(f"sinceTime: invalid value {q['sinceTime']!r}")
         runs = logs.runs(kubelet.log_dir(namespace, name, container))
+        if not runs and _ended(pod, container) and await kubelet.restore_logs(pod, container):
+            runs = logs.runs(kubelet.log_dir(namespace, name, container))  # ran elsewhere: the shared store's copy
         if opts.previous and len(runs) < 2:
             raise bad_request(f'previous terminated container "{container}" in pod "{name}" not found')
         if not runs:
@@ -81,6 +83,17 @@ def log_handler(ctx: Context, kubelet: Kubelet):  # noqa: ANN201
         return StreamingResponse(body(), media_type="text/plain")
 
     return handler
+
+
+def _ended(pod: dict, container: str) -> bool:
+    """Whether the container has a run that ended (so its log may be in the shared store's archive)."""
+    st = pod.get("status") or {}
+    if st.get("phase") in ("Succeeded", "Failed"):
+        return True
+    for cs in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
+        if cs.get("name") == container:
+            return bool((cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated"))
+    return False
 
 
 def setup(ctx: Context) -> None:

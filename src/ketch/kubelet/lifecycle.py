@@ -386,6 +386,7 @@ class PodWorker:
         ship.dir.mkdir(parents=True, exist_ok=True)
         ship.log.touch()
         ship.ship(final=True)
+        self.k.archive_log(self.pod, cs.name, cs.run, ship.log)
         ts = now()
         cs.state = {"terminated": {"exitCode": 128, "reason": "ContainerCannotRun", "message": msg, "startedAt": ts, "finishedAt": ts}}
         self._after_exit(cs, failed=True)
@@ -453,6 +454,7 @@ class PodWorker:
         ship = self.shippers.get(cs.name)
         if ship is not None:
             ship.ship(final=True)
+            self.k.archive_log(self.pod, cs.name, cs.run, ship.log)
         cannot = self.cannot_run.pop(cs.name, None)
         if cannot is not None:
             term = {"exitCode": 128, "reason": "ContainerCannotRun", "message": cannot}

@@ -383,6 +383,8 @@ class LocalKubelet(Kubelet):
                     w.write_status()
                     w.save()
         self.warm.close()
+        if self.log_archive is not None:
+            await self.log_archive.flush()  # the runs just ended are archived before ketch goes
         if not self.leave_running:
             for w in workers:
                 if w.net is not None and w.net.netns:

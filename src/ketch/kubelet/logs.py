@@ -7,6 +7,10 @@ The kubelet ships new output into ``KETCH_HOME/logs/<ns>/<pod>/<container>/<rest
 record in the CRI format: ``<RFC3339Nano> <stream> <F|P> <text>`` (P: a partial line without newline).
 Shipped offsets are kept beside the log so a restarted ketch resumes without duplicating lines, and a
 ``<restart>.done`` marker tells followers (``kubectl logs -f``) the run has ended.
+
+With shared storage (``KETCH_ARTIFACTS``) each ended run's log is also archived there (``LogArchive``), and
+fetched back into the local directory when a finished Pod's log is asked for and the local file is not
+here (the Pod ran on another machine, or this home was cleared).
 """
 
 from __future__ import annotations
@@ -14,14 +18,17 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ketch import storage
 from ketch.kinds.meta import parse_time
 
 STREAMS = ("stdout", "stderr")
+log = logging.getLogger(__name__)
 
 
 def stamp() -> str:
@@ -199,3 +206,67 @@ async def read(log_file: Path, opts: LogOptions) -> AsyncIterator[str]:
             if finished or not log_file.exists():  # run ended, or the pod (and its logs) was deleted
                 return
             await asyncio.sleep(0.1)
+
+
+class LogArchive:
+    """Ended container runs' logs in the shared store, at ``storage.log_uri``: uploaded off the event loop
+    when a run ends, fetched back on demand."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.pending: set[asyncio.Task] = set()
+
+    def _fs(self):  # noqa: ANN202
+        return storage.filesystem(self.root, listings_cache=False)[0]
+
+    def _put(self, path: Path, uri: str) -> None:
+        fs, p = storage.filesystem(uri, listings_cache=False)
+        try:
+            fs.makedirs(p.rsplit("/", 1)[0], exist_ok=True)  # a no-op on object stores
+            fs.put_file(str(path), p)
+        except Exception as e:  # noqa: BLE001 - a store that is down must not fail the Pod: the local log stays
+            log.warning("log archive: could not upload %s to %s: %s", path, uri, e)
+
+    def upload(self, path: Path, namespace: str, pod: str, uid: str, container: str, restart: int) -> None:
+        """Archive one ended run's log; from the event loop the upload runs in a thread (``flush`` awaits it)."""
+        if not path.exists() or not uid:
+            return
+        uri = storage.log_uri(self.root, namespace, pod, uid, container, restart)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._put(path, uri)
+            return
+        t = loop.create_task(asyncio.to_thread(self._put, path, uri))
+        self.pending.add(t)
+        t.add_done_callback(self.pending.discard)
+
+    async def flush(self, timeout: float = 10.0) -> None:
+        """Wait (up to ``timeout``) for uploads under way: ketch stopping still archives the runs it ended."""
+        if self.pending:
+            await asyncio.wait(list(self.pending), timeout=timeout)
+
+    def restore(self, log_dir: Path, namespace: str, pod: str, uid: str, container: str) -> int:
+        """Fetch the archived runs of a container into ``log_dir`` (with their done markers, so a follower
+        ends); returns how many. Blocking: call it in a thread."""
+        base = storage.log_uri(self.root, namespace, pod, uid, container)
+        fs, p = storage.filesystem(base, listings_cache=False)
+        try:
+            names = [x.rsplit("/", 1)[-1] for x in fs.ls(p, detail=False)]
+        except (FileNotFoundError, OSError):
+            return 0
+        got = 0
+        for n in names:
+            if not (n.endswith(".log") and n[:-4].isdigit()):
+                continue
+            log_dir.mkdir(parents=True, exist_ok=True)
+            tmp = log_dir / f".{n}.part"
+            try:
+                fs.get_file(f"{p}/{n}", str(tmp))
+            except (FileNotFoundError, OSError) as e:
+                log.warning("log archive: could not fetch %s/%s: %s", base, n, e)
+                continue
+            os.replace(tmp, log_dir / n)
+            (log_dir / f"{n[:-4]}.done").touch()
+            got += 1
+        return got

@@ -18,3 +18,15 @@ from kfp.dsl import executor, utils  # noqa: E402,F401
 
 import ketch.pipelines.launcher  # noqa: E402,F401
 import ketch.pyenvs  # noqa: E402,F401
+from ketch import storage  # noqa: E402
+
+if storage.is_remote(storage.artifacts_url() or os.environ.get("KETCH_PIPELINE_ROOT")):
+    # tasks stage artifacts through fsspec's implementation for the store (s3fs: aiobotocore, aiohttp), a
+    # large import: done once here instead of in every task (the instances and their event loop are made
+    # later, in the forked task)
+    import contextlib
+
+    with contextlib.suppress(ImportError):
+        import fsspec
+
+        fsspec.get_filesystem_class((storage.artifacts_url() or os.environ["KETCH_PIPELINE_ROOT"]).split("://", 1)[0])

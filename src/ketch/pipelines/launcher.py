@@ -5,13 +5,15 @@ write what it produced (``result.json`` next to the task file) for the run contr
 Python components run through kfp's own executor in this process, without the pip stage of their command
 (kfp is already importable here; that stage is most of kfp.local's per-task cost). Container components run
 their command with every placeholder resolved by kfp's own placeholder code. Artifacts whose URIs are not
-local paths (s3://, gs://, memory://...) are copied through fsspec.
+local paths (s3://, gs://, memory://...) are copied through fsspec, with the endpoint and credentials the
+Pod was given (``ketch.storage``): inputs are staged down to local files before the component runs, and
+outputs are written to local scratch paths, then uploaded once it has ended, as KFP's launcher does.
 
 ``packages_to_install`` never writes ketch's environment: what it asks for comes from a per-set layer built
 with uv (``ketch.pyenvs``), reused by every task with the same set.
 
-Kept free of ketch imports beyond the standard library, ``ketch.kinds.mounts`` and ``ketch.pyenvs`` so a task
-starts fast.
+Kept free of ketch imports beyond the standard library, ``ketch.kinds.mounts``, ``ketch.pyenvs`` and
+``ketch.storage`` so a task starts fast.
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ def _local(uri: str) -> str:
 
 
 def _fs_get(uri: str, dest: Path) -> None:
-    import fsspec
+    from ketch import storage
 
-    fs, path = fsspec.core.url_to_fs(uri)
+    fs, path = storage.filesystem(uri)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if fs.isdir(path):
         fs.get(path, str(dest), recursive=True)
@@ -46,43 +48,77 @@ def _fs_get(uri: str, dest: Path) -> None:
 
 
 def _fs_put(src: Path, uri: str) -> None:
-    import fsspec
+    from ketch import storage
 
     if not src.exists():
         return
-    fs, path = fsspec.core.url_to_fs(uri)
+    fs, path = storage.filesystem(uri)
     parent = path.rsplit("/", 1)[0]
     if parent:
         fs.makedirs(parent, exist_ok=True)  # a no-op on object stores, needed on file systems
     fs.put(str(src), path, recursive=src.is_dir())
 
 
-def stage_inputs(ei: dict, tdir: Path) -> None:
+# kfp's Artifact.path maps these schemes to local mount points (``s3://b/k`` -> ``/s3/b/k``), which KFP's
+# launcher fills by download (or a FUSE mount); ketch points them into the task's directory instead (see
+# ``mount_prefixes``), so a lightweight component sees the store's URI in ``.uri`` and a local file at ``.path``
+MOUNT_PREFIXES = {"gs://": "_GCS_LOCAL_MOUNT_PREFIX", "minio://": "_MINIO_LOCAL_MOUNT_PREFIX", "s3://": "_S3_LOCAL_MOUNT_PREFIX"}
+
+
+def mount_prefixes(tdir: Path) -> dict[str, str]:
+    """URI scheme -> local directory standing for kfp's mount point of it, inside the task's directory."""
+    return {scheme: str(tdir / "mnt" / scheme.split(":", 1)[0]) + "/" for scheme in MOUNT_PREFIXES}
+
+
+def _mounted(uri: str, mounts: dict[str, str] | None) -> str | None:
+    for scheme, local in (mounts or {}).items():
+        if uri.startswith(scheme):
+            return local + uri[len(scheme):]
+    return None
+
+
+def stage_inputs(ei: dict, tdir: Path, mounts: dict[str, str] | None = None) -> None:
+    """Download remote input artifacts. Under ``mounts`` the URI stays and the file lands where kfp's
+    ``.path`` will look; otherwise the URI becomes the local copy's path (what a container component's
+    placeholders and kfp's executor read for any other scheme)."""
     for name, group in (ei["inputs"].get("artifacts") or {}).items():
         for i, a in enumerate(group.get("artifacts") or []):
             uri = a.get("uri") or ""
             if uri and not _is_local(uri):
-                dest = tdir / "staged-in" / name / str(i) / Path(uri).name
+                at = _mounted(uri, mounts)
+                dest = Path(at) if at else tdir / "staged-in" / name / str(i) / Path(uri).name
                 _fs_get(uri, dest)
-                a["uri"] = str(dest)
+                if not at:
+                    a["uri"] = str(dest)
             elif uri:
                 a["uri"] = _local(uri)
 
 
-def stage_outputs(ei: dict, tdir: Path) -> dict[str, str]:
-    """Point remote output URIs at local files for the component; remember where they must go."""
-    remote: dict[str, str] = {}
+def stage_outputs(ei: dict, tdir: Path, mounts: dict[str, str] | None = None) -> dict[str, tuple[str, str]]:
+    """Give remote outputs local scratch paths; returns uploads: the URI as the component will report it ->
+    (local file or directory, the store's URI), uploaded by ``collect`` once the component has ended."""
+    uploads: dict[str, tuple[str, str]] = {}
     for name, group in (ei["outputs"].get("artifacts") or {}).items():
         for a in group.get("artifacts") or []:
             uri = a.get("uri") or ""
             if uri and not _is_local(uri):
-                local = tdir / "staged-out" / name
-                remote[str(local)] = uri
-                a["uri"] = str(local)
+                at = _mounted(uri, mounts)
+                if at:
+                    uploads[uri] = (at, uri)
+                else:
+                    local = str(tdir / "staged-out" / name)
+                    uploads[local] = (local, uri)
+                    a["uri"] = local
             elif uri:
                 a["uri"] = _local(uri)
                 Path(a["uri"]).parent.mkdir(parents=True, exist_ok=True)
-    return remote
+    return uploads
+
+
+def remote_uris(ei: dict) -> dict[tuple[str, str], list[str]]:
+    """(``inputs``/``outputs``, name) -> the artifacts' URIs before staging, for ``.uri`` placeholders."""
+    return {(side, name): [a.get("uri") or "" for a in group.get("artifacts") or []]
+            for side in ("inputs", "outputs") for name, group in (ei[side].get("artifacts") or {}).items()}
 
 
 def _lightweight(command: list[str], args: list[str]) -> tuple[str, str] | None:
@@ -148,7 +184,7 @@ def ensure_packages(task: dict, task_path: Path) -> None:
         os.execv(sys.executable, [sys.executable, "-m", "ketch.pipelines.launcher", str(task_path)])
 
 
-def run_python(source: str, fn: str, ei: dict, tdir: Path) -> None:
+def run_python(source: str, fn: str, ei: dict, tdir: Path, prefixes: dict[str, str] | None = None) -> None:
     from ketch.kinds import mounts
 
     os.environ["_KFP_RUNTIME"] = "true"
@@ -158,6 +194,10 @@ def run_python(source: str, fn: str, ei: dict, tdir: Path) -> None:
     mod_path.write_text(mounts.from_env()(source))
     from kfp.dsl import executor as kfp_executor
     from kfp.dsl import utils as kfp_utils
+    from kfp.dsl.types import artifact_types
+
+    for scheme, local in (prefixes or {}).items():  # read by Artifact.path and its setter at each use
+        setattr(artifact_types, MOUNT_PREFIXES[scheme], local)
 
     sys.argv = [sys.argv[0]]
     module = kfp_utils.load_module(module_name="ephemeral_component", module_directory=str(tdir))
@@ -176,11 +216,24 @@ def _artifact_lists(arg: str, ei: dict) -> str:
     return re.sub(r"\{\{\$\.inputs\.artifacts\['([^']+)'\]\}\}", rep, arg) if isinstance(arg, str) else arg
 
 
-def run_container(task: dict, ei: dict) -> int:
+def _uri_placeholders(arg: str, uris: dict[tuple[str, str], list[str]]) -> str:
+    """``{{$.inputs.artifacts['x'].uri}}`` (and outputs) as the store's URI, as on KFP: kfp's local
+    placeholder code would give the staged copy's path, which ``.path`` names."""
+    import re
+
+    def rep(m: re.Match) -> str:
+        got = uris.get((m.group(1), m.group(2))) or []
+        return got[0] if got and got[0] else m.group(0)
+
+    return re.sub(r"\{\{\$\.(inputs|outputs)\.artifacts\['([^']+)'\]\.uri\}\}", rep, arg)
+
+
+def run_container(task: dict, ei: dict, uris: dict[tuple[str, str], list[str]] | None = None) -> int:
     from kfp.local import placeholder_utils
 
     retries = str(task.get("retries", 0))  # Argo's {{retries}}: which retry this attempt is (0: the first run)
-    full = [_artifact_lists(a, ei).replace("{{retries}}", retries) if isinstance(a, str) else a for a in list(task["command"]) + list(task["args"])]
+    full = [_uri_placeholders(_artifact_lists(a, ei), uris or {}).replace("{{retries}}", retries) if isinstance(a, str) else a
+            for a in list(task["command"]) + list(task["args"])]
     cmd = placeholder_utils.replace_placeholders(
         full_command=full, executor_input_dict=ei, pipeline_resource_name=task.get("runName", ""),
         task_resource_name=task.get("taskName", ""), pipeline_root=task.get("pipelineRoot", ""), unique_pipeline_id=task.get("runId", ""),
@@ -217,14 +270,14 @@ def _parse_param(text: str, ptype: str | None) -> Any:
     return json.loads(t)
 
 
-def _copy_custom(src: Path, uri: str, remote: dict[str, str]) -> None:
+def _copy_custom(src: Path, uri: str, uploads: dict[str, tuple[str, str]]) -> None:
     """An artifact the component wrote somewhere else (``artifact.custom_path``) is copied to its URI."""
     import shutil
 
     if not src.exists():
         return
-    if uri in remote:
-        _fs_put(src, remote[uri])
+    if uri in uploads:
+        _fs_put(src, uploads[uri][1])
         return
     dest = Path(_local(uri))
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -234,7 +287,7 @@ def _copy_custom(src: Path, uri: str, remote: dict[str, str]) -> None:
         shutil.copy2(src, dest)
 
 
-def collect(task: dict, ei: dict, remote: dict[str, str]) -> dict:
+def collect(task: dict, ei: dict, uploads: dict[str, tuple[str, str]]) -> dict:
     tdir = Path(task["taskDir"])
     out_file = Path(ei["outputs"]["outputFile"])
     eo = json.loads(out_file.read_text()) if out_file.exists() else {}
@@ -256,10 +309,11 @@ def collect(task: dict, ei: dict, remote: dict[str, str]) -> dict:
                 if p.get("uri"):
                     merged["uri"] = p["uri"]
                 if p.get("custom_path") or p.get("customPath"):
-                    _copy_custom(Path(p.get("custom_path") or p.get("customPath")), merged["uri"], remote)
-            if merged["uri"] in remote:
-                _fs_put(Path(merged["uri"]), remote[merged["uri"]])
-                merged["uri"] = remote[merged["uri"]]
+                    _copy_custom(Path(p.get("custom_path") or p.get("customPath")), merged["uri"], uploads)
+            if merged["uri"] in uploads:
+                local, remote = uploads[merged["uri"]]
+                _fs_put(Path(local), remote)
+                merged["uri"] = remote
             merged["id"] = hashlib.sha1(str(merged["uri"]).encode()).hexdigest()[:16]
             lst.append(merged)
         arts[name] = lst
@@ -286,23 +340,26 @@ def main(argv: list[str] | None = None) -> int:
     tdir = Path(task["taskDir"])
     result_path = tdir / "result.json"
     ei = task["executorInput"]
+    uploads: dict[str, tuple[str, str]] = {}
     try:
-        stage_inputs(ei, tdir)
-        remote = stage_outputs(ei, tdir)
         lw = _lightweight(task["command"], task["args"])
+        prefixes = mount_prefixes(tdir) if lw is not None else None
+        uris = remote_uris(ei)
+        stage_inputs(ei, tdir, prefixes)
+        uploads = stage_outputs(ei, tdir, prefixes)
         if lw is not None:
             ensure_packages(task, task_path)
-            run_python(lw[0], lw[1], ei, tdir)
+            run_python(lw[0], lw[1], ei, tdir, prefixes)
         else:
-            rc = run_container(task, ei)
+            rc = run_container(task, ei, uris)
             if rc != 0:
                 raise SystemExit(rc)
-        _write(result_path, collect(task, ei, remote))
+        _write(result_path, collect(task, ei, uploads))
         return 0
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
         if code == 0:
-            _write(result_path, collect(task, ei, {}))
+            _write(result_path, collect(task, ei, uploads))
             return 0
         _write(result_path, {"error": f"the component exited with code {code}"})
         return code or 1

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from ketch import storage
 from ketch.kinds.meta import owner_reference
 from ketch.machinery.context import Context
 from ketch.machinery.errors import StatusError
@@ -34,7 +35,8 @@ PRELOAD = "kubelet.ketch.dev/preload"  # the kubelet's warm-start hint (docs/kub
 
 
 def artifact_root(home: Path) -> str:
-    """Default pipeline root: KETCH_PIPELINE_ROOT (any fsspec URL), else a directory under the home."""
+    """Default pipeline root: KETCH_PIPELINE_ROOT (any fsspec URL), else ``<KETCH_ARTIFACTS>/pipelines``, else a
+    directory under the home."""
     from ketch.config import Settings
 
     return Settings(home=home).artifact_root
@@ -70,7 +72,7 @@ class PodRunner:
         (tdir / "result.json").unlink(missing_ok=True)
         retry = int((run.get("status") or {}).get("retryCount") or 0)
         name = pod_name(run["metadata"]["name"], rec["id"], f"{rec['attempt']}" if not retry else f"r{retry}-{rec['attempt']}")
-        pod = build_pod(run, rec, task, name, str(task_file))
+        pod = build_pod(run, rec, task, name, str(task_file), self.c.store_env(self.ns, self.info.pipeline_root))
         try:
             self.c.client.create(pod, self.ns)
         except StatusError as e:
@@ -163,7 +165,9 @@ def task_envs(home: Path) -> dict:
     }
 
 
-def build_pod(run: dict, rec: dict, task: dict, name: str, task_file: str) -> dict:
+def build_pod(run: dict, rec: dict, task: dict, name: str, task_file: str, store_env: list[dict] | None = None) -> dict:
+    """The task's Pod. ``store_env`` (first, so the task's own env wins) lets the launcher reach an object
+    store pipeline root: the endpoint, and the credentials from the namespace's Secret."""
     res = task.get("resources") or {}
     limits: dict[str, str] = {}
     requests: dict[str, str] = {}
@@ -179,7 +183,7 @@ def build_pod(run: dict, rec: dict, task: dict, name: str, task_file: str) -> di
     acc_type = acc.get("resourceType") or acc.get("type")
     if acc_type:
         limits[acc_type if "/" in acc_type else "nvidia.com/gpu"] = str(acc.get("resourceCount") or acc.get("count") or 1)
-    env = [{"name": e["name"], "value": str(e.get("value", ""))} for e in task.get("env") or []]
+    env = [*(store_env or []), *({"name": e["name"], "value": str(e.get("value", ""))} for e in task.get("env") or [])]
     env.append({"name": "KFP_POD_NAME", "value": name})
     volumes: list[dict] = []
     mounts: list[dict] = []
@@ -261,6 +265,12 @@ class RunController(Controller):
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx.api)
         self.home = Path(ctx.settings.home)
+        self._store_secrets = storage.Secrets(self.client)
+
+    def store_env(self, ns: str, pipeline_root: str) -> list[dict]:
+        """What a task Pod needs to reach an object-store pipeline root (none for a local one): the endpoint,
+        and ketch's own credentials through the namespace's Secret ``storage.SECRET``."""
+        return self._store_secrets.pod_env(ns) if storage.is_remote(pipeline_root) else []
 
     @staticmethod
     def owned_predicate(old: dict | None, new: dict) -> bool:

@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 import orjson
 
+from ketch import storage
 from ketch.kinds.meta import generate_suffix, owner_reference, set_condition
 from ketch.machinery.errors import StatusError
 from ketch.runtime.controller import Controller, Key, Result
@@ -88,6 +89,7 @@ class InferenceServiceController(raw.RawDeploymentMode, Controller):
         self.base_url = ctx.settings.url
         self.home = str(ctx.settings.home)
         self.http = httpx.AsyncClient(timeout=1.0)
+        self.store_secrets = storage.Secrets(self.client)
 
     # -- reconcile -----------------------------------------------------------------------------------------
 
@@ -499,6 +501,10 @@ class InferenceServiceController(raw.RawDeploymentMode, Controller):
         src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = [{"name": "PYTHONPATH", "value": src}, {"name": "PORT", "value": str(port)},
                {"name": "KETCH_HOME", "value": self.home}, {"name": "PYTHONUNBUFFERED", "value": "1"}]
+        if str((spec.get("model") or {}).get("storageUri") or "").startswith(("s3://", "s3a://")):
+            # the S3 endpoint ketch was given (KETCH_* never reaches a Pod) and its credentials, through the
+            # namespace's Secret, as a KServe storage initializer gets them from its ServiceAccount's Secret
+            env = [*self.store_secrets.pod_env(ns), *env]
         common = ["--model-name", name, "--http-port", str(port), "--service-name", name, "--namespace", ns, "--component", cname]
         if spec.get("batcher"):
             b = spec["batcher"]

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ketch import storage
 from ketch.config import Settings
 from ketch.machinery.api import Api
 
@@ -69,7 +70,7 @@ def readable(uri: str, roots: list[str]) -> bool:
 def read_head(uri: str, limit: int = LIMIT) -> tuple[bytes, bool]:
     """The first ``limit`` bytes of the artifact (of its first file, if it is a directory), and whether it
     was cut."""
-    fs, path = fsspec.core.url_to_fs(uri)
+    fs, path = storage.filesystem(uri, listings_cache=False)
     if fs.isdir(path):
         files = sorted(p for p in fs.find(path) if fs.isfile(p))
         if not files:

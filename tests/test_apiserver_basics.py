@@ -254,6 +254,28 @@ def test_namespace_deletion_removes_contents(shared_ketch):
     assert r.returncode != 0
 
 
+def test_creates_follow_a_namespaces_life_at_once(shared_ketch):
+    """Admission's namespace check (read from a cache the store's change feed keeps) follows each step at
+    once: a create the moment a namespace exists succeeds, the moment it is Terminating is refused, and
+    once it is gone is a 404; then the same name created again takes content again."""
+    with shared_ketch.http() as c:
+        ns, cms = "lifecycle", "/api/v1/namespaces/lifecycle/configmaps"
+        for round_ in range(2):
+            assert c.post("/api/v1/namespaces", json={"metadata": {"name": ns}}).status_code == 201
+            r = c.post(cms, json={"metadata": {"name": "held", "finalizers": ["example.com/hold"]}})
+            assert r.status_code == 201, r.text
+            assert c.delete(f"/api/v1/namespaces/{ns}").status_code == 200
+            r = c.post(cms, json={"metadata": {"name": f"late{round_}"}})
+            assert r.status_code == 403 and r.json()["details"]["causes"][0]["reason"] == "NamespaceTerminating", r.text
+            wait_for(lambda: c.get(f"{cms}/held").json().get("metadata", {}).get("deletionTimestamp"), timeout=20,
+                     what="the namespace controller to delete its content")
+            c.patch(f"{cms}/held", content=b'{"metadata":{"finalizers":null}}',
+                    headers={"content-type": "application/merge-patch+json"}).raise_for_status()
+            wait_for(lambda: c.get(f"/api/v1/namespaces/{ns}").status_code == 404, timeout=20, what="the namespace to go")
+            r = c.post(cms, json={"metadata": {"name": "after"}})
+            assert r.status_code == 404 and f'namespaces "{ns}" not found' in r.json()["message"], r.text
+
+
 def test_kill9_loses_nothing_acknowledged_and_watch_resumes(tmp_path):
     k = make_ketch(tmp_path).start()
     try:

@@ -56,6 +56,11 @@ class Ketch:
         return self.home / "kubeconfig"
 
     @property
+    def log_path(self) -> Path:
+        """Where the server's output goes (a subclass running several servers on one home names each)."""
+        return self.home / "server.log"
+
+    @property
     def token(self) -> str | None:
         """The admin bearer token ketch made at first start (``KETCH_HOME/tokens.csv``, the
         ``--token-auth-file`` format); None before it exists."""
@@ -82,7 +87,7 @@ class Ketch:
 
     def start(self, timeout: float = 20.0) -> Ketch:
         env = {**os.environ, **self.env, "KETCH_HOME": str(self.home), "PYTHONPATH": str(SRC) + os.pathsep + self.env.get("PYTHONPATH", os.environ.get("PYTHONPATH", ""))}
-        log = open(self.home / "server.log", "ab")
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [self.python, "-m", "ketch", "up", "--port", str(self.port), "--log-level", "info", *self.extra_args],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -106,7 +111,7 @@ class Ketch:
         return self
 
     def log(self) -> str:
-        p = self.home / "server.log"
+        p = self.log_path
         return p.read_text(errors="replace")[-8000:] if p.exists() else ""
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:

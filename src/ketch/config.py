@@ -41,6 +41,9 @@ def pod_network() -> str:
     return pod_network_mode(os.environ.get("KETCH_POD_NETWORK") or "host")
 
 
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
 @dataclass
 class Settings:
     home: Path = field(default_factory=default_home)
@@ -65,6 +68,12 @@ class Settings:
     # namespace and address per Pod); "auto" is resolved here. Controllers read it to hand out peer
     # addresses: Service names where Pods resolve them, 127.0.0.1 ports where they share the host's network.
     pod_network: str = "host"
+    # Leader election (runtime/leader.py): None decides by the database, on for PostgreSQL (several ketch
+    # processes may share it), off for SQLite; the durations are seconds, as kube-controller-manager's.
+    leader_elect: bool | None = None
+    leader_elect_lease_duration: float = 15.0
+    leader_elect_renew_deadline: float = 10.0
+    leader_elect_retry_period: float = 2.0
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -76,6 +85,18 @@ class Settings:
         if os.environ.get("KETCH_ALLOWED_HOSTS"):
             s.allowed_hosts = [x.strip() for x in os.environ["KETCH_ALLOWED_HOSTS"].split(",") if x.strip()]
         s.pod_network = pod_network()
+        elect = (os.environ.get("KETCH_LEADER_ELECT") or "").strip().lower()
+        if elect and elect != "auto":
+            if elect not in _BOOLS:
+                raise ValueError(f"KETCH_LEADER_ELECT={os.environ['KETCH_LEADER_ELECT']!r}: expected true, false or auto")
+            s.leader_elect = _BOOLS[elect]
+        for f in ("lease_duration", "renew_deadline", "retry_period"):
+            env = f"KETCH_LEADER_ELECT_{f.upper()}"
+            if os.environ.get(env):
+                try:
+                    setattr(s, f"leader_elect_{f}", float(os.environ[env]))
+                except ValueError as e:
+                    raise ValueError(f"{env}={os.environ[env]!r}: expected a number of seconds") from e
         if os.environ.get("KETCH_DISABLE"):
             s.disabled = {x.strip() for x in os.environ["KETCH_DISABLE"].split(",") if x.strip()}
         for k, v in overrides.items():
@@ -83,6 +104,13 @@ class Settings:
                 setattr(s, k, v)
         s.home = Path(s.home).expanduser().resolve()
         return s
+
+    @property
+    def elects_leader(self) -> bool:
+        """Whether this process campaigns for the controllers' Lease rather than running them outright."""
+        if self.leader_elect is not None:
+            return self.leader_elect
+        return (self.database_url or "").startswith("postgresql")
 
     @property
     def db(self) -> str:

@@ -32,6 +32,10 @@ def up(
     oidc_groups_claim: Annotated[str | None, typer.Option("--oidc-groups-claim", envvar="KETCH_OIDC_GROUPS_CLAIM", help="Claim holding the user's groups (string or list).")] = None,
     oidc_groups_prefix: Annotated[str, typer.Option("--oidc-groups-prefix", envvar="KETCH_OIDC_GROUPS_PREFIX", help="Prefix of group names.")] = "",
     oidc_ca_file: Annotated[Path | None, typer.Option("--oidc-ca-file", envvar="KETCH_OIDC_CA_FILE", help="PEM CA bundle that signed the issuer's certificate.")] = None,
+    leader_elect: Annotated[bool | None, typer.Option("--leader-elect/--no-leader-elect", help="Run controllers and the kubelet only while holding the Lease kube-system/ketch-controller-manager, so several ketch up can share one PostgreSQL database (default: on for PostgreSQL, off for SQLite; KETCH_LEADER_ELECT).")] = None,
+    leader_elect_lease_duration: Annotated[float | None, typer.Option("--leader-elect-lease-duration", help="Seconds a candidate waits after the Lease's last renewal before taking it over (default 15; KETCH_LEADER_ELECT_LEASE_DURATION).")] = None,
+    leader_elect_renew_deadline: Annotated[float | None, typer.Option("--leader-elect-renew-deadline", help="Seconds the leader keeps trying to renew before it stops its controllers (default 10; KETCH_LEADER_ELECT_RENEW_DEADLINE).")] = None,
+    leader_elect_retry_period: Annotated[float | None, typer.Option("--leader-elect-retry-period", help="Seconds between attempts to take or renew the Lease (default 2; KETCH_LEADER_ELECT_RETRY_PERIOD).")] = None,
 ) -> None:
     """Start ketch: the API server, controllers and kubelet in one process."""
     from ketch.config import Settings
@@ -41,8 +45,19 @@ def up(
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     lograte.install()  # identical warnings and errors at most once per window, with a count
-    settings = Settings.from_env(host=host, port=port, home=home, database_url=database_url, tls_cert=tls_cert, tls_key=tls_key,
-                                 insecure=insecure or None)
+    try:
+        settings = Settings.from_env(host=host, port=port, home=home, database_url=database_url, tls_cert=tls_cert, tls_key=tls_key,
+                                     insecure=insecure or None, leader_elect=leader_elect,
+                                     leader_elect_lease_duration=leader_elect_lease_duration,
+                                     leader_elect_renew_deadline=leader_elect_renew_deadline,
+                                     leader_elect_retry_period=leader_elect_retry_period)
+        if settings.elects_leader:
+            from ketch.server.app import election_config
+
+            election_config(settings)  # durations that do not fit together are refused here, by name
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
     if oidc_issuer_url or oidc_client_id:
         from ketch.machinery.oidc import OIDCConfig
 

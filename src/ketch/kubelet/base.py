@@ -285,6 +285,11 @@ class Kubelet(abc.ABC):
     async def shutdown(self) -> None:
         """ketch is stopping: end (or leave, by policy) the processes of the Pods this kubelet runs."""
 
+    async def stand_down(self) -> None:
+        """This process stopped leading (runtime/leader.py; ``run`` was cancelled): let another process's
+        kubelet take the Pods over. By default as at shutdown; the local kubelet leaves them running."""
+        await self.shutdown()
+
     @abc.abstractmethod
     def log_dir(self, namespace: str, pod: str, container: str):  # noqa: ANN201
         """Directory holding the container's shipped logs (``<restart>.log`` files, see logs.py)."""

@@ -149,3 +149,4 @@ def setup(ctx: Context) -> None:
     ctx.services.setdefault("subresources", {})[("/pods", "log")] = log_handler(ctx, kubelet)
     ctx.add_task(kubelet.run)
     ctx.on_shutdown(kubelet.shutdown)
+    ctx.on_stand_down(kubelet.stand_down)

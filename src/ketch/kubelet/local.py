@@ -368,12 +368,7 @@ class LocalKubelet(Kubelet):
         log.info("kubelet: stopping %d pod workers", len(workers))
         await asyncio.gather(*(cancel_and_wait(w.task) for w in workers if w.task is not None))
         if self.leave_running:
-            for w in workers:
-                for s in w.shippers.values():
-                    with contextlib.suppress(Exception):
-                        s.ship()
-                w.save()
-            self.warm.close(wait=0)  # the zygotes stay while their containers run, to record how they end
+            self._leave(workers)
             return
         grace = float(os.environ.get("KETCH_KUBELET_STOP_GRACE") or 3)
         await asyncio.gather(*(w.kill_all(min(grace, float((w.pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)))) for w in workers), return_exceptions=True)
@@ -391,6 +386,32 @@ class LocalKubelet(Kubelet):
                     self.network.teardown(w.uid)
         await self.network.stop()
         log.info("kubelet: stopped")
+
+
+    def _leave(self, workers: list[PodWorker]) -> None:
+        """Stop watching ``workers``' processes without ending them: their state is saved for whichever
+        kubelet adopts them next (docs/reliability.md)."""
+        for w in workers:
+            for s in w.shippers.values():
+                with contextlib.suppress(Exception):
+                    s.ship()
+            w.save()
+        self.warm.close(wait=0)  # the zygotes stay while their containers run, to record how they end
+
+    async def stand_down(self) -> None:
+        """Another ketch process leads now and its kubelet adopts this machine's Pods, as a restarted ketch
+        does: leave every process running, saved, and forget them here (if this process leads again it
+        adopts them afresh)."""
+        workers = list(self.workers.values())
+        log.info("kubelet: standing down; leaving %d pods' processes to the new leader", len(workers))
+        await asyncio.gather(*(cancel_and_wait(w.task) for w in workers if w.task is not None))
+        watchers = [t for w in workers for t in (*w.waiters.values(), *w.probers.values())]
+        for t in watchers:
+            t.cancel()  # before the zygotes are hung up on, which would read as the processes ending
+        await asyncio.gather(*watchers, return_exceptions=True)
+        self._leave(workers)
+        self.workers.clear()
+        self.pending.clear()
 
 
 async def cancel_and_wait(task: asyncio.Task) -> None:

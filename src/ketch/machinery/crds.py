@@ -10,9 +10,12 @@ import copy
 import logging
 from typing import TYPE_CHECKING
 
+import orjson
+
 from ketch.kinds.builtin.apiextensions import to_resource_definition
 from ketch.kinds.definitions import ResourceDefinition
 from ketch.kinds.meta import set_condition
+from ketch.store.base import Change
 
 if TYPE_CHECKING:
     from ketch.machinery.api import Api
@@ -23,14 +26,44 @@ CRD_KEY = "apiextensions.k8s.io/customresourcedefinitions"
 
 def install(api: Api) -> None:
     api.add_hook(CRD_KEY, _on_crd)
+    built: dict[str, bytes] = {}  # kind key -> the CRD spec its registered definition was built from
+    api.store.subscribe(lambda ch: _follow(api, ch, built))
     items, _ = api.store.list(CRD_KEY)
     for crd in items:
         if crd["metadata"].get("deletionTimestamp"):
             continue
         try:
-            api.registry.add(to_resource_definition(crd))
+            rd = to_resource_definition(crd)
+            api.registry.add(rd)
+            built[rd.key] = orjson.dumps(crd["spec"], option=orjson.OPT_SORT_KEYS)
         except Exception:
             log.exception("cannot register stored CRD %s", crd["metadata"]["name"])
+
+
+def _follow(api: Api, ch: Change, built: dict[str, bytes]) -> None:
+    """Serve (or stop serving) a CRD's kind whoever wrote it: with several ketch processes on one database
+    (store/changefeed.py) a CRD created through another one reaches this one only as a store change. The
+    writer's hook (below) also sets the CRD's status and, on deletion, removes its objects; here the
+    registry just follows."""
+    if ch.key != CRD_KEY:
+        return
+    crd = ch.obj
+    try:
+        key = f"{crd['spec']['group']}/{crd['spec']['names']['plural']}"
+        existing = api.registry.by_key(key)
+        if existing is not None and existing.builtin:
+            return
+        if ch.type == "DELETED" or crd["metadata"].get("deletionTimestamp"):
+            built.pop(key, None)
+            if existing is not None:
+                api.registry.remove(key)
+            return
+        spec = orjson.dumps(crd["spec"], option=orjson.OPT_SORT_KEYS)
+        if existing is None or built.get(key) != spec:  # re-built only when the CRD's spec changed
+            api.registry.add(to_resource_definition(crd))
+            built[key] = spec
+    except Exception:
+        log.exception("cannot follow CRD %s", crd.get("metadata", {}).get("name"))
 
 
 def _on_crd(api: Api, rd: ResourceDefinition, typ: str, crd: dict) -> None:

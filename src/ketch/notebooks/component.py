@@ -14,7 +14,7 @@ from ketch.runtime import start_controllers
 def setup(ctx: Context) -> None:
     cache = PodDefaultCache(ctx.api)
     ctx.services.setdefault("controllers", {})[cache.name] = cache
-    ctx.add_task(cache.run)
+    ctx.add_task(cache.run, every_server=True)  # admission reads it, in every API server
     ctx.api.add_validator("", "Pod", admitter(ctx.api, cache))  # Kubeflow's PodDefault webhook
     proxy = NotebookProxy(ctx)
     ctx.add_routes(proxy.routes() + spawner_routes(ctx))

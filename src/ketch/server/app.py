@@ -25,6 +25,7 @@ from ketch.machinery.api import Api
 from ketch.machinery.authn import Authenticator
 from ketch.machinery.authz import GROUP, Authorizer, current_user
 from ketch.machinery.context import Context
+from ketch.runtime.leader import ElectionConfig, LeaderElector, default_identity
 from ketch.server import health
 from ketch.server.auth import AuthMiddleware
 from ketch.server.authz import AuthzMiddleware, Lookups
@@ -69,8 +70,13 @@ def build_context(settings: Settings) -> Context:
         settings.tls_cert, settings.tls_key = self_signed(settings.home, settings.host)
     store = open_store(settings.db, history=settings.watch_history)
     secure_database(settings)
+    feed = getattr(store, "feed", None)
+    if feed is not None:  # other ketch processes may write the same database: see their changes too
+        feed.start()
     api = Api(store)
     ctx = Context(api=api, settings=settings)
+    if settings.elects_leader:
+        ctx.election = LeaderElector(api, election_config(settings))
     ctx.services.setdefault("subresources", {})
     ctx.services["authn"] = Authenticator(settings.home, object_uid(api), settings.oidc)
     authorizer = Authorizer(api.store)
@@ -89,6 +95,12 @@ def build_context(settings: Settings) -> Context:
         mod = importlib.import_module(f"ketch.{name}.component")
         mod.setup(ctx)
     return ctx
+
+
+def election_config(settings: Settings) -> ElectionConfig:
+    """The Lease this process campaigns for, with the settings' durations (ValueError if they do not fit)."""
+    return ElectionConfig(identity=default_identity(settings.port), lease_duration=settings.leader_elect_lease_duration,
+                          renew_deadline=settings.leader_elect_renew_deadline, retry_period=settings.leader_elect_retry_period)
 
 
 def secure_home(settings: Settings) -> None:

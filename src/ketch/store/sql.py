@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from ketch.store.base import Change, Gone, StoreConflict, StoreExists, StoreNotFound
+from ketch.store.changefeed import ChangeFeed
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +214,8 @@ class SQLStore:
             self._compacted = int(row[0]) if row else 0
         self._rv = max(top, self._compacted)
         self._writes_since_compact = 0
+        # Set by open_store on PostgreSQL (store/changefeed.py): other ketch processes may share the database.
+        self.feed: ChangeFeed | None = None
         self.batches = 0  # group commits so far, and the writes they carried: what the benchmark reports
         self.batched_writes = 0
         self._wconn: Any = None  # the committer's DB-API connection (from its engine's pool)
@@ -262,13 +265,18 @@ class SQLStore:
             ))
         q = q.order_by(objects.c.namespace, objects.c.name)
         with self.engine.connect() as c:
-            with self._lock:  # no commit between the read and the rv: a consistent (items, rv) pair
+            with self._lock:  # no commit between the rv and the read: a consistent (items, rv) pair; the rv
+                rv = self._rv  # first, as other processes (changefeed.py) commit without this lock
                 rows = c.execute(q).all()
-                rv = self._rv
         return [orjson.loads(r[0]) for r in rows], rv
 
     def current_rv(self) -> int:
         return self._rv
+
+    def advance_rv(self, rv: int) -> None:
+        """Changes up to ``rv`` that other processes committed have been published here (changefeed.py)."""
+        with self._lock:
+            self._rv = max(self._rv, rv)
 
     def find_by_uid(self, uid: str) -> tuple[str, dict] | None:
         with self.engine.connect() as c:
@@ -319,6 +327,12 @@ class SQLStore:
         self._subscribers.append(fn)
 
     def _emit(self, ch: Change) -> None:
+        if self.feed is not None:  # in resourceVersion order with other processes' changes
+            self.feed.offer(ch)
+        else:
+            self._deliver(ch)
+
+    def _deliver(self, ch: Change) -> None:
         for fn in self._subscribers:
             try:
                 fn(ch)
@@ -437,6 +451,9 @@ class SQLStore:
             try:
                 if self.is_sqlite:
                     cur.execute("BEGIN IMMEDIATE")  # the write lock now, not half-way through the batch
+                elif self.feed is not None:  # the database's write lock, and its newest rv whoever wrote it
+                    rv = max(rv, self.feed.begin_write(cur))
+                first = rv
                 for w in batch:
                     cur.execute("SAVEPOINT w")
                     try:
@@ -450,6 +467,8 @@ class SQLStore:
                     if ch is not None:
                         rv = ch.rv
                     done.append((w, ch, res, None))
+                if self.feed is not None and rv > first:
+                    self.feed.end_write(cur, rv)  # listeners are told on commit
                 with self._lock:
                     conn.commit()
                     self._rv = rv
@@ -616,6 +635,8 @@ class SQLStore:
 
     def close(self) -> None:
         """Commit what is queued, stop the committer, and close every connection."""
+        if self.feed is not None:
+            self.feed.stop()
         self._closed = True
         self._kick.set()
         with self._commit_lock:  # let the commit in progress finish; refuse what is still queued
@@ -649,4 +670,8 @@ def open_store(url_or_path: str | Path, history: int = 100_000) -> SQLStore:
         s = f"sqlite:///{s}"
     elif s.startswith("postgresql://"):
         s = "postgresql+psycopg://" + s[len("postgresql://") :]
-    return SQLStore(s, history=history)
+    store = SQLStore(s, history=history)
+    if store.engine.dialect.name == "postgresql":  # other ketch processes may share it: changefeed.py
+        dsn = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        store.feed = ChangeFeed(store, store._deliver, dsn)
+    return store

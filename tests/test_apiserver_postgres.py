@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import make_ketch
+from conftest import make_ketch, wait_for
 from postgres_helpers import postgres_server
 
 
@@ -36,6 +36,11 @@ def test_postgres_store_crud_watch_restart_and_kill9(postgres, tmp_path):
         names = {o["metadata"]["name"] for o in k.kjson("get", "cm", "-n", "pg")["items"]}
         assert {"a", "after"} <= names and "c0" not in names and len(names & {f"c{i}" for i in range(20)}) == 19
         assert k.kjson("get", "cm", "a", "-n", "pg")["data"] == {"x": "3"}
+        # The restarted ketch is the same leader-election candidate (host and port): it takes its own Lease
+        # back at once, so its controllers run without waiting out the 15 s lease of its previous life.
+        k.kubectl("create", "namespace", "pg-after")
+        wait_for(lambda: k.kubectl("get", "configmap", "kube-root-ca.crt", "-n", "pg-after", check=False).returncode == 0,
+                 timeout=10, what="the namespace controller running after the restart")
         # A watch from before the restart resumes from the change log kept in PostgreSQL.
         with k.http() as h:
             r = h.get("/api/v1/namespaces/pg/configmaps", params={"watch": "true", "resourceVersion": rv, "timeoutSeconds": "1"})

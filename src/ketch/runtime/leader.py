@@ -48,9 +48,11 @@ master_status = metric(Gauge, "leader_election_master_status", "1 while this pro
 
 
 def default_identity(port: int | None = None) -> str:
-    """Unique per process: the host, the port it serves and a random suffix (client-go: hostname_uuid)."""
+    """The host and the port this process serves: no two running processes share both, and a ketch
+    restarted in the same place (kill -9, then ``ketch up`` again) is the same candidate, so it takes its
+    own unexpired Lease back at once instead of waiting out the lease its previous life held."""
     host = socket.gethostname().split(".")[0] or "ketch"
-    return f"{host}_{port}_{uuid.uuid4().hex[:8]}" if port else f"{host}_{uuid.uuid4().hex[:8]}"
+    return f"{host}_{port}" if port else f"{host}_{uuid.uuid4().hex[:8]}"
 
 
 @dataclass

@@ -118,7 +118,7 @@ class LeaderElector:
                 return False  # held by another, and not yet expired by our clock
             if holder != cfg.identity:
                 spec["acquireTime"] = stamp
-                spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + (1 if holder else 0)
+                spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1  # as client-go counts them
             spec.update({"holderIdentity": cfg.identity, "leaseDurationSeconds": self._duration_field(), "renewTime": stamp})
             lease["spec"] = spec
             self.client.update(lease)  # compare-and-swap: the resourceVersion read above

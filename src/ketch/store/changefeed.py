@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -56,6 +57,8 @@ class ChangeFeed:
         self.dsn = dsn  # a libpq connection string, for the listener's own connection
         self.published = store.current_rv()  # every change up to here has been delivered
         self.remote = 0  # changes delivered that another process wrote (read from the log, not offered)
+        self._local_top = 0  # the newest resourceVersion this process has committed, or is committing
+        self._polled = 0.0  # when the listener last read the log (monotonic)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -73,10 +76,10 @@ class ChangeFeed:
         )
         return int(cur.fetchone()[0])
 
-    @staticmethod
-    def end_write(cur: Any, rv: int) -> None:
+    def end_write(self, cur: Any, rv: int) -> None:
         """Tell every listener, once this transaction commits, that the log has grown to ``rv``."""
         cur.execute(f"SELECT pg_notify('{CHANNEL}', '{int(rv)}')")
+        self._local_top = max(self._local_top, rv)
 
     # -- publishing, in order ---------------------------------------------------------------------------------
 
@@ -94,6 +97,7 @@ class ChangeFeed:
 
     def poll(self) -> int:
         """Publish every change in the log past the high-water mark; returns how many."""
+        self._polled = time.monotonic()
         with self._lock:
             n = self._catch_up()
             top = self.published
@@ -151,9 +155,11 @@ class ChangeFeed:
                         got = None
                         for n in conn.notifies(timeout=POLL_SECONDS, stop_after=1):
                             got = _rv_of(n.payload)
-                        # a commit past the mark, or none for a while (the safety net); one of this
-                        # process's own writes, already published, costs no query
-                        if got is None or got > self.published:
+                        # Read the log for a commit past what this process has seen or is committing
+                        # itself (its own writer offers that one, reading whatever precedes it first),
+                        # and at least once a second whatever comes (the safety net: a lost notification,
+                        # a commit of this process's that failed after telling).
+                        if got is None or got > max(self.published, self._local_top) or time.monotonic() - self._polled > POLL_SECONDS:
                             self.poll()
             except Exception:  # the database restarted or the connection dropped: connect again
                 if self._stop.is_set():

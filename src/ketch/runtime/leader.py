@@ -162,7 +162,7 @@ class LeaderElector:
                 while not self.try_acquire_or_renew():
                     await asyncio.sleep(cfg.retry_period * random.uniform(1.0, JITTER))
                 self._set_leading(True)
-                log.warning("leader election: %s became the leader (%s/%s): starting controllers and the kubelet",
+                log.info("leader election: %s became the leader (%s/%s): starting controllers and the kubelet",
                             cfg.identity, cfg.namespace, cfg.name)
                 r = lead()
                 if asyncio.iscoroutine(r):

@@ -526,12 +526,27 @@ class RayKubelet(LocalKubelet):
 
         async def wait() -> int | None:
             try:
-                return await asyncio.shield(c.ended)
+                code = await asyncio.shield(c.ended)
+                if code is None:
+                    await self._lost_actor(node)
+                return code
             finally:
                 if c.ended.done():
                     self.containers.pop(handle, None)
 
         return Started(handle, time.time(), wait)
+
+    async def _lost_actor(self, node: str) -> None:
+        """A container's actor is gone. If its node went with it the Pod is NodeLost, not a container that
+        ended unknowably: ask Ray about the membership now (and again for a few seconds, as Ray may take
+        a moment to declare the node dead) before the exit is reported."""
+        deadline = time.monotonic() + float(os.environ.get("KETCH_RAY_LOST_GRACE") or 10)
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                await self.sync_nodes()
+            if node in self.lost:
+                return
+            await asyncio.sleep(0.5)
 
     def _release(self, node_id: str, actor: object, reusable: bool) -> None:
         pool = self.idle.setdefault(node_id, [])

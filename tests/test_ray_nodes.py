@@ -1,8 +1,8 @@
 """The Ray kubelet on a multi-node Ray cluster (ray.cluster_utils.Cluster: 3 raylets on this machine, each with
 its own custom resource and labels): a Node per Ray node, Pods placed by nodeSelector and pod anti-affinity
 on the Node asked for *and* run by Ray on that very node (the container prints the Ray node id its actor
-runs on), a PyTorchJob spread one replica per node training with DDP over gloo, and a node removed from
-the cluster: its Node turns NotReady, its Job Pod fails NodeLost and the Job finishes on another node."""
+runs on), a PyTorchJob spread one replica per node training with DDP over gloo, an InferenceService whose two
+replicas on two nodes serve through the gateway at their nodes' addresses, and a node removed from the cluster: its Node turns NotReady, its Job Pod fails NodeLost and the Job finishes on another node."""
 
 from __future__ import annotations
 
@@ -173,6 +173,37 @@ def test_a_pytorchjob_spread_over_the_nodes_trains_with_ddp(k):
         assert t and int(t.group(1)) == rank, out
         sums.add(t.group(2))
     assert len(used) == 3 and len(sums) == 1
+
+
+def test_an_inferenceservice_with_two_replicas_on_two_nodes_serves_through_the_gateway(k, tmp_path):
+    pytest.importorskip("sklearn")
+    from serving_helpers import IRIS_ROW, train_sklearn
+
+    model = train_sklearn(tmp_path / "iris", "lr")
+    anti = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"serving.kserve.io/inferenceservice": "iris"}}, "topologyKey": "kubernetes.io/hostname"}]}}
+    isvc = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "metadata": {"name": "iris"},
+            "spec": {"predictor": {"minReplicas": 2, "maxReplicas": 2, "affinity": anti, "sklearn": {"storageUri": str(tmp_path / "iris")}}}}
+    k.kubectl("apply", "-f", "-", input=yaml.safe_dump(isvc))
+    k.kubectl("wait", "--for=condition=Ready", "inferenceservice/iris", "--timeout=120s", timeout=140)
+    wait_for(lambda: len([p for p in k.kjson("get", "pods", "-l", "serving.kserve.io/inferenceservice=iris")["items"]
+                          if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or [])]) == 2,
+             timeout=90, what="both replicas ready")
+    pods = k.kjson("get", "pods", "-l", "serving.kserve.io/inferenceservice=iris")["items"]
+    by_name = nodes(k)
+    assert len({p["spec"]["nodeName"] for p in pods}) == 2
+    for p in pods:  # each replica is reached at its node's address
+        ip = next(a["address"] for a in by_name[p["spec"]["nodeName"]]["status"]["addresses"] if a["type"] == "InternalIP")
+        assert p["status"]["podIP"] == ip
+    url = k.kubectl("get", "inferenceservice", "iris", "-o", "jsonpath={.status.url}").stdout
+    with k.http() as h:
+        for _ in range(8):
+            r = h.post(f"{url}/v1/models/iris:predict", json={"instances": [IRIS_ROW]})
+            assert r.status_code == 200 and r.json() == {"predictions": model.predict([IRIS_ROW]).tolist()}, r.text
+    for p in pods:  # the gateway spread the requests over both replicas
+        wait_for(lambda p=p: "POST /v1/models/iris:predict" in k.kubectl("logs", p["metadata"]["name"]).stdout, timeout=20,
+                 what=f"requests served by {p['metadata']['name']}")
+    k.kubectl("delete", "inferenceservice", "iris")
 
 
 def test_a_lost_node_turns_notready_and_its_job_pod_is_recreated_elsewhere(k, cluster):

@@ -2,7 +2,8 @@
 its own custom resource and labels): a Node per Ray node, Pods placed by nodeSelector and pod anti-affinity
 on the Node asked for *and* run by Ray on that very node (the container prints the Ray node id its actor
 runs on), a PyTorchJob spread one replica per node training with DDP over gloo, an InferenceService whose two
-replicas on two nodes serve through the gateway at their nodes' addresses, and a node removed from the cluster: its Node turns NotReady, its Job Pod fails NodeLost and the Job finishes on another node."""
+replicas on two nodes serve through the gateway at their nodes' addresses, a job placed as one STRICT_SPREAD
+Ray placement group, and a node removed from the cluster: its Node turns NotReady, its Job Pod fails NodeLost and the Job finishes on another node."""
 
 from __future__ import annotations
 
@@ -204,6 +205,45 @@ def test_an_inferenceservice_with_two_replicas_on_two_nodes_serves_through_the_g
         wait_for(lambda p=p: "POST /v1/models/iris:predict" in k.kubectl("logs", p["metadata"]["name"]).stdout, timeout=20,
                  what=f"requests served by {p['metadata']['name']}")
     k.kubectl("delete", "inferenceservice", "iris")
+
+
+def test_a_job_asking_strict_spread_is_placed_as_one_ray_placement_group(k):
+    # Every replica prefers node-b, so the scheduler alone would put all three there; the placement group
+    # (STRICT_SPREAD: one bundle per node, all or none) puts one on each node.
+    prefer = {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 100, "preference": {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["node-b"]}]}}]}}
+
+    def job(name: str, workers: int) -> dict:
+        c = {"name": "pytorch", "image": "python:3.11", "command": [PY, "-c", SHOW]}
+        rs = {"template": {"spec": {"affinity": prefer, "containers": [c]}}}
+        return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
+                "metadata": {"name": name, "annotations": {"ketch.dev/placement-strategy": "STRICT_SPREAD"}},
+                "spec": {"pytorchReplicaSpecs": {"Master": {**rs, "replicas": 1}, "Worker": {**rs, "replicas": workers}}}}
+
+    k.kubectl("create", "-f", "-", input=yaml.safe_dump(job("gang", 2)))
+    k.kubectl("wait", "--for=condition=Succeeded", "pytorchjob/gang", "--timeout=90s", timeout=100)
+    by_name = nodes(k)
+    placed = [ran_on(k, n) for n in ("gang-master-0", "gang-worker-0", "gang-worker-1")]
+    assert len({n for n, _ in placed}) == 3
+    for n, rid in placed:
+        assert by_name[n]["metadata"]["labels"]["ray.io/node-id"] == rid
+    ann = k.kjson("get", "pod", "gang-worker-1")["metadata"]["annotations"]
+    assert ann["ketch.dev/placement-group-size"] == "3" and ann["ketch.dev/placement-index"] == "2"
+    # four bundles cannot be spread over three nodes: none of the four is placed, and each says why
+    k.kubectl("create", "-f", "-", input=yaml.safe_dump(job("toobig", 3)))
+
+    def held():
+        pods = k.kjson("get", "pods", "-l", "training.kubeflow.org/job-name=toobig")["items"]
+        msgs = [next((c.get("message", "") for c in (p.get("status") or {}).get("conditions") or [] if c["type"] == "PodScheduled"), "") for p in pods]
+        return len(pods) == 4 and all("(4 bundles, STRICT_SPREAD)" in m for m in msgs) and pods
+
+    pods = wait_for(held, timeout=30, what="the four replicas held")
+    assert not any(p["spec"].get("nodeName") for p in pods)
+    k.kubectl("delete", "pytorchjob", "toobig", "gang")
+    bad = job("bad", 1)
+    bad["metadata"]["annotations"]["ketch.dev/placement-strategy"] = "EVERYWHERE"
+    r = k.kubectl("create", "-f", "-", input=yaml.safe_dump(bad), check=False)
+    assert r.returncode != 0 and "metadata.annotations[ketch.dev/placement-strategy]" in r.stderr and "STRICT_SPREAD" in r.stderr, r.stderr
 
 
 def test_a_lost_node_turns_notready_and_its_job_pod_is_recreated_elsewhere(k, cluster):

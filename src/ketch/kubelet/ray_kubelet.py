@@ -41,6 +41,7 @@ import re
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ketch.kinds.meta import now
 from ketch.kinds.resources import GPU
@@ -170,6 +171,49 @@ def service_env_name(service: str) -> str:
     return service.upper().replace("-", "_").replace(".", "_")
 
 
+GANG = "ketch.dev/placement-group"  # set by the training operators on a job annotated ketch.dev/placement-strategy
+GANG_STRATEGY = "ketch.dev/placement-strategy"
+GANG_SIZE = "ketch.dev/placement-group-size"
+GANG_INDEX = "ketch.dev/placement-index"
+
+
+def gang_of(pod: dict) -> tuple[str, str, int, int] | None:
+    """(group, strategy, size, this Pod's bundle index) of a Pod placed as one of a gang, else None."""
+    a = pod["metadata"].get("annotations") or {}
+    if not a.get(GANG):
+        return None
+    try:
+        size, idx = int(a.get(GANG_SIZE, "")), int(a.get(GANG_INDEX, ""))
+    except ValueError:
+        return None
+    strategy = str(a.get(GANG_STRATEGY) or "PACK").upper()
+    if not 0 <= idx < size or strategy not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
+        return None
+    return a[GANG], strategy, size, idx
+
+
+def _bundle(pod: dict) -> dict[str, float]:
+    """A Ray bundle holding what the Pod requests (Ray wants something in each: at least 0.01 CPU)."""
+    req = scheduling.requests_of(pod)
+    b = {"CPU": max(req.get("cpu", 0.0), 0.01)}
+    if req.get(GPU):
+        b["GPU"] = req[GPU]
+    if req.get("memory"):
+        b["memory"] = req["memory"]
+    return b
+
+
+@dataclass
+class _Gang:
+    gid: str
+    strategy: str
+    size: int
+    pg: object | None = None
+    ready: bool = False
+    error: str = ""
+    task: asyncio.Task | None = None
+
+
 class RayKubelet(LocalKubelet):
     kind = "ray"
     local_processes = False  # no warm starts, no kubectl exec: the processes are on Ray's nodes
@@ -187,6 +231,7 @@ class RayKubelet(LocalKubelet):
         self.pool_size = int(os.environ.get("KETCH_RAY_POOL") or 8)
         self.poll = float(os.environ.get("KETCH_RAY_NODE_POLL") or 2)
         self.pods_per_node = float(os.environ.get("KETCH_NODE_PODS") or 1000)
+        self.gangs: dict[str, _Gang] = {}  # placement group name -> the gang of Pods placed by it
 
     # -- the cluster ----------------------------------------------------------------------------------
 
@@ -233,6 +278,7 @@ class RayKubelet(LocalKubelet):
             await asyncio.sleep(self.poll)
             try:
                 await self.sync_nodes()
+                self._sweep_gangs()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -420,12 +466,16 @@ class RayKubelet(LocalKubelet):
                 self.pending[uid] = pod
                 return
         else:
-            d = scheduling.schedule(pod, sorted(self.nodes.values(), key=lambda n: n["metadata"]["name"]), self.placed())
-            if d.node is None:
-                self._unschedulable(pod, d.message)
+            g = gang_of(pod)
+            if g is not None:  # placed by Ray, with the rest of its group
+                node, why = self._gang_node(pod, g)
+            else:
+                d = scheduling.schedule(pod, sorted(self.nodes.values(), key=lambda n: n["metadata"]["name"]), self.placed())
+                node, why = d.node, d.message
+            if node is None:
+                self._unschedulable(pod, why)
                 self.pending[uid] = pod
                 return
-            node = d.node
             try:
                 pod = self.client.patch(POD, md.get("namespace", ""), md["name"], {"spec": {"nodeName": node}})
             except StatusError as e:
@@ -440,6 +490,85 @@ class RayKubelet(LocalKubelet):
         if scheduled:
             msg = f"Successfully assigned {md.get('namespace')}/{md['name']} to {node}"
             asyncio.get_running_loop().call_soon(self.client.event, pod, "Normal", "Scheduled", msg, "default-scheduler")
+
+    # -- gangs: a training job's replicas as one Ray placement group ------------------------------------------
+
+    def _gang_members(self, gid: str) -> dict[int, dict]:
+        """The Pods of placement group ``gid`` that still hold (or wait for) a place, by bundle index."""
+        out: dict[int, dict] = {}
+        for p in [w.pod for w in self.workers.values() if not w.done] + list(self.pending.values()):
+            g = gang_of(p)
+            if g is not None and g[0] == gid:
+                out[g[3]] = p
+        return out
+
+    def _gang_node(self, pod: dict, g: tuple[str, str, int, int]) -> tuple[str | None, str]:
+        """The Node of the Pod's bundle once Ray has placed the whole group (all bundles or none); until
+        then None and why."""
+        gid, strategy, size, idx = g
+        gang = self.gangs.setdefault(gid, _Gang(gid, strategy, size))
+        waiting = f"waiting for Ray to place placement group {gid} ({size} bundles, {strategy})"
+        if gang.pg is None:
+            members = {**self._gang_members(gid), idx: pod}
+            if set(members) != set(range(size)):
+                return None, f"waiting for {size - len(set(members) & set(range(size)))} more Pod(s) of placement group {gid} (a gang of {size})"
+            if gang.task is None:
+                gang.task = asyncio.create_task(self._make_group(gang, [members[i] for i in range(size)]))
+            return None, waiting
+        if not gang.ready:
+            return None, gang.error or waiting
+        import ray
+
+        try:
+            nid = ray.util.placement_group_table(gang.pg).get("bundles_to_node_id", {}).get(idx)
+        except Exception as e:  # noqa: BLE001 - the group is gone (removed, or Ray lost it)
+            return None, f"placement group {gid}: {e}"
+        name = next((n for n, e in self.members.items() if ray_nodes.node_id(e) == nid and ray_nodes.alive(e)), None)
+        if name is None:
+            return None, f"bundle {idx} of placement group {gid} is not placed on a live node yet"
+        return name, ""
+
+    async def _make_group(self, gang: _Gang, pods: list[dict]) -> None:
+        from ray.util.placement_group import placement_group
+
+        bundles = [_bundle(p) for p in pods]
+        try:
+            gang.pg = await asyncio.to_thread(placement_group, bundles, gang.strategy, f"ketch-{gang.gid}")
+            await gang.pg.ready()  # type: ignore[attr-defined]
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - refused by Ray: said on the Pods
+            gang.error = f"Ray refused placement group {gang.gid}: {e}"
+            log.warning("ray kubelet: %s", gang.error)
+            self.pod_finished(None)  # type: ignore[arg-type]
+            return
+        gang.ready = True
+        log.info("ray kubelet: placement group %s placed (%d bundles, %s)", gang.gid, len(bundles), gang.strategy)
+        self.pod_finished(None)  # type: ignore[arg-type]  # the held Pods are bound now
+
+    def _sweep_gangs(self) -> None:
+        """A group none of whose Pods holds a place any more is removed, and its reservation with it."""
+        for gid, gang in list(self.gangs.items()):
+            if self._gang_members(gid):
+                continue
+            del self.gangs[gid]
+            if gang.task is not None:
+                gang.task.cancel()
+            if gang.pg is not None:
+                from ray.util.placement_group import remove_placement_group
+
+                with contextlib.suppress(Exception):
+                    remove_placement_group(gang.pg)
+
+    def _gang_strategy(self, pod: dict | None) -> object | None:
+        """How the Pod's actors are scheduled when it belongs to a placed group: into its bundle."""
+        g = gang_of(pod) if pod is not None else None
+        gang = self.gangs.get(g[0]) if g is not None else None
+        if gang is None or not gang.ready or gang.pg is None:
+            return None
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        return PlacementGroupSchedulingStrategy(placement_group=gang.pg, placement_group_bundle_index=g[3])  # type: ignore[index]
 
     # -- what a Pod sees of its node ---------------------------------------------------------------------
 
@@ -498,14 +627,16 @@ class RayKubelet(LocalKubelet):
         opts = {"num_cpus": float(req.get("cpu", 0)), "num_gpus": float(req.get(GPU, 0))}
         if req.get("memory"):
             opts["memory"] = float(req["memory"])
-        free = not any(opts.values())  # holds nothing in Ray's accounting: may be pooled
+        in_group = self._gang_strategy(w.pod if w is not None else None)
+        free = not any(opts.values()) and in_group is None  # holds nothing in Ray's accounting: may be pooled
         pool = self.idle.setdefault(nid, [])
         if free and pool:
             actor = pool.pop()
         else:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-            actor = self._actor_cls.options(**opts, scheduling_strategy=NodeAffinitySchedulingStrategy(nid, soft=False)).remote()  # type: ignore[union-attr]
+            strategy = in_group or NodeAffinitySchedulingStrategy(nid, soft=False)
+            actor = self._actor_cls.options(**opts, scheduling_strategy=strategy).remote()  # type: ignore[union-attr]
         try:
             info = await actor.start.remote(argv, env, cwd, bool(opts["num_gpus"]))
         except Exception as e:  # noqa: BLE001 - the actor could not be created on its node

@@ -36,6 +36,11 @@ def pod_network_mode(value: str) -> str:
     return m
 
 
+def kubelet_kind() -> str:
+    """Which kubelet runs this ketch's Pods (``KETCH_KUBELET``): ``local`` or ``ray``."""
+    return (os.environ.get("KETCH_KUBELET") or "local").strip().lower()
+
+
 def pod_network() -> str:
     """This process's Pod network mode, from the environment (what Settings.pod_network holds)."""
     return pod_network_mode(os.environ.get("KETCH_POD_NETWORK") or "host")

@@ -33,6 +33,47 @@ NODE = ("v1", "Node")
 KINDS = {"ConfigMap": ("v1", "ConfigMap"), "Secret": ("v1", "Secret"), "PersistentVolumeClaim": ("v1", "PersistentVolumeClaim")}
 
 
+def node_object(name: str, labels: dict[str, str], capacity: dict[str, float], allocatable: dict[str, float], addresses: list[dict],
+                kind: str, ready: tuple[str, str, str] | None = None, taints: list[dict] | None = None, machine_id: str = "") -> dict:
+    """A Node as a kubelet registers it. ``ready`` is (status, reason, message) of its Ready condition
+    (default: True, KubeletReady)."""
+    def q(d: dict[str, float]) -> dict[str, str]:
+        return {k: format_quantity(k, v) for k, v in d.items()}
+
+    ts = now()
+    rs, reason, msg = ready or ("True", "KubeletReady", f"ketch {kind} kubelet is posting ready status")
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"taints": taints} if taints else {},
+        "status": {
+            "capacity": q(capacity),
+            "allocatable": q(allocatable),
+            "conditions": [
+                {"type": "Ready", "status": rs, "reason": reason, "message": msg, "lastHeartbeatTime": ts, "lastTransitionTime": ts},
+                {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory", "message": "", "lastHeartbeatTime": ts, "lastTransitionTime": ts},
+                {"type": "DiskPressure", "status": "False", "reason": "KubeletHasNoDiskPressure", "message": "", "lastHeartbeatTime": ts, "lastTransitionTime": ts},
+                {"type": "PIDPressure", "status": "False", "reason": "KubeletHasSufficientPID", "message": "", "lastHeartbeatTime": ts, "lastTransitionTime": ts},
+            ],
+            "addresses": addresses,
+            "nodeInfo": {
+                "kubeletVersion": f"v1.37.0+ketch.{ketch.__version__}",
+                "kubeProxyVersion": "",
+                "operatingSystem": "linux",
+                "architecture": labels.get("kubernetes.io/arch", arch),
+                "containerRuntimeVersion": f"ketch-{kind}://{ketch.__version__}",
+                "kernelVersion": platform.release(),
+                "osImage": platform.platform(),
+                "machineID": machine_id,
+                "systemUUID": "",
+                "bootID": "",
+            },
+        },
+    }
+
+
 class CannotRun(Exception):
     """The container's process could not be started (reported as ContainerCannotRun, exit code 128)."""
 
@@ -87,39 +128,28 @@ class Kubelet(abc.ABC):
         return [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": self.node_name}]
 
     def node_object(self) -> dict:
-        def q(d: dict[str, float]) -> dict[str, str]:
-            return {k: format_quantity(k, v) for k, v in d.items()}
+        return node_object(self.node_name, self.node_labels(), self.capacity(), self.allocatable(), self.addresses(), self.kind)
 
-        ts = now()
-        return {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {"name": self.node_name, "labels": self.node_labels()},
-            "spec": {},
-            "status": {
-                "capacity": q(self.capacity()),
-                "allocatable": q(self.allocatable()),
-                "conditions": [
-                    {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": f"ketch {self.kind} kubelet is posting ready status", "lastHeartbeatTime": ts, "lastTransitionTime": ts},
-                    {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory", "message": "", "lastHeartbeatTime": ts, "lastTransitionTime": ts},
-                    {"type": "DiskPressure", "status": "False", "reason": "KubeletHasNoDiskPressure", "message": "", "lastHeartbeatTime": ts, "lastTransitionTime": ts},
-                    {"type": "PIDPressure", "status": "False", "reason": "KubeletHasSufficientPID", "message": "", "lastHeartbeatTime": ts, "lastTransitionTime": ts},
-                ],
-                "addresses": self.addresses(),
-                "nodeInfo": {
-                    "kubeletVersion": f"v1.37.0+ketch.{ketch.__version__}",
-                    "kubeProxyVersion": "",
-                    "operatingSystem": "linux",
-                    "architecture": self.node_labels()["kubernetes.io/arch"],
-                    "containerRuntimeVersion": f"ketch-{self.kind}://{ketch.__version__}",
-                    "kernelVersion": platform.release(),
-                    "osImage": platform.platform(),
-                    "machineID": "",
-                    "systemUUID": "",
-                    "bootID": "",
-                },
-            },
-        }
+    # -- what a Pod's processes see of the node (the Ray kubelet answers per Pod, from the Pod's node) --
+
+    def pod_net(self, pod: dict) -> PodNet:
+        """The Pod's network when it shares its node's (not a namespace of its own): 127.0.0.1 here."""
+        from ketch.kubelet.network import HOST
+
+        return HOST
+
+    def host_ip(self, pod: dict) -> str:
+        """``status.hostIP``: the address of the Pod's node (ketch's, as Pods reach it, on this machine)."""
+        return self.network.api_host
+
+    def bind_host(self, net: PodNet | None) -> str:
+        """``KETCH_BIND_HOST``, where ketch's own servers in Pods (the model server, JupyterLab) listen:
+        everywhere inside a Pod's own namespace, loopback on the shared host network."""
+        return "0.0.0.0" if net is not None and net.netns else "127.0.0.1"
+
+    def extra_env(self, pod: dict, container: dict) -> dict[str, str]:
+        """Variables a kubelet adds to a container's environment before its env is expanded (none here)."""
+        return {}
 
     def register_node(self) -> dict:
         """Create the Node, or refresh its status (capacity may have changed since last start)."""
@@ -246,7 +276,7 @@ class Kubelet(abc.ABC):
     @abc.abstractmethod
     async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int, preload: tuple[str, ...] = (),
                     requests: dict[str, float] | None = None, exit_file: str | None = None,
-                    stdin: int | None = None, net: PodNet | None = None) -> Started:
+                    stdin: int | None = None, net: PodNet | None = None, pod_uid: str | None = None) -> Started:
         """Start one container process in its own process group, output to the given descriptors;
         raise CannotRun with Kubernetes' message when the executable cannot be found or started.
         ``exit_file`` is where something that outlives ketch should record how the process ended
@@ -257,7 +287,8 @@ class Kubelet(abc.ABC):
         machines finds what the container needs; the local kubelet has admitted the Pod already.
         ``stdin`` (a container with ``stdin: true``) is the read end of its stdin FIFO; a kubelet whose
         processes run elsewhere may leave it unconnected. ``net`` is the Pod's network (network.py): a
-        kubelet that gives Pods network namespaces starts the process inside the Pod's."""
+        kubelet that gives Pods network namespaces starts the process inside the Pod's. ``pod_uid`` names
+        the Pod, for a kubelet that runs it on the Pod's node."""
 
     @abc.abstractmethod
     def alive(self, pid: int, create_time: float | None) -> bool:

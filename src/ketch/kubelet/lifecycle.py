@@ -198,7 +198,7 @@ class PodWorker:
             "KUBERNETES_SERVICE_HOST": host,
             "KUBERNETES_SERVICE_PORT": str(port),
             "KETCH_SERVER": f"http://{host}:{port}",
-            "KETCH_BIND_HOST": "0.0.0.0" if self.net is not None and self.net.netns else "127.0.0.1",
+            "KETCH_BIND_HOST": self.k.bind_host(self.net),
             "KETCH_POD_NAME": self.name, "KETCH_POD_NAMESPACE": self.ns, "KETCH_POD_UID": self.uid,
             "KUBECONFIG": self.k.kubeconfig(self.dir, self.ns, self.token_file(), host),
         }
@@ -231,6 +231,7 @@ class PodWorker:
         image = self.k.images.resolve(c.get("image") or "")
         base = self._base_env()
         base.update(image.env)
+        base.update(self.k.extra_env(self.pod, c))
         base["PATH"] = os.pathsep.join([*image.path_prefix, *torchrun.path_for(self.k.home, image.python), base.get("PATH", os.defpath)])
         base["PYTHONUNBUFFERED"] = base.get("PYTHONUNBUFFERED", "1")
         if self.gpus or pod_requests(self.pod).get(GPU):
@@ -362,7 +363,7 @@ class PodWorker:
                 record.parent.mkdir(parents=True, exist_ok=True)
                 self._exits_made = True
             started = await self.k.spawn(argv, env, cwd, fds["stdout"], fds["stderr"], preload_of(self.pod), container_requests(c),
-                                         exit_file=str(record), stdin=fds.get("stdin"), net=self.net)
+                                         exit_file=str(record), stdin=fds.get("stdin"), net=self.net, pod_uid=self.uid)
         except CannotRun as e:
             self._start_failed(cs, ship, str(e))
             return
@@ -718,10 +719,11 @@ class PodWorker:
         except containers.Unavailable:
             docker = False
         if spec.get("hostNetwork") or self.k.network.kind == "host" or docker:
-            self.net = network.HOST
+            self.net = self.k.pod_net(self.pod)
             if not spec.get("hostNetwork"):
                 # said on the Pod, never silently: this node gives Pods no network namespace (docs/kubelet.md)
-                self.k.client.event(self.pod, "Normal", SHARED_NETWORK_REASON, SHARED_NETWORK_MESSAGE, "kubelet")
+                msg = SHARED_NETWORK_MESSAGE.replace("127.0.0.1", self.net.ip)  # the Ray kubelet's Pods: their node's
+                self.k.client.event(self.pod, "Normal", SHARED_NETWORK_REASON, msg, "kubelet")
             return True
         try:
             self.net = await asyncio.to_thread(self.k.network.setup, self.uid, spec.get("hostname") or self.name, self.ns, self.pod_ip)
@@ -830,7 +832,7 @@ class PodWorker:
             cond("ContainersReady", ready, "" if ready else nr_reason, "" if ready else nr_msg),
             cond("PodScheduled", True),
         ]
-        host_ip = self.k.network.api_host
+        host_ip = self.k.host_ip(self.pod)
         pod_ip = self.net.ip if self.net is not None else (self.pod_ip or "127.0.0.1")
         if spec.get("hostNetwork"):
             pod_ip = host_ip

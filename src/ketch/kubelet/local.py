@@ -91,7 +91,7 @@ class LocalKubelet(Kubelet):
 
     async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int, preload: tuple[str, ...] = (),
                     requests: dict[str, float] | None = None, exit_file: str | None = None,
-                    stdin: int | None = None, net: PodNet | None = None) -> Started:
+                    stdin: int | None = None, net: PodNet | None = None, pod_uid: str | None = None) -> Started:
         """Fork it from a warm zygote, or exec it through the supervisor (both record its exit status in
         ``exit_file``, beyond ketch's life); exec it directly only when neither can be had, or when the
         container reads a stdin of its own (``stdin: true``, for ``kubectl attach -i``), which the
@@ -253,9 +253,13 @@ class LocalKubelet(Kubelet):
             w.notify(pod)
             return
         node = (pod.get("spec") or {}).get("nodeName")
-        if node and node != self.node_name:
+        if node and not self.owns_node(node):
             return
         self.consider(pod)
+
+    def owns_node(self, name: str) -> bool:
+        """Whether Pods bound to Node ``name`` are this kubelet's to run."""
+        return name == self.node_name
 
     async def run(self) -> None:
         self.register_node()

@@ -1,17 +1,32 @@
 """The Ray kubelet: the same Pods, their containers run as processes on a Ray cluster's nodes.
 
-Everything about a Pod's life (admission, init order, restarts and back-off, probes, limits, logs, status,
-deletion) is the local kubelet's; only process supervision differs. Each container is started by a Ray actor
-(``ContainerProcess``) that Ray places where the container's requests fit (``num_cpus``, ``num_gpus``,
-``memory``); the actor runs the command as a session leader on its node, and the kubelet pulls its output
-into the container's log files, its exit status and its memory, and asks it to terminate or kill the process
-group. The cluster is one Node (``ketch.dev/kubelet=ray``) whose capacity is the cluster's resources.
+Everything about a Pod's life (init order, restarts and back-off, probes, limits, logs, status, deletion) is
+the local kubelet's; what differs is where Pods go and how processes are supervised.
+
+- **A Node per Ray node** (ray_nodes.py), from the cluster's membership (``ray.nodes()``), polled every
+  ``KETCH_RAY_NODE_POLL`` seconds (default 2). A node Ray reports dead (or no longer lists) becomes
+  NotReady (Ready=Unknown, the ``unreachable`` taints), and the Pods bound to it are marked Failed with
+  reason ``NodeLost``, as the node lifecycle controller and Pod GC do for a lost machine, so their owners
+  (Jobs, ReplicaSets, training jobs) make new ones, which go to the nodes that are left.
+- **The kubelet is the scheduler of those Nodes** (scheduling.py): each Pod it takes is placed by
+  nodeName, nodeSelector, node affinity, taints, resources, topology spread and pod (anti-)affinity,
+  bound (``spec.nodeName``), and its containers' actors are pinned to that Ray node with
+  ``NodeAffinitySchedulingStrategy(node_id, soft=False)``.
+- **Addresses**: a Pod's ``podIP`` and ``hostIP`` are its node's IP; ketch's servers in Pods bind every
+  interface (``KETCH_BIND_HOST=0.0.0.0``) so peers on other machines reach them there; a container whose
+  env, command or args names ``$(<SERVICE>_SERVICE_HOST)`` gets the address of the node that runs the
+  Service's Pod (how the training operators' MASTER_ADDR / TF_CONFIG reach a peer on another machine),
+  and waits (CreateContainerConfigError) until that Pod is scheduled.
+
+Each container is started by a Ray actor (``ContainerProcess``); the actor runs the command as a session
+leader on its node, and the kubelet pulls its output into the container's log files, its exit status and its
+memory, and asks it to terminate or kill the process group.
 
 ``KETCH_KUBELET=ray`` selects it; ``KETCH_RAY_ADDRESS`` names a cluster to join (``auto``, ``ray://...``,
-an address), else ketch starts a local Ray instance. Paths are the same on every node (working and volume
-directories under KETCH_HOME, the Python environment), as with a shared filesystem; an actor belongs to
-ketch's Ray job, so a restarted ketch finds its containers gone (ContainerStatusUnknown, then restarted by
-policy) rather than adopting them.
+an address), else ketch starts a local Ray instance (one node, named as the local kubelet's Node). Paths are
+the same on every node (working and volume directories under KETCH_HOME, the Python environment), as with a
+shared filesystem; an actor belongs to ketch's Ray job, so a restarted ketch finds its containers gone
+(ContainerStatusUnknown, then restarted by policy) rather than adopting them.
 """
 
 from __future__ import annotations
@@ -19,17 +34,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import os
+import re
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
+from ketch.kinds.meta import now
 from ketch.kinds.resources import GPU
-from ketch.kubelet.base import CannotRun, Started
+from ketch.kubelet import ray_nodes, scheduling
+from ketch.kubelet.base import NODE, POD, CannotRun, Started
+from ketch.kubelet.env import ConfigError
+from ketch.kubelet.lifecycle import PodWorker
 from ketch.kubelet.local import LocalKubelet
 from ketch.kubelet.network import PodNet
 from ketch.machinery.context import Context
+from ketch.machinery.errors import StatusError
 
 log = logging.getLogger(__name__)
 _HANDLES = itertools.count(1 << 30)  # container handles stand in for pids: never a pid on this host
@@ -44,6 +67,7 @@ class ContainerProcess:
         import ray
 
         self.node_ip = ray.util.get_node_ip_address()
+        self.node_id = ray.get_runtime_context().get_node_id()
         self.proc = None
         self.dir = ""
 
@@ -54,6 +78,7 @@ class ContainerProcess:
 
         import ray
 
+        env = {**env, "KETCH_RAY_NODE_ID": self.node_id}  # the Ray node the process really runs on
         if gpus:
             ids = ",".join(str(g) for g in ray.get_gpu_ids())
             env = {**env, "CUDA_VISIBLE_DEVICES": ids, "NVIDIA_VISIBLE_DEVICES": ids}
@@ -66,8 +91,8 @@ class ContainerProcess:
                 self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
         except OSError as e:
             self.proc = None
-            return {"pid": None, "node": self.node_ip, "error": f"failed to start {argv[0]!r}: {e}"}
-        return {"pid": self.proc.pid, "node": self.node_ip, "error": None}
+            return {"pid": None, "node": self.node_id, "error": f"failed to start {argv[0]!r}: {e}"}
+        return {"pid": self.proc.pid, "node": self.node_id, "error": None}
 
     async def read(self, out_at: int, err_at: int) -> dict:
         """New output since the given offsets, the exit code once ended (None before), resident memory."""
@@ -138,18 +163,75 @@ class _Container:
             self.release(self.actor, self.code is not None)
 
 
+SERVICE_REF = re.compile(r"\$\(([A-Z0-9_]+)_SERVICE_(HOST|PORT)\)")
+
+
+def service_env_name(service: str) -> str:
+    """Kubernetes' service-link prefix: ``my-svc`` -> ``MY_SVC`` (``MY_SVC_SERVICE_HOST``)."""
+    return service.upper().replace("-", "_").replace(".", "_")
+
+
+GANG = "ketch.dev/placement-group"  # set by the training operators on a job annotated ketch.dev/placement-strategy
+GANG_STRATEGY = "ketch.dev/placement-strategy"
+GANG_SIZE = "ketch.dev/placement-group-size"
+GANG_INDEX = "ketch.dev/placement-index"
+
+
+def gang_of(pod: dict) -> tuple[str, str, int, int] | None:
+    """(group, strategy, size, this Pod's bundle index) of a Pod placed as one of a gang, else None."""
+    a = pod["metadata"].get("annotations") or {}
+    if not a.get(GANG):
+        return None
+    try:
+        size, idx = int(a.get(GANG_SIZE, "")), int(a.get(GANG_INDEX, ""))
+    except ValueError:
+        return None
+    strategy = str(a.get(GANG_STRATEGY) or "PACK").upper()
+    if not 0 <= idx < size or strategy not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
+        return None
+    return a[GANG], strategy, size, idx
+
+
+def _bundle(pod: dict) -> dict[str, float]:
+    """A Ray bundle holding what the Pod requests (Ray wants something in each: at least 0.01 CPU)."""
+    req = scheduling.requests_of(pod)
+    b = {"CPU": max(req.get("cpu", 0.0), 0.01)}
+    if req.get(GPU):
+        b["GPU"] = req[GPU]
+    if req.get("memory"):
+        b["memory"] = req["memory"]
+    return b
+
+
+@dataclass
+class _Gang:
+    gid: str
+    strategy: str
+    size: int
+    pg: object | None = None
+    ready: bool = False
+    error: str = ""
+    task: asyncio.Task | None = None
+
+
 class RayKubelet(LocalKubelet):
     kind = "ray"
     local_processes = False  # no warm starts, no kubectl exec: the processes are on Ray's nodes
 
     def __init__(self, ctx: Context, node_name: str | None = None) -> None:
-        super().__init__(ctx, node_name or os.environ.get("KETCH_NODE_NAME") or "ray-cluster")
+        super().__init__(ctx, node_name)  # the name of the node of a Ray instance ketch starts itself
         self.address = os.environ.get("KETCH_RAY_ADDRESS") or None
         self.containers: dict[int, _Container] = {}
         self._actor_cls = None
-        self._capacity_at = 0.0
-        self.idle: list[object] = []  # actors holding no resources, kept for the next container
+        self.members: dict[str, dict] = {}  # Node name -> its ray.nodes() entry, as last polled
+        self.nodes: dict[str, dict] = {}  # Node name -> the Node object, as last read or written
+        self.lost: set[str] = set()  # Nodes whose Pods were failed as NodeLost (until the node is back)
+        self._status_written: dict[str, tuple[str, float]] = {}  # name -> (what was written, when)
+        self.idle: dict[str, list[object]] = {}  # Ray node id -> actors holding no resources, for the next container
         self.pool_size = int(os.environ.get("KETCH_RAY_POOL") or 8)
+        self.poll = float(os.environ.get("KETCH_RAY_NODE_POLL") or 2)
+        self.pods_per_node = float(os.environ.get("KETCH_NODE_PODS") or 1000)
+        self.gangs: dict[str, _Gang] = {}  # placement group name -> the gang of Pods placed by it
 
     # -- the cluster ----------------------------------------------------------------------------------
 
@@ -158,85 +240,449 @@ class RayKubelet(LocalKubelet):
 
         if not ray.is_initialized():
             kw: dict = {"address": self.address, "namespace": "ketch", "log_to_driver": False, "include_dashboard": False}
-            if self.address is None and os.environ.get("KETCH_RAY_NUM_CPUS"):
-                kw["num_cpus"] = int(os.environ["KETCH_RAY_NUM_CPUS"])
+            if self.address is None:
+                kw["labels"] = {ray_nodes.NAME_LABEL: self.node_name}
+                if os.environ.get("KETCH_RAY_NUM_CPUS"):
+                    kw["num_cpus"] = int(os.environ["KETCH_RAY_NUM_CPUS"])
             ray.init(**kw)
         self._actor_cls = ray.remote(ContainerProcess)
 
+    @property
+    def cluster(self) -> str:
+        return self.address or "local"
+
     def capacity(self) -> dict[str, float]:
-        """The cluster's resources (asked of Ray at most every 10 s: nodes come and go)."""
+        """What the live nodes have together (what a Pod's resourceFieldRef limits default to)."""
+        tot = {"cpu": 0.0, "memory": 0.0, GPU: 0.0, "pods": 0.0}
+        for e in self.members.values():
+            if ray_nodes.alive(e):
+                for k, v in ray_nodes.capacity(e, self.pods_per_node).items():
+                    if k in tot:
+                        tot[k] += v
+        return tot
+
+    def owns_node(self, name: str) -> bool:
+        return name in self.nodes or name in self.members
+
+    def node_ip(self, name: str | None) -> str | None:
+        e = self.members.get(name or "")
+        return ray_nodes.ip(e) if e is not None else None
+
+    def register_node(self) -> dict:
+        """The Nodes are the members (see ``sync_nodes``); nothing of the local kubelet's one Node."""
+        return {}
+
+    async def heartbeat(self, every: float = 60.0) -> None:
+        """Poll Ray's membership: Nodes come, change and go with the Ray nodes."""
+        while True:
+            await asyncio.sleep(self.poll)
+            try:
+                await self.sync_nodes()
+                self._sweep_gangs()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("ray kubelet: syncing the nodes failed")
+
+    async def sync_nodes(self) -> None:
         import ray
 
-        if not ray.is_initialized():
-            return {"cpu": 0.0, "memory": 0.0, GPU: 0.0, "pods": 0.0}
-        if self._capacity is None or time.monotonic() - self._capacity_at > 10:
-            res = ray.cluster_resources()
-            self._capacity = {"cpu": float(res.get("CPU", 0)), "memory": float(res.get("memory", 0)), GPU: float(res.get("GPU", 0)),
-                              "pods": float(os.environ.get("KETCH_NODE_PODS") or 1000)}
-            self._capacity_at = time.monotonic()
-        return dict(self._capacity)
+        entries = await asyncio.to_thread(ray.nodes)
+        self.apply_membership(entries)
 
-    def addresses(self) -> list[dict]:
-        import ray
+    def apply_membership(self, entries: list[dict]) -> None:
+        """Register or refresh a Node per Ray node; a dead one (or one Ray no longer lists) is NotReady
+        and its Pods are failed, once."""
+        seen: dict[str, dict] = {}
+        for e in entries:
+            name = ray_nodes.node_name(e)
+            prev = seen.get(name)
+            if prev is None or (ray_nodes.alive(e) and not ray_nodes.alive(prev)):
+                seen[name] = e  # a node restarted under the same name: the live entry wins
+        for n in self.client.list(NODE, None, {"ketch.dev/kubelet": "ray"}):
+            self.nodes[n["metadata"]["name"]] = n
+        self.members = seen
+        for name, e in seen.items():
+            self._write_node(name, e)
+        for name in sorted(set(self.nodes) - set(seen)):
+            node = self.nodes[name]
+            if _ready(node):
+                self._write_gone(name, node)
+        for name in list(self.nodes):
+            if not _ready(self.nodes[name]) and name not in self.lost:
+                self.lost.add(name)
+                self._fail_pods_of(name)
+            elif _ready(self.nodes[name]):
+                self.lost.discard(name)
 
-        head = next((n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")), "127.0.0.1") if ray.is_initialized() else "127.0.0.1"
-        return [{"type": "InternalIP", "address": head}, {"type": "Hostname", "address": self.node_name}]
+    def _write_node(self, name: str, entry: dict) -> None:
+        want = ray_nodes.to_node(entry, self.cluster, self.pods_per_node)
+        cur = self.nodes.get(name)
+        if cur is None:
+            try:
+                cur = self.client.create({**want, "spec": {}})
+            except StatusError as e:
+                if e.code != 409:
+                    raise
+                cur = self.client.get(NODE, "", name)
+                if cur is None:
+                    return
+        labels = {**(cur["metadata"].get("labels") or {}), **want["metadata"]["labels"]}
+        if labels != cur["metadata"].get("labels"):
+            cur = self.client.patch(NODE, "", name, {"metadata": {"labels": labels}})
+        mine = (want.get("spec") or {}).get("taints") or []
+        cur = self._set_taints(cur, mine)
+        self.nodes[name] = self._write_status(cur, want["status"])
 
-    def node_labels(self) -> dict[str, str]:
-        return {**super().node_labels(), "ray.io/cluster": self.address or "local"}
+    def _write_gone(self, name: str, node: dict) -> None:
+        """A Node of this cluster that Ray does not list at all (a previous cluster's, or pruned)."""
+        st = dict(node.get("status") or {})
+        ts = now()
+        st["conditions"] = [c if c.get("type") != "Ready" else
+                            {**c, "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Ray does not list this node any more",
+                             "lastHeartbeatTime": ts, "lastTransitionTime": ts} for c in st.get("conditions") or []]
+        node = self._set_taints(node, ray_nodes.unreachable_taints())
+        self.nodes[name] = self._write_status(node, st)
+
+    def _set_taints(self, node: dict, mine: list[dict]) -> dict:
+        ours = {ray_nodes.UNREACHABLE_TAINT}
+        have = (node.get("spec") or {}).get("taints") or []
+        keep = [t for t in have if t.get("key") not in ours]
+        kept_ours = [t for t in have if t.get("key") in ours]
+        if {(t["key"], t["effect"]) for t in kept_ours} == {(t["key"], t["effect"]) for t in mine}:
+            return node
+        return self.client.patch(NODE, "", node["metadata"]["name"], {"spec": {"taints": keep + mine or None}})
+
+    def _write_status(self, node: dict, want: dict) -> dict:
+        """Patch the status when it changed (timestamps aside), or every minute as a heartbeat; keeps each
+        condition's lastTransitionTime while its status holds."""
+        name = node["metadata"]["name"]
+        old = {c["type"]: c for c in (node.get("status") or {}).get("conditions") or []}
+        conds = []
+        for c in want.get("conditions") or []:
+            prev = old.get(c["type"])
+            if prev and prev.get("status") == c["status"] and prev.get("lastTransitionTime"):
+                c = {**c, "lastTransitionTime": prev["lastTransitionTime"]}
+            conds.append(c)
+        want = {**want, "conditions": conds}
+        digest = json.dumps({**want, "conditions": [{k: v for k, v in c.items() if k != "lastHeartbeatTime"} for c in conds]}, sort_keys=True)
+        last = self._status_written.get(name)
+        if last is not None and last[0] == digest and time.monotonic() - last[1] < 60:
+            return node
+        out = self.client.patch_status(node, want)
+        self._status_written[name] = (digest, time.monotonic())
+        return out
+
+    def _fail_pods_of(self, name: str) -> None:
+        """The node lifecycle controller's part: Pods bound to a lost Node fail (NodeLost), so their owners
+        replace them; the containers' actors went with the node."""
+        log.warning("ray kubelet: node %s is lost; failing its pods", name)
+        mine = set()
+        for w in list(self.workers.values()):
+            if w.done or (w.pod.get("spec") or {}).get("nodeName") != name:
+                continue
+            mine.add(w.uid)
+            msg = f"Node {name} which was running pod {w.name} is unresponsive"
+            w.failed = ("NodeLost", msg)
+            w.save()
+            w.wake.set()
+            self.client.event(w.pod, "Warning", "NodeLost", msg, "node-controller")
+        for pod in self.client.list(POD, None, fields=f"spec.nodeName={name}"):
+            md = pod["metadata"]
+            if md["uid"] in mine or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") or md.get("deletionTimestamp"):
+                continue
+            self._fail_lost(pod, name)
+
+    def _fail_lost(self, pod: dict, name: str) -> None:
+        """A Pod bound to a lost Node that no worker runs here: Failed, NodeLost."""
+        md = pod["metadata"]
+        self.pending.pop(md["uid"], None)
+        msg = f"Node {name} which was running pod {md['name']} is unresponsive"
+        with contextlib.suppress(StatusError):
+            self.client.patch_status(pod, {"phase": "Failed", "reason": "NodeLost", "message": msg})
+            self.client.event(pod, "Warning", "NodeLost", msg, "node-controller")
+
+    async def watch_uncordon(self) -> None:
+        """Changes to the Nodes (cordon, taints, a node joining or coming back) may make room: the Pods
+        held Pending are considered again."""
+        rd = self.ctx.api.rd(*NODE)
+        while True:
+            try:
+                async for typ, node in self.ctx.api.watch(rd, label_selector="ketch.dev/kubelet=ray"):
+                    if typ in ("ADDED", "MODIFIED"):
+                        self.nodes[node["metadata"]["name"]] = node
+                    elif typ == "DELETED":
+                        self.nodes.pop(node["metadata"]["name"], None)
+                    if self.pending:
+                        self.pod_finished(None)  # type: ignore[arg-type]
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("ray kubelet: watching nodes failed")
+            await asyncio.sleep(1.0)
 
     async def run(self) -> None:
         await asyncio.to_thread(self._connect)
-        self._capacity = None
+        await self.sync_nodes()
         await super().run()
 
     async def shutdown(self) -> None:
         await super().shutdown()
-        for a in self.idle:
-            self._drop(a)
+        for actors in self.idle.values():
+            for a in actors:
+                self._drop(a)
         self.idle.clear()
         import ray
 
         if ray.is_initialized():
             await asyncio.to_thread(ray.shutdown)
 
+    # -- scheduling: this kubelet places Pods on its Nodes ------------------------------------------------
+
+    def placed(self) -> list[tuple[dict, str]]:
+        """(pod, node) of every Pod this kubelet runs that still holds its place."""
+        return [(w.pod, (w.pod.get("spec") or {}).get("nodeName") or "") for w in self.workers.values() if not w.done]
+
+    def consider(self, pod: dict) -> None:
+        """A Pod without a worker: place it (filter, score, bind) and start it, or hold it Pending with the
+        scheduler's reasons. A Pod bound by name to one of the Nodes is admitted there if it fits."""
+        md, spec, st = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
+        uid = md["uid"]
+        if md.get("deletionTimestamp") or st.get("phase") in ("Succeeded", "Failed"):
+            self.pending.pop(uid, None)
+            return
+        node = spec.get("nodeName")
+        scheduled = False
+        if node:
+            target = self.nodes.get(node)
+            if target is None:
+                return
+            if node in self.lost:
+                self._fail_lost(pod, node)
+                return
+            short = scheduling.fit_reasons(pod, target, self.placed())
+            if short:
+                self._unschedulable(pod, "0/1 nodes are available: " + ", ".join(f"1 {r}" for r in short) + ".")
+                self.pending[uid] = pod
+                return
+        else:
+            g = gang_of(pod)
+            if g is not None:  # placed by Ray, with the rest of its group
+                node, why = self._gang_node(pod, g)
+            else:
+                d = scheduling.schedule(pod, sorted(self.nodes.values(), key=lambda n: n["metadata"]["name"]), self.placed())
+                node, why = d.node, d.message
+            if node is None:
+                self._unschedulable(pod, why)
+                self.pending[uid] = pod
+                return
+            try:
+                pod = self.client.patch(POD, md.get("namespace", ""), md["name"], {"spec": {"nodeName": node}})
+            except StatusError as e:
+                if e.code == 404:
+                    self.pending.pop(uid, None)
+                    return
+                raise
+            scheduled = True
+        self.pending.pop(uid, None)
+        w = PodWorker(self, pod)
+        self.start_worker(w)
+        if scheduled:
+            msg = f"Successfully assigned {md.get('namespace')}/{md['name']} to {node}"
+            asyncio.get_running_loop().call_soon(self.client.event, pod, "Normal", "Scheduled", msg, "default-scheduler")
+
+    # -- gangs: a training job's replicas as one Ray placement group ------------------------------------------
+
+    def _gang_members(self, gid: str) -> dict[int, dict]:
+        """The Pods of placement group ``gid`` that still hold (or wait for) a place, by bundle index."""
+        out: dict[int, dict] = {}
+        for p in [w.pod for w in self.workers.values() if not w.done] + list(self.pending.values()):
+            g = gang_of(p)
+            if g is not None and g[0] == gid:
+                out[g[3]] = p
+        return out
+
+    def _gang_node(self, pod: dict, g: tuple[str, str, int, int]) -> tuple[str | None, str]:
+        """The Node of the Pod's bundle once Ray has placed the whole group (all bundles or none); until
+        then None and why."""
+        gid, strategy, size, idx = g
+        gang = self.gangs.setdefault(gid, _Gang(gid, strategy, size))
+        waiting = f"waiting for Ray to place placement group {gid} ({size} bundles, {strategy})"
+        if gang.pg is None:
+            members = {**self._gang_members(gid), idx: pod}
+            if set(members) != set(range(size)):
+                return None, f"waiting for {size - len(set(members) & set(range(size)))} more Pod(s) of placement group {gid} (a gang of {size})"
+            if gang.task is None:
+                gang.task = asyncio.create_task(self._make_group(gang, [members[i] for i in range(size)]))
+            return None, waiting
+        if not gang.ready:
+            return None, gang.error or waiting
+        import ray
+
+        try:
+            nid = ray.util.placement_group_table(gang.pg).get("bundles_to_node_id", {}).get(idx)
+        except Exception as e:  # noqa: BLE001 - the group is gone (removed, or Ray lost it)
+            return None, f"placement group {gid}: {e}"
+        name = next((n for n, e in self.members.items() if ray_nodes.node_id(e) == nid and ray_nodes.alive(e)), None)
+        if name is None:
+            return None, f"bundle {idx} of placement group {gid} is not placed on a live node yet"
+        return name, ""
+
+    async def _make_group(self, gang: _Gang, pods: list[dict]) -> None:
+        from ray.util.placement_group import placement_group
+
+        bundles = [_bundle(p) for p in pods]
+        try:
+            gang.pg = await asyncio.to_thread(placement_group, bundles, gang.strategy, f"ketch-{gang.gid}")
+            await gang.pg.ready()  # type: ignore[attr-defined]
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - refused by Ray: said on the Pods
+            gang.error = f"Ray refused placement group {gang.gid}: {e}"
+            log.warning("ray kubelet: %s", gang.error)
+            self.pod_finished(None)  # type: ignore[arg-type]
+            return
+        gang.ready = True
+        log.info("ray kubelet: placement group %s placed (%d bundles, %s)", gang.gid, len(bundles), gang.strategy)
+        self.pod_finished(None)  # type: ignore[arg-type]  # the held Pods are bound now
+
+    def _sweep_gangs(self) -> None:
+        """A group none of whose Pods holds a place any more is removed, and its reservation with it."""
+        for gid, gang in list(self.gangs.items()):
+            if self._gang_members(gid):
+                continue
+            del self.gangs[gid]
+            if gang.task is not None:
+                gang.task.cancel()
+            if gang.pg is not None:
+                from ray.util.placement_group import remove_placement_group
+
+                with contextlib.suppress(Exception):
+                    remove_placement_group(gang.pg)
+
+    def _gang_strategy(self, pod: dict | None) -> object | None:
+        """How the Pod's actors are scheduled when it belongs to a placed group: into its bundle."""
+        g = gang_of(pod) if pod is not None else None
+        gang = self.gangs.get(g[0]) if g is not None else None
+        if gang is None or not gang.ready or gang.pg is None:
+            return None
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        return PlacementGroupSchedulingStrategy(placement_group=gang.pg, placement_group_bundle_index=g[3])  # type: ignore[index]
+
+    # -- what a Pod sees of its node ---------------------------------------------------------------------
+
+    def pod_net(self, pod: dict) -> PodNet:
+        return PodNet(self.node_ip((pod.get("spec") or {}).get("nodeName")) or "127.0.0.1")
+
+    def host_ip(self, pod: dict) -> str:
+        return self.node_ip((pod.get("spec") or {}).get("nodeName")) or "127.0.0.1"
+
+    def bind_host(self, net: PodNet | None) -> str:
+        return "0.0.0.0"  # peers on other nodes reach a Pod at its node's address
+
+    def extra_env(self, pod: dict, container: dict) -> dict[str, str]:
+        """``<SVC>_SERVICE_HOST`` / ``_SERVICE_PORT`` for each Service the container refers to as
+        ``$(<SVC>_SERVICE_HOST)``: the address of the node running the Service's Pod. ConfigError (the
+        container waits, retried) while that Pod is not scheduled yet."""
+        texts = [str(e.get("value") or "") for e in container.get("env") or []]
+        texts += [str(x) for x in (container.get("command") or []) + (container.get("args") or [])]
+        wanted = {m.group(1) for t in texts for m in SERVICE_REF.finditer(t)}
+        if not wanted:
+            return {}
+        ns = pod["metadata"].get("namespace", "default")
+        out: dict[str, str] = {}
+        for svc in self.client.list(("v1", "Service"), ns):
+            prefix = service_env_name(svc["metadata"]["name"])
+            if prefix not in wanted:
+                continue
+            sspec = svc.get("spec") or {}
+            ports = sspec.get("ports") or []
+            if ports:
+                out[f"{prefix}_SERVICE_PORT"] = str(ports[0].get("port"))
+            sel = sspec.get("selector")
+            if not sel:
+                continue
+            backing = sorted((p for p in self.client.list(POD, ns, sel)
+                              if (p.get("spec") or {}).get("nodeName") and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+                              and not p["metadata"].get("deletionTimestamp")), key=lambda p: p["metadata"]["name"])
+            host = next((ip for p in backing if (ip := self.node_ip(p["spec"]["nodeName"]))), None)
+            if host is None:
+                raise ConfigError(f'waiting for a Pod of Service "{svc["metadata"]["name"]}" to be scheduled: its address is its node\'s')
+            out[f"{prefix}_SERVICE_HOST"] = host
+        return out
+
     # -- process supervision through actors ------------------------------------------------------------
 
     async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int, preload: tuple[str, ...] = (),
                     requests: dict[str, float] | None = None, exit_file: str | None = None,
-                    stdin: int | None = None, net: PodNet | None = None) -> Started:
+                    stdin: int | None = None, net: PodNet | None = None, pod_uid: str | None = None) -> Started:
+        w = self.workers.get(pod_uid or "")
+        node = ((w.pod.get("spec") or {}).get("nodeName") if w is not None else None) or ""
+        entry = self.members.get(node)
+        if entry is None or not ray_nodes.alive(entry):
+            raise CannotRun(f"node {node or '?'} is not a live Ray node")
+        nid = ray_nodes.node_id(entry)
         req = requests or {}
         opts = {"num_cpus": float(req.get("cpu", 0)), "num_gpus": float(req.get(GPU, 0))}
         if req.get("memory"):
             opts["memory"] = float(req["memory"])
-        free = not any(opts.values())  # holds nothing in Ray's accounting: may be pooled
-        actor = self.idle.pop() if free and self.idle else self._actor_cls.options(**opts).remote()  # type: ignore[union-attr]
+        in_group = self._gang_strategy(w.pod if w is not None else None)
+        free = not any(opts.values()) and in_group is None  # holds nothing in Ray's accounting: may be pooled
+        pool = self.idle.setdefault(nid, [])
+        if free and pool:
+            actor = pool.pop()
+        else:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            strategy = in_group or NodeAffinitySchedulingStrategy(nid, soft=False)
+            actor = self._actor_cls.options(**opts, scheduling_strategy=strategy).remote()  # type: ignore[union-attr]
         try:
             info = await actor.start.remote(argv, env, cwd, bool(opts["num_gpus"]))
-        except Exception as e:  # noqa: BLE001 - the actor could not be created on any node
+        except Exception as e:  # noqa: BLE001 - the actor could not be created on its node
             self._drop(actor)
-            raise CannotRun(f"ray could not start the container: {e}") from e
+            raise CannotRun(f"ray could not start the container on node {node}: {e}") from e
+
+        def release(a: object, ok: bool) -> None:
+            self._release(nid, a, free and ok)
+
         if info["error"]:
-            self._release(actor, free)
+            release(actor, True)
             raise CannotRun(info["error"])
         handle = next(_HANDLES)
-        c = _Container(actor, stdout, stderr, lambda a, ok: self._release(a, free and ok))
+        c = _Container(actor, stdout, stderr, release)
         self.containers[handle] = c
         asyncio.ensure_future(c.pump())
-        log.debug("ray kubelet: %s started on %s as pid %s", argv[0], info["node"], info["pid"])
+        log.debug("ray kubelet: %s started on %s (ray node %s) as pid %s", argv[0], node, info["node"], info["pid"])
 
         async def wait() -> int | None:
             try:
-                return await asyncio.shield(c.ended)
+                code = await asyncio.shield(c.ended)
+                if code is None:
+                    await self._lost_actor(node)
+                return code
             finally:
                 if c.ended.done():
                     self.containers.pop(handle, None)
 
         return Started(handle, time.time(), wait)
 
-    def _release(self, actor: object, reusable: bool) -> None:
-        if reusable and len(self.idle) < self.pool_size:
-            self.idle.append(actor)
+    async def _lost_actor(self, node: str) -> None:
+        """A container's actor is gone. If its node went with it the Pod is NodeLost, not a container that
+        ended unknowably: ask Ray about the membership now (and again for a few seconds, as Ray may take
+        a moment to declare the node dead) before the exit is reported."""
+        deadline = time.monotonic() + float(os.environ.get("KETCH_RAY_LOST_GRACE") or 10)
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                await self.sync_nodes()
+            if node in self.lost:
+                return
+            await asyncio.sleep(0.5)
+
+    def _release(self, node_id: str, actor: object, reusable: bool) -> None:
+        pool = self.idle.setdefault(node_id, [])
+        if reusable and len(pool) < self.pool_size:
+            pool.append(actor)
         else:
             self._drop(actor)
 
@@ -268,3 +714,7 @@ class RayKubelet(LocalKubelet):
     def memory(self, pid: int) -> int:
         c = self.containers.get(pid)
         return c.rss if c is not None else 0
+
+
+def _ready(node: dict) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in (node.get("status") or {}).get("conditions") or [])

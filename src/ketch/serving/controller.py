@@ -47,6 +47,7 @@ from ketch.serving.spec import (
     SpecError,
     canaries,
     components,
+    pod_scheduling,
     revision_hash,
 )
 
@@ -491,7 +492,7 @@ class InferenceServiceController(raw.RawDeploymentMode, Controller):
                             "labels": {L_ISVC: name, L_COMP: cname, L_REV: rname, "app": f"{rname}", **(spec.get("labels") or {})},
                             "annotations": {A_PORT: str(port), **grpc, **(spec.get("annotations") or {})},
                             "ownerReferences": [owner_reference(isvc)]},
-               "spec": {"containers": [container], "restartPolicy": "Never",
+               "spec": {"containers": [container], "restartPolicy": "Never", **pod_scheduling(spec),
                         **({"serviceAccountName": spec["serviceAccountName"]} if spec.get("serviceAccountName") else {})}}
         self.client.create(pod)
 

@@ -32,7 +32,16 @@ from ketch.kinds.meta import owner_reference
 from ketch.machinery.errors import StatusError
 from ketch.runtime.ports import free_port
 from ketch.serving.router import Target
-from ketch.serving.spec import A_GRPC_PORT, A_PORT, L_COMP, L_ISVC, POD, SpecError, revision_hash
+from ketch.serving.spec import (
+    A_GRPC_PORT,
+    A_PORT,
+    L_COMP,
+    L_ISVC,
+    POD,
+    SpecError,
+    pod_scheduling,
+    revision_hash,
+)
 
 MODE = "serving.kserve.io/deploymentMode"
 RAW_MODES = ("RawDeployment", "Standard")
@@ -141,7 +150,7 @@ class RawDeploymentMode:
         md = isvc["metadata"]
         return {"metadata": {"labels": {L_ISVC: md["name"], L_COMP: cname, "app": app_label(md["name"], cname), **(spec.get("labels") or {})},
                              "annotations": ann},
-                "spec": {"containers": [container], "restartPolicy": "Always",
+                "spec": {"containers": [container], "restartPolicy": "Always", **pod_scheduling(spec),
                          **({"serviceAccountName": spec["serviceAccountName"]} if spec.get("serviceAccountName") else {})}}
 
     def _reconcile_hpa(self, isvc: dict, name: str, labels: dict, lo: int, hi: int, metric: dict | None) -> None:

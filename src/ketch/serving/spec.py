@@ -29,6 +29,15 @@ class SpecError(ValueError):
     """An invalid spec; the message names the field, as an admission error would."""
 
 
+SCHEDULING_FIELDS = ("nodeSelector", "affinity", "tolerations", "topologySpreadConstraints", "nodeName", "priorityClassName")
+
+
+def pod_scheduling(spec: dict) -> dict:
+    """The PodSpec fields of a component's spec that say where its Pods may run (KServe inlines PodSpec in
+    each component), copied onto the predictor Pods so a kubelet with several Nodes places them."""
+    return {k: copy.deepcopy(spec[k]) for k in SCHEDULING_FIELDS if spec.get(k)}
+
+
 def normalize_predictor(pred: dict) -> dict:
     p = copy.deepcopy(pred)
     impls = [f for f in (*FRAMEWORKS, "model") if p.get(f) is not None]

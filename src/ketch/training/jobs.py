@@ -35,6 +35,27 @@ ROLE = "training.kubeflow.org/job-role"
 HOST = "127.0.0.1"  # where pods run; a Ray kubelet will hand out the node's address instead
 
 
+PLACEMENT_STRATEGY = "ketch.dev/placement-strategy"
+PLACEMENT_GROUP = "ketch.dev/placement-group"
+PLACEMENT_SIZE = "ketch.dev/placement-group-size"
+PLACEMENT_INDEX = "ketch.dev/placement-index"
+STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
+def placement_annotations(job: dict, topo: Topology, rt: str, i: int) -> dict[str, str]:
+    """A job annotated ``ketch.dev/placement-strategy`` (PACK, SPREAD, STRICT_PACK, STRICT_SPREAD) asks for
+    its replicas to be placed as one gang: each Pod names the group, its size and its place in it, and a
+    kubelet that can (the Ray kubelet: one Ray placement group, a bundle per replica) places them all at
+    once or none; others ignore the annotations."""
+    strategy = ((job["metadata"].get("annotations") or {}).get(PLACEMENT_STRATEGY) or "").strip().upper()
+    if strategy not in STRATEGIES:
+        return {}
+    order = [(r, n) for r, rs in topo.specs.items() for n in range(int(rs.get("replicas", 1)))]
+    md = job["metadata"]
+    return {PLACEMENT_STRATEGY: strategy, PLACEMENT_GROUP: f"{md['namespace']}.{md['name']}.{md['uid'][:8]}",
+            PLACEMENT_SIZE: str(len(order)), PLACEMENT_INDEX: str(order.index((rt, i)))}
+
+
 def pod_name(job: str, rtype: str, index: int) -> str:
     return f"{job}-{rtype.lower()}-{index}"
 
@@ -300,6 +321,7 @@ class ReplicaJobController(Controller):
             "spec": spec,
         }
         fw.decorate(topo, rt, i, pod)
+        pod["metadata"]["annotations"].update(placement_annotations(job, topo, rt, i))
         try:
             self.client.create(pod)
         except StatusError as e:

@@ -59,6 +59,9 @@ def gang_fits(client: Client, need: dict[str, float], exclude_uid: str) -> tuple
         return True, ""
     free: dict[str, float] = {}
     for n in nodes:
+        conds = (n.get("status") or {}).get("conditions") or []
+        if any(c.get("type") == "Ready" and c.get("status") != "True" for c in conds):
+            continue  # a lost node (NotReady) holds no room
         alloc = (n.get("status") or {}).get("allocatable") or (n.get("status") or {}).get("capacity") or {}
         for k in GANG_RESOURCES:
             if k in alloc:

@@ -6,13 +6,18 @@ before the pods; a restarted ketch reads it back from there, so the wiring survi
 
 from __future__ import annotations
 
-from ketch.config import pod_network
+from ketch.config import kubelet_kind, pod_network
 
 
 def peer_host(service: str) -> str:
     """How a replica names a peer: its headless Service's name where Pods have addresses of their own and
-    resolve Service names (KETCH_POD_NETWORK=netns, as the operators do on a cluster), else 127.0.0.1 (the
-    peer's port is its own on the shared host network)."""
+    resolve Service names (KETCH_POD_NETWORK=netns, as the operators do on a cluster); on the Ray kubelet,
+    whose Pods are on several machines but resolve no Service names, the Service's address as a
+    Kubernetes service-link variable, ``$(<SERVICE>_SERVICE_HOST)``, which that kubelet fills in at the
+    container's start with the IP of the node running the peer's Pod; else 127.0.0.1 (the peer's port is
+    its own on the shared host network)."""
+    if kubelet_kind() == "ray":
+        return "$(" + service.upper().replace("-", "_").replace(".", "_") + "_SERVICE_HOST)"
     return service if pod_network() == "netns" else "127.0.0.1"
 
 

@@ -18,6 +18,10 @@ def validator_for(fw: Framework):  # noqa: ANN201 - returns an admission validat
         base = f"spec.{fw.specs_field}"
         raw = spec.get(fw.specs_field)
         errs: list[FieldError] = []
+        strategy = ((obj.get("metadata") or {}).get("annotations") or {}).get("ketch.dev/placement-strategy")
+        if strategy is not None and str(strategy).strip().upper() not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
+            errs.append(FieldError("metadata.annotations[ketch.dev/placement-strategy]", "FieldValueNotSupported",
+                                   'supported values: "PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"', strategy))
         if not isinstance(raw, dict) or not raw:
             return [FieldError(base, "FieldValueRequired", f"{fw.kind} needs at least one replica spec ({', '.join(fw.replica_types)})")]
         seen: dict[str, str] = {}

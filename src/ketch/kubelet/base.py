@@ -138,6 +138,12 @@ class Kubelet(abc.ABC):
 
         return HOST
 
+    def api_host(self, pod: dict) -> str:
+        """Where the Pod's processes reach ketch's API (``KUBERNETES_SERVICE_HOST``, ``KETCH_SERVER``, the
+        Pod's kubeconfig): the Pod network's, loopback or its bridge's forwarder, both served plain HTTP.
+        A kubelet whose Pods run on other machines answers ketch's reachable address (over TLS)."""
+        return self.network.api_host
+
     def host_ip(self, pod: dict) -> str:
         """``status.hostIP``: the address of the Pod's node (ketch's, as Pods reach it, on this machine)."""
         return self.network.api_host
@@ -190,7 +196,8 @@ class Kubelet(abc.ABC):
 
         path = pod_dir / "kubeconfig"
         # HTTPS: client-go (kubectl) sends a token only over TLS; the certificate is ketch's own.
-        cluster: dict = {"server": self.ctx.settings.kube_url if host == "127.0.0.1" else f"https://{host}:{self.ctx.settings.port}"}
+        bracketed = f"[{host}]" if ":" in host else host
+        cluster: dict = {"server": self.ctx.settings.kube_url if host == "127.0.0.1" else f"https://{bracketed}:{self.ctx.settings.port}"}
         if self.ctx.settings.tls_cert:  # inline, so the file alone is enough (a container mounts only it)
             import base64
 

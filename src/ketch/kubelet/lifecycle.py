@@ -190,14 +190,16 @@ class PodWorker:
         return None
 
     def _api_env(self) -> dict[str, str]:
-        """How the Pod reaches ketch (the bridge's address in netns mode, loopback otherwise), what its
-        servers bind to, and who it is."""
-        host, port = self.k.network.api_host, self.k.ctx.settings.port
+        """How the Pod reaches ketch (the bridge's address in netns mode, loopback otherwise, ketch's
+        reachable address for a Pod on another machine: over HTTPS, as ketch serves plain HTTP only to its
+        own machine's loopback), what its servers bind to, and who it is."""
+        host, port = self.k.api_host(self.pod), self.k.ctx.settings.port
+        scheme = "http" if host == self.k.network.api_host else "https"
         return {
             "HOSTNAME": self.name,
             "KUBERNETES_SERVICE_HOST": host,
             "KUBERNETES_SERVICE_PORT": str(port),
-            "KETCH_SERVER": f"http://{host}:{port}",
+            "KETCH_SERVER": f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}",
             "KETCH_BIND_HOST": self.k.bind_host(self.net),
             "KETCH_POD_NAME": self.name, "KETCH_POD_NAMESPACE": self.ns, "KETCH_POD_UID": self.uid,
             "KUBECONFIG": self.k.kubeconfig(self.dir, self.ns, self.token_file(), host),

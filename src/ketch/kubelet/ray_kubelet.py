@@ -232,6 +232,7 @@ class RayKubelet(LocalKubelet):
         self.poll = float(os.environ.get("KETCH_RAY_NODE_POLL") or 2)
         self.pods_per_node = float(os.environ.get("KETCH_NODE_PODS") or 1000)
         self.gangs: dict[str, _Gang] = {}  # placement group name -> the gang of Pods placed by it
+        self.api_address: str | None = None  # ketch's address for Pods on other machines (None: loopback only)
 
     # -- the cluster ----------------------------------------------------------------------------------
 
@@ -246,6 +247,7 @@ class RayKubelet(LocalKubelet):
                     kw["num_cpus"] = int(os.environ["KETCH_RAY_NUM_CPUS"])
             ray.init(**kw)
         self._actor_cls = ray.remote(ContainerProcess)
+        self.api_address = ray_nodes.reachable_api_host(self.ctx.settings.host, ray.util.get_node_ip_address())
 
     @property
     def cluster(self) -> str:
@@ -574,6 +576,10 @@ class RayKubelet(LocalKubelet):
 
     def pod_net(self, pod: dict) -> PodNet:
         return PodNet(self.node_ip((pod.get("spec") or {}).get("nodeName")) or "127.0.0.1")
+
+    def api_host(self, pod: dict) -> str:
+        """ketch's reachable address when it listens beyond loopback (a Pod may run on another machine)."""
+        return self.api_address or super().api_host(pod)
 
     def host_ip(self, pod: dict) -> str:
         return self.node_ip((pod.get("spec") or {}).get("nodeName")) or "127.0.0.1"

@@ -69,6 +69,20 @@ def ip(entry: dict) -> str:
     return str(entry.get("NodeManagerAddress") or "127.0.0.1")
 
 
+def reachable_api_host(bind: str, node_ip: str) -> str | None:
+    """Where Pods on other machines reach ketch, from the address it listens on (``ketch up --host``):
+    None while it listens on loopback only (its Pods keep 127.0.0.1, which reaches it from its own machine
+    alone), the IP of the Ray node ketch runs on when it listens on every interface, else that address."""
+    from ketch.machinery.hosts import host_name, is_loopback
+
+    name = host_name(bind or "")
+    if is_loopback(name):
+        return None
+    if name in ("", "0.0.0.0", "::"):
+        return None if is_loopback(node_ip) else node_ip
+    return name
+
+
 def is_head(entry: dict) -> bool:
     return "node:__internal_head__" in (entry.get("Resources") or {})
 

@@ -25,8 +25,9 @@ import uvicorn
 log = logging.getLogger(__name__)
 HANDSHAKE = 0x16
 FIRST_BYTE_TIMEOUT_S = 30.0
-NOT_TLS = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 52\r\n\r\n"
-           b"ketch serves plain HTTP to this machine only: use https\n")
+_NOT_TLS_BODY = b"ketch serves plain HTTP to this machine only: use https\n"
+NOT_TLS = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+           b"Content-Length: %d\r\n\r\n" % len(_NOT_TLS_BODY) + _NOT_TLS_BODY)
 
 
 def _loopback_peer(sock: socket.socket) -> bool:

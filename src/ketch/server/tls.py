@@ -7,6 +7,7 @@ beyond loopback so a user on another machine can check what they connect to.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import socket
@@ -16,10 +17,35 @@ from ketch.kubelet.network import GATEWAY
 from ketch.machinery.authn import private_file
 
 
+def machine_ips() -> list[str]:
+    """This machine's non-loopback IPv4 addresses as other machines would dial them: the one its default
+    route leaves from (what Ray names a node by) and those its host name resolves to."""
+    found: list[str] = []
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.1", 9))  # no packet is sent: connect() on UDP only picks the route
+        found.append(s.getsockname()[0])
+    with contextlib.suppress(OSError):
+        found += socket.gethostbyname_ex(socket.gethostname())[2]
+    return [ip for ip in dict.fromkeys(found) if not ipaddress.ip_address(ip).is_loopback and not ipaddress.ip_address(ip).is_unspecified]
+
+
+def _wanted_ips(host: str) -> list[str]:
+    """The IPs the certificate must name beyond loopback and the gateway: the address ketch listens on, or
+    every address of this machine when it listens on all of them (Pods on other machines are told one)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return []
+    if ip.is_unspecified:
+        return machine_ips()
+    return [] if ip.is_loopback else [str(ip)]
+
+
 def self_signed(home: Path, host: str) -> tuple[Path, Path]:
     d = home / "tls"
     cert_p, key_p = d / "tls.crt", d / "tls.key"
-    if cert_p.exists() and key_p.exists() and _names_gateway(cert_p):
+    extra = _wanted_ips(host)
+    if cert_p.exists() and key_p.exists() and _names_ips(cert_p, [GATEWAY, *extra]):
         return cert_p, key_p
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -34,13 +60,9 @@ def self_signed(home: Path, host: str) -> tuple[Path, Path]:
     for n in {socket.gethostname(), socket.getfqdn()}:
         if n and n != "localhost":
             names.append(x509.DNSName(n))
-    try:
-        ip = ipaddress.ip_address(host)
-        if not ip.is_unspecified and not ip.is_loopback:
-            names.append(x509.IPAddress(ip))
-    except ValueError:
-        if host:
-            names.append(x509.DNSName(host))
+    names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra]
+    if host and not _is_ip(host):
+        names.append(x509.DNSName(host))
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ketch")])
     now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
@@ -59,8 +81,17 @@ def self_signed(home: Path, host: str) -> tuple[Path, Path]:
     return cert_p, key_p
 
 
-def _names_gateway(cert_path: Path) -> bool:
-    """Whether a certificate made here already names the Pod network's gateway (made before it did: renewed)."""
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
+def _names_ips(cert_path: Path, want: list[str]) -> bool:
+    """Whether a certificate made here already names every address in ``want`` (the Pod network's gateway,
+    the addresses ketch is reached at); one made before it did, or for another address, is made anew."""
     from cryptography import x509
 
     try:
@@ -68,7 +99,7 @@ def _names_gateway(cert_path: Path) -> bool:
         ips = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.IPAddress)
     except (ValueError, x509.ExtensionNotFound):
         return False
-    return ipaddress.ip_address(GATEWAY) in ips
+    return all(ipaddress.ip_address(w) in ips for w in want)
 
 
 def fingerprint(cert_path: Path) -> str:

@@ -171,10 +171,14 @@ ic = incluster.load()  # the Pod's KUBECONFIG: server, its ServiceAccount token,
 req = urllib.request.Request(f"{ic.server}/api/v1/namespaces/default/pods/{me}", headers=ic.headers)
 with urllib.request.urlopen(req, context=ic.ssl_context, timeout=30) as r:
     got = json.load(r)
+from ketch.kinds.mounts import bearer
+srv = os.environ["KETCH_SERVER"]  # what ketch's in-pod helpers use (metrics push, model downloads, transformers)
+with urllib.request.urlopen(urllib.request.Request(f"{srv}/version", headers=bearer()), context=incluster.ssl_context_for(srv), timeout=30) as r:
+    version = json.load(r)["gitVersion"]
 kc = subprocess.run([sys.argv[1], "get", "pod", me, "-o", "jsonpath={.spec.nodeName}"], capture_output=True, text=True)
 print(json.dumps({"env": {k: os.environ[k] for k in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "KETCH_SERVER")},
                   "server": ic.server, "api_name": got["metadata"]["name"], "kubectl": [kc.returncode, kc.stdout, kc.stderr[-500:]],
-                  "ray_node": os.environ["KETCH_RAY_NODE_ID"]}), flush=True)
+                  "version": version, "ray_node": os.environ["KETCH_RAY_NODE_ID"]}), flush=True)
 """
 
 
@@ -201,6 +205,7 @@ def test_pods_reach_ketch_at_its_reachable_address_over_tls(k, cluster):
         assert got["api_name"] == name  # the API answered through it, to the Pod's own token, verified by ketch's CA
         node = k.kjson("get", "pod", name)["spec"]["nodeName"]
         assert got["kubectl"] == [0, node, ""] and node == name.removeprefix("caller-")  # and kubectl, the same way
+        assert got["version"]  # KETCH_SERVER answered, trusted through the kubeconfig's CA
         assert by_name[node]["metadata"]["labels"]["ray.io/node-id"] == got["ray_node"]
     # the address is not loopback: plain HTTP to it is refused (a token never crosses a network in clear)
     r = httpx.get(f"http://{ip}:{k.port}/healthz", timeout=10)

@@ -51,3 +51,18 @@ def load(path: str | None = None) -> InCluster:
         else:
             tls = ssl.create_default_context()
     return InCluster(server, token, tls)
+
+
+def ssl_context_for(url: str) -> ssl.SSLContext | None:
+    """The TLS trust for a request to ``url`` from inside a Pod: the Pod kubeconfig's (ketch's own CA) when
+    ``url`` is https on the kubeconfig's server, as ``KETCH_SERVER`` is when ketch is reached beyond
+    loopback; None (the default trust) for anything else, or where the Pod has no kubeconfig."""
+    from urllib.parse import urlsplit
+
+    if not url.startswith("https://") or not os.environ.get("KUBECONFIG"):
+        return None
+    try:
+        ic = load()
+    except (OSError, KeyError, StopIteration, ValueError):
+        return None
+    return ic.ssl_context if urlsplit(ic.server).netloc == urlsplit(url).netloc else None

@@ -29,7 +29,12 @@ def report(timestamp: str | None = None, **metrics: float) -> None:
     req = urllib.request.Request(f"{url}/katib/v1/namespaces/{ns}/trials/{trial}/metrics", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json", **bearer()}, method="POST")
     try:
-        with urllib.request.urlopen(req, timeout=30) as r:
+        ctx = None
+        if url.startswith("https://"):  # ketch reached beyond loopback: its CA is in the Pod's kubeconfig
+            from ketch.kinds.incluster import ssl_context_for
+
+            ctx = ssl_context_for(url)
+        with urllib.request.urlopen(req, timeout=30, context=ctx) as r:
             r.read()
     except urllib.error.HTTPError as e:
         raise RuntimeError(f"ketch.tuning.report: {e.code} {e.read().decode(errors='replace')}") from e

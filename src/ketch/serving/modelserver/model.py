@@ -63,12 +63,15 @@ class Model:
         if self._client is None:
             import os
 
+            from ketch.kinds.incluster import ssl_context_for
             from ketch.kinds.mounts import bearer
 
             # Through ketch's gateway the pod authenticates as its ServiceAccount; its token never goes
             # to any other host.
             own = os.environ.get("KETCH_SERVER")
-            self._client = httpx.AsyncClient(timeout=60, headers=bearer() if own and base.startswith(own) else {})
+            mine = bool(own and base.startswith(own))
+            # ketch's CA (from the Pod's kubeconfig) when KETCH_SERVER is https: ketch reached beyond loopback
+            self._client = httpx.AsyncClient(timeout=60, headers=bearer() if mine else {}, verify=(ssl_context_for(base) if mine else None) or True)
         if isinstance(payload, InferRequest):
             body = {"id": payload.id, "parameters": payload.parameters, "inputs": [
                 {"name": i.name, "shape": i.shape, "datatype": i.datatype,

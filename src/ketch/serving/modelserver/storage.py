@@ -56,9 +56,10 @@ def from_registry(uri: str) -> str:
     model, _, version = path.partition("/")
     base = (os.environ.get("MODEL_REGISTRY_BASE_URL") or os.environ.get("KETCH_SERVER") or "http://127.0.0.1:8080").rstrip("/")
     api = f"{base}/api/model_registry/v1"
+    from ketch.kinds.incluster import ssl_context_for
     from ketch.kinds.mounts import bearer
 
-    with httpx.Client(timeout=30, headers=bearer()) as http:
+    with httpx.Client(timeout=30, headers=bearer(), verify=ssl_context_for(api) or True) as http:
         rm = http.get(f"{api}/registered_model", params={"name": unquote(model)})
         if rm.status_code != 200:
             raise FileNotFoundError(f"storageUri {uri}: no registered model {unquote(model)!r} in the model registry")

@@ -49,13 +49,15 @@ def test_the_cluster_is_a_node_and_containers_run_in_ray_actors(k):
     node = k.kjson("get", "nodes")["items"][0]
     assert node["metadata"]["labels"]["ketch.dev/kubelet"] == "ray"
     assert node["status"]["capacity"]["cpu"] == "2"
-    code = "import os, sys, psutil; print('parent', psutil.Process(os.getppid()).name()); print('to stderr', file=sys.stderr); sys.exit(3)"
+    code = ("import os, sys, psutil; p = psutil.Process(os.getppid()); print('parent', ' '.join(p.cmdline()[1:]), 'of', p.parent().name());"
+            " print('to stderr', file=sys.stderr); sys.exit(3)")
     k.kubectl("apply", "-f", "-", input=pod("on-ray", code))
     wait_for(lambda: phase(k, "on-ray") == "Failed", timeout=60, what="on-ray Failed")
     term = k.kjson("get", "pod", "on-ray")["status"]["containerStatuses"][0]["state"]["terminated"]
     assert term["exitCode"] == 3 and term["reason"] == "Error"
     out = k.kubectl("logs", "on-ray").stdout
-    assert "parent ray::ContainerProcess" in out and "to stderr" in out  # a Ray worker started it
+    # exec'd by the supervisor (the zygote of no modules) of the node's warm worker, a Ray actor
+    assert "parent -m ketch.kubelet.zygote of ray::NodeWorker" in out and "to stderr" in out, out
 
 
 def test_requests_beyond_the_cluster_wait_unschedulable(k):

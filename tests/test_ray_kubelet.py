@@ -96,3 +96,40 @@ def test_a_pipeline_runs_unchanged_on_the_ray_kubelet(k):
     r = k.http().get(f"/apis/v2beta1/runs/{rid}").json()
     assert r["state"] == "SUCCEEDED", r.get("error")
     assert r["pipeline_outputs"]["parameters"] == {"Output": 20}
+
+
+def test_a_pod_asking_for_preloads_is_forked_by_its_nodes_warm_worker(k, tmp_path):
+    # The module checks, before importing anything itself, whether the preloaded module is already there:
+    # only a fork of the warm zygote (which imported it) has it; then who its parent is.
+    (tmp_path / "warmcheck.py").write_text(textwrap.dedent("""
+        import sys
+        print('preloaded', 'fractions' in sys.modules, flush=True)
+        import os, psutil
+        p = psutil.Process(os.getppid())
+        print('parent', ' '.join(p.cmdline()[1:]), 'of', p.parent().name(), flush=True)
+        """))
+    manifest = textwrap.dedent(f"""
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: warm
+          annotations: {{kubelet.ketch.dev/preload: fractions}}
+        spec:
+          restartPolicy: Never
+          containers:
+          - name: main
+            image: python:3.11
+            command: {json.dumps([sys.executable, "-m", "warmcheck"])}
+            env: [{{name: PYTHONPATH, value: {json.dumps(str(tmp_path))}}}]
+        """)
+    k.kubectl("apply", "-f", "-", input=manifest)
+    wait_for(lambda: phase(k, "warm") in ("Succeeded", "Failed"), timeout=60, what="warm done")
+    out = k.kubectl("logs", "warm").stdout
+    assert phase(k, "warm") == "Succeeded", out
+    assert "preloaded True" in out, out
+    assert "parent -m ketch.kubelet.zygote fractions of ray::NodeWorker" in out, out  # (Ray titles it by its method)
+    # the same command without the annotation is exec'd cold, by the worker's supervisor
+    k.kubectl("apply", "-f", "-", input=manifest.replace("name: warm", "name: cold").replace("annotations: {kubelet.ketch.dev/preload: fractions}", "labels: {}"))
+    wait_for(lambda: phase(k, "cold") in ("Succeeded", "Failed"), timeout=60, what="cold done")
+    out = k.kubectl("logs", "cold").stdout
+    assert "preloaded False" in out and "parent -m ketch.kubelet.zygote of ray::NodeWorker" in out, out  # (Ray titles it by its method)

@@ -54,6 +54,7 @@ from ketch.kubelet.lifecycle import PodWorker
 from ketch.kubelet.local import LocalKubelet
 from ketch.kubelet.logs import Shipper
 from ketch.kubelet.network import PodNet
+from ketch.kubelet.warm import startup_env
 from ketch.machinery.context import Context
 from ketch.machinery.errors import StatusError
 
@@ -257,7 +258,7 @@ class RayKubelet(LocalKubelet):
         for nid in set(self.node_workers) - live:
             self.node_workers.pop(nid, None)  # gone with its node
         for nid in live - set(self.node_workers):
-            self._node_worker(nid).ping.remote([m for m in PREWARM.split(",") if m])  # started now, not on the first container
+            self._node_worker(nid).ping.remote([m for m in PREWARM.split(",") if m], startup_env(dict(os.environ)))  # started now, not on the first container
 
     def _node_worker(self, nid: str) -> object:
         """The warm worker of Ray node ``nid`` for this home: found by name (a previous ketch's, still

@@ -65,20 +65,22 @@ class NodeWorker:
         self.root = tempfile.mkdtemp(prefix="ketch-node-")
         self.procs: dict[str, _Proc] = {}
         self.warm = None
+        os.environ["KETCH_ZYGOTE_ORPHANS"] = "kill"  # this worker's zygotes end its containers if it dies (zygote.py)
 
     def _starts(self):  # noqa: ANN202 - a WarmStarts, made in the actor's event loop (its zygotes need one)
         if self.warm is None:
             from ketch.kubelet.warm import WarmStarts
 
-            self.warm = WarmStarts(Path(self.root), enabled=True, supervise=True)
+            self.warm = WarmStarts(Path(self.root), enabled=True, supervise=True, adapt_env=True)
             self.warm.start_supervisor()
         return self.warm
 
-    async def ping(self, preload: list[str] | None = None) -> dict:
-        """Ready (and the supervisor started); ``preload`` also starts the zygote for those modules."""
+    async def ping(self, preload: list[str] | None = None, startup: list[list[str]] | None = None) -> dict:
+        """Ready (and the supervisor started); ``preload`` also starts the zygote for those modules, for
+        containers with the Python start-up variables ``startup`` (ketch's own: what its containers get)."""
         w = self._starts()
         if preload:
-            w._zygote(tuple(preload))
+            w._zygote(tuple(preload), tuple((k, v) for k, v in startup or []))
         return {"node": self.node_id, "pid": os.getpid()}
 
     async def spawn(self, key: str, argv: list[str], env: dict[str, str], cwd: str, preload: list[str],

@@ -19,6 +19,7 @@ import argparse
 import collections
 import contextlib
 import io
+import os
 import sys
 import time
 import warnings
@@ -27,6 +28,8 @@ from pathlib import Path
 warnings.filterwarnings("ignore")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "benchmarks")]
+# The Ray clusters started here run ketch's node workers: their Python must import this ketch.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH", "")) if p)
 
 from _server import ketch_server  # noqa: E402
 from kfp import dsl  # noqa: E402

@@ -302,7 +302,6 @@ def test_a_restarted_ketch_adopts_its_running_containers_on_ray(k, cluster, tmp_
     """kill -9 of ketch leaves a container running on a Ray node (its node's warm worker is a detached actor);
     ketch started again on the same home and Ray cluster adopts it: the Pod stays Running with the same
     process, the exit code it ends with is recorded, and its resource reservation actor is removed."""
-    import os
     import time
 
     import psutil

@@ -18,15 +18,17 @@ the local kubelet's; what differs is where Pods go and how processes are supervi
   Service's Pod (how the training operators' MASTER_ADDR / TF_CONFIG reach a peer on another machine),
   and waits (CreateContainerConfigError) until that Pod is scheduled.
 
-Each container is started by a Ray actor (``ContainerProcess``); the actor runs the command as a session
-leader on its node, and the kubelet pulls its output into the container's log files, its exit status and its
-memory, and asks it to terminate or kill the process group.
+Each container is run by its node's **warm worker** (ray_workers.py: a detached named actor per Ray node and
+ketch home, with the local kubelet's zygotes, so Pods the local kubelet would warm-start are forked warm there
+too, and the others exec'd by its supervisor); a container that requests resources first gets a reservation
+actor holding them on that node. The kubelet pulls each container's output into its log files, its exit
+status and its memory from the worker, and asks it to terminate or kill the process group.
 
 ``KETCH_KUBELET=ray`` selects it; ``KETCH_RAY_ADDRESS`` names a cluster to join (``auto``, ``ray://...``,
 an address), else ketch starts a local Ray instance (one node, named as the local kubelet's Node). Paths are
 the same on every node (working and volume directories under KETCH_HOME, the Python environment), as with a
-shared filesystem; an actor belongs to ketch's Ray job, so a restarted ketch finds its containers gone
-(ContainerStatusUnknown, then restarted by policy) rather than adopting them.
+shared filesystem. The workers outlive ketch, so a restarted ketch on the same home and cluster adopts the
+containers they run (``recover``): the Pods stay Running and their exits are recorded.
 """
 
 from __future__ import annotations

@@ -49,13 +49,15 @@ def test_the_cluster_is_a_node_and_containers_run_in_ray_actors(k):
     node = k.kjson("get", "nodes")["items"][0]
     assert node["metadata"]["labels"]["ketch.dev/kubelet"] == "ray"
     assert node["status"]["capacity"]["cpu"] == "2"
-    code = "import os, sys, psutil; print('parent', psutil.Process(os.getppid()).name()); print('to stderr', file=sys.stderr); sys.exit(3)"
+    code = ("import os, sys, psutil; p = psutil.Process(os.getppid()); print('parent', ' '.join(p.cmdline()[1:]), 'of', p.parent().name());"
+            " print('to stderr', file=sys.stderr); sys.exit(3)")
     k.kubectl("apply", "-f", "-", input=pod("on-ray", code))
     wait_for(lambda: phase(k, "on-ray") == "Failed", timeout=60, what="on-ray Failed")
     term = k.kjson("get", "pod", "on-ray")["status"]["containerStatuses"][0]["state"]["terminated"]
     assert term["exitCode"] == 3 and term["reason"] == "Error"
     out = k.kubectl("logs", "on-ray").stdout
-    assert "parent ray::ContainerProcess" in out and "to stderr" in out  # a Ray worker started it
+    # exec'd by the supervisor (the zygote of no modules) of the node's warm worker, a Ray actor
+    assert "parent -m ketch.kubelet.zygote of ray::NodeWorker" in out and "to stderr" in out, out
 
 
 def test_requests_beyond_the_cluster_wait_unschedulable(k):
@@ -94,3 +96,40 @@ def test_a_pipeline_runs_unchanged_on_the_ray_kubelet(k):
     r = k.http().get(f"/apis/v2beta1/runs/{rid}").json()
     assert r["state"] == "SUCCEEDED", r.get("error")
     assert r["pipeline_outputs"]["parameters"] == {"Output": 20}
+
+
+def test_a_pod_asking_for_preloads_is_forked_by_its_nodes_warm_worker(k, tmp_path):
+    # The module checks, before importing anything itself, whether the preloaded module is already there:
+    # only a fork of the warm zygote (which imported it) has it; then who its parent is.
+    (tmp_path / "warmcheck.py").write_text(textwrap.dedent("""
+        import sys
+        print('preloaded', 'fractions' in sys.modules, flush=True)
+        import os, psutil
+        p = psutil.Process(os.getppid())
+        print('parent', ' '.join(p.cmdline()[1:]), 'of', p.parent().name(), flush=True)
+        """))
+    manifest = textwrap.dedent(f"""
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: warm
+          annotations: {{kubelet.ketch.dev/preload: fractions}}
+        spec:
+          restartPolicy: Never
+          containers:
+          - name: main
+            image: python:3.11
+            command: {json.dumps([sys.executable, "-m", "warmcheck"])}
+            env: [{{name: PYTHONPATH, value: {json.dumps(str(tmp_path))}}}]
+        """)
+    k.kubectl("apply", "-f", "-", input=manifest)
+    wait_for(lambda: phase(k, "warm") in ("Succeeded", "Failed"), timeout=60, what="warm done")
+    out = k.kubectl("logs", "warm").stdout
+    assert phase(k, "warm") == "Succeeded", out
+    assert "preloaded True" in out, out
+    assert "parent -m ketch.kubelet.zygote fractions of ray::NodeWorker" in out, out  # (Ray titles it by its method)
+    # the same command without the annotation is exec'd cold, by the worker's supervisor
+    k.kubectl("apply", "-f", "-", input=manifest.replace("name: warm", "name: cold").replace("annotations: {kubelet.ketch.dev/preload: fractions}", "labels: {}"))
+    wait_for(lambda: phase(k, "cold") in ("Succeeded", "Failed"), timeout=60, what="cold done")
+    out = k.kubectl("logs", "cold").stdout
+    assert "preloaded False" in out and "parent -m ketch.kubelet.zygote of ray::NodeWorker" in out, out  # (Ray titles it by its method)

@@ -296,3 +296,56 @@ def test_a_lost_node_turns_notready_and_its_job_pod_is_recreated_elsewhere(k, cl
     m = wait_for(msg, timeout=30, what="pinned unschedulable")
     assert m == ("0/3 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/unreachable: }, "
                  "2 node(s) didn't match Pod's node affinity/selector.")
+
+
+def test_a_restarted_ketch_adopts_its_running_containers_on_ray(k, cluster, tmp_path):
+    """kill -9 of ketch leaves a container running on a Ray node (its node's warm worker is a detached actor);
+    ketch started again on the same home and Ray cluster adopts it: the Pod stays Running with the same
+    process, the exit code it ends with is recorded, and its resource reservation actor is removed."""
+    import time
+
+    import psutil
+
+    c, _ = cluster
+    go = tmp_path / "go"
+    code = (f"import os, pathlib, time\nprint('pid', os.getpid(), flush=True)\n"
+            f"while not pathlib.Path({str(go)!r}).exists(): time.sleep(0.1)\nprint('bye', flush=True)\nraise SystemExit(7)")
+    ctr = {"name": "main", "image": "python:3.11", "command": [PY, "-c", code], "resources": {"requests": {"cpu": "0.5"}}}
+    k.kubectl("apply", "-f", "-", input=yaml.safe_dump({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "keeper"},
+                                                        "spec": {"restartPolicy": "Never", "nodeSelector": {"kubernetes.io/hostname": "node-b"},
+                                                                 "containers": [ctr]}}))
+    pid = int(wait_for(lambda: (m := re.search(r"pid (\d+)", k.kubectl("logs", "keeper", check=False).stdout)) and m.group(1),
+                       timeout=60, what="keeper running"))
+    before = k.kjson("get", "pod", "keeper")
+    uid = before["metadata"]["uid"]
+    assert before["status"]["phase"] == "Running" and before["spec"]["nodeName"] == "node-b"
+    started = psutil.Process(pid).create_time()
+    ray.init(address=c.address, namespace="ketch", log_to_driver=False)
+    try:
+        def reservations() -> list[str]:
+            return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if uid in a["name"]]
+
+        assert reservations() == [f"ketch-{reservations()[0].split('-')[1]}-{uid}-main-0"]  # named by pod uid, container, run
+
+        k.kill9()
+        time.sleep(1.0)
+        assert psutil.Process(pid).create_time() == started  # the container outlives ketch
+        k.start(timeout=60)
+        wait_for(lambda: "adopted default/keeper container main" in k.log(), timeout=30, what="adoption")
+        time.sleep(3.0)  # past the 2 s an unadopted container waits for an exit record before ContainerStatusUnknown
+        now = k.kjson("get", "pod", "keeper")
+        st = now["status"]["containerStatuses"][0]
+        assert now["status"]["phase"] == "Running" and "running" in st["state"], st
+        assert st["restartCount"] == 0 and st["containerID"] == before["status"]["containerStatuses"][0]["containerID"]
+        assert psutil.Process(pid).create_time() == started
+        go.touch()
+        wait_for(lambda: (k.kjson("get", "pod", "keeper").get("status") or {}).get("phase") == "Failed", timeout=30, what="keeper ended")
+        term = k.kjson("get", "pod", "keeper")["status"]["containerStatuses"][0]["state"]["terminated"]
+        assert term["exitCode"] == 7 and term["reason"] == "Error", term
+        out = k.kubectl("logs", "keeper").stdout
+        assert f"pid {pid}" in out and "bye" in out, out  # output from before and after the restart
+        wait_for(lambda: not reservations(), timeout=15, what="the reservation actor removed")
+        k.kubectl("delete", "pod", "keeper")
+    finally:
+        ray.shutdown()
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

@@ -18,21 +18,24 @@ the local kubelet's; what differs is where Pods go and how processes are supervi
   Service's Pod (how the training operators' MASTER_ADDR / TF_CONFIG reach a peer on another machine),
   and waits (CreateContainerConfigError) until that Pod is scheduled.
 
-Each container is started by a Ray actor (``ContainerProcess``); the actor runs the command as a session
-leader on its node, and the kubelet pulls its output into the container's log files, its exit status and its
-memory, and asks it to terminate or kill the process group.
+Each container is run by its node's **warm worker** (ray_workers.py: a detached named actor per Ray node and
+ketch home, with the local kubelet's zygotes, so Pods the local kubelet would warm-start are forked warm there
+too, and the others exec'd by its supervisor); a container that requests resources first gets a reservation
+actor holding them on that node. The kubelet pulls each container's output into its log files, its exit
+status and its memory from the worker, and asks it to terminate or kill the process group.
 
 ``KETCH_KUBELET=ray`` selects it; ``KETCH_RAY_ADDRESS`` names a cluster to join (``auto``, ``ray://...``,
 an address), else ketch starts a local Ray instance (one node, named as the local kubelet's Node). Paths are
 the same on every node (working and volume directories under KETCH_HOME, the Python environment), as with a
-shared filesystem; an actor belongs to ketch's Ray job, so a restarted ketch finds its containers gone
-(ContainerStatusUnknown, then restarted by policy) rather than adopting them.
+shared filesystem. The workers outlive ketch, so a restarted ketch on the same home and cluster adopts the
+containers they run (``recover``): the Pods stay Running and their exits are recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import json
 import logging
@@ -40,127 +43,89 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from ketch.kinds.meta import now
 from ketch.kinds.resources import GPU
-from ketch.kubelet import ray_nodes, scheduling
+from ketch.kubelet import exits, ray_nodes, ray_workers, scheduling
 from ketch.kubelet.base import NODE, POD, CannotRun, Started
 from ketch.kubelet.env import ConfigError
 from ketch.kubelet.lifecycle import PodWorker
 from ketch.kubelet.local import LocalKubelet
+from ketch.kubelet.logs import Shipper
 from ketch.kubelet.network import PodNet
+from ketch.kubelet.warm import startup_env
 from ketch.machinery.context import Context
 from ketch.machinery.errors import StatusError
 
 log = logging.getLogger(__name__)
-_HANDLES = itertools.count(1 << 30)  # container handles stand in for pids: never a pid on this host
-
-
-class ContainerProcess:
-    """Runs a container's process on the node Ray chose (an async Ray actor). An actor whose container
-    ended and that holds no resources is kept for the next container: a Ray worker takes about a second
-    to start, far more than a small container's whole run."""
-
-    def __init__(self) -> None:
-        import ray
-
-        self.node_ip = ray.util.get_node_ip_address()
-        self.node_id = ray.get_runtime_context().get_node_id()
-        self.proc = None
-        self.dir = ""
-
-    async def start(self, argv: list[str], env: dict[str, str], cwd: str, gpus: bool) -> dict:
-        import shutil
-        import subprocess
-        import tempfile
-
-        import ray
-
-        env = {**env, "KETCH_RAY_NODE_ID": self.node_id}  # the Ray node the process really runs on
-        if gpus:
-            ids = ",".join(str(g) for g in ray.get_gpu_ids())
-            env = {**env, "CUDA_VISIBLE_DEVICES": ids, "NVIDIA_VISIBLE_DEVICES": ids}
-        if self.dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-        self.dir = tempfile.mkdtemp(prefix="ketch-container-")
-        os.makedirs(cwd, exist_ok=True)
-        try:
-            with open(os.path.join(self.dir, "stdout"), "wb") as out, open(os.path.join(self.dir, "stderr"), "wb") as err:
-                self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
-        except OSError as e:
-            self.proc = None
-            return {"pid": None, "node": self.node_id, "error": f"failed to start {argv[0]!r}: {e}"}
-        return {"pid": self.proc.pid, "node": self.node_id, "error": None}
-
-    async def read(self, out_at: int, err_at: int) -> dict:
-        """New output since the given offsets, the exit code once ended (None before), resident memory."""
-        code = self.proc.poll() if self.proc else -1
-        chunks = []
-        for name, at in (("stdout", out_at), ("stderr", err_at)):
-            with open(os.path.join(self.dir, name), "rb") as f:
-                f.seek(at)
-                chunks.append(f.read(1 << 20))
-        rss = 0
-        if code is None:
-            import psutil
-
-            with contextlib.suppress(psutil.Error):
-                p = psutil.Process(self.proc.pid)
-                rss = sum(x.memory_info().rss for x in [p, *p.children(recursive=True)])
-        return {"stdout": chunks[0], "stderr": chunks[1], "code": code, "rss": rss}
-
-    async def signal(self, sig: int) -> None:
-        if self.proc and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-
-    async def terminate(self, grace: float) -> None:
-        await self.signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while self.proc and self.proc.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        await self.signal(signal.SIGKILL)
+RAY_NAMESPACE = "ketch"  # the Ray namespace of ketch's driver and of its detached workers
+# The preload list each node's warm worker imports as soon as it starts: the pipelines controller's (runs.py).
+PREWARM = os.environ.get("KETCH_RAY_PREWARM", "ketch.pipelines._preload")
+# Container handles stand in for pids: never a pid on this host, and never one a previous ketch on this home
+# handed out (they are saved as the containers' pids, and adopted by them).
+_HANDLES = itertools.count(int(time.time() * 1e6))
 
 
 class _Container:
-    """The kubelet's side of one container on Ray: its actor, where its output goes, how it ended."""
+    """The kubelet's side of one container on Ray: the node's warm worker that runs it (by key), the
+    reservation holding its resources, where its output goes, how it ended."""
 
-    def __init__(self, actor: object, stdout: int, stderr: int, release: Callable[[object, bool], None]) -> None:
-        self.actor = actor
+    def __init__(self, worker: object, key: str, stdout: int, stderr: int, release: Callable[[_Container], None],
+                 offsets: tuple[int, int] = (0, 0), exit_file: str | None = None) -> None:
+        self.worker = worker
+        self.key = key
         self.release = release
+        self.reservation: object | None = None
+        self.exit_file = exit_file  # adopted: the end is written here if the supervisor's record is not
         self.fds = (os.dup(stdout), os.dup(stderr))  # the caller closes its own descriptors after spawn
-        self.offsets = [0, 0]
+        self.offsets = list(offsets)
         self.code: int | None = None
         self.rss = 0
+        self.pid: int | None = None
         self.ended = asyncio.get_running_loop().create_future()
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.ensure_future(self.pump())
 
     async def pump(self) -> None:
-        """Copy output a few times a second until the process has ended and all of it is here."""
+        """Copy output until the process has ended and all of it is here. Each read waits on the worker
+        for the end (up to a quarter second), so an ended container is seen at once."""
         try:
             while True:
-                r = await self.actor.read.remote(*self.offsets)  # type: ignore[attr-defined]
+                r = await self.worker.read.remote(self.key, *self.offsets, 0.25)  # type: ignore[attr-defined]
+                if r.get("gone"):
+                    log.warning("ray kubelet: the warm worker no longer knows container %s", self.key)
+                    self.code = None
+                    break
                 for i, key in enumerate(("stdout", "stderr")):
                     if r[key]:
                         os.write(self.fds[i], r[key])
                         self.offsets[i] += len(r[key])
                 self.rss = r["rss"]
-                if r["code"] is not None and not r["stdout"] and not r["stderr"]:
+                self.pid = r.get("pid")
+                if r["done"]:
                     self.code = r["code"]
                     break
-                if r["code"] is None:
-                    await asyncio.sleep(0.1)
-        except Exception as e:  # noqa: BLE001 - the actor or its node died: the exit status is unknowable
-            log.warning("ray kubelet: lost a container's actor: %s", e)
-            self.code = None
-        finally:
+        except asyncio.CancelledError:  # this kubelet stood down: the container is another's to adopt
             for fd in self.fds:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-            if not self.ended.done():
-                self.ended.set_result(self.code)
-            self.release(self.actor, self.code is not None)
+            raise
+        except Exception as e:  # noqa: BLE001 - the worker or its node died: the exit status is unknowable
+            log.warning("ray kubelet: lost container %s: %s", self.key, e)
+            self.code = None
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if self.exit_file and self.code is not None and exits.read_exit(self.exit_file) is None:
+            exits.record_exit(self.exit_file, self.code)  # for the adopting worker, when the node's disk is not ours
+        if not self.ended.done():
+            self.ended.set_result(self.code)
+        self.release(self)
 
 
 SERVICE_REF = re.compile(r"\$\(([A-Z0-9_]+)_SERVICE_(HOST|PORT)\)")
@@ -216,19 +181,20 @@ class _Gang:
 
 class RayKubelet(LocalKubelet):
     kind = "ray"
-    local_processes = False  # no warm starts, no kubectl exec: the processes are on Ray's nodes
+    local_processes = False  # no kubectl exec here: the processes are on Ray's nodes (warm-started by their workers)
 
     def __init__(self, ctx: Context, node_name: str | None = None) -> None:
         super().__init__(ctx, node_name)  # the name of the node of a Ray instance ketch starts itself
         self.address = os.environ.get("KETCH_RAY_ADDRESS") or None
         self.containers: dict[int, _Container] = {}
-        self._actor_cls = None
+        self._worker_cls = None
+        self._reservation_cls = None
+        self.node_workers: dict[str, object] = {}  # Ray node id -> that node's warm worker (a detached actor)
+        self.home_id = hashlib.sha1(str(Path(self.home).resolve()).encode()).hexdigest()[:8]  # whose workers are whose
         self.members: dict[str, dict] = {}  # Node name -> its ray.nodes() entry, as last polled
         self.nodes: dict[str, dict] = {}  # Node name -> the Node object, as last read or written
         self.lost: set[str] = set()  # Nodes whose Pods were failed as NodeLost (until the node is back)
         self._status_written: dict[str, tuple[str, float]] = {}  # name -> (what was written, when)
-        self.idle: dict[str, list[object]] = {}  # Ray node id -> actors holding no resources, for the next container
-        self.pool_size = int(os.environ.get("KETCH_RAY_POOL") or 8)
         self.poll = float(os.environ.get("KETCH_RAY_NODE_POLL") or 2)
         self.pods_per_node = float(os.environ.get("KETCH_NODE_PODS") or 1000)
         self.gangs: dict[str, _Gang] = {}  # placement group name -> the gang of Pods placed by it
@@ -240,13 +206,14 @@ class RayKubelet(LocalKubelet):
         import ray
 
         if not ray.is_initialized():
-            kw: dict = {"address": self.address, "namespace": "ketch", "log_to_driver": False, "include_dashboard": False}
+            kw: dict = {"address": self.address, "namespace": RAY_NAMESPACE, "log_to_driver": False, "include_dashboard": False}
             if self.address is None:
                 kw["labels"] = {ray_nodes.NAME_LABEL: self.node_name}
                 if os.environ.get("KETCH_RAY_NUM_CPUS"):
                     kw["num_cpus"] = int(os.environ["KETCH_RAY_NUM_CPUS"])
             ray.init(**kw)
-        self._actor_cls = ray.remote(ContainerProcess)
+        self._worker_cls = ray.remote(ray_workers.NodeWorker)
+        self._reservation_cls = ray.remote(ray_workers.Reservation)
         self.api_address = ray_nodes.reachable_api_host(self.ctx.settings.host, ray.util.get_node_ip_address())
 
     @property
@@ -291,6 +258,24 @@ class RayKubelet(LocalKubelet):
 
         entries = await asyncio.to_thread(ray.nodes)
         self.apply_membership(entries)
+        live = {ray_nodes.node_id(e) for e in self.members.values() if ray_nodes.alive(e)}
+        for nid in set(self.node_workers) - live:
+            self.node_workers.pop(nid, None)  # gone with its node
+        for nid in live - set(self.node_workers):
+            self._node_worker(nid).ping.remote([m for m in PREWARM.split(",") if m], startup_env(dict(os.environ)))  # started now, not on the first container
+
+    def _node_worker(self, nid: str) -> object:
+        """The warm worker of Ray node ``nid`` for this home: found by name (a previous ketch's, still
+        running its containers) or made, detached, pinned to the node, holding nothing."""
+        w = self.node_workers.get(nid)
+        if w is None:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            w = self._worker_cls.options(  # type: ignore[union-attr]
+                name=ray_workers.worker_name(self.home_id, nid), namespace=RAY_NAMESPACE, get_if_exists=True, lifetime="detached",
+                num_cpus=0, max_concurrency=10000, scheduling_strategy=NodeAffinitySchedulingStrategy(nid, soft=False)).remote()
+            self.node_workers[nid] = w
+        return w
 
     def apply_membership(self, entries: list[dict]) -> None:
         """Register or refresh a Node per Ray node; a dead one (or one Ray no longer lists) is NotReady
@@ -430,10 +415,15 @@ class RayKubelet(LocalKubelet):
 
     async def shutdown(self) -> None:
         await super().shutdown()
-        for actors in self.idle.values():
-            for a in actors:
-                self._drop(a)
-        self.idle.clear()
+        if self.leave_running:  # the workers keep the containers for the next ketch: stop watching, forget nothing
+            for c in list(self.containers.values()):
+                if c.task is not None:
+                    c.task.cancel()
+            self.containers.clear()
+        if not self.leave_running:  # its containers are ended: the workers (and their zygotes) go too
+            for w in self.node_workers.values():
+                self._drop(w)
+            self.node_workers.clear()
         import ray
 
         if ray.is_initialized():
@@ -618,49 +608,64 @@ class RayKubelet(LocalKubelet):
             out[f"{prefix}_SERVICE_HOST"] = host
         return out
 
-    # -- process supervision through actors ------------------------------------------------------------
+    # -- process supervision through the nodes' warm workers -------------------------------------------
 
     async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int, preload: tuple[str, ...] = (),
                     requests: dict[str, float] | None = None, exit_file: str | None = None,
                     stdin: int | None = None, net: PodNet | None = None, pod_uid: str | None = None) -> Started:
+        """Start the container through its node's warm worker: forked from a warm zygote when the Pod asks
+        for preloads and the command fits (as the local kubelet decides), else exec'd by the supervisor. A
+        container that requests resources (or is in a placement group) first gets a reservation actor
+        holding them on that node."""
         w = self.workers.get(pod_uid or "")
         node = ((w.pod.get("spec") or {}).get("nodeName") if w is not None else None) or ""
         entry = self.members.get(node)
         if entry is None or not ray_nodes.alive(entry):
             raise CannotRun(f"node {node or '?'} is not a live Ray node")
         nid = ray_nodes.node_id(entry)
+        key = container_key(pod_uid or "", exit_file)
         req = requests or {}
         opts = {"num_cpus": float(req.get("cpu", 0)), "num_gpus": float(req.get(GPU, 0))}
         if req.get("memory"):
             opts["memory"] = float(req["memory"])
         in_group = self._gang_strategy(w.pod if w is not None else None)
-        free = not any(opts.values()) and in_group is None  # holds nothing in Ray's accounting: may be pooled
-        pool = self.idle.setdefault(nid, [])
-        if free and pool:
-            actor = pool.pop()
-        else:
+        reservation = None
+        if any(opts.values()) or in_group is not None:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-            strategy = in_group or NodeAffinitySchedulingStrategy(nid, soft=False)
-            actor = self._actor_cls.options(**opts, scheduling_strategy=strategy).remote()  # type: ignore[union-attr]
+            reservation = self._reservation_cls.options(  # type: ignore[union-attr]
+                **opts, name=ray_workers.reservation_name(self.home_id, key), namespace=RAY_NAMESPACE, lifetime="detached",
+                scheduling_strategy=in_group or NodeAffinitySchedulingStrategy(nid, soft=False)).remote()
+            try:
+                gpus = await reservation.gpu_ids.remote()  # type: ignore[attr-defined]
+            except Exception as e:  # noqa: BLE001 - Ray could not place it on its node
+                self._drop(reservation)
+                raise CannotRun(f"ray could not reserve the container's resources on node {node}: {e}") from e
+            if opts["num_gpus"]:
+                ids = ",".join(gpus)
+                env = {**env, "CUDA_VISIBLE_DEVICES": ids, "NVIDIA_VISIBLE_DEVICES": ids}
+        worker = self._node_worker(nid)
         try:
-            info = await actor.start.remote(argv, env, cwd, bool(opts["num_gpus"]))
-        except Exception as e:  # noqa: BLE001 - the actor could not be created on its node
-            self._drop(actor)
+            info = await worker.spawn.remote(key, argv, env, cwd, list(preload) if stdin is None else [], exit_file)  # type: ignore[attr-defined]
+        except Exception as e:  # noqa: BLE001 - the worker could not be had on its node
+            self.node_workers.pop(nid, None)
+            if reservation is not None:
+                self._drop(reservation)
             raise CannotRun(f"ray could not start the container on node {node}: {e}") from e
-
-        def release(a: object, ok: bool) -> None:
-            self._release(nid, a, free and ok)
-
         if info["error"]:
-            release(actor, True)
+            if reservation is not None:
+                self._drop(reservation)
             raise CannotRun(info["error"])
+        c = _Container(worker, key, stdout, stderr, self._release)
+        c.reservation = reservation
+        c.pid = info["pid"]
         handle = next(_HANDLES)
-        c = _Container(actor, stdout, stderr, release)
         self.containers[handle] = c
-        asyncio.ensure_future(c.pump())
-        log.debug("ray kubelet: %s started on %s (ray node %s) as pid %s", argv[0], node, info["node"], info["pid"])
+        c.start()
+        log.debug("ray kubelet: %s started on %s (ray node %s) as pid %s%s", argv[0], node, info["node"], info["pid"], " (warm)" if info["warm"] else "")
+        return Started(handle, time.time(), self._waiter(handle, c, node))
 
+    def _waiter(self, handle: int, c: _Container, node: str) -> Callable[[], Awaitable[int | None]]:
         async def wait() -> int | None:
             try:
                 code = await asyncio.shield(c.ended)
@@ -671,10 +676,10 @@ class RayKubelet(LocalKubelet):
                 if c.ended.done():
                     self.containers.pop(handle, None)
 
-        return Started(handle, time.time(), wait)
+        return wait
 
     async def _lost_actor(self, node: str) -> None:
-        """A container's actor is gone. If its node went with it the Pod is NodeLost, not a container that
+        """A container's worker is gone. If its node went with it the Pod is NodeLost, not a container that
         ended unknowably: ask Ray about the membership now (and again for a few seconds, as Ray may take
         a moment to declare the node dead) before the exit is reported."""
         deadline = time.monotonic() + float(os.environ.get("KETCH_RAY_LOST_GRACE") or 10)
@@ -685,12 +690,16 @@ class RayKubelet(LocalKubelet):
                 return
             await asyncio.sleep(0.5)
 
-    def _release(self, node_id: str, actor: object, reusable: bool) -> None:
-        pool = self.idle.setdefault(node_id, [])
-        if reusable and len(pool) < self.pool_size:
-            pool.append(actor)
-        else:
-            self._drop(actor)
+    def _release(self, c: _Container) -> None:
+        """The container's end is here: the worker forgets it, its reservation is given back."""
+        import ray
+
+        if not ray.is_initialized():
+            return
+        with contextlib.suppress(Exception):
+            c.worker.forget.remote(c.key)  # type: ignore[attr-defined]
+        if c.reservation is not None:
+            self._drop(c.reservation)
 
     @staticmethod
     def _drop(actor: object) -> None:
@@ -698,6 +707,77 @@ class RayKubelet(LocalKubelet):
 
         with contextlib.suppress(Exception):
             ray.kill(actor)
+
+    # -- adoption: the containers a previous ketch on this home left running on the Ray cluster --------------
+
+    def recover(self) -> None:
+        """Before the local kubelet's recovery reads the saved Pods: find each live node's warm worker of
+        this home (by name), list its containers, and take back every one a saved Pod records as running,
+        under the handle saved as its pid, so the Pod stays Running with the same process and its exit
+        is recorded when it ends. Containers no saved Pod claims are ended."""
+        self._adopt()
+        super().recover()
+
+    def _adopt(self) -> None:
+        import ray
+
+        held: dict[str, tuple[object, dict, str]] = {}  # key -> (worker, what it says of the container, node)
+        for e in self.members.values():
+            if not ray_nodes.alive(e):
+                continue
+            nid = ray_nodes.node_id(e)
+            try:
+                w = ray.get_actor(ray_workers.worker_name(self.home_id, nid), namespace=RAY_NAMESPACE)
+                listing = ray.get(w.list.remote(), timeout=30)
+            except Exception:  # noqa: BLE001 - no worker of this home there (or it died): nothing to adopt
+                continue
+            self.node_workers[nid] = w
+            for key, info in listing.items():
+                held[key] = (w, info, ray_nodes.node_name(e))
+        if not held:
+            return
+        root = self.home / "kubelet" / "pods"
+        claimed: set[str] = set()
+        for f in root.glob("*/state.json") if root.is_dir() else []:
+            try:
+                data = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue
+            for name, cs in (data.get("containers") or {}).items():
+                key = f"{data['uid']}/{name}/{cs.get('run')}"
+                if key not in held or not cs.get("pid") or "running" not in (cs.get("state") or {}):
+                    continue
+                worker, info, node = held[key]
+                claimed.add(key)
+                ship = Shipper(self.log_dir(data["namespace"], data["name"], name), int(cs["run"]))
+                fds = ship.open_raw()
+                sizes = tuple(os.fstat(fds[s]).st_size for s in ("stdout", "stderr"))
+                try:
+                    c = _Container(worker, key, fds["stdout"], fds["stderr"], self._release, offsets=sizes,  # type: ignore[arg-type]
+                                   exit_file=str(exits.exit_file(f.parent, name, int(cs["run"]))))
+                finally:
+                    for fd in fds.values():
+                        os.close(fd)
+                c.pid = info["pid"]
+                with contextlib.suppress(Exception):
+                    c.reservation = ray.get_actor(ray_workers.reservation_name(self.home_id, key), namespace=RAY_NAMESPACE)
+                self.containers[int(cs["pid"])] = c
+                c.start()
+                log.info("ray kubelet: adopted %s/%s container %s (pid %s on node %s)", data["namespace"], data["name"], name, info["pid"], node)
+        for key in set(held) - claimed:  # started for a Pod no saved state claims: not to be left running
+            worker = held[key][0]
+            worker.forget.remote(key)  # type: ignore[attr-defined]
+            with contextlib.suppress(Exception):
+                self._drop(ray.get_actor(ray_workers.reservation_name(self.home_id, key), namespace=RAY_NAMESPACE))
+
+    async def stand_down(self) -> None:
+        """Another ketch leads: its kubelet adopts the containers from the warm workers, which keep them;
+        this one stops watching them (without ending or forgetting them)."""
+        await super().stand_down()
+        for c in list(self.containers.values()):
+            if c.task is not None:
+                c.task.cancel()
+        self.containers.clear()
 
     def alive(self, pid: int, create_time: float | None) -> bool:
         c = self.containers.get(pid)
@@ -708,18 +788,28 @@ class RayKubelet(LocalKubelet):
         if c is None or c.ended.done():
             return
         with contextlib.suppress(Exception):
-            await c.actor.terminate.remote(grace)  # type: ignore[attr-defined]
+            await c.worker.terminate.remote(c.key, grace)  # type: ignore[attr-defined]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(c.ended), 5.0)
 
     def kill(self, pid: int) -> None:
         c = self.containers.get(pid)
         if c is not None and not c.ended.done():
-            c.actor.signal.remote(int(signal.SIGKILL))  # type: ignore[attr-defined]
+            c.worker.signal.remote(c.key, int(signal.SIGKILL))  # type: ignore[attr-defined]
 
     def memory(self, pid: int) -> int:
         c = self.containers.get(pid)
         return c.rss if c is not None else 0
+
+
+def container_key(pod_uid: str, exit_file: str | None) -> str:
+    """``<pod uid>/<container>/<run>``: how the warm worker knows a container run, from its exit file's
+    name (``<container>.<run>.exit``: container names are DNS labels, without dots)."""
+    base = os.path.basename(exit_file or "")
+    name, _, run = base[: -len(".exit")].rpartition(".") if base.endswith(".exit") else ("", "", "")
+    if not name or not run.isdigit():
+        return f"{pod_uid}/{base or 'container'}/{next(_HANDLES)}"
+    return f"{pod_uid}/{name}/{run}"
 
 
 def _ready(node: dict) -> bool:

@@ -38,6 +38,11 @@ ANNOTATION = "kubelet.ketch.dev/preload"
 _PER_CHILD = {"PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONIOENCODING"}
 
 
+def startup_env(env: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """The Python start-up variables of ``env`` that a zygote must share with a container it forks."""
+    return tuple(sorted((k, v) for k, v in env.items() if k.startswith("PYTHON") and k not in _PER_CHILD))
+
+
 def preload_of(pod: dict) -> tuple[str, ...]:
     raw = ((pod.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION) or ""
     return tuple(m.strip() for m in raw.split(",") if m.strip())
@@ -50,10 +55,10 @@ class ExecFailed(Exception):
 class Zygote:
     """One warm interpreter and the asyncio side of its socket."""
 
-    def __init__(self, modules: tuple[str, ...], log_path: Path) -> None:
+    def __init__(self, modules: tuple[str, ...], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.modules = modules
         self.log_path = log_path
-        self.env = dict(os.environ)
+        self.env = dict(os.environ) if env is None else env
         self.ready = asyncio.get_running_loop().create_future()
         self.dead = False
         self.error: str | None = None  # the preload list failed to import: do not try it again
@@ -169,21 +174,31 @@ class Zygote:
 
 class WarmStarts:
     """The kubelet's zygotes, one per preload list, and the supervisor (the zygote of no modules) that
-    execs the other containers."""
+    execs the other containers.
 
-    def __init__(self, log_dir: Path, enabled: bool = True, start_timeout: float = 30.0, supervise: bool = True) -> None:
+    ``adapt_env``: the containers' Python start-up variables need not be this process's (the Ray kubelet's
+    node workers run in Ray's environment, their containers in ketch's): a zygote is kept per preload list
+    *and* set of start-up variables, started with the containers' ones."""
+
+    def __init__(self, log_dir: Path, enabled: bool = True, start_timeout: float = 30.0, supervise: bool = True,
+                 adapt_env: bool = False) -> None:
         self.log_dir = log_dir
         self.enabled = enabled
         self.supervise = supervise
         self.start_timeout = start_timeout
-        self.zygotes: dict[tuple[str, ...], Zygote] = {}
+        self.adapt_env = adapt_env
+        self.zygotes: dict[tuple, Zygote] = {}
 
-    def _zygote(self, modules: tuple[str, ...]) -> Zygote | None:
-        z = self.zygotes.get(modules)
+    def _zygote(self, modules: tuple[str, ...], startup: tuple[tuple[str, str], ...] | None = None) -> Zygote | None:
+        key: tuple = modules if startup is None else (modules, startup)
+        z = self.zygotes.get(key)
         if z is not None and z.error:
             return None
         if z is None or z.dead:
-            z = self.zygotes[modules] = Zygote(modules, self.log_dir / "zygote.log")
+            env = None
+            if startup is not None:
+                env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON") or k in _PER_CHILD} | dict(startup)
+            z = self.zygotes[key] = Zygote(modules, self.log_dir / "zygote.log", env)
         return z
 
     def start_supervisor(self) -> None:
@@ -208,7 +223,7 @@ class WarmStarts:
         imports are what the container would have done itself); None to exec it instead."""
         if not self.enabled:
             return None
-        z = self._zygote(modules)
+        z = self._zygote(modules, startup_env(env) if self.adapt_env else None)
         if z is None or not z.fits(argv, env):
             return None
         return await self._spawn(z, argv, env, cwd, stdout, stderr, exit_file, net=net)

@@ -19,6 +19,9 @@ conmon does for podman: each child's pid when it starts and its exit status when
 the pod's state directory (``exits.py``: the request's ``exit_file``). When the kubelet's end of the socket closes (ketch stopped or
 was killed), the zygote takes no more requests but stays until its last child has ended and been
 recorded, then exits; its children carry on, and the next kubelet adopts them and reads their records.
+Started with ``KETCH_ZYGOTE_ORPHANS=kill`` (by the Ray kubelet's node workers, ray_workers.py, which are what
+outlives ketch there: a container whose worker is gone can be adopted by nobody), it instead kills its
+children's process groups when its end of the socket closes, and exits once they are reaped.
 
 Only the standard library is imported before the preload list, and nothing here runs threads, so forking
 is safe.
@@ -44,9 +47,10 @@ _DEFAULT_SIGNALS = [s for s in ("SIGPIPE", "SIGXFSZ", "SIGXFZ", "SIGINT", "SIGCH
 class Supervisor:
     """The parent's side: the children it forked, where their ends go, the kubelet while it is there."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, kill_orphans: bool = False) -> None:
         self.sock: socket.socket | None = sock
         self.children: dict[int, str | None] = {}  # pid -> exit file
+        self.kill_orphans = kill_orphans
 
     def tell(self, msg: dict) -> None:
         if self.sock is None:
@@ -60,6 +64,12 @@ class Supervisor:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+            if self.kill_orphans:
+                for pid in self.children:
+                    try:
+                        os.killpg(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
 
     def reap(self) -> None:
         while True:
@@ -76,7 +86,7 @@ class Supervisor:
             self.tell({"exit": pid, "code": code})
 
 
-def serve(sock: socket.socket) -> tuple[dict, list[int]] | None:
+def serve(sock: socket.socket, kill_orphans: bool = False) -> tuple[dict, list[int]] | None:
     """The parent's loop. Returns in a forked child with the request it is to carry out, or None once the
     kubelet is gone and every child has ended."""
     wake_r, wake_w = os.pipe()
@@ -84,7 +94,7 @@ def serve(sock: socket.socket) -> tuple[dict, list[int]] | None:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C at the terminal of `ketch up` is ketch's to handle
-    sup = Supervisor(sock)
+    sup = Supervisor(sock, kill_orphans)
     sup.tell({"ready": os.getpid()})
     while sup.sock is not None or sup.children:
         watch = [wake_r] if sup.sock is None else [sup.sock, wake_r]
@@ -246,13 +256,14 @@ def become(req: dict, fds: list[int]) -> str:
 
 def main() -> int:
     sock = socket.socket(fileno=int(os.environ.pop("KETCH_ZYGOTE_FD")))
+    kill_orphans = os.environ.pop("KETCH_ZYGOTE_ORPHANS", "") == "kill"
     for mod in sys.argv[1:]:
         try:
             __import__(mod)
         except BaseException as e:  # noqa: BLE001 - reported to the kubelet, which then execs as usual
             sock.send(json.dumps({"error": f"import {mod}: {type(e).__name__}: {e}"}).encode())
             return 1
-    got = serve(sock)
+    got = serve(sock, kill_orphans)
     if got is None:
         return 0
     module = become(*got)

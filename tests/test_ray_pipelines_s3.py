@@ -12,7 +12,6 @@ as a ketch whose Ray nodes are other machines must.
   token: with kubectl and with ketch's in-pod helper, both verifying ketch's certificate for that IP."""
 
 import json
-import subprocess
 import sys
 from collections import Counter
 from typing import List  # noqa: UP035 - kfp reads the annotation
@@ -21,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from conftest import free_port, kubectl_bin, make_ketch
+from conftest import kubectl_bin, make_ketch
 from conftest import wait_for as _wait_for
 
 ray = pytest.importorskip("ray")
@@ -32,6 +31,11 @@ from kfp import dsl  # noqa: E402
 from kfp.dsl import Dataset, Input, Output  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
+import test_storage_s3  # noqa: E402
+
+moto_url = test_storage_s3.moto_url  # moto's S3 server: one fixture for both files
+s3_client = test_storage_s3.s3_client
+
 BUCKET = "ketch-fanout"
 PREFIX = "scale"
 WIDTH = 6
@@ -39,34 +43,6 @@ WIDTH = 6
 
 def wait_for(fn, timeout: float = 30.0, what: str = "condition", interval: float = 0.5):
     return _wait_for(fn, timeout, interval, what)
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            httpx.get(url, timeout=0.5)
-            return True
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_for(up, timeout=30, what="moto server")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def s3_client(url: str):
-    import boto3
-
-    return boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
 
 
 @pytest.fixture(scope="module")

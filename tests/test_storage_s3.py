@@ -13,6 +13,7 @@ import time
 from typing import List  # noqa: UP035 - kfp reads the annotation
 
 import httpx
+import psutil
 import pytest
 
 from conftest import free_port, make_ketch, wait_for
@@ -71,6 +72,12 @@ def k(tmp_path_factory, moto_url):
         yield ketch
     finally:
         ketch.stop()
+    # A clean stop leaves no Pod process behind. Here it once did: ending the predictor made the serving
+    # controller replace it while the kubelet was still archiving logs, and the replacement was started
+    # after the kubelet had listed what to end (the kubelet now starts nothing once it is stopping).
+    left = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])
+            if str(ketch.home) in " ".join(p.info["cmdline"] or [])]
+    assert not left, left
 
 
 @dsl.component

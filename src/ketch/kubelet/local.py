@@ -19,7 +19,9 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -65,6 +67,7 @@ class LocalKubelet(Kubelet):
         self.pending: dict[str, dict] = {}  # uid -> pod waiting for room
         self._capacity: dict[str, float] | None = None
         self.leave_running = os.environ.get("KETCH_KUBELET_ON_EXIT", "kill") == "leave"
+        self.closing = False  # set by shutdown: no Pod worker starts after it
         self.network = select_network(ctx.settings)
         self.warm = WarmStarts(Path(self.home) / "kubelet", enabled=self.local_processes and os.environ.get("KETCH_WARM_START", "1") != "0",
                                supervise=self.local_processes and os.environ.get("KETCH_SUPERVISE", "1") != "0")
@@ -103,10 +106,10 @@ class LocalKubelet(Kubelet):
         into = {"netns": net.path, "hosts": net.hosts, "hostname": net.hostname} if net is not None and net.netns else None
         if stdin is None:
             if preload:
-                started = await self.warm.spawn(preload, [exe, *argv[1:]], env, cwd, stdout, stderr, exit_file, into)
+                started = await _not_lost(self.warm.spawn(preload, [exe, *argv[1:]], env, cwd, stdout, stderr, exit_file, into))
             if started is None:
                 try:
-                    started = await self.warm.exec([exe, *argv[1:]], env, cwd, stdout, stderr, exit_file, into)
+                    started = await _not_lost(self.warm.exec([exe, *argv[1:]], env, cwd, stdout, stderr, exit_file, into))
                 except ExecFailed as e:
                     raise CannotRun(f"failed to start {argv[0]!r}: {e}") from e
         if started is not None:
@@ -191,6 +194,8 @@ class LocalKubelet(Kubelet):
             asyncio.get_running_loop().call_soon(self.client.event, pod, "Normal", "Scheduled", msg, "default-scheduler")
 
     def start_worker(self, w: PodWorker) -> None:
+        if self.closing:  # ketch is stopping: a Pod bound meanwhile starts under the next kubelet
+            return
         self.workers[w.uid] = w
         w.task = asyncio.create_task(self._guard(w), name=f"pod-{w.ns}-{w.name}")
 
@@ -368,6 +373,9 @@ class LocalKubelet(Kubelet):
     async def shutdown(self) -> None:
         """ketch is stopping. Default: end every pod's processes (SIGTERM, a short grace, SIGKILL) and
         record how they ended; with KETCH_KUBELET_ON_EXIT=leave they keep running for the next ketch."""
+        # No new workers from here: while this awaits, the Pod watch still delivers, and a worker started
+        # now would be missing from the list below, its processes left running with nobody to end them.
+        self.closing = True
         workers = list(self.workers.values())
         log.info("kubelet: stopping %d pod workers", len(workers))
         await asyncio.gather(*(cancel_and_wait(w.task) for w in workers if w.task is not None))
@@ -438,3 +446,20 @@ def _hostname() -> str:
 
 
 __all__ = ["LocalKubelet", "PodWorker", "NODE"]
+
+
+async def _not_lost(start: Coroutine[Any, Any, tuple[int, Any] | None]) -> tuple[int, Any] | None:
+    """Await a zygote's start of a container so that cancelling the wait cannot leak the process: a Pod
+    worker cancelled (ketch stopping, the Pod deleted) after the zygote forked but before its answer came
+    back would never record the pid, so nothing would end that process, nor could a later ketch adopt it.
+    The start runs to its end regardless; if the waiter is gone by then, the process is killed."""
+    fut = asyncio.ensure_future(start)
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        def reap(f: asyncio.Future) -> None:
+            if not f.cancelled() and f.exception() is None and f.result() is not None:
+                process.signal_tree(f.result()[0], signal.SIGKILL)
+
+        fut.add_done_callback(reap)
+        raise

@@ -216,9 +216,6 @@ class LogArchive:
         self.root = root
         self.pending: set[asyncio.Task] = set()
 
-    def _fs(self):  # noqa: ANN202
-        return storage.filesystem(self.root, listings_cache=False)[0]
-
     def _put(self, path: Path, uri: str) -> None:
         fs, p = storage.filesystem(uri, listings_cache=False)
         try:

@@ -12,7 +12,6 @@ import os
 import posixpath
 from typing import Any
 
-import fsspec
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -46,13 +45,13 @@ def readable(uri: str, roots: list[str]) -> bool:
     """True when ``uri`` lies under one of ``roots`` — whatever the object's status claims (a patched
     status naming file:///etc/shadow, a ``..`` or a symlink out of the root is refused)."""
     try:
-        fs, path = fsspec.core.url_to_fs(uri)
+        fs, path = storage.filesystem(uri)
     except (ValueError, ImportError):
         return False
     local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
     for root in roots:
         try:
-            rfs, rpath = fsspec.core.url_to_fs(root)
+            rfs, rpath = storage.filesystem(root)
         except (ValueError, ImportError):
             continue
         rlocal = "file" in (rfs.protocol if isinstance(rfs.protocol, tuple) else (rfs.protocol,))

@@ -545,3 +545,30 @@ def test_python_client_and_in_pod_kubeconfig(k):
     wait_for(lambda: api.read_namespaced_pod("incluster", "default").status.phase in ("Succeeded", "Failed"), what="incluster done")
     assert api.read_namespaced_pod("incluster", "default").status.phase == "Succeeded"
     assert api.read_namespaced_pod_log("incluster", "default") == "incluster\n"
+
+
+def test_in_pod_tls_trust_is_built_once_per_kubeconfig(tmp_path, monkeypatch):
+    """``incluster.ssl_context_for`` (every in-pod call to ketch asks it) reads the Pod's kubeconfig and
+    builds the SSLContext once, not per request; a rewritten kubeconfig is read again, and a URL on another
+    server gets the default trust (None)."""
+    from ketch.kinds import incluster
+    from ketch.server.tls import self_signed
+
+    cert, _key = self_signed(tmp_path, "127.0.0.1")
+    kc = tmp_path / "kubeconfig"
+
+    def write(server: str) -> None:
+        kc.write_text(json.dumps({
+            "current-context": "c", "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+            "clusters": [{"name": "k", "cluster": {"server": server, "certificate-authority": str(cert)}}],
+            "users": [{"name": "u", "user": {"token": "t"}}]}))
+
+    write("https://127.0.0.1:6443")
+    monkeypatch.setenv("KUBECONFIG", str(kc))
+    first = incluster.ssl_context_for("https://127.0.0.1:6443/api")
+    assert first is not None and incluster.ssl_context_for("https://127.0.0.1:6443/version") is first
+    assert incluster.ssl_context_for("https://127.0.0.1:9999/") is None
+    time.sleep(0.01)
+    write("https://127.0.0.1:7443")
+    assert incluster.ssl_context_for("https://127.0.0.1:6443/api") is None
+    assert incluster.ssl_context_for("https://127.0.0.1:7443/api") not in (None, first)

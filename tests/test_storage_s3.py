@@ -207,3 +207,19 @@ def test_inference_service_serves_a_model_from_s3(k, moto_url, tmp_path):
     env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
     assert env["AWS_ENDPOINT_URL"]["value"] == moto_url and "secretKeyRef" in env["AWS_ACCESS_KEY_ID"]["valueFrom"]
     assert time.time() - t0 < 90
+
+
+def test_model_storage_reads_minio_uris_at_the_configured_endpoint(moto_url, tmp_path, monkeypatch):
+    """The model server's download (serving/modelserver/storage.py) opens URIs through storage.filesystem,
+    as the launcher and the dashboard do: ``minio://`` (KFP's name for its store) is S3 at the configured
+    endpoint, which plain fsspec knows nothing of."""
+    from ketch.serving.modelserver import storage as model_storage
+
+    s3 = s3_client(moto_url)
+    s3.create_bucket(Bucket="models-minio")
+    s3.put_object(Bucket="models-minio", Key="models/minio/v1/model.txt", Body=b"weights")
+    for k_, v in {"KETCH_S3_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                  "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k_, v)
+    got = model_storage.fetch("minio://models-minio/models/minio/v1/", str(tmp_path / "dest"))
+    assert (tmp_path / "dest" / "model.txt").read_bytes() == b"weights" and got == str(tmp_path / "dest")

@@ -65,7 +65,9 @@ def test_two_stores_on_one_database_share_one_sequence_and_see_every_change_once
             assert [ch.rv for ch in seen] == rvs, f"store {name}: every change once, in order"
         # Both publish the same change for each resourceVersion, whoever wrote it.
         assert [(ch.type, ch.name) for ch in got["a"]] == [(ch.type, ch.name) for ch in got["b"]]
-        assert a.feed.remote > 0 and b.feed.remote > 0
+        # Each counts as another process's exactly the changes the other store wrote (names b*, d* are b's).
+        by_b = sum(1 for ch in got["a"] if ch.name[0] in "bd")
+        assert (a.feed.remote, b.feed.remote) == (by_b, total - by_b)
         # Lists through either come with a resourceVersion that covers what they returned.
         items, rv = b.list("/configmaps", "d")
         assert rv == total and len(items) == 4 * (60 - len(range(0, 60, 7)))
@@ -90,3 +92,23 @@ def test_a_write_elsewhere_reaches_subscribers_without_a_local_write(pg):
     finally:
         a.close()
         b.close()
+
+
+def test_a_write_that_failed_to_commit_leaves_other_processes_commits_to_the_listener(pg):
+    """A transaction announced to the feed (``end_write``) whose commit fails: its resourceVersions are
+    nobody's, so a notification past them is read at once instead of waiting for the 1 s safety poll."""
+    a = open_store(pg)
+    try:
+        feed = a.feed
+        top = feed.published
+
+        class Cursor:  # the transaction's cursor: end_write only queues the notification on it
+            def execute(self, sql: str) -> None:
+                self.sql = sql
+
+        feed.end_write(Cursor(), top, top + 3)
+        assert feed._local_top() == top + 3, "while committing, its own notification is left to its offer"
+        feed.write_failed(top, top + 3)
+        assert feed._local_top() == 0, "after a failed commit nothing is in flight"
+    finally:
+        a.close()

@@ -59,10 +59,20 @@ def ssl_context_for(url: str) -> ssl.SSLContext | None:
     loopback; None (the default trust) for anything else, or where the Pod has no kubeconfig."""
     from urllib.parse import urlsplit
 
-    if not url.startswith("https://") or not os.environ.get("KUBECONFIG"):
+    path = os.environ.get("KUBECONFIG")
+    if not url.startswith("https://") or not path:
         return None
     try:
-        ic = load()
+        st = os.stat(path)
+        key = (path, st.st_mtime_ns, st.st_size)
+        hit = _TRUST.get(path)
+        if hit is None or hit[0] != key:  # read and build once per kubeconfig file, not per request
+            ic = load(path)
+            hit = _TRUST[path] = (key, urlsplit(ic.server).netloc, ic.ssl_context)
     except (OSError, KeyError, StopIteration, ValueError):
         return None
-    return ic.ssl_context if urlsplit(ic.server).netloc == urlsplit(url).netloc else None
+    return hit[2] if hit[1] == urlsplit(url).netloc else None
+
+
+# The kubeconfig's server and TLS trust, by file: (path, mtime, size) it was read at, netloc, SSLContext.
+_TRUST: dict[str, tuple[tuple[str, int, int], str, ssl.SSLContext | None]] = {}

@@ -23,6 +23,7 @@ SQLite stays single-process and has no feed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -56,8 +57,11 @@ class ChangeFeed:
         self.deliver = deliver
         self.dsn = dsn  # a libpq connection string, for the listener's own connection
         self.published = store.current_rv()  # every change up to here has been delivered
-        self.remote = 0  # changes delivered that another process wrote (read from the log, not offered)
-        self._local_top = 0  # the newest resourceVersion this process has committed, or is committing
+        self.remote = 0  # changes delivered that another process wrote
+        # The resourceVersions of this process's own writes that are committed, or being committed, and not
+        # yet published, as (first, last] ranges: the listener leaves them to the writer's offer, and a row
+        # the log shows in one of them is this process's own, not another's.
+        self._own: list[tuple[int, int]] = []
         self._polled = 0.0  # when the listener last read the log (monotonic)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -76,10 +80,25 @@ class ChangeFeed:
         )
         return int(cur.fetchone()[0])
 
-    def end_write(self, cur: Any, rv: int) -> None:
-        """Tell every listener, once this transaction commits, that the log has grown to ``rv``."""
+    def end_write(self, cur: Any, first: int, rv: int) -> None:
+        """Tell every listener, once this transaction commits, that the log has grown to ``rv``; the
+        resourceVersions ``(first, rv]`` are this process's own."""
         cur.execute(f"SELECT pg_notify('{CHANNEL}', '{int(rv)}')")
-        self._local_top = max(self._local_top, rv)
+        with self._lock:
+            self._own.append((first, rv))
+
+    def write_failed(self, first: int, rv: int) -> None:
+        """The transaction that ``end_write`` announced did not commit: its resourceVersions are nobody's,
+        and a notification past them is another process's again (not left to an offer that never comes)."""
+        with self._lock:
+            with contextlib.suppress(ValueError):
+                self._own.remove((first, rv))
+
+    def _is_own(self, rv: int) -> bool:
+        return any(a < rv <= b for a, b in self._own)
+
+    def _local_top(self) -> int:
+        return max((b for _a, b in self._own), default=0)
 
     # -- publishing, in order ---------------------------------------------------------------------------------
 
@@ -118,13 +137,16 @@ class ChangeFeed:
         n = 0
         for ch in rows:
             if ch.rv > self.published:
-                self.remote += 1
+                if not self._is_own(ch.rv):
+                    self.remote += 1
                 self._deliver(ch)
                 n += 1
         return n
 
     def _deliver(self, ch: Change) -> None:
         self.published = ch.rv
+        if self._own and self._own[0][1] <= ch.rv:
+            self._own = [r for r in self._own if r[1] > ch.rv]
         self.deliver(ch)
 
     # -- the listener ------------------------------------------------------------------------------------------
@@ -159,7 +181,7 @@ class ChangeFeed:
                         # itself (its own writer offers that one, reading whatever precedes it first),
                         # and at least once a second whatever comes (the safety net: a lost notification,
                         # a commit of this process's that failed after telling).
-                        if got is None or got > max(self.published, self._local_top) or time.monotonic() - self._polled > POLL_SECONDS:
+                        if got is None or got > max(self.published, self._local_top()) or time.monotonic() - self._polled > POLL_SECONDS:
                             self.poll()
             except Exception:  # the database restarted or the connection dropped: connect again
                 if self._stop.is_set():

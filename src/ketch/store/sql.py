@@ -467,11 +467,17 @@ class SQLStore:
                     if ch is not None:
                         rv = ch.rv
                     done.append((w, ch, res, None))
-                if self.feed is not None and rv > first:
-                    self.feed.end_write(cur, rv)  # listeners are told on commit
-                with self._lock:
-                    conn.commit()
-                    self._rv = rv
+                announced = self.feed is not None and rv > first
+                if announced:
+                    self.feed.end_write(cur, first, rv)  # listeners are told on commit
+                try:
+                    with self._lock:
+                        conn.commit()
+                        self._rv = rv
+                except BaseException:
+                    if announced:
+                        self.feed.write_failed(first, rv)
+                    raise
             except BaseException:
                 with contextlib.suppress(Exception):
                     conn.rollback()

@@ -131,9 +131,9 @@ def _http(uri: str, out: str) -> None:
 
 
 def _fsspec(uri: str, out: str) -> None:
-    import fsspec
+    from ketch.storage import filesystem
 
-    fs, path = fsspec.core.url_to_fs(uri)
+    fs, path = filesystem(uri)  # with this environment's endpoint and credentials, minio:// as KFP names it
     if fs.isdir(path):
         fs.get(path.rstrip("/") + "/", out, recursive=True)
     else:

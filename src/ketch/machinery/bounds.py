@@ -27,7 +27,11 @@ MAX_YAML_NODES = 100_000
 
 
 def depth_error(obj: Any, limit: int = MAX_DEPTH) -> str | None:
-    """The path of the first value nested deeper than ``limit``, found without recursion."""
+    """The path of the first value nested deeper than ``limit``, found without recursion. Every request
+    body passes here, so the common answer (not too deep) is found by a walk that builds no paths; only a
+    body past the limit is walked again to name where."""
+    if not _deeper_than(obj, limit):
+        return None
     stack: list[tuple[Any, int, str]] = [(obj, 1, "")]
     while stack:
         v, d, path = stack.pop()
@@ -39,6 +43,22 @@ def depth_error(obj: Any, limit: int = MAX_DEPTH) -> str | None:
             else:
                 stack.extend((x, d + 1, f"{path}[{i}]") for i, x in enumerate(v) if isinstance(x, dict | list))
     return None
+
+
+def _deeper_than(obj: Any, limit: int) -> bool:
+    level = [obj] if isinstance(obj, dict | list) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        nxt: list[Any] = []
+        for v in level:
+            for x in (v.values() if isinstance(v, dict) else v):
+                if isinstance(x, dict | list):
+                    nxt.append(x)
+        level = nxt
+    return False
 
 
 def _check_depth(obj: Any) -> Any:
@@ -149,7 +169,10 @@ def load_yaml_all(raw: bytes | str) -> list[Any]:
 
 def non_finite(obj: Any, path: str = "") -> list[FieldError]:
     """Every float in ``obj`` that is inf or nan (YAML's .inf/.nan), as a field error naming where: JSON
-    cannot carry them, so nothing stored may hold one."""
+    cannot carry them, so nothing stored may hold one. (A walk that builds no paths answers first: every
+    write passes here, and almost none holds one.)"""
+    if not _any_non_finite(obj):
+        return []
     out: list[FieldError] = []
     stack: list[tuple[Any, str]] = [(obj, path)]
     while stack:
@@ -161,3 +184,17 @@ def non_finite(obj: Any, path: str = "") -> list[FieldError]:
         elif isinstance(v, list):
             stack.extend((x, f"{p}[{i}]") for i, x in enumerate(v))
     return sorted(out, key=lambda e: e.path)
+
+
+def _any_non_finite(obj: Any) -> bool:
+    stack = [obj]
+    isfinite = math.isfinite
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, float) and not isfinite(v):
+            return True
+    return False

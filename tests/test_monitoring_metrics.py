@@ -90,6 +90,34 @@ def test_apiserver_series_and_watches(k):
     assert value(scrape(k), "apiserver_request_total", verb="LIST", resource="pods", scope="cluster") >= 1
 
 
+def test_paths_anyone_sends_make_no_new_series(k):
+    """The request series are labelled from the path, and refused requests are counted too: paths that
+    name no served group, resource or subresource, with or without a token, must not each make a series
+    (an unauthenticated client could grow /metrics, and ketch's memory, without bound)."""
+    import uuid
+
+    def series(m: dict) -> int:
+        return len(m.get("apiserver_request_total", {})) + len(m.get("apiserver_request_duration_seconds_count", {}))
+
+    paths = lambda tag: [f"/api/v1/{tag}", f"/apis/{tag}.example.com/v1/things", f"/apis/kubeflow.org/{tag}/tfjobs",  # noqa: E731
+                         f"/api/v1/namespaces/default/configmaps/x/{tag}", f"/apis/v2beta1/runs/{tag}"]
+    with k.http() as c, k.http(auth=False) as anon:
+        for p in paths("warm"):
+            c.get(p), anon.get(p)
+        before = scrape(k)
+        for _ in range(20):
+            tag = uuid.uuid4().hex[:10]
+            for p in paths(tag):
+                c.get(p)
+                anon.get(p)
+    after = scrape(k)
+    assert series(after) == series(before), "no new series from unknown paths"
+    shown = json.dumps(list(after.get("apiserver_request_total", {})))
+    assert "example.com" not in shown and "warm" not in shown
+    # a served resource's subresource keeps its labels
+    assert value(after, "apiserver_request_total", resource="configmaps", code="404") >= 1
+
+
 def test_controller_workqueues_move(k):
     before = scrape(k)
     for i in range(3):

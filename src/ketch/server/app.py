@@ -209,6 +209,32 @@ class ResourceFastPath:
         await self.app(scope, receive, send)
 
 
+BUILTIN_SUBRESOURCES = ("status", "scale")
+
+
+def served_series(api: Api, subs: dict) -> Callable[[tuple[str, ...]], tuple[str, ...]]:
+    """The API metrics' label bound (server/metrics.py ApiMetrics): a request path's group, version,
+    resource and subresource as labels only where ketch serves them, blank otherwise, so the request
+    series stay as many as the served resources whatever paths clients send."""
+
+    def bound(labels: tuple[str, ...]) -> tuple[str, ...]:
+        verb, group, version, resource, sub, scope = labels
+        if resource:
+            rd = api.registry.lookup(group, version, resource)
+            if rd is None:
+                return (verb, "", "", "", "", scope)
+            if sub and sub not in BUILTIN_SUBRESOURCES and (rd.key, sub) not in subs:
+                sub = ""
+            return (verb, group, version, resource, sub, scope)
+        if group and group not in api.registry.groups():
+            return (verb, "", "", "", "", scope)
+        if version and not api.registry.in_group_version(group, version):
+            version = ""
+        return (verb, group, version, "", "", scope)
+
+    return bound
+
+
 def build_app(ctx: Context) -> Starlette:
     k8s = K8sHandler(ctx.api, ctx.services["subresources"], ctx.services.get("creators"))
 
@@ -257,7 +283,7 @@ def build_app(ctx: Context) -> Starlette:
     ctx.services["auth"] = guard
     # outermost: the API's request metrics count every request, refused ones too; then the body limits, so
     # no handler, nor the auth middleware, reads a body past its cap
-    return ApiMetrics(BodyLimit(guard))  # type: ignore[return-value]  # ASGI apps in front of the Starlette one
+    return ApiMetrics(BodyLimit(guard), served_series(ctx.api, ctx.services["subresources"]))  # type: ignore[return-value]  # ASGI apps in front of the Starlette one
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

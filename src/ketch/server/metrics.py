@@ -15,6 +15,7 @@ component's own (serving, pipelines, tuning...) and the process collectors.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from urllib.parse import parse_qs
 
 from prometheus_client import (
@@ -86,10 +87,18 @@ def classify(method: str, path: str, query: bytes, content_type: str = "") -> tu
 class ApiMetrics:
     """ASGI middleware counting and timing Kubernetes API requests."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, bound: Callable[[tuple[str, ...]], tuple[str, ...]] | None = None) -> None:
         self.app = app
+        # Label values come from the request path, which anyone may send (refused requests are counted
+        # too): ``bound`` maps a path's labels to the served groups, versions, resources and subresources,
+        # blank where the path names none, so no request makes a new series beyond what ketch serves.
+        self.bound = bound
         self._read = inflight.labels("readOnly")
         self._write = inflight.labels("mutating")
+        # The children of the request series by label values: ``labels()`` validates and locks on each
+        # call, per request. The label values are bounded as the series are (verbs, resources, codes).
+        self._durations: dict[tuple, object] = {}
+        self._counts: dict[tuple, object] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(("/api/", "/apis")) and scope["path"] != "/api":
@@ -104,6 +113,8 @@ class ApiMetrics:
         if labels is None:
             await self.app(scope, receive, send)
             return
+        if self.bound is not None:
+            labels = self.bound(labels)
         verb = labels[0]
         watch = verb == "WATCH"
         gauge = self._read if scope["method"] in ("GET", "HEAD") else self._write
@@ -127,8 +138,15 @@ class ApiMetrics:
                 lr.dec()
             else:
                 gauge.dec()
-                duration.labels(*labels).observe(time.perf_counter() - t0)
-            requests.labels(*labels, str(code[0])).inc()
+                d = self._durations.get(labels)
+                if d is None:
+                    d = self._durations[labels] = duration.labels(*labels)
+                d.observe(time.perf_counter() - t0)  # type: ignore[attr-defined]
+            key = (*labels, str(code[0]))
+            c = self._counts.get(key)
+            if c is None:
+                c = self._counts[key] = requests.labels(*key)
+            c.inc()  # type: ignore[attr-defined]
 
 
 async def metrics_endpoint(request: Request) -> Response:

@@ -28,6 +28,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _server import ketch_server  # noqa: E402
 
@@ -122,16 +124,22 @@ def main() -> None:
             for i in range(args.n // 8):
                 clients[w].create("/api/v1/namespaces/b8/configmaps", body(f"w{w}-{i}"))
 
+        server, me = psutil.Process(k.proc.pid), psutil.Process()
         with ThreadPoolExecutor(8) as ex:
             futs = [ex.submit(worker, w) for w in range(8)]
+            cpu0, mine0 = sum(server.cpu_times()[:2]), sum(me.cpu_times()[:2])
             start.wait()
             t0 = time.perf_counter()
             for f in futs:
                 f.result()
             conc = (args.n // 8 * 8) / (time.perf_counter() - t0)
+            cpu, mine = sum(server.cpu_times()[:2]) - cpu0, sum(me.cpu_times()[:2]) - mine0
         for c in clients:
             c.close()
         out["creates/s, 8 concurrent clients"] = f"{conc:.0f}/s"
+        # CPU seconds per create, the server's and this load generator's: steadier than a rate on a loaded
+        # machine, and what decides the rate where the two share the cores
+        out["CPU per create, 8 clients: server / load generator"] = f"{cpu / (args.n // 8 * 8) * 1e6:.0f} / {mine / (args.n // 8 * 8) * 1e6:.0f} us"
         out["ratio: 8-client creates/s vs 1 client"] = f"{conc / single:.2f}"
 
         with k.http(timeout=30) as h:

@@ -88,12 +88,14 @@ def build_context(settings: Settings) -> Context:
     api.add_validator("", "Pod", quota.admitter(api.store))
     register_token_request(ctx)
     register_reviews(ctx, authorizer)
-    bootstrap(api)
-    for name in discover_components():
-        if name in settings.disabled:
-            continue
-        mod = importlib.import_module(f"ketch.{name}.component")
-        mod.setup(ctx)
+    # What every cluster has, made once: processes started together on one new PostgreSQL take turns
+    with api.store.setup_lock():
+        bootstrap(api)
+        for name in discover_components():
+            if name in settings.disabled:
+                continue
+            mod = importlib.import_module(f"ketch.{name}.component")
+            mod.setup(ctx)
     return ctx
 
 

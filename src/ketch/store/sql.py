@@ -16,7 +16,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +128,7 @@ def _owner_uids(obj: dict) -> list[str]:
     return [o["uid"] for o in (obj.get("metadata", {}).get("ownerReferences") or []) if o.get("uid")]
 
 
+SETUP_LOCK = 0x6B65746369  # the advisory lock a process holds while it sets a shared database up (setup_lock)
 MAX_BATCH = 256  # writes per group commit: bounds one transaction's size (and a failed commit's blast radius)
 
 
@@ -197,10 +198,11 @@ class SQLStore:
         self._integrity_error: type[Exception] = d.loaded_dbapi.IntegrityError
         self._get_sql = str(_GET.compile(dialect=self.engine.dialect))
 
-        backfill = not sa.inspect(self.engine).has_table("labels")
-        _md.create_all(self.engine)
-        if backfill:
-            self._index_labels()
+        with self.setup_lock():  # another ketch starting on the same new database waits, then finds it made
+            backfill = not sa.inspect(self.engine).has_table("labels")
+            _md.create_all(self.engine)
+            if backfill:
+                self._index_labels()
         # Held by the committer while it commits and moves ``_rv``, and by ``list`` while it reads, so a
         # list's (items, resourceVersion) pair is consistent.
         self._lock = threading.RLock()
@@ -229,6 +231,24 @@ class SQLStore:
         self._async_inflight = 0  # async writes awaiting a commit (touched on event loop threads only)
         self._async_committer = threading.Thread(target=self._async_commit_loop, name="ketch-store-committer", daemon=True)
         self._async_committer.start()
+
+    @contextlib.contextmanager
+    def setup_lock(self) -> Iterator[None]:
+        """Held while a process makes what every process of the database needs once (the schema, then
+        the default namespaces, CRDs and roles): on PostgreSQL a session advisory lock, so several ketch
+        processes started together on a new database make them one after another, the later ones finding
+        them there rather than failing on each other's half-made tables or objects. SQLite has one process."""
+        if self.engine.dialect.name != "postgresql":
+            yield
+            return
+        with self.engine.connect() as c:
+            c.execute(sa.text(f"SELECT pg_advisory_lock({SETUP_LOCK})"))
+            c.commit()
+            try:
+                yield
+            finally:
+                c.execute(sa.text(f"SELECT pg_advisory_unlock({SETUP_LOCK})"))
+                c.commit()
 
     # -- reads -------------------------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 
 Real processes, real kubectl through the follower's kubeconfig: an InferenceService's predict through the
 follower's gateway (both URL forms), `kubectl exec` (with stdin and an exit code), `kubectl logs -f`,
-`kubectl port-forward` (SPDY over WebSocket); each counted as forwarded by the follower, so they did go
+`kubectl port-forward` (SPDY over WebSocket), `kubectl top`; each counted as forwarded by the follower, so they did go
 through the leader. Forged, absent or unauthorized credentials are refused by the follower and never
 forwarded. After kill -9 of the leader the former follower takes the Lease and serves them itself.
 """
@@ -89,6 +89,13 @@ def test_the_follower_forwards_predict_exec_logs_and_port_forward_to_the_leader(
     r = b.kubectl("exec", "-n", NS, "sleeper", "--", "python", "-c", "raise SystemExit(3)", check=False)
     assert r.returncode == 3, r.stderr
     assert forwarded(b) >= n + 3
+
+    # kubectl top through the follower: the leader's kubelet samples the Pods (metrics.k8s.io).
+    n = forwarded(b)
+    top = wait_for(lambda: (r := b.kubectl("top", "pod", "sleeper", "-n", NS, "--no-headers", check=False)).returncode == 0 and r.stdout,
+                   timeout=20, interval=0.5, what="kubectl top through the follower")
+    assert top.split()[0] == "sleeper" and top.split()[2].endswith("Mi")
+    assert forwarded(b) > n
 
     # kubectl logs -f through the follower: streamed while the container runs, ends when it exits.
     b.kubectl("apply", "-f", "-", input=pod("talker", "import time\nfor i in range(6):\n    print('line', i, flush=True); time.sleep(0.4)"))

@@ -98,8 +98,10 @@ class LeaderForwarder:
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
+            # No cap on connections: each `logs -f` holds one for as long as it follows, and must not queue others.
             self._http = httpx.AsyncClient(verify=self.tls, timeout=httpx.Timeout(None, connect=CONNECT_TIMEOUT_S), follow_redirects=False,
-                                           trust_env=False, cookies=http.cookiejar.CookieJar(policy=_NoCookies()))
+                                           trust_env=False, cookies=http.cookiejar.CookieJar(policy=_NoCookies()),
+                                           limits=httpx.Limits(max_connections=None, max_keepalive_connections=32))
         return self._http
 
     def _rule(self, scope: Scope) -> tuple[bool, bool]:

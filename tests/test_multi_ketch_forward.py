@@ -2,16 +2,21 @@
 (server/forward.py, docs/apiserver.md "Several ketch processes on one PostgreSQL").
 
 Real processes, real kubectl through the follower's kubeconfig: an InferenceService's predict through the
-follower's gateway (both URL forms), `kubectl exec` (with stdin and an exit code), `kubectl logs -f`,
+follower's gateway (both URL forms), `kubectl exec` (with stdin and an exit code), `kubectl attach -i`, `kubectl logs -f`,
 `kubectl port-forward` (SPDY over WebSocket), `kubectl top`; each counted as forwarded by the follower, so they did go
 through the leader. Forged, absent or unauthorized credentials are refused by the follower and never
-forwarded. After kill -9 of the leader the former follower takes the Lease and serves them itself.
+forwarded, and the follower sends nothing to an address in the Lease that does not present ketch's own
+certificate. After kill -9 of the leader the former follower takes the Lease and serves them itself.
 """
 
 from __future__ import annotations
 
+import asyncio
+import http.server
 import json
+import ssl
 import subprocess
+import threading
 import time
 
 import httpx
@@ -89,6 +94,15 @@ def test_the_follower_forwards_predict_exec_logs_and_port_forward_to_the_leader(
     r = b.kubectl("exec", "-n", NS, "sleeper", "--", "python", "-c", "raise SystemExit(3)", check=False)
     assert r.returncode == 3, r.stderr
     assert forwarded(b) >= n + 3
+
+    # kubectl attach -i through the follower: the leader's kubelet holds the container's stdin.
+    reader = json.loads(pod("reader", "print('got', input().upper(), flush=True)"))
+    reader["spec"]["containers"][0]["stdin"] = True
+    b.kubectl("apply", "-f", "-", input=json.dumps(reader))
+    wait_for(lambda: (b.kjson("get", "pod", "reader", "-n", NS).get("status") or {}).get("phase") == "Running", timeout=30, what="reader running")
+    n = forwarded(b)
+    assert "got HELLO" in b.kubectl("attach", "-i", "-n", NS, "reader", input="hello\n", timeout=30).stdout
+    assert forwarded(b) > n
 
     # kubectl top through the follower: the leader's kubelet samples the Pods (metrics.k8s.io).
     n = forwarded(b)
@@ -175,3 +189,68 @@ def test_after_kill9_of_the_leader_the_former_follower_serves_directly(served):
     assert predict(b, host_form=True).status_code == 200
     assert b.kubectl("exec", "-n", NS, "sleeper", "--", "python", "-c", "print('adopted')").stdout == "adopted\n"
     assert forwarded(b) == n, "the leader serves itself"
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    seen: list = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        type(self).seen.append({k.lower(): v for k, v in self.headers.items()})
+        self.send_response(200)
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *a) -> None:
+        pass
+
+
+class _Election:
+    """What the forwarder reads of runtime/leader.py's elector: not leading, and where the Lease says the
+    leader is (here: whatever the test put there, as anyone allowed to write that Lease could)."""
+
+    def __init__(self, url: str) -> None:
+        self.leading, self._url = False, url
+        self.cfg = type("Cfg", (), {"identity": "follower_1"})()
+
+    def leader_url(self) -> str:
+        return self._url
+
+
+def test_the_follower_sends_credentials_only_to_a_leader_with_ketchs_certificate(tmp_path):
+    """An address in the Lease that does not present ketch's own certificate gets no request, so it
+    collects no credential; the same server, once its certificate is ketch's, gets the request."""
+    from ketch.server.forward import LeaderForwarder
+    from ketch.server.tls import self_signed
+
+    ketch_cert, _ = self_signed(tmp_path / "ketch", "127.0.0.1")
+    other_cert, other_key = self_signed(tmp_path / "impostor", "127.0.0.1")  # also names 127.0.0.1, but another key
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(other_cert, other_key)
+    srv.socket = tls.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{srv.server_address[1]}"
+
+    async def local(scope, receive, send) -> None:  # noqa: ANN001 - what this process would answer itself
+        await send({"type": "http.response.start", "status": 418, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def call(trusted) -> httpx.Response:  # noqa: ANN001
+        fw = LeaderForwarder(local, _Election(url), [(lambda scope: True, False)], trusted)
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=fw), base_url="http://127.0.0.1") as c:
+                return await c.get(f"/serving/{NS}/iris/v1/models/iris", headers={"Authorization": "Bearer secret-of-the-caller"})
+        finally:
+            await fw.close()
+
+    try:
+        r = asyncio.run(call(ketch_cert))
+        assert r.status_code == 503 and "did not answer" in r.json()["message"], r.text
+        assert _Recorder.seen == [], "a request reached a server without ketch's certificate"
+        r = asyncio.run(call(other_cert))  # the control: trusted, the very same server gets it, credential and all
+        assert r.status_code == 200 and r.text == "ok"
+        assert [h.get("authorization") for h in _Recorder.seen] == ["Bearer secret-of-the-caller"]
+        assert _Recorder.seen[0].get("x-ketch-forwarded-by") == "follower_1"
+    finally:
+        srv.shutdown()

@@ -8,6 +8,7 @@ kubelet runs).
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -96,6 +97,24 @@ def _ended(pod: dict, container: str) -> bool:
     return False
 
 
+_POD_STREAM = re.compile(r"^/api/v1/namespaces/[^/]+/pods/[^/]+/(exec|attach|portforward)$")
+_POD_LOG = re.compile(r"^/api/v1/namespaces/[^/]+/pods/[^/]+/log$")
+
+
+def _streams(scope: dict) -> bool:
+    """kubectl exec, attach, port-forward: the leader's kubelet runs the processes they reach."""
+    return scope["type"] == "websocket" and _POD_STREAM.match(scope["path"]) is not None
+
+
+def _log(scope: dict) -> bool:
+    return scope["type"] == "http" and _POD_LOG.match(scope["path"]) is not None
+
+
+def _pod_metrics(scope: dict) -> bool:
+    """metrics.k8s.io (kubectl top): samples the leader's kubelet takes."""
+    return scope["type"] == "http" and scope["path"].startswith("/apis/metrics.k8s.io/")
+
+
 def setup(ctx: Context) -> None:
     import os
 
@@ -147,6 +166,12 @@ def setup(ctx: Context) -> None:
         ctx.add_routes(metrics.routes(sampler))
         ctx.add_task(sampler.run)
     ctx.services.setdefault("subresources", {})[("/pods", "log")] = log_handler(ctx, kubelet)
+    # With several ketch processes, these reach the leader's kubelet (server/forward.py); a log is read
+    # from the shared home's files here when the leader cannot be reached.
+    ctx.forward_to_leader(_streams)
+    ctx.forward_to_leader(_log, serve_here_if_unreachable=True)
+    if kubelet.local_processes:
+        ctx.forward_to_leader(_pod_metrics)
     ctx.add_task(kubelet.run)
     ctx.on_shutdown(kubelet.shutdown)
     ctx.on_stand_down(kubelet.stand_down)

@@ -6,7 +6,9 @@ routes, background tasks and hooks to it; nothing else is global.
 Background tasks are the cluster's work (controllers, the kubelet): with several ketch processes on one
 database only the one holding the controllers' Lease runs them (``election``, runtime/leader.py), starting
 them when it becomes leader and stopping them if it stops being one; every process serves the API. Tasks
-added with ``every_server=True`` (caches that admission reads) run in every process.
+added with ``every_server=True`` (caches that admission reads) run in every process. Requests that only
+the leader's in-memory state can answer (its kubelet's processes, its gateway's routing table) are
+declared with ``forward_to_leader``; the other processes forward them to the leader (server/forward.py).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class Context:
     # Who may run ``tasks``: None, this process alone (one ketch); else an elector with
     # ``async run(lead, stand_down)`` that calls ``lead()`` on winning the Lease and ``stand_down()`` on losing it.
     election: Any = None
+    # (matches(scope), serve_here_if_unreachable): requests the leader answers (see forward_to_leader)
+    leader_only: list[tuple[Callable[[dict], bool], bool]] = field(default_factory=list)
     _running: list[asyncio.Task] = field(default_factory=list)
     _leading: list[asyncio.Task] = field(default_factory=list)
 
@@ -45,6 +49,13 @@ class Context:
     def add_task(self, fn: Callable[[], Awaitable[None]], every_server: bool = False) -> None:
         """Run ``fn`` in the background: in the leader only, unless ``every_server``."""
         (self.server_tasks if every_server else self.tasks).append(fn)
+
+    def forward_to_leader(self, matches: Callable[[dict], bool], serve_here_if_unreachable: bool = False) -> None:
+        """Requests whose ASGI scope ``matches`` need the leader's state: a process that does not lead
+        forwards them to the one that does, after authenticating and authorizing them itself. With
+        ``serve_here_if_unreachable`` this process answers them itself when the leader cannot be reached
+        (what it can answer from the shared home, such as a Pod's log files)."""
+        self.leader_only.append((matches, serve_here_if_unreachable))
 
     def on_shutdown(self, fn: Callable[[], Awaitable[None] | None]) -> None:
         self.shutdown_hooks.append(fn)

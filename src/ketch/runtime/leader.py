@@ -14,7 +14,11 @@ that covers). Which one is decided by the Lease ``kube-system/ketch-controller-m
 - every write is a compare-and-swap on the Lease's resourceVersion, so of two candidates racing for an
   expired lease one wins and the other gets a 409;
 - a holder that stops cleanly releases the Lease (no holder), so another takes over at once instead of
-  after the lease runs out.
+  after the lease runs out;
+- the holder names where it serves in the annotation ``ketch.dev/leader-url`` (``ADDRESS``), written in
+  the same compare-and-swap as each acquire and renewal (and dropped on release), so the annotation always
+  belongs to the ``holderIdentity`` beside it; the spec stays client-go's. The other processes read it on
+  each of their retries and forward to it what only the leader can answer (server/forward.py).
 
 ``leader_election_master_status{name}`` on /metrics is 1 in the process that leads, as in
 kube-controller-manager.
@@ -42,6 +46,7 @@ from ketch.runtime.metrics import metric
 
 log = logging.getLogger(__name__)
 LEASE = ("coordination.k8s.io/v1", "Lease")
+ADDRESS = "ketch.dev/leader-url"
 JITTER = 1.2  # client-go's JitterFactor: retries are spread over [retry, retry * JITTER)
 
 master_status = metric(Gauge, "leader_election_master_status", "1 while this process holds the Lease", ("name",))
@@ -65,6 +70,7 @@ class ElectionConfig:
     lease_duration: float = 15.0
     renew_deadline: float = 10.0
     retry_period: float = 2.0
+    url: str = ""  # where this process serves (its https URL), published while it holds the Lease
 
     def __post_init__(self) -> None:
         if self.retry_period <= 0:
@@ -90,6 +96,7 @@ class LeaderElector:
         self._observed: tuple | None = None  # the Lease record last seen, and when (monotonic)
         self._observed_at = 0.0
         self.holder = ""  # the holder the Lease named when last read
+        self.holder_url = ""  # and the address it published with it
         self._status = master_status.labels(config.name)
         self._status.set(0)
 
@@ -104,15 +111,16 @@ class LeaderElector:
             if lease is None:
                 self.client.create({
                     "apiVersion": LEASE[0], "kind": LEASE[1],
-                    "metadata": {"name": cfg.name, "namespace": cfg.namespace},
+                    "metadata": {"name": cfg.name, "namespace": cfg.namespace, "annotations": self._annotations({})},
                     "spec": {"holderIdentity": cfg.identity, "leaseDurationSeconds": self._duration_field(),
                              "acquireTime": stamp, "renewTime": stamp, "leaseTransitions": 0},
                 })
                 self._observe(None, t)
-                self.holder = cfg.identity
+                self.holder, self.holder_url = cfg.identity, cfg.url
                 return True
             spec = dict(lease.get("spec") or {})
             holder = self.holder = spec.get("holderIdentity") or ""
+            self.holder_url = ((lease["metadata"].get("annotations") or {}).get(ADDRESS) or "") if holder else ""
             self._observe(spec, t)
             if holder and holder != cfg.identity and self._observed_at + float(spec.get("leaseDurationSeconds") or cfg.lease_duration) > t:
                 return False  # held by another, and not yet expired by our clock
@@ -121,7 +129,9 @@ class LeaderElector:
                 spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1  # as client-go counts them
             spec.update({"holderIdentity": cfg.identity, "leaseDurationSeconds": self._duration_field(), "renewTime": stamp})
             lease["spec"] = spec
+            lease["metadata"]["annotations"] = self._annotations(lease["metadata"].get("annotations") or {})
             self.client.update(lease)  # compare-and-swap: the resourceVersion read above
+            self.holder, self.holder_url = cfg.identity, cfg.url
             return True
         except StatusError as e:
             log.debug("leader election: %s/%s: %s", cfg.namespace, cfg.name, e.message)
@@ -129,6 +139,21 @@ class LeaderElector:
         except Exception:  # the store is unreachable: no renewal this time
             log.warning("leader election: reading or writing the Lease failed", exc_info=True)
             return False
+
+    def _annotations(self, current: dict) -> dict:
+        """The Lease's annotations with this process's address (none if it has none: a previous holder's
+        must never stand beside this holder's name)."""
+        out = {k: v for k, v in current.items() if k != ADDRESS}
+        if self.cfg.url:
+            out[ADDRESS] = self.cfg.url
+        return out
+
+    def leader_url(self) -> str | None:
+        """Where the leader serves, as last read (every retry period), when it is another process; None
+        while this process leads, or no holder (or no address) is known."""
+        if self.leading or not self.holder or self.holder == self.cfg.identity:
+            return None
+        return self.holder_url or None
 
     def _duration_field(self) -> int:
         return max(1, math.ceil(self.cfg.lease_duration))
@@ -147,6 +172,7 @@ class LeaderElector:
                 return
             stamp = now_micro()
             lease["spec"] = {**lease["spec"], "holderIdentity": "", "leaseDurationSeconds": 1, "renewTime": stamp, "acquireTime": stamp}
+            lease["metadata"]["annotations"] = {k: v for k, v in (lease["metadata"].get("annotations") or {}).items() if k != ADDRESS}
             self.client.update(lease)
             log.info("leader election: released %s/%s", cfg.namespace, cfg.name)
         except Exception:

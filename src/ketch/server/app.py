@@ -29,6 +29,7 @@ from ketch.runtime.leader import ElectionConfig, LeaderElector, default_identity
 from ketch.server import health
 from ketch.server.auth import AuthMiddleware
 from ketch.server.authz import AuthzMiddleware, Lookups
+from ketch.server.forward import LeaderForwarder
 from ketch.server.k8s import K8sHandler, json_response, openapi_handlers
 from ketch.server.limits import BodyLimit
 from ketch.server.metrics import ApiMetrics, metrics_endpoint
@@ -101,7 +102,7 @@ def build_context(settings: Settings) -> Context:
 
 def election_config(settings: Settings) -> ElectionConfig:
     """The Lease this process campaigns for, with the settings' durations (ValueError if they do not fit)."""
-    return ElectionConfig(identity=default_identity(settings.port), lease_duration=settings.leader_elect_lease_duration,
+    return ElectionConfig(identity=default_identity(settings.port), url=settings.kube_url, lease_duration=settings.leader_elect_lease_duration,
                           renew_deadline=settings.leader_elect_renew_deadline, retry_period=settings.leader_elect_retry_period)
 
 
@@ -280,7 +281,11 @@ def build_app(ctx: Context) -> Starlette:
     s = ctx.settings
     from ketch.serving.gateway import DOMAIN
 
-    authz = AuthzMiddleware(ResourceFastPath(app, resources, handler), ctx.services["authz"], Lookups(ctx.api), DOMAIN)
+    # behind authentication and authorization: only a request this process has let in is relayed; in front
+    # of the resource fast path, which would answer pod logs and metrics.k8s.io here
+    forwarder = LeaderForwarder(ResourceFastPath(app, resources, handler), ctx.election, ctx.leader_only, s.tls_cert or "")
+    ctx.on_shutdown(forwarder.close)
+    authz = AuthzMiddleware(forwarder, ctx.services["authz"], Lookups(ctx.api), DOMAIN)
     guard = AuthMiddleware(authz, ctx.services["authn"], s.host, s.allowed_hosts, public=authz.public)
     ctx.services["auth"] = guard
     # outermost: the API's request metrics count every request, refused ones too; then the body limits, so

@@ -7,7 +7,7 @@ import ketch.serving as pkg
 from ketch.kinds.definitions import FieldError
 from ketch.machinery.context import Context
 from ketch.runtime import start_controllers
-from ketch.serving.gateway import Gateway
+from ketch.serving.gateway import Gateway, served_here
 from ketch.serving.graphrouter import GraphServer
 from ketch.serving.router import Router
 
@@ -58,6 +58,7 @@ def setup(ctx: Context) -> None:
     ctx.services["serving-gateway"] = gateway
     ctx.api.add_validator("serving.kserve.io", "InferenceGraph", _admit_graph)
     ctx.add_routes(gateway.routes())
+    ctx.forward_to_leader(served_here)  # the routing table is the leader's (its controller fills it)
     ctx.add_routes(_payload_routes(ctx))
     ctx.on_shutdown(gateway.close)
     ctx.on_shutdown(gateway.graphs.close)

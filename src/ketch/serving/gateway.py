@@ -1,5 +1,8 @@
 """The ingress gateway on ketch's port: ``/serving/{namespace}/{name}/...`` and ``Host: {name}.{namespace}.<domain>``.
 
+Its routing table is filled by the InferenceService controller, which runs in the leader alone; with
+several ketch processes the others forward these requests to the leader (``served_here``, server/forward.py).
+
 A request goes to the InferenceService's entry component (the transformer when there is one, else the
 predictor; ``:explain`` to the explainer), to a revision chosen by the traffic split, to one of that
 revision's ready replicas. ``{name}-predictor`` (and ``-transformer``, ``-explainer``) address one component
@@ -134,30 +137,38 @@ def _split(route: GatewayRoute, comp: str) -> str:
     return comp
 
 
+def virtual_host(scope: Scope) -> tuple[str, str] | None:
+    """(name, namespace) of an HTTP request for ``Host: {name}.{namespace}.<domain>[:port]``, else None."""
+    if scope["type"] != "http":
+        return None
+    host = ""
+    for k, v in scope.get("headers", []):
+        if k == b"host":
+            host = v.decode("latin-1").rsplit(":", 1)[0] if not v.startswith(b"[") else ""
+            break
+    suffix = "." + DOMAIN
+    if not host.endswith(suffix):
+        return None
+    parts = host[: -len(suffix)].split(".")
+    if len(parts) != 2:
+        return None
+    return parts[0], parts[1]
+
+
+def served_here(scope: Scope) -> bool:
+    """A request for the gateway (either URL form): what the leader's routing table answers, so other
+    ketch processes forward it there (server/forward.py)."""
+    return scope["type"] == "http" and (scope["path"].startswith("/serving/") or virtual_host(scope) is not None)
+
+
 class HostRoute(BaseRoute):
     """Matches ``Host: {name}.{namespace}.<domain>[:port]`` on any path (virtual-host routing)."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.suffix = "." + DOMAIN
-
-    def _parse(self, scope: Scope) -> tuple[str, str] | None:
-        if scope["type"] != "http":
-            return None
-        host = ""
-        for k, v in scope.get("headers", []):
-            if k == b"host":
-                host = v.decode("latin-1").rsplit(":", 1)[0] if not v.startswith(b"[") else ""
-                break
-        if not host.endswith(self.suffix):
-            return None
-        parts = host[: -len(self.suffix)].split(".")
-        if len(parts) != 2:
-            return None
-        return parts[0], parts[1]
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        p = self._parse(scope)
+        p = virtual_host(scope)
         if p is None:
             return Match.NONE, {}
         return Match.FULL, {"ketch_host": p}

@@ -166,8 +166,9 @@ def machines(workdir: Path, hide: list[str], count: int = 2, cpus: int = 1) -> I
             _ip("link", "set", host, "master", m.bridge)
             _ip("link", "set", host, "up")
             addr = f"{net}.{10 + i}"
-            _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", peer)
-            _ip("-n", ns, "link", "set", peer, "up")
+            _ip("-n", ns, "link", "set", peer, "name", "eth0")  # each machine's own eth0 (GLOO_SOCKET_IFNAME names it)
+            _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0")
+            _ip("-n", ns, "link", "set", "eth0", "up")
             _ip("-n", ns, "link", "set", "lo", "up")
             _ip("-n", ns, "route", "add", "default", "via", m.bridge_ip)
             m.machines.append(Machine(f"machine-{i}", ns, addr))

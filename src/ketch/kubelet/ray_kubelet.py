@@ -26,8 +26,9 @@ status and its memory from the worker, and asks it to terminate or kill the proc
 
 ``KETCH_KUBELET=ray`` selects it; ``KETCH_RAY_ADDRESS`` names a cluster to join (``auto``, ``ray://...``,
 an address), else ketch starts a local Ray instance (one node, named as the local kubelet's Node). Paths are
-the same on every node (working and volume directories under KETCH_HOME, the Python environment), as with a
-shared filesystem. The workers outlive ketch, so a restarted ketch on the same home and cluster adopts the
+the same on every node (working and volume directories under KETCH_HOME, the Python environment): a node
+whose worker does not see ketch's home (another machine) gets each container's files with its start, laid
+at those paths there, and a pipeline task's directory comes back with its end (ray_files.py). The workers outlive ketch, so a restarted ketch on the same home and cluster adopts the
 containers they run (``recover``): the Pods stay Running and their exits are recorded.
 """
 
@@ -685,7 +686,11 @@ class RayKubelet(LocalKubelet):
         """Whether node ``nid`` sees this ketch's home (the same machine, or a shared filesystem): asked
         once per node's worker. Else each container's files are shipped there (ray_files.py)."""
         if nid not in self.sees_home:
-            self.sees_home[nid] = bool(await worker.sees.remote(str(self.marker), self.marker_token))  # type: ignore[attr-defined]
+            try:
+                self.sees_home[nid] = bool(await worker.sees.remote(str(self.marker), self.marker_token))  # type: ignore[attr-defined]
+            except Exception as e:  # noqa: BLE001 - a worker of an older ketch (adopted by name): shared paths, as it assumed
+                log.warning("ray kubelet: cannot ask the worker of Ray node %s whether it sees %s (%s): taking it that it does", nid[:12], self.home, e)
+                self.sees_home[nid] = True
             if not self.sees_home[nid]:
                 log.info("ray kubelet: Ray node %s does not see %s: Pods' files are shipped there", nid[:12], self.home)
         return self.sees_home[nid]

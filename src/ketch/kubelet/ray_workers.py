@@ -12,6 +12,9 @@ Each container is known by a key ``<pod uid>/<container>/<run>``; its output goe
 the kubelet reads from offsets (``read`` waits up to a moment for the end, so an ended container is seen
 at once rather than on the next poll).
 
+On a node that does not see ketch's home (``sees``), ``spawn`` first lays the container's files, shipped with
+it, at their paths, and ``read`` returns what changed in a shipped task directory with the end (ray_files.py).
+
 Being *detached* and *named* (``ketch-node-<home id>-<node id>`` in Ray namespace ``ketch``), the worker and
 its containers outlive ketch: a restarted ketch on the same home and Ray cluster finds it by name, lists its
 containers and adopts them (ray_kubelet.py). ketch kills the workers when it stops its containers (the

@@ -38,7 +38,7 @@ def unavailable() -> str | None:
     """Why these machines cannot be made here (None: they can)."""
     if os.geteuid() != 0:
         return "needs root to make network and mount namespaces"
-    for tool in ("ip", "unshare", "mount"):
+    for tool in ("ip", "unshare", "mount", "nsenter"):
         if shutil.which(tool) is None:
             return f"needs {tool!r} on PATH"
     if not Path(RAY).exists():
@@ -81,8 +81,10 @@ class Machine:
     log: Path | None = None
 
     def run(self, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess:
-        """A command on this machine: in its network namespace (its mount namespace is the Ray node's own)."""
-        return subprocess.run(["ip", "netns", "exec", self.netns, *argv], capture_output=True, text=True, timeout=timeout)
+        """A command on this machine: in its network namespace and the Ray node's own mount namespace (its
+        files, not ketch's)."""
+        assert self.proc is not None  # ip netns exec, unshare and sh exec in turn: this pid is the Ray node's
+        return subprocess.run(["nsenter", "-t", str(self.proc.pid), "-m", "-n", *argv], capture_output=True, text=True, timeout=timeout)
 
 
 @dataclass

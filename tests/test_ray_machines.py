@@ -158,6 +158,10 @@ def test_a_pod_on_a_machine_runs_there_with_its_files_and_its_logs_come_back(k, 
         print(k.kubectl("get", "pod", "remote", "-o", "yaml").stdout, net.log_tail(), k.log(), sep="\n")
         raise
     assert phase(k, "remote") == "Running" and "second" not in out, out
+    uid = k.kjson("get", "pod", "remote")["metadata"]["uid"]
+    pod_dir = k.home / "kubelet" / "pods" / uid
+    on_machine = mc.run("sh", "-c", f"cat {pod_dir}/kubeconfig >/dev/null && ls {pod_dir}/volumes/cfg && ls {pod_dir}/volumes/scratch && test ! -e {marker}")
+    assert on_machine.returncode == 0 and on_machine.stdout.split() == ["greeting", "from-init"], on_machine  # laid there, at ketch's paths
     wait_for(lambda: phase(k, "remote") in ("Succeeded", "Failed"), timeout=60, what="the pod to end")
     out = k.kubectl("logs", "remote", "-c", "main").stdout
     assert phase(k, "remote") == "Succeeded", out
@@ -171,6 +175,8 @@ def test_a_pod_on_a_machine_runs_there_with_its_files_and_its_logs_come_back(k, 
     assert info["scratch"] == "left by the init container"  # the emptyDir, on the machine, shared by the pod's containers
     assert info["kubectl"] == [0, mc.name, ""], info["kubectl"]  # its kubeconfig and token, shipped; ketch reached over the bridge
     assert k.kjson("get", "pod", "remote")["status"]["hostIP"] == mc.ip
+    k.kubectl("delete", "pod", "remote", "--wait=true")
+    wait_for(lambda: mc.run("test", "-e", str(pod_dir)).returncode == 1, timeout=30, what="the pod's files gone from its machine")
 
 
 @dsl.component

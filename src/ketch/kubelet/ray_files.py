@@ -25,6 +25,7 @@ and hostPath volumes (they need a path every node shares), files over ``MAX_FILE
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -83,7 +84,7 @@ def collect(pod: dict, pod_dir: Path, home: Path, argv: list[str], env: dict[str
     home_s, pod_s, pvcs = str(home), str(pod_dir), str(home / "volumes")
     b.dir(pod_dir)
     b.dir(pod_dir / "exits")
-    with os.scandir(pod_dir) as it:
+    with os.scandir(pod_dir) if pod_dir.is_dir() else contextlib.nullcontext([]) as it:
         for e in it:
             if e.is_file(follow_symlinks=False) and e.name not in SKIP and not e.name.endswith(".tmp"):
                 b.file(Path(e.path))

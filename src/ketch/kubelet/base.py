@@ -328,6 +328,11 @@ class Kubelet(abc.ABC):
         kubelet take the Pods over. By default as at shutdown; the local kubelet leaves them running."""
         await self.shutdown()
 
+    def pod_removed(self, uid: str, pod_dir: Path) -> None:
+        """The pod's directory here was removed (its worker is done): a kubelet that laid copies of its
+        files elsewhere (the Ray kubelet, on nodes that do not share this home) removes those too."""
+        return None
+
     @abc.abstractmethod
     def log_dir(self, namespace: str, pod: str, container: str):  # noqa: ANN201
         """Directory holding the container's shipped logs (``<restart>.log`` files, see logs.py)."""

@@ -877,6 +877,7 @@ class PodWorker:
         if self.net is not None and self.net.netns:
             self.k.network.teardown(self.uid)
         volumes.remove_pod_dir(self.dir)
+        self.k.pod_removed(self.uid, self.dir)
         import shutil
 
         shutil.rmtree(self.k.log_dir(self.ns, self.name, "-").parent, ignore_errors=True)

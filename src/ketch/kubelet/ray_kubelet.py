@@ -26,8 +26,9 @@ status and its memory from the worker, and asks it to terminate or kill the proc
 
 ``KETCH_KUBELET=ray`` selects it; ``KETCH_RAY_ADDRESS`` names a cluster to join (``auto``, ``ray://...``,
 an address), else ketch starts a local Ray instance (one node, named as the local kubelet's Node). Paths are
-the same on every node (working and volume directories under KETCH_HOME, the Python environment), as with a
-shared filesystem. The workers outlive ketch, so a restarted ketch on the same home and cluster adopts the
+the same on every node (working and volume directories under KETCH_HOME, the Python environment): a node
+whose worker does not see ketch's home (another machine) gets each container's files with its start, laid
+at those paths there, and a pipeline task's directory comes back with its end (ray_files.py). The workers outlive ketch, so a restarted ketch on the same home and cluster adopts the
 containers they run (``recover``): the Pods stay Running and their exits are recorded.
 """
 
@@ -41,6 +42,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -49,7 +51,7 @@ from pathlib import Path
 
 from ketch.kinds.meta import now
 from ketch.kinds.resources import GPU
-from ketch.kubelet import exits, ray_nodes, ray_workers, scheduling
+from ketch.kubelet import exits, ray_files, ray_nodes, ray_workers, scheduling
 from ketch.kubelet.base import NODE, POD, CannotRun, Started
 from ketch.kubelet.env import ConfigError
 from ketch.kubelet.lifecycle import PodWorker
@@ -82,6 +84,7 @@ class _Container:
         self.exit_file = exit_file  # adopted: the end is written here if the supervisor's record is not
         self.fds = (os.dup(stdout), os.dup(stderr))  # the caller closes its own descriptors after spawn
         self.offsets = list(offsets)
+        self.back: list[str] = []  # shipped directories whose changed files come back with the end (ray_files.py)
         self.code: int | None = None
         self.rss = 0
         self.pid: int | None = None
@@ -107,6 +110,8 @@ class _Container:
                         self.offsets[i] += len(r[key])
                 self.rss = r["rss"]
                 self.pid = r.get("pid")
+                if r.get("files"):  # before the end is reported: whoever reads them (a pipeline's result) finds them
+                    ray_files.receive(r["files"], self.back)
                 if r["done"]:
                     self.code = r["code"]
                     break
@@ -199,6 +204,10 @@ class RayKubelet(LocalKubelet):
         self.pods_per_node = float(os.environ.get("KETCH_NODE_PODS") or 1000)
         self.gangs: dict[str, _Gang] = {}  # placement group name -> the gang of Pods placed by it
         self.api_address: str | None = None  # ketch's address for Pods on other machines (None: loopback only)
+        self.marker = self.home / "kubelet" / "ray-home-marker"  # a node's worker that reads this token sees this home
+        self.marker_token = secrets.token_hex(16)
+        self.sees_home: dict[str, bool] = {}  # Ray node id -> whether its worker sees this home (else files are shipped)
+        self.laid: dict[str, dict[str, set[str]]] = {}  # pod uid -> Ray node id -> directories laid there
 
     # -- the cluster ----------------------------------------------------------------------------------
 
@@ -212,6 +221,8 @@ class RayKubelet(LocalKubelet):
                 if os.environ.get("KETCH_RAY_NUM_CPUS"):
                     kw["num_cpus"] = int(os.environ["KETCH_RAY_NUM_CPUS"])
             ray.init(**kw)
+        self.marker.parent.mkdir(parents=True, exist_ok=True)
+        self.marker.write_text(self.marker_token)
         self._worker_cls = ray.remote(ray_workers.NodeWorker)
         self._reservation_cls = ray.remote(ray_workers.Reservation)
         self.api_address = ray_nodes.reachable_api_host(self.ctx.settings.host, ray.util.get_node_ip_address())
@@ -261,6 +272,7 @@ class RayKubelet(LocalKubelet):
         live = {ray_nodes.node_id(e) for e in self.members.values() if ray_nodes.alive(e)}
         for nid in set(self.node_workers) - live:
             self.node_workers.pop(nid, None)  # gone with its node
+            self.sees_home.pop(nid, None)
         for nid in live - set(self.node_workers):
             self._node_worker(nid).ping.remote([m for m in PREWARM.split(",") if m], startup_env(dict(os.environ)))  # started now, not on the first container
 
@@ -646,7 +658,11 @@ class RayKubelet(LocalKubelet):
                 env = {**env, "CUDA_VISIBLE_DEVICES": ids, "NVIDIA_VISIBLE_DEVICES": ids}
         worker = self._node_worker(nid)
         try:
-            info = await worker.spawn.remote(key, argv, env, cwd, list(preload) if stdin is None else [], exit_file)  # type: ignore[attr-defined]
+            ship = None
+            if w is not None and not await self._sees_home(nid, worker):
+                ship = ray_files.collect(w.pod, w.dir, self.home, argv, env, cwd)
+                self.laid.setdefault(w.uid, {}).setdefault(nid, set()).update([str(w.dir), *ship["back"]])
+            info = await worker.spawn.remote(key, argv, env, cwd, list(preload) if stdin is None else [], exit_file, ship)  # type: ignore[attr-defined]
         except Exception as e:  # noqa: BLE001 - the worker could not be had on its node
             self.node_workers.pop(nid, None)
             if reservation is not None:
@@ -657,6 +673,7 @@ class RayKubelet(LocalKubelet):
                 self._drop(reservation)
             raise CannotRun(info["error"])
         c = _Container(worker, key, stdout, stderr, self._release)
+        c.back = list((ship or {}).get("back") or [])
         c.reservation = reservation
         c.pid = info["pid"]
         handle = next(_HANDLES)
@@ -664,6 +681,26 @@ class RayKubelet(LocalKubelet):
         c.start()
         log.debug("ray kubelet: %s started on %s (ray node %s) as pid %s%s", argv[0], node, info["node"], info["pid"], " (warm)" if info["warm"] else "")
         return Started(handle, time.time(), self._waiter(handle, c, node))
+
+    async def _sees_home(self, nid: str, worker: object) -> bool:
+        """Whether node ``nid`` sees this ketch's home (the same machine, or a shared filesystem): asked
+        once per node's worker. Else each container's files are shipped there (ray_files.py)."""
+        if nid not in self.sees_home:
+            try:
+                self.sees_home[nid] = bool(await worker.sees.remote(str(self.marker), self.marker_token))  # type: ignore[attr-defined]
+            except Exception as e:  # noqa: BLE001 - a worker of an older ketch (adopted by name): shared paths, as it assumed
+                log.warning("ray kubelet: cannot ask the worker of Ray node %s whether it sees %s (%s): taking it that it does", nid[:12], self.home, e)
+                self.sees_home[nid] = True
+            if not self.sees_home[nid]:
+                log.info("ray kubelet: Ray node %s does not see %s: Pods' files are shipped there", nid[:12], self.home)
+        return self.sees_home[nid]
+
+    def pod_removed(self, uid: str, pod_dir: Path) -> None:
+        for nid, dirs in self.laid.pop(uid, {}).items():
+            w = self.node_workers.get(nid)
+            if w is not None:
+                with contextlib.suppress(Exception):
+                    w.drop.remote(sorted(dirs))  # type: ignore[attr-defined]
 
     def _waiter(self, handle: int, c: _Container, node: str) -> Callable[[], Awaitable[int | None]]:
         async def wait() -> int | None:

@@ -12,6 +12,9 @@ Each container is known by a key ``<pod uid>/<container>/<run>``; its output goe
 the kubelet reads from offsets (``read`` waits up to a moment for the end, so an ended container is seen
 at once rather than on the next poll).
 
+On a node that does not see ketch's home (``sees``), ``spawn`` first lays the container's files, shipped with
+it, at their paths, and ``read`` returns what changed in a shipped task directory with the end (ray_files.py).
+
 Being *detached* and *named* (``ketch-node-<home id>-<node id>`` in Ray namespace ``ketch``), the worker and
 its containers outlive ketch: a restarted ketch on the same home and Ray cluster finds it by name, lists its
 containers and adopts them (ray_kubelet.py). ketch kills the workers when it stops its containers (the
@@ -53,6 +56,8 @@ class _Proc:
     ended: asyncio.Future
     warm: bool
     started: float = field(default_factory=time.time)
+    back: list[str] = field(default_factory=list)  # shipped directories whose changes go back (ray_files.py)
+    before: dict = field(default_factory=dict)
 
 
 class NodeWorker:
@@ -83,16 +88,35 @@ class NodeWorker:
             w._zygote(tuple(preload), tuple((k, v) for k, v in startup or []))
         return {"node": self.node_id, "pid": os.getpid()}
 
+    async def sees(self, marker: str, token: str) -> bool:
+        """Whether this node sees ketch's home (else the kubelet ships each container's files)."""
+        from ketch.kubelet import ray_files
+
+        return ray_files.sees(marker, token)
+
+    async def drop(self, dirs: list[str]) -> None:
+        """The pod is gone: its files laid on this node (a node that does not share ketch's home) go too."""
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
     async def spawn(self, key: str, argv: list[str], env: dict[str, str], cwd: str, preload: list[str],
-                    exit_file: str | None) -> dict:
+                    exit_file: str | None, ship: dict | None = None) -> dict:
         """Start the container ``key``: forked warm when it fits, else exec'd through the supervisor.
-        Returns its pid and whether it was warm, or an error (the container cannot run)."""
+        ``ship``: its files, laid first at their paths on this node (ray_files.py). Returns its pid and
+        whether it was warm, or an error (the container cannot run)."""
+        from ketch.kubelet import ray_files
         from ketch.kubelet.images import find_executable
         from ketch.kubelet.warm import ExecFailed
 
         old = self.procs.pop(key, None)
         if old is not None:
             shutil.rmtree(old.dir, ignore_errors=True)
+        before: dict = {}
+        if ship:
+            try:
+                before = ray_files.lay(ship)
+            except OSError as e:
+                return {"pid": None, "error": f"cannot lay the pod's files on node {self.node_id}: {e}"}
         env = {**env, "KETCH_RAY_NODE_ID": self.node_id}  # the Ray node the process really runs on
         try:
             os.makedirs(cwd, exist_ok=True)
@@ -129,7 +153,7 @@ class NodeWorker:
             os.close(out)
             os.close(err)
         pid, ended = started
-        self.procs[key] = _Proc(pid, d, ended, warm)
+        self.procs[key] = _Proc(pid, d, ended, warm, back=list((ship or {}).get("back") or []), before=before)
         return {"pid": pid, "error": None, "warm": warm, "node": self.node_id}
 
     async def read(self, key: str, out_at: int, err_at: int, wait: float = 0.25) -> dict:
@@ -159,7 +183,12 @@ class NodeWorker:
                 rss = sum(x.memory_info().rss for x in [proc, *proc.children(recursive=True)])
         code = p.ended.result() if ended and not p.ended.cancelled() else None
         done = ended and all(len(c) < READ_LIMIT for c in chunks)
-        return {"stdout": chunks[0], "stderr": chunks[1], "ended": ended, "code": code, "done": done, "rss": rss, "pid": p.pid}
+        out = {"stdout": chunks[0], "stderr": chunks[1], "ended": ended, "code": code, "done": done, "rss": rss, "pid": p.pid}
+        if done and p.back:  # what the container wrote in the shipped directories goes back with its end
+            from ketch.kubelet import ray_files
+
+            out["files"] = ray_files.changed(p.back, p.before)
+        return out
 
     async def signal(self, key: str, sig: int) -> None:
         p = self.procs.get(key)

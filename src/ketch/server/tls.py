@@ -13,19 +13,25 @@ import ipaddress
 import socket
 from pathlib import Path
 
-from ketch.kubelet.network import GATEWAY
+from ketch.kubelet.network import BRIDGE, GATEWAY
 from ketch.machinery.authn import private_file
 
 
 def machine_ips() -> list[str]:
     """This machine's non-loopback IPv4 addresses as other machines would dial them: the one its default
-    route leaves from (what Ray names a node by) and those its host name resolves to."""
+    route leaves from (what Ray names a node by), those its host name resolves to, and those of its other
+    interfaces (a machine on several networks, a Ray cluster on a private one, is dialled on each)."""
     found: list[str] = []
     with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.connect(("192.0.2.1", 9))  # no packet is sent: connect() on UDP only picks the route
         found.append(s.getsockname()[0])
     with contextlib.suppress(OSError):
         found += socket.gethostbyname_ex(socket.gethostname())[2]
+    with contextlib.suppress(Exception):
+        import psutil
+
+        found += [a.address for name, addrs in psutil.net_if_addrs().items() if name != BRIDGE  # ketch's own Pod network: not dialled
+                  for a in addrs if a.family == socket.AF_INET]
     return [ip for ip in dict.fromkeys(found) if not ipaddress.ip_address(ip).is_loopback and not ipaddress.ip_address(ip).is_unspecified]
 
 

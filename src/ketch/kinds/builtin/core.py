@@ -93,6 +93,11 @@ def _ports(o: dict) -> str:
     return ",".join(f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in ps) or "<none>"
 
 
+def _node_address(o: dict, kind: str) -> str:
+    """The Node's first address of that type (kubectl get nodes -o wide's INTERNAL-IP, EXTERNAL-IP)."""
+    return next((a.get("address", "") for a in (o.get("status") or {}).get("addresses") or [] if a.get("type") == kind), "<none>")
+
+
 def _node_status(o: dict) -> str:
     for c in (o.get("status") or {}).get("conditions") or []:
         if c.get("type") == "Ready":
@@ -213,6 +218,8 @@ DEFINITIONS = [
                 PrinterColumn("Roles", fn=lambda o: ",".join(k.split("/", 1)[1] for k in (o["metadata"].get("labels") or {}) if k.startswith("node-role.kubernetes.io/")) or "<none>"),
                 age_column(),
                 PrinterColumn("Version", fn=lambda o: ((o.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion", "")),
+                PrinterColumn("Internal-IP", fn=lambda o: _node_address(o, "InternalIP"), priority=1),
+                PrinterColumn("External-IP", fn=lambda o: _node_address(o, "ExternalIP"), priority=1),
             ],
             status=True,
         ),

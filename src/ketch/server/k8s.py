@@ -218,7 +218,7 @@ class K8sHandler:
             return json_response(StatusError(500, "InternalError", f"an error on the server has prevented the request from succeeding: {e}").status(), 500)
 
     async def _dispatch(self, request: Request) -> Response:
-        path = request.url.path
+        path = request.scope["path"]  # not request.url: a URL object built per request
         accept = request.headers.get("accept", "")
         parts = path.strip("/").split("/")
         # Discovery

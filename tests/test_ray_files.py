@@ -36,7 +36,7 @@ def _pod(tmp_path):
 
 def test_the_bundle_holds_the_pods_files_and_the_task_directory_not_its_state_nor_pvcs(tmp_path):
     home, pod_dir, task_dir, pod, argv = _pod(tmp_path)
-    b = ray_files.collect(pod, pod_dir, home, argv, {"PATH": "/usr/bin"}, str(pod_dir / "work"))
+    b = ray_files.collect(pod, pod_dir, home, argv, {"PATH": "/usr/bin"}, str(pod_dir / "work"), [str(home / "pipelines" / "runs")])
     assert set(b["files"]) == {str(pod_dir / "kubeconfig"), str(pod_dir / "volumes" / "cfg" / "greeting"),
                                str(pod_dir / "volumes" / "tok" / "token"), str(task_dir / "task-1.json")}
     assert b["files"][str(pod_dir / "volumes" / "tok" / "token")] == (b"secret-token", 0o600)
@@ -47,7 +47,7 @@ def test_the_bundle_holds_the_pods_files_and_the_task_directory_not_its_state_no
 
 def test_laid_on_the_node_then_what_the_container_wrote_comes_back(tmp_path):
     home, pod_dir, task_dir, pod, argv = _pod(tmp_path)
-    b = ray_files.collect(pod, pod_dir, home, argv, {}, str(pod_dir / "work"))
+    b = ray_files.collect(pod, pod_dir, home, argv, {}, str(pod_dir / "work"), [str(home / "pipelines" / "runs")])
     shutil.move(home, tmp_path / "ketchs-machine")  # the node: none of ketch's files
     before = ray_files.lay(b)
     assert (pod_dir / "volumes" / "tok" / "token").read_text() == "secret-token"
@@ -71,3 +71,20 @@ def test_a_node_sees_the_home_only_with_this_ketchs_token(tmp_path):
     assert not ray_files.sees(str(m), "abc")
     m.write_text("abc")
     assert ray_files.sees(str(m), "abc") and not ray_files.sees(str(m), "another ketch's")
+
+
+def test_a_pods_argv_cannot_make_ketch_ship_its_keys_or_another_pods_files(tmp_path):
+    """Only directories below the roots components declare (the pipelines' run directories) are shipped for
+    paths a command names: a Pod naming ketch's TLS key, another Pod's token or a run root itself gets none."""
+    home, pod_dir, task_dir, pod, _argv = _pod(tmp_path)
+    (home / "tls").mkdir()
+    (home / "tls" / "tls.key").write_text("ketch's key")
+    other = home / "kubelet" / "pods" / "uid-2" / "volumes" / "tok"
+    other.mkdir(parents=True)
+    (other / "token").write_text("another pod's token")
+    argv = ["/bin/cat", str(home / "tls" / "tls.key"), str(other / "token"), str(home / "pipelines" / "runs"), str(home / "sa.key")]
+    b = ray_files.collect(pod, pod_dir, home, argv, {}, str(pod_dir / "work"), [str(home / "pipelines" / "runs")])
+    shipped = set(b["files"])
+    assert not any("tls" in f or "uid-2" in f for f in shipped), shipped
+    assert b["back"] == [] and str(task_dir / "task-1.json") not in shipped
+    assert ray_files.collect(pod, pod_dir, home, [str(task_dir / "task-1.json")], {}, str(pod_dir), [])["back"] == []

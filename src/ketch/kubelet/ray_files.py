@@ -11,8 +11,10 @@ paths* on its node (so nothing in argv, env or the files themselves needs rewrit
   (configMap, secret, downwardAPI, projected: the token);
 - empty: the pod's ``exits`` directory, its default working directory, its emptyDir volumes (node-local,
   shared by the pod's containers on that node, as on Kubernetes) and any working directory under the home;
-- a directory under the home that the command names a file of (or names), outside the pod directory and
-  the PVC volumes: a pipeline task's directory. It goes, and **comes back**: when the container has ended,
+- a directory that the command names a file of (or names), under one of the roots components declare
+  for such directories (``ctx.services["pod_file_roots"]``: the pipelines' run directories), so a Pod's
+  argv cannot make ketch ship another Pod's token or ketch's keys to a node: a pipeline task's directory.
+  It goes, and **comes back**: when the container has ended,
   the files in it that are new or changed on the node (the task's ``result.json``) are returned with its
   last output and written here before its end is reported, so whoever reads them (the pipeline
   controller) finds them as on one machine;
@@ -29,6 +31,7 @@ import contextlib
 import logging
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -77,7 +80,7 @@ class _Bundle:
         return {"files": self.files, "dirs": self.dirs, "back": self.back}
 
 
-def collect(pod: dict, pod_dir: Path, home: Path, argv: list[str], env: dict[str, str], cwd: str) -> dict:
+def collect(pod: dict, pod_dir: Path, home: Path, argv: list[str], env: dict[str, str], cwd: str, roots: Sequence[str] = ()) -> dict:
     """What a container of ``pod`` needs of ketch's files on a node that does not share them:
     ``{"files": {path: (bytes, mode)}, "dirs": [made empty if missing], "back": [dirs whose changes come back]}``."""
     b = _Bundle()
@@ -98,7 +101,9 @@ def collect(pod: dict, pod_dir: Path, home: Path, argv: list[str], env: dict[str
         if not os.path.isabs(a) or not _under(a, home_s) or _under(a, pod_s) or _under(a, pvcs) or not os.path.exists(a):
             continue
         d = a if os.path.isdir(a) else os.path.dirname(a)
-        if d != home_s and d not in b.back:
+        if not any(_under(d, r) and os.path.abspath(d) != os.path.abspath(r) for r in roots):
+            continue  # only a directory below a declared root: never the home's keys, nor another Pod's files
+        if d not in b.back:
             b.back.append(d)
             b.tree(Path(d))
     for p in env.get("PATH", "").split(os.pathsep):

@@ -660,7 +660,7 @@ class RayKubelet(LocalKubelet):
         try:
             ship = None
             if w is not None and not await self._sees_home(nid, worker):
-                ship = ray_files.collect(w.pod, w.dir, self.home, argv, env, cwd)
+                ship = ray_files.collect(w.pod, w.dir, self.home, argv, env, cwd, self.ctx.services.get("pod_file_roots") or [])
                 self.laid.setdefault(w.uid, {}).setdefault(nid, set()).update([str(w.dir), *ship["back"]])
             info = await worker.spawn.remote(key, argv, env, cwd, list(preload) if stdin is None else [], exit_file, ship)  # type: ignore[attr-defined]
         except Exception as e:  # noqa: BLE001 - the worker could not be had on its node

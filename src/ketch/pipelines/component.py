@@ -20,4 +20,8 @@ def setup(ctx: Context) -> None:
     if ctx.api.try_get(rd, "", NS) is None:
         ctx.api.create(rd, "", {"metadata": {"name": NS}})
     ctx.add_routes(KfpApi(ctx).routes())
+    # a task's directory (its task file, the result written back) may be shipped to a Ray node that does not
+    # share the home, and brought back (kubelet/ray_files.py): these are the only directories a Pod's argv
+    # may name for that
+    ctx.services.setdefault("pod_file_roots", []).append(str(ctx.settings.home / "pipelines" / "runs"))
     start_controllers(ctx, pkg.__name__, pkg.__path__)

@@ -191,9 +191,8 @@ class LeaderForwarder:
             finally:
                 for t in (p, g):
                     t.cancel()
-                for t in (p, g):
-                    with contextlib.suppress(BaseException):
-                        await t
+                # their ends collected, a cancel of this request itself still propagating
+                await asyncio.gather(p, g, return_exceptions=True)
             if p.done() and not p.cancelled() and p.exception() is not None:
                 log.info("forwarding %s to the leader ended early: %s", scope["path"], p.exception())
         finally:
@@ -323,9 +322,7 @@ async def _relay(conn: Any, reader: asyncio.StreamReader, writer: asyncio.Stream
     finally:
         for t in (a, b):
             t.cancel()
-        for t in (a, b):
-            with contextlib.suppress(BaseException):
-                await t
+        await asyncio.gather(a, b, return_exceptions=True)
     if not closed.get("caller"):
         code = closed.get("code") or 1000
         with contextlib.suppress(Exception):

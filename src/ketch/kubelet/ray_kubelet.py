@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ketch.kinds.meta import now
-from ketch.kinds.resources import GPU
+from ketch.kinds.resources import GPU, pod_requests
 from ketch.kubelet import exits, ray_nodes, ray_workers, scheduling
 from ketch.kubelet.base import NODE, POD, CannotRun, Started
 from ketch.kubelet.env import ConfigError
@@ -159,7 +159,7 @@ def gang_of(pod: dict) -> tuple[str, str, int, int] | None:
 
 def _bundle(pod: dict) -> dict[str, float]:
     """A Ray bundle holding what the Pod requests (Ray wants something in each: at least 0.01 CPU)."""
-    req = scheduling.requests_of(pod)
+    req = pod_requests(pod)
     b = {"CPU": max(req.get("cpu", 0.0), 0.01)}
     if req.get(GPU):
         b["GPU"] = req[GPU]

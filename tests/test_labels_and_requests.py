@@ -41,3 +41,16 @@ def test_pod_requests_max_of_init_and_sum_plus_overhead_and_extended_on_request(
     assert pod_requests(pod, every=True) == {**r, "example.com/fpga": 2.0}
     assert requests_of(pod) == pod_requests(pod, every=True)
     assert pod_requests({"spec": {"containers": [{"resources": {"requests": {"cpu": "bogus"}}}]}})["cpu"] == 0.0
+
+
+def test_a_peer_reference_from_training_is_the_one_the_ray_kubelet_expands(monkeypatch):
+    from ketch.kinds.endpoints import SERVICE_REF, service_env_name
+    from ketch.training.ports import peer_host
+
+    monkeypatch.setenv("KETCH_KUBELET", "ray")
+    ref = peer_host("my-job.master-0")
+    m = SERVICE_REF.fullmatch(ref)
+    assert m and m.group(1) == service_env_name("my-job.master-0") == "MY_JOB_MASTER_0" and m.group(2) == "HOST"
+    monkeypatch.setenv("KETCH_KUBELET", "local")
+    monkeypatch.setenv("KETCH_POD_NETWORK", "host")
+    assert peer_host("my-job-master-0") == "127.0.0.1"

@@ -40,13 +40,13 @@ import itertools
 import json
 import logging
 import os
-import re
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ketch.kinds.endpoints import SERVICE_REF, service_env_name
 from ketch.kinds.meta import now
 from ketch.kinds.resources import GPU, pod_requests
 from ketch.kubelet import exits, ray_nodes, ray_workers, scheduling
@@ -126,14 +126,6 @@ class _Container:
         if not self.ended.done():
             self.ended.set_result(self.code)
         self.release(self)
-
-
-SERVICE_REF = re.compile(r"\$\(([A-Z0-9_]+)_SERVICE_(HOST|PORT)\)")
-
-
-def service_env_name(service: str) -> str:
-    """Kubernetes' service-link prefix: ``my-svc`` -> ``MY_SVC`` (``MY_SVC_SERVICE_HOST``)."""
-    return service.upper().replace("-", "_").replace(".", "_")
 
 
 GANG = "ketch.dev/placement-group"  # set by the training operators on a job annotated ketch.dev/placement-strategy

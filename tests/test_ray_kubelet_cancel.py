@@ -35,6 +35,7 @@ def bare(entry: dict) -> RayKubelet:
     k = RayKubelet.__new__(RayKubelet)
     k.workers, k.members, k.node_workers, k.gangs, k.containers, k.pending = {}, {"n1": entry}, {}, {}, {}, {}
     k.lost, k._syncing, k.home_id = set(), None, secrets.token_hex(4)
+    k.sees_home, k.laid = {entry["NodeID"]: True}, {}  # its node sees this home: no files shipped (where ketch ships them)
     k._worker_cls, k._reservation_cls = ray.remote(ray_workers.NodeWorker), ray.remote(ray_workers.Reservation)
     k.workers["uid1"] = SimpleNamespace(pod={"metadata": {"name": "p", "annotations": {}}, "spec": {"nodeName": "n1"}})
     return k

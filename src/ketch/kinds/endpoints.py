@@ -7,6 +7,22 @@ the Pods' IPs: 127.0.0.1 on the host network, their own with a namespace per Pod
 
 from __future__ import annotations
 
+import re
+
+# ``$(<SERVICE>_SERVICE_HOST)`` / ``$(<SERVICE>_SERVICE_PORT)`` in a container's env, command or args.
+SERVICE_REF = re.compile(r"\$\(([A-Z0-9_]+)_SERVICE_(HOST|PORT)\)")
+
+
+def service_env_name(service: str) -> str:
+    """Kubernetes' service-link prefix: ``my-svc`` -> ``MY_SVC`` (``MY_SVC_SERVICE_HOST``). One home for the
+    kubelet that fills the variables in (ray_kubelet.py) and the training operators that refer to them."""
+    return service.upper().replace("-", "_").replace(".", "_")
+
+
+def service_host_ref(service: str) -> str:
+    """``$(MY_SVC_SERVICE_HOST)``: a reference the kubelet expands to the Service's address at container start."""
+    return f"$({service_env_name(service)}_SERVICE_HOST)"
+
 
 def endpoint_addresses(endpoints: dict | None, port: str | int | None = None, ready_only: bool = True) -> list[tuple[str, int]]:
     """``(ip, port)`` pairs of an Endpoints object, for the port named (or numbered) ``port``, or the first

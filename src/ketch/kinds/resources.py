@@ -30,35 +30,37 @@ def parse_quantity(v: object) -> float:
     return float(m.group(1)) * _SUFFIX[m.group(2)]
 
 
-def container_requests(c: dict) -> dict[str, float]:
-    """A container's requests; a limit without a request counts as the request, as Kubernetes defaults it."""
+def container_requests(c: dict, every: bool = False) -> dict[str, float]:
+    """A container's requests; a limit without a request counts as the request, as Kubernetes defaults it.
+    Only the TRACKED resources, unless ``every`` (extended resources too: what the scheduler fits)."""
     res = c.get("resources") or {}
     req = dict(res.get("limits") or {})
     req.update(res.get("requests") or {})
     out: dict[str, float] = {}
-    for k in TRACKED:
-        if k in req:
-            try:
-                out[k] = parse_quantity(req[k])
-            except ValueError:
-                out[k] = 0.0
+    for k in req if every else [k for k in TRACKED if k in req]:
+        out[k] = quantity_or_zero(req[k])
     return out
 
 
-def pod_requests(pod: dict) -> dict[str, float]:
-    """max(sum of containers, largest init container), per resource: what the pod holds while it runs."""
+def pod_requests(pod: dict, every: bool = False) -> dict[str, float]:
+    """max(sum of containers, largest init container), plus the Pod's ``spec.overhead`` (its RuntimeClass's),
+    per resource: what the pod holds while it runs, as kube-scheduler and the kubelet's admission count it.
+    TRACKED resources (always present, 0 when not asked for), or with ``every`` each resource named."""
     spec = pod.get("spec") or {}
     total: dict[str, float] = {k: 0.0 for k in TRACKED}
     for c in spec.get("containers") or []:
-        for k, v in container_requests(c).items():
-            total[k] += v
+        for k, v in container_requests(c, every).items():
+            total[k] = total.get(k, 0.0) + v
     for c in spec.get("initContainers") or []:
-        for k, v in container_requests(c).items():
-            total[k] = max(total[k], v)
+        for k, v in container_requests(c, every).items():
+            total[k] = max(total.get(k, 0.0), v)
+    for k, v in (spec.get("overhead") or {}).items():
+        if every or k in TRACKED:
+            total[k] = total.get(k, 0.0) + quantity_or_zero(v)
     return total
 
 
-def _safe(v: object) -> float:
+def quantity_or_zero(v: object) -> float:
     try:
         return parse_quantity(v)
     except ValueError:
@@ -85,7 +87,7 @@ def qos_class(pod: dict) -> str:
         if lim or req:
             any_set = True
         for k in ("cpu", "memory"):
-            if k not in lim or (k in req and _safe(req[k]) != _safe(lim[k])):
+            if k not in lim or (k in req and quantity_or_zero(req[k]) != quantity_or_zero(lim[k])):
                 guaranteed = False
     if not any_set:
         return "BestEffort"

@@ -36,21 +36,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import itertools
 import json
 import logging
 import os
-import re
 import secrets
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from ketch.kinds.endpoints import SERVICE_REF, service_env_name
 from ketch.kinds.meta import now
-from ketch.kinds.resources import GPU
+from ketch.kinds.resources import GPU, pod_requests
 from ketch.kubelet import exits, ray_files, ray_nodes, ray_workers, scheduling
 from ketch.kubelet.base import NODE, POD, CannotRun, Started
 from ketch.kubelet.env import ConfigError
@@ -133,14 +134,6 @@ class _Container:
         self.release(self)
 
 
-SERVICE_REF = re.compile(r"\$\(([A-Z0-9_]+)_SERVICE_(HOST|PORT)\)")
-
-
-def service_env_name(service: str) -> str:
-    """Kubernetes' service-link prefix: ``my-svc`` -> ``MY_SVC`` (``MY_SVC_SERVICE_HOST``)."""
-    return service.upper().replace("-", "_").replace(".", "_")
-
-
 GANG = "ketch.dev/placement-group"  # set by the training operators on a job annotated ketch.dev/placement-strategy
 GANG_STRATEGY = "ketch.dev/placement-strategy"
 GANG_SIZE = "ketch.dev/placement-group-size"
@@ -164,7 +157,7 @@ def gang_of(pod: dict) -> tuple[str, str, int, int] | None:
 
 def _bundle(pod: dict) -> dict[str, float]:
     """A Ray bundle holding what the Pod requests (Ray wants something in each: at least 0.01 CPU)."""
-    req = scheduling.requests_of(pod)
+    req = pod_requests(pod)
     b = {"CPU": max(req.get("cpu", 0.0), 0.01)}
     if req.get(GPU):
         b["GPU"] = req[GPU]
@@ -182,6 +175,16 @@ class _Gang:
     ready: bool = False
     error: str = ""
     task: asyncio.Task | None = None
+    bundles: dict[int, str] = field(default_factory=dict)  # bundle index -> Ray node id, as last read from the GCS
+    table_error: str = ""  # why the group's table could not be read (the group is gone)
+    reading: asyncio.Task | None = None  # a read of the table under way (in a thread: it is a blocking GCS call)
+
+
+def _bundle_nodes(pg: object) -> dict[int, str]:
+    """Where Ray placed each bundle of the group (blocking: a GCS call, run in a thread)."""
+    import ray
+
+    return {int(k): v for k, v in (ray.util.placement_group_table(pg).get("bundles_to_node_id") or {}).items()}
 
 
 class RayKubelet(LocalKubelet):
@@ -208,6 +211,7 @@ class RayKubelet(LocalKubelet):
         self.marker_token = secrets.token_hex(16)
         self.sees_home: dict[str, bool] = {}  # Ray node id -> whether its worker sees this home (else files are shipped)
         self.laid: dict[str, dict[str, set[str]]] = {}  # pod uid -> Ray node id -> directories laid there
+        self._syncing: asyncio.Future | None = None  # the membership sync under way (sync_shared)
 
     # -- the cluster ----------------------------------------------------------------------------------
 
@@ -257,12 +261,23 @@ class RayKubelet(LocalKubelet):
         while True:
             await asyncio.sleep(self.poll)
             try:
-                await self.sync_nodes()
+                await self.sync_shared()
                 self._sweep_gangs()
+                for gang in self.gangs.values():
+                    if gang.ready:
+                        self._read_group(gang)  # a group Ray lost or moved is seen (off the loop)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("ray kubelet: syncing the nodes failed")
+
+    async def sync_shared(self) -> None:
+        """``sync_nodes``, one at a time: a caller while one is under way waits for that one (a dead node's
+        every container asks at once; one ``ray.nodes()`` answers them all). A waiter's cancel does not
+        cancel the sync the others wait on."""
+        if self._syncing is None or self._syncing.done():
+            self._syncing = asyncio.ensure_future(self.sync_nodes())
+        await asyncio.shield(self._syncing)
 
     async def sync_nodes(self) -> None:
         import ray
@@ -521,25 +536,51 @@ class RayKubelet(LocalKubelet):
             return None, waiting
         if not gang.ready:
             return None, gang.error or waiting
-        import ray
-
-        try:
-            nid = ray.util.placement_group_table(gang.pg).get("bundles_to_node_id", {}).get(idx)
-        except Exception as e:  # noqa: BLE001 - the group is gone (removed, or Ray lost it)
-            return None, f"placement group {gid}: {e}"
+        if gang.table_error:  # the group is gone (removed, or Ray lost it)
+            return None, gang.table_error
+        nid = gang.bundles.get(idx)
         name = next((n for n, e in self.members.items() if ray_nodes.node_id(e) == nid and ray_nodes.alive(e)), None)
         if name is None:
+            self._read_group(gang)  # Ray may have moved the bundle since: read again, the Pod is considered after
             return None, f"bundle {idx} of placement group {gid} is not placed on a live node yet"
         return name, ""
 
+    def _read_group(self, gang: _Gang) -> None:
+        """Read the group's bundle placement again, off the event loop (once at a time per group); when it
+        changed (or the group is gone), the held Pods are considered again."""
+        if gang.pg is None or (gang.reading is not None and not gang.reading.done()):
+            return
+
+        async def read() -> None:
+            try:
+                bundles, error = await asyncio.to_thread(_bundle_nodes, gang.pg), ""
+            except Exception as e:  # noqa: BLE001 - the group is gone (removed, or Ray lost it)
+                bundles, error = {}, f"placement group {gang.gid}: {e}"
+            if (bundles, error) != (gang.bundles, gang.table_error):
+                gang.bundles, gang.table_error = bundles, error
+                if self.pending:
+                    self.pod_finished(None)  # type: ignore[arg-type]
+
+        gang.reading = asyncio.create_task(read())
+
     async def _make_group(self, gang: _Gang, pods: list[dict]) -> None:
-        from ray.util.placement_group import placement_group
+        """Ask Ray for the gang's placement group and wait until it is placed (all bundles or none). Cancelled
+        on the way (the gang went, the kubelet stops), the group is removed, also one still being made."""
+        from ray.util.placement_group import placement_group, remove_placement_group
 
         bundles = [_bundle(p) for p in pods]
+        loop = asyncio.get_running_loop()
+        made = loop.run_in_executor(None, placement_group, bundles, gang.strategy, f"ketch-{gang.gid}")
         try:
-            gang.pg = await asyncio.to_thread(placement_group, bundles, gang.strategy, f"ketch-{gang.gid}")
+            gang.pg = await asyncio.shield(made)
             await gang.pg.ready()  # type: ignore[attr-defined]
+            gang.bundles = await asyncio.to_thread(_bundle_nodes, gang.pg)
         except asyncio.CancelledError:
+            def remove(f: asyncio.Future) -> None:
+                if not f.cancelled() and f.exception() is None:
+                    loop.run_in_executor(None, functools.partial(_remove_quietly, remove_placement_group, f.result()))
+            made.add_done_callback(remove)
+            gang.pg = None
             raise
         except Exception as e:  # noqa: BLE001 - refused by Ray: said on the Pods
             gang.error = f"Ray refused placement group {gang.gid}: {e}"
@@ -650,8 +691,10 @@ class RayKubelet(LocalKubelet):
                 scheduling_strategy=in_group or NodeAffinitySchedulingStrategy(nid, soft=False)).remote()
             try:
                 gpus = await reservation.gpu_ids.remote()  # type: ignore[attr-defined]
-            except Exception as e:  # noqa: BLE001 - Ray could not place it on its node
+            except BaseException as e:  # a cancel too (the Pod went while Ray placed it): the detached actor is not left holding
                 self._drop(reservation)
+                if not isinstance(e, Exception):
+                    raise
                 raise CannotRun(f"ray could not reserve the container's resources on node {node}: {e}") from e
             if opts["num_gpus"]:
                 ids = ",".join(gpus)
@@ -662,7 +705,11 @@ class RayKubelet(LocalKubelet):
             if w is not None and not await self._sees_home(nid, worker):
                 ship = ray_files.collect(w.pod, w.dir, self.home, argv, env, cwd, self.ctx.services.get("pod_file_roots") or [])
                 self.laid.setdefault(w.uid, {}).setdefault(nid, set()).update([str(w.dir), *ship["back"]])
-            info = await worker.spawn.remote(key, argv, env, cwd, list(preload) if stdin is None else [], exit_file, ship)  # type: ignore[attr-defined]
+            info = await self._started(worker.spawn.remote(key, argv, env, cwd, list(preload) if stdin is None else [], exit_file, ship), worker, key)  # type: ignore[attr-defined]
+        except asyncio.CancelledError:
+            if reservation is not None:
+                self._drop(reservation)
+            raise
         except Exception as e:  # noqa: BLE001 - the worker could not be had on its node
             self.node_workers.pop(nid, None)
             if reservation is not None:
@@ -702,6 +749,22 @@ class RayKubelet(LocalKubelet):
                 with contextlib.suppress(Exception):
                     w.drop.remote(sorted(dirs))  # type: ignore[attr-defined]
 
+    @staticmethod
+    async def _started(call: Awaitable[dict], worker: object, key: str) -> dict:
+        """The worker's answer to a spawn. Cancelled while it is under way (the Pod went, the kubelet stops),
+        the process it may still start is not left running unwatched: once the answer is in, the worker
+        forgets (kills) the container. (A forget sent at once could overtake the spawn in the async actor.)"""
+        fut = asyncio.ensure_future(call)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            def forget(f: asyncio.Future) -> None:
+                if not f.cancelled() and f.exception() is None and f.result().get("pid"):
+                    with contextlib.suppress(Exception):
+                        worker.forget.remote(key)  # type: ignore[attr-defined]
+            fut.add_done_callback(forget)
+            raise
+
     def _waiter(self, handle: int, c: _Container, node: str) -> Callable[[], Awaitable[int | None]]:
         async def wait() -> int | None:
             try:
@@ -722,7 +785,7 @@ class RayKubelet(LocalKubelet):
         deadline = time.monotonic() + float(os.environ.get("KETCH_RAY_LOST_GRACE") or 10)
         while time.monotonic() < deadline:
             with contextlib.suppress(Exception):
-                await self.sync_nodes()
+                await self.sync_shared()
             if node in self.lost:
                 return
             await asyncio.sleep(0.5)
@@ -847,6 +910,11 @@ def container_key(pod_uid: str, exit_file: str | None) -> str:
     if not name or not run.isdigit():
         return f"{pod_uid}/{base or 'container'}/{next(_HANDLES)}"
     return f"{pod_uid}/{name}/{run}"
+
+
+def _remove_quietly(remove: Callable[[object], None], pg: object) -> None:
+    with contextlib.suppress(Exception):
+        remove(pg)
 
 
 def _ready(node: dict) -> bool:

@@ -1,7 +1,8 @@
 """Choosing a Node for a Pod, as kube-scheduler's default plugins do: pure functions over Pod and Node dicts.
 
 A kubelet that runs Pods on several Nodes (the Ray kubelet: one Node per Ray node) is also their scheduler.
-``schedule(pod, nodes, placed)`` filters the Nodes, then scores those left, in kube-scheduler's order:
+``schedule(pod, nodes, placed)`` filters the Nodes, then scores those left, in kube-scheduler's order (what the
+placed Pods add up to per Node and per topology domain is computed once per Pod scheduled, a ``Pass``):
 
 - filters (the first that fails names the Node's reason): NodeUnschedulable (``spec.unschedulable``),
   NodeName, TaintToleration (NoSchedule/NoExecute taints the Pod does not tolerate: a NotReady Node's
@@ -24,7 +25,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ketch.kinds.resources import parse_quantity
+from ketch.kinds.labels import expression_matches, selector_matches
+from ketch.kinds.resources import pod_requests, quantity_or_zero
 
 HOSTNAME = "kubernetes.io/hostname"
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
@@ -70,68 +72,36 @@ def _ns(obj: dict) -> str:
     return (obj.get("metadata") or {}).get("namespace") or "default"
 
 
-def _q(v: object) -> float:
-    try:
-        return parse_quantity(v)
-    except (ValueError, TypeError):
-        return 0.0
+def allocatable_of(node: dict) -> dict[str, float]:
+    st = node.get("status") or {}
+    return {k: quantity_or_zero(v) for k, v in (st.get("allocatable") or st.get("capacity") or {}).items()}
 
 
 def requests_of(pod: dict) -> dict[str, float]:
-    """Every resource the Pod asks for (extended resources too): max(sum of containers, largest init
-    container); a limit without a request counts as the request."""
-    spec = pod.get("spec") or {}
-
-    def one(c: dict) -> dict[str, float]:
-        res = c.get("resources") or {}
-        req = {**(res.get("limits") or {}), **(res.get("requests") or {})}
-        return {k: _q(v) for k, v in req.items()}
-
-    total: dict[str, float] = {}
-    for c in spec.get("containers") or []:
-        for k, v in one(c).items():
-            total[k] = total.get(k, 0.0) + v
-    for c in spec.get("initContainers") or []:
-        for k, v in one(c).items():
-            total[k] = max(total.get(k, 0.0), v)
-    for k, v in ((spec.get("overhead") or {}).items()):
-        total[k] = total.get(k, 0.0) + _q(v)
-    return total
+    """Every resource the Pod asks for, extended ones too (kinds/resources.py ``pod_requests``: max(sum of
+    containers, largest init container) plus ``spec.overhead``; a limit without a request is the request)."""
+    return pod_requests(pod, every=True)
 
 
-def allocatable_of(node: dict) -> dict[str, float]:
-    st = node.get("status") or {}
-    return {k: _q(v) for k, v in (st.get("allocatable") or st.get("capacity") or {}).items()}
-
-
-def selector_matches(sel: dict | None, labels: dict[str, str]) -> bool:
-    """A LabelSelector as pod affinity and topology spread read it: null matches nothing, {} everything."""
-    if sel is None:
-        return False
-    for k, v in (sel.get("matchLabels") or {}).items():
-        if labels.get(k) != v:
-            return False
-    return all(_expression(e, labels) for e in sel.get("matchExpressions") or [])
+def _selects(sel: dict | None, labels: dict[str, str]) -> bool:
+    """A LabelSelector as pod affinity terms and topology spread constraints read it (metav1's
+    LabelSelectorAsSelector): ``null`` matches nothing, ``{}`` every Pod (kinds/labels.py)."""
+    return selector_matches(sel, labels, empty_matches_all=True)
 
 
 def _expression(e: dict, labels: dict[str, str]) -> bool:
-    k, op, vals = e.get("key", ""), e.get("operator", ""), [str(v) for v in e.get("values") or []]
-    have = k in labels
-    if op == "In":
-        return have and labels[k] in vals
-    if op == "NotIn":
-        return not have or labels[k] not in vals
-    if op == "Exists":
-        return have
-    if op == "DoesNotExist":
-        return not have
-    if op in ("Gt", "Lt") and have and vals:
+    """A NodeSelectorRequirement: LabelSelector's operators plus Gt and Lt (integers)."""
+    op, vals = e.get("operator", ""), e.get("values") or []
+    if op in ("Gt", "Lt"):
+        k = e.get("key", "")
+        if k not in labels or not vals:
+            return False
         try:
             a, b = int(labels[k]), int(vals[0])
         except ValueError:
             return False
         return a > b if op == "Gt" else a < b
-    return False
+    return expression_matches(e, labels)
 
 
 # -- node affinity and taints ------------------------------------------------------------------------------
@@ -196,7 +166,7 @@ def _term_matches_pod(term: dict, owner_ns: str, other: dict) -> bool:
     nss = _term_namespaces(term, owner_ns)
     if nss is not None and _ns(other) not in nss:
         return False
-    return selector_matches(term.get("labelSelector"), _labels(other))
+    return _selects(term.get("labelSelector"), _labels(other))
 
 
 def _required(pod: dict, kind: str) -> list[dict]:
@@ -214,41 +184,91 @@ def _preferred(pod: dict, kind: str) -> list[tuple[int, dict]]:
     return out
 
 
-def _same_domain(key: str, a: dict, b: dict) -> bool:
-    la, lb = _labels(a), _labels(b)
-    return key in la and key in lb and la[key] == lb[key]
+# -- one scheduling pass: what the placed Pods add up to, computed once -----------------------------------------
+
+class Pass:
+    """What scheduling one Pod needs from the Nodes and the placed Pods, computed once (O(nodes + placed))
+    rather than per Node (O(nodes x placed)): per-Node totals of what the Pods there hold, and, for the
+    Pod's own terms, the topology domains its (anti-)affinity and spread constraints count. Each filter and
+    score then looks its Node up here; the results are those of reading every placed Pod for every Node."""
+
+    def __init__(self, pod: dict, nodes: list[dict], placed: list[tuple[dict, str]]) -> None:
+        self.pod, self.nodes, self.placed = pod, nodes, placed
+        self.ns = _ns(pod)
+        self.req = requests_of(pod)
+        self.by_name = {_name(n): n for n in nodes}
+        self.used: dict[str, dict[str, float]] = {}  # node name -> resource -> what its Pods request ("pods": how many)
+        self.score_used: dict[str, dict[str, float]] = {}  # node name -> cpu/memory, a Pod without requests as the defaults
+        for p, on in placed:
+            r = requests_of(p)
+            used = self.used.setdefault(on, {"pods": 0.0})
+            used["pods"] += 1
+            for k, v in r.items():
+                used[k] = used.get(k, 0.0) + v
+            su = self.score_used.setdefault(on, {"cpu": 0.0, "memory": 0.0})
+            for k, default in (("cpu", DEFAULT_CPU), ("memory", DEFAULT_MEMORY)):
+                su[k] += r.get(k) or default
+        spec = pod.get("spec") or {}
+        self.spread = [(c, self._spread_counts(c)) for c in spec.get("topologySpreadConstraints") or []]
+        self.affinity = [(t, set(self._domain_counts(t))) for t in _required(pod, "podAffinity")]
+        self.affinity_anywhere = any(_term_matches_pod(t, self.ns, other) for t, _ in self.affinity for other, _on in placed)
+        self.affinity_self = all(_term_matches_pod(t, self.ns, pod) for t, _ in self.affinity)
+        self.anti = [(t, set(self._domain_counts(t))) for t in _required(pod, "podAntiAffinity")]
+        self.existing_anti: set[tuple[str, str]] = set()  # (topology key, value) where a placed Pod's anti-affinity refuses this Pod
+        for other, on in placed:
+            there = self.by_name.get(on)
+            if there is None:
+                continue
+            for t in _required(other, "podAntiAffinity"):
+                key = t["topologyKey"]
+                if key in _labels(there) and _term_matches_pod(t, _ns(other), pod):
+                    self.existing_anti.add((key, _labels(there)[key]))
+        self.preferred = [(sign, w, t, self._domain_counts(t)) for sign, kind in ((1, "podAffinity"), (-1, "podAntiAffinity"))
+                          for w, t in _preferred(pod, kind)]
+
+    def _domain_counts(self, t: dict) -> Counter:
+        """Placed Pods the term matches, per value of its topology key on their Nodes."""
+        key, out = t["topologyKey"], Counter()
+        for other, on in self.placed:
+            there = self.by_name.get(on)
+            if there is not None and key in _labels(there) and _term_matches_pod(t, self.ns, other):
+                out[_labels(there)[key]] += 1
+        return out
+
+    def _spread_counts(self, c: dict) -> dict[str, int]:
+        """Matching Pods per domain of ``c.topologyKey``, over the Nodes the Pod could go to by its node
+        affinity (nodeAffinityPolicy Honor, the default) that carry the key."""
+        key = c.get("topologyKey", "")
+        eligible = {_name(n): n for n in self.nodes if key in _labels(n)
+                    and (c.get("nodeAffinityPolicy") == "Ignore" or matches_node_affinity(self.pod, n))}
+        counts: dict[str, int] = {_labels(n)[key]: 0 for n in eligible.values()}
+        sel = c.get("labelSelector")
+        for other, on in self.placed:
+            n = eligible.get(on)
+            if n is None or _ns(other) != self.ns or not _selects(sel, _labels(other)):
+                continue
+            counts[_labels(n)[key]] += 1
+        return counts
+
+
+def _in_domain(key: str, node: dict, domains: set[str] | Counter) -> bool:
+    labels = _labels(node)
+    return key in labels and labels[key] in domains
 
 
 # -- topology spread -------------------------------------------------------------------------------------------
 
-def _spread_counts(pod: dict, c: dict, nodes: list[dict], placed: list[tuple[dict, str]]) -> dict[str, int]:
-    """Matching Pods per domain of ``c.topologyKey``, over the Nodes the Pod could go to by its node
-    affinity (nodeAffinityPolicy Honor, the default) that carry the key."""
-    key = c.get("topologyKey", "")
-    eligible = {_name(n): n for n in nodes if key in _labels(n)
-                and (c.get("nodeAffinityPolicy") == "Ignore" or matches_node_affinity(pod, n))}
-    counts: dict[str, int] = {_labels(n)[key]: 0 for n in eligible.values()}
-    sel = c.get("labelSelector")
-    for other, node in placed:
-        n = eligible.get(node)
-        if n is None or _ns(other) != _ns(pod) or not selector_matches(sel, _labels(other)):
-            continue
-        counts[_labels(n)[key]] += 1
-    return counts
-
-
-def _spread_fails(pod: dict, node: dict, nodes: list[dict], placed: list[tuple[dict, str]]) -> str | None:
-    for c in (pod.get("spec") or {}).get("topologySpreadConstraints") or []:
+def _spread_fails(ps: Pass, node: dict) -> str | None:
+    for c, counts in ps.spread:
         if c.get("whenUnsatisfiable", "DoNotSchedule") != "DoNotSchedule":
             continue
         key = c.get("topologyKey", "")
         if key not in _labels(node):
             return R_SPREAD_LABEL
-        counts = _spread_counts(pod, c, nodes, placed)
         lo = min(counts.values()) if counts else 0
         if int(c.get("minDomains") or 0) > len(counts):
             lo = 0
-        me = 1 if selector_matches(c.get("labelSelector"), _labels(pod)) else 0
+        me = 1 if _selects(c.get("labelSelector"), _labels(ps.pod)) else 0
         if counts.get(_labels(node)[key], 0) + me - lo > int(c.get("maxSkew") or 1):
             return R_SPREAD
     return None
@@ -256,89 +276,75 @@ def _spread_fails(pod: dict, node: dict, nodes: list[dict], placed: list[tuple[d
 
 # -- filtering ------------------------------------------------------------------------------------------------
 
-def _used(node: str, placed: list[tuple[dict, str]]) -> dict[str, float]:
-    out: dict[str, float] = {"pods": 0.0}
-    for p, n in placed:
-        if n != node:
-            continue
-        out["pods"] += 1
-        for k, v in requests_of(p).items():
-            out[k] = out.get(k, 0.0) + v
-    return out
-
-
-def fit_reasons(pod: dict, node: dict, placed: list[tuple[dict, str]]) -> list[str]:
-    """``Insufficient <resource>`` for each request that does not fit into what is left on the Node."""
+def _fit(req: dict[str, float], node: dict, used: dict[str, float]) -> list[str]:
     alloc = allocatable_of(node)
-    used = _used(_name(node), placed)
     out = []
-    if "pods" in alloc and used["pods"] + 1 > alloc["pods"]:
+    if "pods" in alloc and used.get("pods", 0.0) + 1 > alloc["pods"]:
         out.append(R_TOO_MANY_PODS)
-    for k, v in sorted(requests_of(pod).items()):
+    for k, v in sorted(req.items()):
         if v > 0 and used.get(k, 0.0) + v > alloc.get(k, 0.0) + 1e-9:
             out.append(f"Insufficient {k}")
     return out
 
 
-def filter_node(pod: dict, node: dict, nodes: list[dict], placed: list[tuple[dict, str]]) -> list[str]:
-    """Why ``pod`` cannot go to ``node`` (empty: it can), by the first filter that refuses it."""
-    spec = pod.get("spec") or {}
+def fit_reasons(pod: dict, node: dict, placed: list[tuple[dict, str]]) -> list[str]:
+    """``Insufficient <resource>`` for each request that does not fit into what is left on the Node."""
+    name = _name(node)
+    used: dict[str, float] = {"pods": 0.0}
+    for p, on in placed:
+        if on == name:
+            used["pods"] += 1
+            for k, v in requests_of(p).items():
+                used[k] = used.get(k, 0.0) + v
+    return _fit(requests_of(pod), node, used)
+
+
+def filter_node(ps: Pass, node: dict) -> list[str]:
+    """Why the pass's Pod cannot go to ``node`` (empty: it can), by the first filter that refuses it."""
+    spec = ps.pod.get("spec") or {}
     name = _name(node)
     if (node.get("spec") or {}).get("unschedulable") and not tolerates(spec.get("tolerations") or [], {"key": UNSCHEDULABLE_TAINT, "effect": "NoSchedule"}):
         return [R_UNSCHEDULABLE]
     if spec.get("nodeName") and spec["nodeName"] != name:
         return [R_NODE_NAME]
-    taint = untolerated_taint(pod, node)
+    taint = untolerated_taint(ps.pod, node)
     if taint is not None:
         return [f"node(s) had untolerated taint {{{taint.get('key')}: {taint.get('value') or ''}}}"]
-    if not matches_node_affinity(pod, node):
+    if not matches_node_affinity(ps.pod, node):
         return [R_NODE_AFFINITY]
-    short = fit_reasons(pod, node, placed)
+    short = _fit(ps.req, node, ps.used.get(name) or {"pods": 0.0})
     if short:
         return short
-    why = _spread_fails(pod, node, nodes, placed)
+    why = _spread_fails(ps, node)
     if why:
         return [why]
-    by_name = {_name(n): n for n in nodes}
-    ns = _ns(pod)
-    terms = _required(pod, "podAffinity")
-    if terms:
-        anywhere = any(_term_matches_pod(t, ns, other) for t in terms for other, _ in placed)
-        for t in terms:
-            ok = any(_same_domain(t["topologyKey"], by_name[on], node) and _term_matches_pod(t, ns, other)
-                     for other, on in placed if on in by_name)
-            if not ok:
-                # the first Pod of a group that wants itself: allowed where the key exists, as the scheduler does
-                if not anywhere and all(_term_matches_pod(x, ns, pod) for x in terms) and t["topologyKey"] in _labels(node):
-                    continue
-                return [R_AFFINITY]
-    for t in _required(pod, "podAntiAffinity"):
-        for other, on in placed:
-            there = by_name.get(on)
-            if there is not None and _same_domain(t["topologyKey"], there, node) and _term_matches_pod(t, ns, other):
-                return [R_ANTI_AFFINITY]
-    for other, on in placed:  # existing Pods' anti-affinity against this one
-        there = by_name.get(on)
-        if there is None:
-            continue
-        for t in _required(other, "podAntiAffinity"):
-            if _same_domain(t["topologyKey"], there, node) and _term_matches_pod(t, _ns(other), pod):
-                return [R_EXISTING_ANTI]
+    for t, domains in ps.affinity:
+        if not _in_domain(t["topologyKey"], node, domains):
+            # the first Pod of a group that wants itself: allowed where the key exists, as the scheduler does
+            if not ps.affinity_anywhere and ps.affinity_self and t["topologyKey"] in _labels(node):
+                continue
+            return [R_AFFINITY]
+    for t, domains in ps.anti:
+        if _in_domain(t["topologyKey"], node, domains):
+            return [R_ANTI_AFFINITY]
+    labels = _labels(node)
+    if any(labels.get(key) == value and key in labels for key, value in ps.existing_anti):  # existing Pods' anti-affinity against this one
+        return [R_EXISTING_ANTI]
     return []
 
 
 # -- scoring ----------------------------------------------------------------------------------------------------
 
-def _least_allocated(pod: dict, node: dict, placed: list[tuple[dict, str]]) -> float:
+def _least_allocated(ps: Pass, node: dict) -> float:
     alloc = allocatable_of(node)
+    used = ps.score_used.get(_name(node)) or {}
     scores = []
     for k, default in (("cpu", DEFAULT_CPU), ("memory", DEFAULT_MEMORY)):
         cap = alloc.get(k, 0.0)
         if cap <= 0:
             continue
-        want = requests_of(pod).get(k) or default
-        used = sum((requests_of(p).get(k) or default) for p, n in placed if n == _name(node))
-        scores.append(max(cap - used - want, 0.0) * 100.0 / cap)
+        want = ps.req.get(k) or default
+        scores.append(max(cap - used.get(k, 0.0) - want, 0.0) * 100.0 / cap)
     return sum(scores) / len(scores) if scores else 0.0
 
 
@@ -351,35 +357,32 @@ def _normalize(raw: dict[str, float], invert: bool = False) -> dict[str, float]:
     return {k: 100.0 * ((hi - v) if invert else (v - lo)) / (hi - lo) for k, v in raw.items()}
 
 
-def score_nodes(pod: dict, feasible: list[dict], nodes: list[dict], placed: list[tuple[dict, str]]) -> dict[str, float]:
-    spec = pod.get("spec") or {}
+def score_nodes(ps: Pass, feasible: list[dict]) -> dict[str, float]:
+    spec = ps.pod.get("spec") or {}
     names = [_name(n) for n in feasible]
-    by_name = {_name(n): n for n in nodes}
-    total = {n: _least_allocated(pod, node, placed) for n, node in zip(names, feasible, strict=True)}
+    total = {n: _least_allocated(ps, node) for n, node in zip(names, feasible, strict=True)}
     prefs = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get("preferredDuringSchedulingIgnoredDuringExecution") or []
     if prefs:
         raw = {_name(n): float(sum(int(p.get("weight") or 0) for p in prefs if _node_term_matches(p.get("preference") or {}, n))) for n in feasible}
         for k, v in _normalize(raw).items():
             total[k] += 2 * v
-    pa, paa = _preferred(pod, "podAffinity"), _preferred(pod, "podAntiAffinity")
-    if pa or paa:
+    if ps.preferred:
         raw = {}
         for node in feasible:
             s = 0.0
-            for sign, terms in ((1, pa), (-1, paa)):
-                for w, t in terms:
-                    s += sign * w * sum(1 for other, on in placed if on in by_name and _same_domain(t["topologyKey"], by_name[on], node)
-                                        and _term_matches_pod(t, _ns(pod), other))
+            labels = _labels(node)
+            for sign, w, t, counts in ps.preferred:
+                key = t["topologyKey"]
+                s += sign * w * (counts[labels[key]] if key in labels else 0)
             raw[_name(node)] = s
         for k, v in _normalize(raw).items():
             total[k] += 2 * v
-    soft = [c for c in spec.get("topologySpreadConstraints") or [] if c.get("whenUnsatisfiable") == "ScheduleAnyway"]
+    soft = [counted for counted in ps.spread if counted[0].get("whenUnsatisfiable") == "ScheduleAnyway"]
     if soft:
         raw = {}
         for node in feasible:
             s = 0.0
-            for c in soft:
-                counts = _spread_counts(pod, c, nodes, placed)
+            for c, counts in soft:
                 s += counts.get(_labels(node).get(c.get("topologyKey", ""), ""), 0)
             raw[_name(node)] = s
         for k, v in _normalize(raw, invert=True).items():
@@ -398,16 +401,17 @@ def schedule(pod: dict, nodes: list[dict], placed: list[tuple[dict, str]]) -> De
     already bound to one of them."""
     if not nodes:
         return Decision(None, "no nodes available to schedule pods")
+    ps = Pass(pod, nodes, placed)
     reasons: dict[str, list[str]] = {}
     feasible = []
     for n in nodes:
-        why = filter_node(pod, n, nodes, placed)
+        why = filter_node(ps, n)
         if why:
             reasons[_name(n)] = why
         else:
             feasible.append(n)
     if not feasible:
         return Decision(None, unschedulable_message(len(nodes), reasons), reasons)
-    scores = score_nodes(pod, feasible, nodes, placed)
+    scores = score_nodes(ps, feasible)
     best = sorted(scores, key=lambda k: (-round(scores[k], 6), k))[0]
     return Decision(best, "", reasons, scores)

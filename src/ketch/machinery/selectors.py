@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from ketch.kinds.labels import selector_matches
 from ketch.kinds.meta import get_path
 from ketch.machinery.errors import bad_request
 
@@ -81,23 +82,11 @@ def equality_requirements(sel: str | None) -> dict[str, str]:
 
 
 def label_matches(selector: dict | None, labels: dict) -> bool:
-    """Match a structured LabelSelector (matchLabels / matchExpressions), as Services and Jobs use."""
+    """Match a structured LabelSelector (matchLabels / matchExpressions), as Services and Jobs use: a missing
+    or ``{}`` selector selects nothing here (kinds/labels.py has the one matcher and both readings of empty)."""
     if not selector:
         return False
-    for k, v in (selector.get("matchLabels") or {}).items():
-        if labels.get(k) != v:
-            return False
-    for e in selector.get("matchExpressions") or []:
-        k, op, vals = e.get("key"), e.get("operator"), e.get("values") or []
-        if op == "In" and labels.get(k) not in vals:
-            return False
-        if op == "NotIn" and k in labels and labels[k] in vals:
-            return False
-        if op == "Exists" and k not in labels:
-            return False
-        if op == "DoesNotExist" and k in labels:
-            return False
-    return True
+    return selector_matches(selector, labels, empty_matches_all=True)
 
 
 # The field labels kube-apiserver supports per kind (every kind has metadata.name and metadata.namespace);

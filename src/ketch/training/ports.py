@@ -7,6 +7,7 @@ before the pods; a restarted ketch reads it back from there, so the wiring survi
 from __future__ import annotations
 
 from ketch.config import kubelet_kind, pod_network
+from ketch.kinds.endpoints import service_host_ref
 
 
 def peer_host(service: str) -> str:
@@ -15,9 +16,13 @@ def peer_host(service: str) -> str:
     whose Pods are on several machines but resolve no Service names, the Service's address as a
     Kubernetes service-link variable, ``$(<SERVICE>_SERVICE_HOST)``, which that kubelet fills in at the
     container's start with the IP of the node running the peer's Pod; else 127.0.0.1 (the peer's port is
-    its own on the shared host network)."""
+    its own on the shared host network).
+
+    The branch on the kubelet stays: only the Ray kubelet fills in service-link variables (the local one sets
+    none, and Kubernetes sets none for the headless Services the operators make), so on the others the
+    reference would stay unexpanded."""
     if kubelet_kind() == "ray":
-        return "$(" + service.upper().replace("-", "_").replace(".", "_") + "_SERVICE_HOST)"
+        return service_host_ref(service)
     return service if pod_network() == "netns" else "127.0.0.1"
 
 

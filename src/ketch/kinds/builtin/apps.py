@@ -11,6 +11,7 @@ from __future__ import annotations
 from ketch.kinds.builtin._common import META_MERGE_KEYS, OPEN, age_column
 from ketch.kinds.builtin.pod import POD_MERGE_KEYS, default_pod_spec, validate_pod_spec
 from ketch.kinds.definitions import FieldError, PrinterColumn, ResourceDefinition, VersionDef
+from ketch.kinds.labels import selector_matches
 from ketch.kinds.meta import selector_string
 
 # Scale reads spec.replicas and status.replicas; the selector is the spec's, as a string.
@@ -46,19 +47,6 @@ def wide_columns() -> list[PrinterColumn]:
     ]
 
 
-def _label_selector_matches(sel: dict, labels: dict) -> bool:
-    for k, v in (sel.get("matchLabels") or {}).items():
-        if labels.get(k) != v:
-            return False
-    for e in sel.get("matchExpressions") or []:
-        k, op, vals = e.get("key"), e.get("operator"), e.get("values") or []
-        if (op == "In" and labels.get(k) not in vals) or (op == "NotIn" and k in labels and labels[k] in vals):
-            return False
-        if (op == "Exists" and k not in labels) or (op == "DoesNotExist" and k in labels):
-            return False
-    return True
-
-
 def validate_workload(obj: dict, old: dict | None, restart_always: bool = True, claim_volumes: list[str] | None = None) -> list[FieldError]:
     """What every pod-template workload checks: a non-empty selector that selects the template's labels,
     a valid pod template, non-negative counts, and (apps/v1) a selector that never changes."""
@@ -69,7 +57,7 @@ def validate_workload(obj: dict, old: dict | None, restart_always: bool = True, 
     labels = (tmpl.get("metadata") or {}).get("labels") or {}
     if not sel or not ((sel.get("matchLabels") or {}) or (sel.get("matchExpressions") or [])):
         errs.append(FieldError("spec.selector", "FieldValueRequired", ""))
-    elif not _label_selector_matches(sel, labels):
+    elif not selector_matches(sel, labels):
         errs.append(FieldError("spec.template.metadata.labels", "FieldValueInvalid", "`selector` does not match template `labels`", labels))
     pspec = tmpl.get("spec") or {}
     if claim_volumes and isinstance(pspec, dict):  # a StatefulSet's claims are volumes its Pods will have

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import json
 import os
@@ -21,6 +22,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
+
+
+def run_async(main):  # noqa: ANN001, ANN201
+    """``asyncio.run(main())`` on a loop of its own in a thread of its own, returning its result: an earlier
+    test in the session may leave an event loop running on the main thread (a sync Playwright session
+    does), where asyncio.run refuses to start."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as ex:
+        return ex.submit(lambda: asyncio.run(main())).result()
 
 
 def free_port() -> int:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from conftest import run_async
 from ketch.kinds.meta import now_micro
 from ketch.machinery.api import Api
 from ketch.machinery.client import Client
@@ -50,12 +50,7 @@ class Candidate:
         await asyncio.gather(self.task, return_exceptions=True)
 
 
-def run(main) -> None:  # noqa: ANN001
-    """Run ``main()`` on a loop of its own in a thread of its own: an earlier test in the session may
-    leave an event loop running on the main thread (a sync Playwright session does), where asyncio.run
-    refuses to start."""
-    with ThreadPoolExecutor(1) as ex:
-        ex.submit(asyncio.run, main()).result()
+run = run_async  # its loop in a thread of its own (conftest.py says why)
 
 
 def lease(api: Api) -> dict:

@@ -11,7 +11,6 @@ certificate. After kill -9 of the leader the former follower takes the Lease and
 
 from __future__ import annotations
 
-import asyncio
 import http.server
 import json
 import ssl
@@ -24,7 +23,7 @@ import pytest
 import websockets.sync.client as wsclient
 from websockets.exceptions import InvalidStatus
 
-from conftest import free_port, kubectl_bin, wait_for
+from conftest import free_port, kubectl_bin, run_async, wait_for
 from serving_helpers import IRIS_ROW, train_sklearn
 from test_multi_ketch import cluster, holder, metric  # noqa: F401 - the two-process fixture, this module's own instance
 
@@ -245,10 +244,10 @@ def test_the_follower_sends_credentials_only_to_a_leader_with_ketchs_certificate
             await fw.close()
 
     try:
-        r = asyncio.run(call(ketch_cert))
+        r = run_async(lambda: call(ketch_cert))  # a loop of its own: conftest.py says why
         assert r.status_code == 503 and "did not answer" in r.json()["message"], r.text
         assert _Recorder.seen == [], "a request reached a server without ketch's certificate"
-        r = asyncio.run(call(other_cert))  # the control: trusted, the very same server gets it, credential and all
+        r = run_async(lambda: call(other_cert))  # the control: trusted, the very same server gets it, credential and all
         assert r.status_code == 200 and r.text == "ok"
         assert [h.get("authorization") for h in _Recorder.seen] == ["Bearer secret-of-the-caller"]
         assert _Recorder.seen[0].get("x-ketch-forwarded-by") == "follower_1"

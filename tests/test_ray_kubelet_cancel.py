@@ -16,6 +16,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from conftest import run_async
+
 ray = pytest.importorskip("ray")
 
 from ketch.kubelet import exits, ray_workers  # noqa: E402
@@ -94,7 +96,7 @@ def test_a_reservation_ray_cannot_place_is_killed_when_the_spawn_is_cancelled(cl
         await await_until(lambda: gone(ray_workers.reservation_name(k.home_id, key)), 15, "the reservation actor to be killed")
 
     try:
-        asyncio.run(go())
+        run_async(go)
     finally:
         ray.kill(blocker)
 
@@ -110,7 +112,7 @@ def test_a_container_still_being_started_is_ended_once_started_when_the_spawn_is
         assert code == -signal.SIGKILL, code  # killed by the worker forgetting it
         assert key not in await k.node_workers[cluster["NodeID"]].list.remote()
 
-    asyncio.run(go())
+    run_async(go)
 
 
 def test_a_pending_placement_group_is_removed_when_its_making_is_cancelled(cluster):
@@ -132,7 +134,7 @@ def test_a_pending_placement_group_is_removed_when_its_making_is_cancelled(clust
         await asyncio.sleep(1.0)
         return pg
 
-    pg = asyncio.run(go())
+    pg = run_async(go)
     wait(lambda: ray.util.placement_group_table(pg)["state"] == "REMOVED", 15, "the placement group to be removed")
 
 
@@ -146,7 +148,7 @@ def test_a_placed_groups_bundle_nodes_are_read_once_and_give_the_pods_node(clust
         await asyncio.wait_for(k._make_group(gang, [pod]), 60)
         return k._gang_node(pod, ("g-ok", "PACK", 1, 0))
 
-    assert asyncio.run(go()) == ("n1", "")
+    assert run_async(go) == ("n1", "")
     assert gang.ready and gang.bundles == {0: cluster["NodeID"]}
     ray.util.remove_placement_group(gang.pg)
 
@@ -165,5 +167,5 @@ def test_a_dead_nodes_containers_share_one_membership_sync(cluster):
     async def go():
         await asyncio.gather(*(k._lost_actor("n1") for _ in range(30)))
 
-    asyncio.run(go())
+    run_async(go)
     assert len(calls) == 1

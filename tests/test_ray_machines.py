@@ -21,7 +21,6 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import List  # noqa: UP035 - kfp reads the annotation
 
 import pytest
 import yaml
@@ -33,9 +32,7 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("moto")
 pytest.importorskip("s3fs")
 pytest.importorskip("kfp")
-from kfp import dsl  # noqa: E402
-from kfp.dsl import Dataset, Input, Output  # noqa: E402
-
+import ray_fanout  # noqa: E402
 import ray_machines_helpers as helpers  # noqa: E402
 import test_storage_s3  # noqa: E402
 
@@ -179,30 +176,7 @@ def test_a_pod_on_a_machine_runs_there_with_its_files_and_its_logs_come_back(k, 
     wait_for(lambda: mc.run("test", "-e", str(pod_dir)).returncode == 1, timeout=30, what="the pod's files gone from its machine")
 
 
-@dsl.component
-def make_part(i: int, part: Output[Dataset]) -> None:
-    import os
-    import time
-
-    time.sleep(2)
-    with open(part.path, "w") as f:
-        f.write(f"part-{i} on {os.environ['KETCH_RAY_NODE_ID']}\n")
-    part.metadata["i"] = i
-
-
-@dsl.component
-def join(parts: Input[List[Dataset]], merged: Output[Dataset]) -> int:  # noqa: UP006
-    text = "".join(open(p.path).read() for p in sorted(parts, key=lambda p: p.metadata["i"]))
-    with open(merged.path, "w") as f:
-        f.write(text)
-    return len(parts)
-
-
-@dsl.pipeline
-def fan_out() -> int:
-    with dsl.ParallelFor(list(range(WIDTH))) as i:
-        p = make_part(i=i)
-    return join(parts=dsl.Collected(p.outputs["part"])).outputs["Output"]
+fan_out = ray_fanout.fan_out(WIDTH)
 
 
 @pytest.fixture(scope="module")

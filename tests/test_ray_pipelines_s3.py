@@ -14,7 +14,6 @@ as a ketch whose Ray nodes are other machines must.
 import json
 import sys
 from collections import Counter
-from typing import List  # noqa: UP035 - kfp reads the annotation
 
 import httpx
 import pytest
@@ -27,10 +26,9 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("moto")
 pytest.importorskip("s3fs")
 pytest.importorskip("kfp")
-from kfp import dsl  # noqa: E402
-from kfp.dsl import Dataset, Input, Output  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
+import ray_fanout  # noqa: E402
 import test_storage_s3  # noqa: E402
 
 moto_url = test_storage_s3.moto_url  # moto's S3 server: one fixture for both files
@@ -76,30 +74,7 @@ def nodes(k) -> dict[str, dict]:
     return {n["metadata"]["name"]: n for n in k.kjson("get", "nodes")["items"]}
 
 
-@dsl.component
-def make_part(i: int, part: Output[Dataset]) -> None:
-    import os
-    import time
-
-    time.sleep(2)  # the six are running at once, as a real fan-out's are: each holds its place meanwhile
-    with open(part.path, "w") as f:
-        f.write(f"part-{i} on {os.environ['KETCH_RAY_NODE_ID']}\n")
-    part.metadata["i"] = i
-
-
-@dsl.component
-def join(parts: Input[List[Dataset]], merged: Output[Dataset]) -> int:  # noqa: UP006
-    text = "".join(open(p.path).read() for p in sorted(parts, key=lambda p: p.metadata["i"]))
-    with open(merged.path, "w") as f:
-        f.write(text)
-    return len(parts)
-
-
-@dsl.pipeline
-def fan_out() -> int:
-    with dsl.ParallelFor(list(range(WIDTH))) as i:
-        p = make_part(i=i)
-    return join(parts=dsl.Collected(p.outputs["part"])).outputs["Output"]
+fan_out = ray_fanout.fan_out(WIDTH)
 
 
 def test_a_fan_out_spreads_over_the_nodes_with_its_artifacts_in_s3(k, moto_url):

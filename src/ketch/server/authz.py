@@ -33,6 +33,7 @@ from ketch.machinery.authz import Authorizer, current_user, forbidden
 from ketch.machinery.errors import StatusError
 from ketch.machinery.requestinfo import Attributes, from_request
 from ketch.server.auth import ASGIApp, Receive, Scope, Send, is_kube_path
+from ketch.server.replay import replay
 
 PUBLIC_ANNOTATION = "serving.ketch.io/public"
 ANONYMOUS = UserInfo("system:anonymous", "", ("system:unauthenticated",))
@@ -305,16 +306,7 @@ async def _buffer(receive: Receive) -> tuple[bytes, Receive]:
         if not msg.get("more_body"):
             break
     raw = b"".join(chunks)
-    sent = False
-
-    async def replay() -> dict:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": raw, "more_body": False}
-        return await receive()
-
-    return raw, replay
+    return raw, replay(raw, receive)
 
 
 async def _deny(scope: Scope, send: Send, e: StatusError) -> None:

@@ -51,6 +51,7 @@ from wsproto.events import (
 from wsproto.events import Message as WsMessage
 
 from ketch.runtime.metrics import metric
+from ketch.server.replay import replay
 
 log = logging.getLogger(__name__)
 FORWARDED_BY = b"x-ketch-forwarded-by"
@@ -167,7 +168,7 @@ class LeaderForwarder:
         except httpx.HTTPError as e:
             forwarded.labels("http", "unreachable").inc()
             if here:
-                await self.app(scope, _replay(bytes(body), receive), send)
+                await self.app(scope, replay(bytes(body), receive), send)
                 return
             await _refuse(scope, send, 503, f"the leader at {url} did not answer ({type(e).__name__}: {e}); it may be changing; retry shortly")
             return
@@ -327,20 +328,6 @@ async def _relay(conn: Any, reader: asyncio.StreamReader, writer: asyncio.Stream
         code = closed.get("code") or 1000
         with contextlib.suppress(Exception):
             await send({"type": "websocket.close", "code": 1000 if code in (1005, 1006) else code, "reason": closed.get("reason", "")})
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that hands the already-read body over again, then defers to the real one."""
-    sent = False
-
-    async def again() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return again
 
 
 async def _refuse(scope: Scope, send: Send, code: int, message: str) -> None:

@@ -79,7 +79,9 @@ def nap(seconds: float) -> float:
 THREE_STEPS = NAP + '''
 @dsl.pipeline
 def three_steps(last: float = 0.0):
-    a = nap(seconds=0.0).set_caching_options(False)
+    # the first step lasts a second: warm task Pods end in ~50 ms, so a run of three 0 s naps can be over
+    # before the CLI's first look, and its progress lines are what the tests read
+    a = nap(seconds=1.0).set_caching_options(False)
     b = nap(seconds=0.0).after(a).set_caching_options(False)
     nap(seconds=last).after(b).set_caching_options(False)
 '''

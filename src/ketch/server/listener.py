@@ -22,8 +22,6 @@ import sys
 
 import uvicorn
 
-from ketch.runtime.coalesce import coalescing
-
 log = logging.getLogger(__name__)
 HANDSHAKE = 0x16
 FIRST_BYTE_TIMEOUT_S = 30.0
@@ -121,7 +119,7 @@ class Server(uvicorn.Server):
         if self.lifespan.should_exit:
             sys.exit(3)
         config = self.config
-        protocol_class = coalescing(config.http_protocol_class)
+        protocol_class = config.http_protocol_class
 
         def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
             return protocol_class(  # type: ignore[call-arg]

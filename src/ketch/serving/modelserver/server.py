@@ -113,7 +113,6 @@ def main(argv: list[str] | None = None) -> None:
 def run(model: Model, args: argparse.Namespace) -> None:
     import uvicorn
 
-    from ketch.runtime.coalesce import coalescing
 
     metrics = Metrics()
     reg = Registry(metrics)
@@ -133,8 +132,6 @@ def run(model: Model, args: argparse.Namespace) -> None:
         loop_kind = "asyncio"
     config = uvicorn.Config(app, host=BIND, port=args.http_port, loop=loop_kind, http="httptools", lifespan="off",
                             access_log=False, log_level="warning", backlog=2048)
-    config.load()
-    config.http_protocol_class = coalescing(config.http_protocol_class)  # a response's head and body in one write
     server = uvicorn.Server(config)
 
     async def serve() -> None:

@@ -27,3 +27,17 @@ def test_drain_respects_the_budget_and_uncordon_reschedules(ketch):
     k.kubectl("uncordon", node)
     k.kubectl("rollout", "status", "deployment/w", "--timeout=60s")
     wait_for(lambda: k.kjson("get", "deployment", "w")["status"].get("availableReplicas") == 2, 30, 0.2, "2 available again")
+
+
+def test_a_budget_with_an_empty_selector_covers_every_pod_of_its_namespace(ketch):
+    """policy/v1: ``selector: {}`` selects every Pod in the budget's namespace (no selector selects none)."""
+    k = ketch
+    k.kubectl("create", "namespace", "pdb-all")
+    k.kubectl("create", "deployment", "e", "-n", "pdb-all", "--image=busybox", "--replicas=2", "--", "sleep", "3600")
+    k.kubectl("rollout", "status", "deployment/e", "-n", "pdb-all", "--timeout=60s")
+    k.kubectl("apply", "-f", "-", input='{"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "all", "namespace": "pdb-all"},'
+              ' "spec": {"minAvailable": 1, "selector": {}}}')
+    st = wait_for(lambda: (s := k.kjson("get", "pdb", "all", "-n", "pdb-all").get("status") or {}).get("expectedPods") == 2 and s,
+                  20, 0.2, "the budget counts both Pods")
+    assert st["currentHealthy"] == 2 and st["disruptionsAllowed"] == 1, st
+    k.kubectl("delete", "namespace", "pdb-all", "--wait=false")

@@ -26,11 +26,11 @@ from starlette.responses import Response
 
 from ketch.controllers.workload_pods import POD, active, ready
 from ketch.kinds.definitions import ResourceDefinition
+from ketch.kinds.labels import selector_matches
 from ketch.kinds.meta import now, parse_time, set_condition
 from ketch.machinery import scale
 from ketch.machinery.context import Context
 from ketch.machinery.errors import StatusError, bad_request
-from ketch.machinery.selectors import label_matches
 from ketch.runtime import Controller, Key, Result, Watch, key_of
 
 PDB = ("policy/v1", "PodDisruptionBudget")
@@ -45,9 +45,8 @@ def _resolve(v: object, total: int) -> int:
 
 def _selects(pdb: dict, pod: dict) -> bool:
     sel = (pdb.get("spec") or {}).get("selector")
-    if sel is None:
-        return False  # policy/v1: no selector selects nothing, an empty one ({}) every Pod
-    return label_matches(sel, pod["metadata"].get("labels") or {})
+    # policy/v1: no selector selects nothing, an empty one ({}) every Pod of the namespace
+    return selector_matches(sel, pod["metadata"].get("labels") or {}, empty_matches_all=True)
 
 
 class DisruptionController(Controller):

@@ -68,6 +68,9 @@ def test_configmap_crud_and_selectors(api_client):
 def test_watch_stream(api_client):
     v1 = client.CoreV1Api(api_client)
     ns = _ns(api_client, "py-watch")
+    # every new namespace gets its kube-root-ca.crt ConfigMap from a controller, a moment later: the list the
+    # watch starts from is taken once it is there, so the watch sees only what this test does
+    wait_for(lambda: any(c.metadata.name == "kube-root-ca.crt" for c in v1.list_namespaced_config_map(ns).items), 10, 0.1, "kube-root-ca.crt")
     rv = v1.list_namespaced_config_map(ns).metadata.resource_version
     seen: list[tuple[str, str]] = []
     w = watch.Watch()
